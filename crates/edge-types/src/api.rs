@@ -1,0 +1,224 @@
+//! Requests and replies of the central API (`edge.v1.api.<noun>.<verb>`), and the typed error
+//! every failed request gets.
+
+use std::collections::BTreeMap;
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::app::AppSpec;
+use crate::names::Name;
+use crate::site::{HostInventory, LabelValue, Labels};
+use crate::status::{AppStatusReport, Phase};
+
+/// Body of requests that take no argument (`app.list`, `site.list`).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Empty {}
+
+/// Names one application (`app.get`, `app.status`, `app.delete`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AppRef {
+    pub name: Name,
+}
+
+/// Reply to `app.apply`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ApplyReply {
+    pub name: Name,
+    pub generation: u64,
+    /// False when the same spec was already applied: nothing changed.
+    pub changed: bool,
+    /// Sites the application is placed at.
+    pub sites: Vec<Name>,
+}
+
+/// The hub's record of an application, reply to `app.get`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AppRecord {
+    pub spec: AppSpec,
+    pub generation: u64,
+    /// Digest of the spec, to detect a no-op apply.
+    pub digest: String,
+    /// Sites the application is currently placed at.
+    pub sites: Vec<Name>,
+    pub updated_at_ms: u64,
+}
+
+/// One line of `app.list`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AppSummary {
+    pub name: Name,
+    pub version: String,
+    pub generation: u64,
+    /// Sites the app is placed at.
+    pub sites_desired: u32,
+    /// Of those, sites reporting `running` at the current generation.
+    pub sites_running: u32,
+}
+
+/// Reply to `app.list`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AppListReply {
+    pub apps: Vec<AppSummary>,
+}
+
+/// Status of an application at one site.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SiteAppStatus {
+    pub site: Name,
+    /// `pending` until the site has reported on the current generation.
+    pub phase: SitePhase,
+    /// The site's latest report, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub report: Option<AppStatusReport>,
+}
+
+/// Phase of an app at a site as the hub sees it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum SitePhase {
+    /// No report on the current generation yet (the site may be offline).
+    Pending,
+    Progressing,
+    Running,
+    Failed,
+    /// Being removed from a site it no longer matches.
+    Removing,
+}
+
+impl From<Phase> for SitePhase {
+    fn from(p: Phase) -> Self {
+        match p {
+            Phase::Progressing => SitePhase::Progressing,
+            Phase::Running => SitePhase::Running,
+            Phase::Failed => SitePhase::Failed,
+            Phase::Removed => SitePhase::Removing,
+        }
+    }
+}
+
+/// Reply to `app.status`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AppStatusReply {
+    pub name: Name,
+    pub version: String,
+    pub generation: u64,
+    pub sites: Vec<SiteAppStatus>,
+}
+
+/// Reply to `app.delete`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DeleteReply {
+    pub name: Name,
+    /// Sites the app is being removed from.
+    pub sites: Vec<Name>,
+}
+
+/// One line of `site.list`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SiteSummary {
+    pub site: Name,
+    /// Effective labels (reported, overlaid by central).
+    pub labels: Labels,
+    pub hosts: Vec<HostInventory>,
+    /// A heartbeat arrived recently.
+    pub connected: bool,
+    /// Last heartbeat seen by this scheduler, ms since the Unix epoch; 0 if none.
+    pub last_seen_ms: u64,
+    /// Applications placed at the site.
+    pub apps: Vec<Name>,
+}
+
+/// Reply to `site.list`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SiteListReply {
+    pub sites: Vec<SiteSummary>,
+}
+
+/// Request of `site.label`: set and remove central labels of a site.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SiteLabelRequest {
+    pub site: Name,
+    #[serde(default)]
+    #[schemars(extend("maxProperties" = 64, "propertyNames" = {"pattern": "^[A-Za-z0-9][A-Za-z0-9._/-]{0,62}$"}))]
+    pub set: BTreeMap<String, LabelValue>,
+    #[serde(default)]
+    #[schemars(length(max = 64))]
+    pub remove: Vec<String>,
+}
+
+/// Reply to `site.register`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RegisterReply {
+    pub site: Name,
+    /// True on the first registration of this site.
+    pub new: bool,
+}
+
+/// Kind of a failed request; also sent as the `Nats-Service-Error-Code` header.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorCode {
+    /// The request is malformed or violates the schema; nothing changed.
+    InvalidRequest,
+    NotFound,
+    /// A concurrent change won; retry.
+    Conflict,
+    /// A dependency (JetStream) is unavailable; retry later.
+    Unavailable,
+    Internal,
+}
+
+impl ErrorCode {
+    /// HTTP-like numeric code for the `Nats-Service-Error-Code` header.
+    pub fn numeric(self) -> u16 {
+        match self {
+            ErrorCode::InvalidRequest => 400,
+            ErrorCode::NotFound => 404,
+            ErrorCode::Conflict => 409,
+            ErrorCode::Unavailable => 503,
+            ErrorCode::Internal => 500,
+        }
+    }
+}
+
+/// The body of every error reply.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema, thiserror::Error)]
+#[serde(deny_unknown_fields)]
+#[error("{message}")]
+pub struct ApiError {
+    pub code: ErrorCode,
+    /// One sentence a human can act on.
+    pub message: String,
+    /// JSON pointer to the offending field, when one is to blame.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pointer: Option<String>,
+}
+
+impl ApiError {
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        Self { code, message: message.into(), pointer: None }
+    }
+    pub fn invalid(pointer: impl Into<String>, message: impl Into<String>) -> Self {
+        Self { code: ErrorCode::InvalidRequest, message: message.into(), pointer: Some(pointer.into()) }
+    }
+    pub fn not_found(message: impl Into<String>) -> Self {
+        Self::new(ErrorCode::NotFound, message)
+    }
+    pub fn internal(message: impl Into<String>) -> Self {
+        Self::new(ErrorCode::Internal, message)
+    }
+}

@@ -1,0 +1,180 @@
+//! The application spec: what an application team applies. Human-authored, so unknown fields
+//! are rejected (typos surface) and every bound is in the JSON Schema.
+
+use std::collections::BTreeMap;
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::names::Name;
+use crate::selector::Selector;
+
+/// A versioned aggregate of containers and config, with the placement that says where it runs.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AppSpec {
+    /// Application name, unique in the fleet.
+    pub name: Name,
+    /// The application's own version string, shown in status; any change is a new generation.
+    #[schemars(length(min = 1, max = 64), regex(pattern = r"^[A-Za-z0-9][A-Za-z0-9._+-]*$"))]
+    pub version: String,
+    /// The containers that make up the application.
+    #[schemars(length(min = 1, max = 32))]
+    pub services: Vec<ServiceSpec>,
+    /// Where the application runs.
+    pub placement: Placement,
+}
+
+/// One container of an application, run `replicas` times at every selected site.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ServiceSpec {
+    /// Service name, unique within the application.
+    pub name: Name,
+    /// Container image reference, e.g. `edge/busybox:v1`.
+    #[schemars(length(min = 1, max = 255), regex(pattern = r"^[a-z0-9][a-z0-9._/:@-]*$"))]
+    pub image: String,
+    /// Command and arguments; the image's default when empty.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 64))]
+    pub command: Vec<CommandArg>,
+    /// Environment variables.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schemars(extend("maxProperties" = 128, "propertyNames" = {"pattern": "^[A-Za-z_][A-Za-z0-9_]{0,127}$"}))]
+    pub env: BTreeMap<String, EnvValue>,
+    /// Ports published on the host.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 32))]
+    pub ports: Vec<PortSpec>,
+    /// Resource limits.
+    #[serde(default)]
+    pub resources: Resources,
+    /// Containers of this service at each selected site.
+    #[serde(default = "one")]
+    #[schemars(range(min = 1, max = 16))]
+    pub replicas: u32,
+}
+
+/// One command-line argument.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(transparent)]
+pub struct CommandArg(#[schemars(length(max = 4096))] pub String);
+
+/// One environment value.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(transparent)]
+pub struct EnvValue(#[schemars(length(max = 8192))] pub String);
+
+fn one() -> u32 {
+    1
+}
+
+/// A port published on the host.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PortSpec {
+    /// Port inside the container.
+    #[schemars(range(min = 1, max = 65535))]
+    pub container: u16,
+    /// Port on the host; the same as `container` when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 65535))]
+    pub host: Option<u16>,
+    /// `tcp` (default) or `udp`.
+    #[serde(default)]
+    pub protocol: Protocol,
+}
+
+/// Transport protocol of a published port.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Protocol {
+    #[default]
+    Tcp,
+    Udp,
+}
+
+/// Resource limits of one container.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Resources {
+    /// CPU limit in cores, e.g. 0.5.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0.01, max = 512.0))]
+    pub cpus: Option<f64>,
+    /// Memory limit in MiB.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 6, max = 4194304))]
+    pub memory_mb: Option<u64>,
+}
+
+/// Where an application runs.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Placement {
+    /// Site-label selector, e.g. `customer = acme, region in (eu, us), !legacy`. Terms are
+    /// joined by `,`; operators are `=`, `!=`, `in (..)`, `notin (..)`, `key` (exists) and
+    /// `!key` (absent). An empty string selects every site.
+    #[schemars(length(max = 1024))]
+    pub sites: String,
+}
+
+/// A semantic problem in a spec that the schema cannot express.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{pointer}: {message}")]
+pub struct SpecError {
+    /// JSON pointer to the offending field.
+    pub pointer: String,
+    pub message: String,
+}
+
+impl AppSpec {
+    /// Checks what the schema cannot: unique service names, unique host ports, a parsable selector.
+    pub fn check(&self) -> Result<Selector, SpecError> {
+        let mut names = std::collections::BTreeSet::new();
+        let mut host_ports = std::collections::BTreeSet::new();
+        for (i, svc) in self.services.iter().enumerate() {
+            if !names.insert(&svc.name) {
+                return Err(SpecError {
+                    pointer: format!("/services/{i}/name"),
+                    message: format!("service name {:?} is used twice", svc.name.as_str()),
+                });
+            }
+            for (j, p) in svc.ports.iter().enumerate() {
+                let host = p.host.unwrap_or(p.container);
+                if svc.replicas > 1 || !host_ports.insert((host, p.protocol)) {
+                    return Err(SpecError {
+                        pointer: format!("/services/{i}/ports/{j}"),
+                        message: format!(
+                            "host port {host} is published more than once (a published port allows one replica per site)"
+                        ),
+                    });
+                }
+            }
+        }
+        Selector::parse(&self.placement.sites).map_err(|e| SpecError {
+            pointer: "/placement/sites".into(),
+            message: format!("invalid selector {:?} {e}", self.placement.sites),
+        })
+    }
+
+    /// A stable digest of the whole spec; applying an identical spec is a no-op.
+    pub fn digest(&self) -> String {
+        digest_json(self)
+    }
+}
+
+impl ServiceSpec {
+    /// A stable digest of what the container is made from; a container is replaced only when
+    /// the digest of its own service changes.
+    pub fn digest(&self) -> String {
+        digest_json(self)
+    }
+}
+
+/// Hex SHA-256 (first 16 bytes) of a value's canonical JSON (maps are ordered).
+pub fn digest_json<T: Serialize>(value: &T) -> String {
+    let bytes = serde_json::to_vec(value).expect("wire types always serialize");
+    hex::encode(&Sha256::digest(bytes)[..16])
+}

@@ -1,0 +1,30 @@
+//! Desired state of one application at one site, written by the scheduler to the hub stream
+//! DESIRED and sourced into the site's own DESIRED stream.
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::app::AppSpec;
+use crate::names::Name;
+
+/// What should run at `site` for `app`. `spec: null` is a tombstone: remove the app.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DesiredApp {
+    pub site: Name,
+    pub app: Name,
+    /// Application generation; grows by one each time the spec changes. A site acts on a
+    /// changed generation, never on a reconnect.
+    #[schemars(range(min = 1))]
+    pub generation: u64,
+    /// The spec to run, or `null` when the app must leave the site.
+    pub spec: Option<AppSpec>,
+}
+
+impl DesiredApp {
+    /// Deterministic `Nats-Msg-Id`: republishing the same generation is deduplicated.
+    pub fn msg_id(&self) -> String {
+        let kind = if self.spec.is_some() { "put" } else { "del" };
+        format!("desired.{}.{}.{}.{kind}", self.site, self.app, self.generation)
+    }
+}

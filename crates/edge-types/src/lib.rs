@@ -1,0 +1,14 @@
+//! Wire types of the edge orchestrator: every message on the bus, the subject grammar, and the
+//! JSON Schemas that inbound messages are validated against. No NATS dependency lives here.
+
+pub mod api;
+pub mod app;
+pub mod desired;
+pub mod names;
+pub mod schema;
+pub mod selector;
+pub mod site;
+pub mod status;
+pub mod subject;
+
+pub use names::{Name, NameError};

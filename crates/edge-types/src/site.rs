@@ -1,0 +1,100 @@
+//! Sites and hosts: call-home registration, heartbeats, and the central site record.
+
+use std::collections::BTreeMap;
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::names::Name;
+
+/// Labels of a site or host. Keys like `customer` or `example.com/tier`; values up to 63 chars.
+pub type Labels = BTreeMap<String, String>;
+
+/// Sent by a site-manager at start and whenever its inventory changes (call-home).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SiteRegistration {
+    pub site: Name,
+    /// Labels from the site's own configuration.
+    #[serde(default)]
+    #[schemars(extend("maxProperties" = 64, "propertyNames" = {"pattern": "^[A-Za-z0-9][A-Za-z0-9._/-]{0,62}$"}))]
+    pub labels: BTreeMap<String, LabelValue>,
+    #[schemars(length(max = 64))]
+    pub hosts: Vec<HostInventory>,
+    /// site-manager version.
+    #[schemars(length(max = 64))]
+    pub agent_version: String,
+}
+
+/// A label value: up to 63 characters.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, JsonSchema)]
+#[serde(transparent)]
+pub struct LabelValue(#[schemars(length(max = 63), regex(pattern = r"^[A-Za-z0-9._/-]*$"))] pub String);
+
+/// What a host has, read by its site-manager.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct HostInventory {
+    pub host: Name,
+    /// CPU architecture as Docker names it: `amd64`, `arm64`, ...
+    #[schemars(length(max = 32))]
+    pub arch: String,
+    #[schemars(length(max = 64))]
+    pub os: String,
+    pub cpus: u32,
+    pub memory_bytes: u64,
+    /// Free space on the file system that holds Docker's data.
+    pub disk_bytes: u64,
+    /// GPU device nodes, e.g. `/dev/nvidia0`.
+    #[serde(default)]
+    #[schemars(length(max = 64))]
+    pub gpus: Vec<String>,
+    /// Other device nodes of interest, e.g. `/dev/video0`.
+    #[serde(default)]
+    #[schemars(length(max = 256))]
+    pub devices: Vec<String>,
+    #[serde(default)]
+    #[schemars(extend("maxProperties" = 64))]
+    pub labels: BTreeMap<String, LabelValue>,
+}
+
+/// Liveness beat of a site-manager, on core NATS.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Heartbeat {
+    pub site: Name,
+    pub host: Name,
+    /// Milliseconds since the Unix epoch at the sender.
+    pub sent_at_ms: u64,
+}
+
+/// The hub's record of a site: what it registered plus the labels set centrally.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SiteRecord {
+    pub site: Name,
+    /// Labels the site reported from its configuration.
+    pub reported_labels: Labels,
+    /// Labels set centrally (`edgectl site label`); they win over reported ones.
+    #[serde(default)]
+    pub labels: Labels,
+    pub hosts: Vec<HostInventory>,
+    pub agent_version: String,
+    /// When the site last called home, ms since the Unix epoch.
+    pub registered_at_ms: u64,
+}
+
+impl SiteRecord {
+    /// The labels placement sees: reported labels overlaid by central ones.
+    pub fn effective_labels(&self) -> Labels {
+        let mut l = self.reported_labels.clone();
+        l.extend(self.labels.clone());
+        l
+    }
+}
+
+impl SiteRegistration {
+    pub fn plain_labels(&self) -> Labels {
+        self.labels.iter().map(|(k, v)| (k.clone(), v.0.clone())).collect()
+    }
+}

@@ -1,0 +1,180 @@
+//! The one subject grammar of the bus, version `v1`. Every subject is built and parsed here;
+//! no other code splits subjects on `.`.
+//!
+//! ```text
+//! edge.v1.api.<noun>.<verb>            request/reply API of the central services
+//! edge.v1.desired.<site>.<app>         desired state of one app at one site (hub stream DESIRED)
+//! edge.v1.site.<site>.status.<app>     an app's observed status at a site (site stream SITE_EVENTS)
+//! edge.v1.site.<site>.registration     call-home record of a site and its hosts (SITE_EVENTS)
+//! edge.v1.hb.<site>                    liveness heartbeat, core NATS only (not stored)
+//! ```
+
+use crate::names::Name;
+
+/// First two tokens of every subject: namespace and grammar version.
+pub const PREFIX: &str = "edge.v1";
+
+/// Request/reply operations served by the central services.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ApiOp {
+    AppApply,
+    AppList,
+    AppGet,
+    AppStatus,
+    AppDelete,
+    SiteList,
+    SiteLabel,
+    SiteRegister,
+}
+
+impl ApiOp {
+    pub const ALL: [ApiOp; 8] = [
+        ApiOp::AppApply,
+        ApiOp::AppList,
+        ApiOp::AppGet,
+        ApiOp::AppStatus,
+        ApiOp::AppDelete,
+        ApiOp::SiteList,
+        ApiOp::SiteLabel,
+        ApiOp::SiteRegister,
+    ];
+
+    /// `(noun, verb)` of the operation.
+    pub fn parts(self) -> (&'static str, &'static str) {
+        match self {
+            ApiOp::AppApply => ("app", "apply"),
+            ApiOp::AppList => ("app", "list"),
+            ApiOp::AppGet => ("app", "get"),
+            ApiOp::AppStatus => ("app", "status"),
+            ApiOp::AppDelete => ("app", "delete"),
+            ApiOp::SiteList => ("site", "list"),
+            ApiOp::SiteLabel => ("site", "label"),
+            ApiOp::SiteRegister => ("site", "register"),
+        }
+    }
+
+    /// Full subject, e.g. `edge.v1.api.app.apply`.
+    pub fn subject(self) -> String {
+        let (noun, verb) = self.parts();
+        format!("{PREFIX}.api.{noun}.{verb}")
+    }
+
+    /// The service-API group the endpoint lives in, e.g. `edge.v1.api.app`.
+    pub fn group(self) -> String {
+        format!("{PREFIX}.api.{}", self.parts().0)
+    }
+}
+
+/// `edge.v1.desired.<site>.<app>`
+pub fn desired(site: &Name, app: &Name) -> String {
+    format!("{PREFIX}.desired.{site}.{app}")
+}
+
+/// Every desired-state subject: what the hub stream DESIRED binds.
+pub fn desired_all() -> String {
+    format!("{PREFIX}.desired.>")
+}
+
+/// Desired state of one site: the filter the site's DESIRED stream sources with.
+pub fn desired_for_site(site: &Name) -> String {
+    format!("{PREFIX}.desired.{site}.>")
+}
+
+/// Every event subject of one site: what the site stream SITE_EVENTS binds.
+pub fn site_events(site: &Name) -> String {
+    format!("{PREFIX}.site.{site}.>")
+}
+
+/// Every event subject of every site.
+pub fn site_events_all() -> String {
+    format!("{PREFIX}.site.>")
+}
+
+/// `edge.v1.site.<site>.status.<app>`
+pub fn site_status(site: &Name, app: &Name) -> String {
+    format!("{PREFIX}.site.{site}.status.{app}")
+}
+
+/// `edge.v1.site.<site>.registration`
+pub fn site_registration(site: &Name) -> String {
+    format!("{PREFIX}.site.{site}.registration")
+}
+
+/// `edge.v1.hb.<site>`
+pub fn heartbeat(site: &Name) -> String {
+    format!("{PREFIX}.hb.{site}")
+}
+
+/// Every heartbeat subject.
+pub fn heartbeat_all() -> String {
+    format!("{PREFIX}.hb.*")
+}
+
+/// A parsed subject of the grammar.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Subject {
+    Api(ApiOp),
+    Desired { site: Name, app: Name },
+    SiteStatus { site: Name, app: Name },
+    SiteRegistration { site: Name },
+    Heartbeat { site: Name },
+}
+
+/// Why a subject is not part of the grammar.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("subject {subject:?} is not part of the edge.v1 grammar: {reason}")]
+pub struct SubjectError {
+    pub subject: String,
+    pub reason: String,
+}
+
+/// Parses a subject of the grammar, validating every identifier in it.
+pub fn parse(subject: &str) -> Result<Subject, SubjectError> {
+    let err = |reason: &str| SubjectError { subject: subject.to_string(), reason: reason.to_string() };
+    let rest = subject
+        .strip_prefix(PREFIX)
+        .and_then(|r| r.strip_prefix('.'))
+        .ok_or_else(|| err("wrong prefix"))?;
+    let tokens: Vec<&str> = rest.split('.').collect();
+    let name = |s: &str| Name::new(s).map_err(|e| err(&e.to_string()));
+    match tokens.as_slice() {
+        ["api", noun, verb] => ApiOp::ALL
+            .into_iter()
+            .find(|op| op.parts() == (*noun, *verb))
+            .map(Subject::Api)
+            .ok_or_else(|| err("unknown operation")),
+        ["desired", site, app] => Ok(Subject::Desired { site: name(site)?, app: name(app)? }),
+        ["site", site, "status", app] => Ok(Subject::SiteStatus { site: name(site)?, app: name(app)? }),
+        ["site", site, "registration"] => Ok(Subject::SiteRegistration { site: name(site)? }),
+        ["hb", site] => Ok(Subject::Heartbeat { site: name(site)? }),
+        _ => Err(err("unknown shape")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn n(s: &str) -> Name {
+        Name::new(s).unwrap()
+    }
+
+    #[test]
+    fn round_trips() {
+        let (s, a) = (n("shop-1"), n("web"));
+        assert_eq!(parse(&desired(&s, &a)).unwrap(), Subject::Desired { site: s.clone(), app: a.clone() });
+        assert_eq!(parse(&site_status(&s, &a)).unwrap(), Subject::SiteStatus { site: s.clone(), app: a });
+        assert_eq!(parse(&site_registration(&s)).unwrap(), Subject::SiteRegistration { site: s.clone() });
+        assert_eq!(parse(&heartbeat(&s)).unwrap(), Subject::Heartbeat { site: s });
+        for op in ApiOp::ALL {
+            assert_eq!(parse(&op.subject()).unwrap(), Subject::Api(op));
+        }
+    }
+
+    #[test]
+    fn rejects_foreign_and_bad_tokens() {
+        for bad in ["edge.v2.hb.a", "edge.v1.hb.A", "edge.v1.hb.a.b", "edge.v1.desired.a", "x", "edge.v1.api.app.nuke"] {
+            assert!(parse(bad).is_err(), "{bad}");
+        }
+    }
+}

