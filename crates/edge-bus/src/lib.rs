@@ -1,1 +1,15 @@
-//! edge-bus
+//! The bus library shared by every service and the CLI: connecting, the JetStream topology
+//! (streams and buckets are ensured here and nowhere else), typed request/reply, compare-and-swap
+//! KV updates, signals and logging.
+
+pub mod api;
+pub mod connect;
+pub mod health;
+pub mod kv;
+pub mod logging;
+pub mod natsconf;
+pub mod shutdown;
+pub mod time;
+pub mod topology;
+
+pub use connect::{connect, BusError};

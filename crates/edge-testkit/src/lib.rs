@@ -1,1 +1,118 @@
-//! edge-testkit
+//! Test harness: real nats-server processes (a hub and site leaves) on random loopback ports,
+//! with temporary stores removed on drop, using the project's own `nats-config/` files.
+
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use edge_bus::natsconf::{self, HubPorts, LeafPorts};
+use tokio::process::{Child, Command};
+
+/// A running nats-server, killed when dropped.
+pub struct NatsServer {
+    child: Option<Child>,
+    dir: tempfile::TempDir,
+    conf: PathBuf,
+    env: Vec<(String, String)>,
+    client_port: u16,
+    leaf_port: Option<u16>,
+}
+
+impl NatsServer {
+    /// Starts a hub (JetStream domain `hub`).
+    pub async fn hub() -> Result<Self> {
+        let ports = HubPorts { client: natsconf::free_port()?, leaf: natsconf::free_port()?, http: natsconf::free_port()? };
+        let dir = tempfile::Builder::new().prefix("edge-hub-").tempdir()?;
+        let env = natsconf::hub_env("hub", &ports, &dir.path().join("store"));
+        Self::start(dir, natsconf::HUB_CONF, env, ports.client, Some(ports.leaf)).await
+    }
+
+    /// Starts a site leaf server (JetStream domain = `site`) connected to `hub`.
+    pub async fn leaf(site: &str, hub: &NatsServer) -> Result<Self> {
+        let ports = LeafPorts { client: natsconf::free_port()?, http: natsconf::free_port()? };
+        let dir = tempfile::Builder::new().prefix(&format!("edge-leaf-{site}-")).tempdir()?;
+        let env = natsconf::leaf_env(site, &ports, &dir.path().join("store"), &hub.leaf_url());
+        Self::start(dir, natsconf::LEAF_CONF, env, ports.client, None).await
+    }
+
+    async fn start(
+        dir: tempfile::TempDir,
+        conf_text: &str,
+        env: Vec<(String, String)>,
+        client_port: u16,
+        leaf_port: Option<u16>,
+    ) -> Result<Self> {
+        let conf = dir.path().join("nats.conf");
+        std::fs::write(&conf, conf_text)?;
+        let mut s = Self { child: None, dir, conf, env, client_port, leaf_port };
+        s.spawn().await?;
+        Ok(s)
+    }
+
+    async fn spawn(&mut self) -> Result<()> {
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(self.dir.path().join("nats.log"))?;
+        let child = Command::new(natsconf::nats_server_bin())
+            .arg("-c")
+            .arg(&self.conf)
+            .envs(self.env.iter().cloned())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .kill_on_drop(true)
+            .spawn()
+            .context("starting nats-server (run scripts/setup.sh to install it)")?;
+        self.child = Some(child);
+        self.wait_ready().await
+    }
+
+    async fn wait_ready(&mut self) -> Result<()> {
+        for _ in 0..200 {
+            if let Some(child) = self.child.as_mut() {
+                if let Some(status) = child.try_wait()? {
+                    bail!("nats-server exited with {status}; log: {}", self.log());
+                }
+            }
+            if let Ok(client) = async_nats::connect(self.url()).await {
+                let js = async_nats::jetstream::new(client);
+                if js.query_account().await.is_ok() {
+                    return Ok(());
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        bail!("nats-server did not become ready; log: {}", self.log())
+    }
+
+    /// Client URL.
+    pub fn url(&self) -> String {
+        format!("nats://127.0.0.1:{}", self.client_port)
+    }
+
+    /// URL leaves dial (hub only).
+    pub fn leaf_url(&self) -> String {
+        format!("nats-leaf://127.0.0.1:{}", self.leaf_port.expect("only a hub accepts leaves"))
+    }
+
+    /// The server's log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("nats.log")).unwrap_or_default()
+    }
+
+    /// Stops the server (SIGKILL) and starts it again on the same ports and store.
+    pub async fn restart(&mut self) -> Result<()> {
+        self.stop().await;
+        self.spawn().await
+    }
+
+    /// Kills the server.
+    pub async fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill().await;
+        }
+    }
+}
+
+/// A random lower-case suffix, so parallel tests never share names.
+pub fn unique(prefix: &str) -> String {
+    format!("{prefix}-{}", nuid::next().to_string().to_lowercase()[16..].to_string())
+}

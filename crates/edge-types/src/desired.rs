@@ -22,9 +22,11 @@ pub struct DesiredApp {
 }
 
 impl DesiredApp {
-    /// Deterministic `Nats-Msg-Id`: republishing the same generation is deduplicated.
-    pub fn msg_id(&self) -> String {
+    /// Deterministic `Nats-Msg-Id` of this state written after stream sequence `after` of its
+    /// subject: a retried publish is deduplicated, while a later move back to an earlier state
+    /// (placed, removed, placed again) is a new message.
+    pub fn msg_id(&self, after: u64) -> String {
         let kind = if self.spec.is_some() { "put" } else { "del" };
-        format!("desired.{}.{}.{}.{kind}", self.site, self.app, self.generation)
+        format!("desired.{}.{}.{}.{kind}.{after}", self.site, self.app, self.generation)
     }
 }

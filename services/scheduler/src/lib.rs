@@ -1,1 +1,137 @@
-//! scheduler
+//! scheduler: the central service that accepts applications, decides which sites each belongs
+//! on, and writes every site's desired state; it follows site registrations, heartbeats and
+//! status reports to keep placement current and to answer status queries.
+
+pub mod apps;
+pub mod config;
+pub mod error;
+pub mod events;
+pub mod placement;
+pub mod sites;
+
+use std::sync::atomic::AtomicU64;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_nats::jetstream;
+use async_nats::service::ServiceExt;
+use dashmap::DashMap;
+use edge_bus::api::respond;
+use edge_bus::topology::HubBuckets;
+use edge_types::subject::ApiOp;
+use edge_types::Name;
+use futures::StreamExt;
+use tokio_util::sync::CancellationToken;
+
+pub use config::Config;
+pub use error::SchedulerError;
+
+/// Service version announced on the NATS service API.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// Shared state of the scheduler.
+#[derive(Clone)]
+pub struct Hub {
+    pub js: jetstream::Context,
+    pub buckets: HubBuckets,
+    /// Serialises placement changes within this process, so two requests never place the
+    /// same app at once; KV compare-and-swap guards against other processes.
+    pub placement: Arc<tokio::sync::Mutex<()>>,
+    pub last_seen: Arc<DashMap<Name, u64>>,
+    pub site_timeout: Duration,
+    /// Site events rejected as malformed or forged.
+    pub rejected: Arc<AtomicU64>,
+}
+
+/// Runs the scheduler until `shutdown` is cancelled.
+pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), SchedulerError> {
+    let client = edge_bus::connect(&config.nats_url, "scheduler", true).await?;
+    let js = edge_bus::topology::hub_js(&client);
+    let buckets = edge_bus::topology::ensure_hub(&js).await?;
+    let hub = Hub {
+        js,
+        buckets,
+        placement: Arc::new(tokio::sync::Mutex::new(())),
+        last_seen: Arc::new(DashMap::new()),
+        site_timeout: Duration::from_secs(config.site_timeout_secs),
+        rejected: Arc::new(AtomicU64::new(0)),
+    };
+
+    let service = client
+        .service_builder()
+        .description("Places applications on sites and writes their desired state")
+        .start("scheduler", VERSION)
+        .await
+        .map_err(SchedulerError::js)?;
+    let mut endpoints = Vec::new();
+    for op in ApiOp::ALL {
+        let ep = service.group(op.group()).endpoint(op.parts().1).await.map_err(SchedulerError::js)?;
+        endpoints.push(ep.map(move |req| (op, req)).boxed());
+    }
+    let mut requests = futures::stream::select_all(endpoints);
+
+    let mut tasks = tokio::task::JoinSet::new();
+    tasks.spawn(events::follow(hub.clone(), shutdown.clone()));
+    let (c, ls, sd) = (client.clone(), hub.last_seen.clone(), shutdown.clone());
+    tasks.spawn(async move {
+        if let Err(e) = sites::follow_heartbeats(c, ls, sd).await {
+            tracing::error!(error = %e, "heartbeat subscription ended");
+        }
+    });
+    let (h, sd, every) = (hub.clone(), shutdown.clone(), config.resync());
+    tasks.spawn(async move { resync(h, every, sd).await });
+    tracing::info!("scheduler ready");
+
+    let mut inflight = tokio::task::JoinSet::new();
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => break,
+            r = requests.next() => {
+                let Some((op, req)) = r else { break };
+                let hub = hub.clone();
+                inflight.spawn(async move { serve(&hub, op, req).await });
+            }
+        }
+    }
+    // Stop intake, let in-flight requests finish and reply, then stop the background tasks.
+    drop(requests);
+    while inflight.join_next().await.is_some() {}
+    let _ = service.stop().await;
+    while tasks.join_next().await.is_some() {}
+    let _ = client.flush().await;
+    tracing::info!("scheduler stopped");
+    Ok(())
+}
+
+async fn serve(hub: &Hub, op: ApiOp, req: async_nats::service::Request) {
+    let body = &req.message.payload;
+    if body.len() > edge_types::schema::MAX_MESSAGE_BYTES {
+        let e = edge_types::schema::DecodeError::TooLarge(body.len());
+        respond::<()>(&req, Err(edge_bus::api::invalid(e))).await;
+        return;
+    }
+    match op {
+        ApiOp::AppApply => respond(&req, apps::apply(hub, body).await).await,
+        ApiOp::AppList => respond(&req, apps::list(hub, body).await).await,
+        ApiOp::AppGet => respond(&req, apps::get(hub, body).await).await,
+        ApiOp::AppStatus => respond(&req, apps::status(hub, body).await).await,
+        ApiOp::AppDelete => respond(&req, apps::delete(hub, body).await).await,
+        ApiOp::SiteList => respond(&req, sites::list(hub, body).await).await,
+        ApiOp::SiteLabel => respond(&req, sites::label(hub, body).await).await,
+        ApiOp::SiteRegister => respond(&req, sites::register(hub, body).await).await,
+    }
+}
+
+/// Periodic full placement pass: repairs anything a failed request or a lost race left behind.
+async fn resync(hub: Hub, every: Duration, shutdown: CancellationToken) {
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(every) => {}
+        }
+        let _guard = hub.placement.lock().await;
+        if let Err(e) = sites::place_all(&hub).await {
+            tracing::warn!(error = %e, "placement resync failed");
+        }
+    }
+}

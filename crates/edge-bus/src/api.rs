@@ -1,0 +1,89 @@
+//! Typed request/reply over the NATS service API. Errors travel as the standard
+//! `Nats-Service-Error` / `Nats-Service-Error-Code` headers plus an [`ApiError`] JSON body.
+
+use std::time::Duration;
+
+use async_nats::service::{Request, NATS_SERVICE_ERROR, NATS_SERVICE_ERROR_CODE};
+use async_nats::HeaderMap;
+use edge_types::api::{ApiError, ErrorCode};
+use edge_types::schema::{decode, DecodeError, Message};
+use edge_types::subject::ApiOp;
+use serde::Serialize;
+
+/// Parses a request body against its schema, turning a violation into an `invalid_request`
+/// error that names the field.
+pub fn parse_request<T: Message>(req: &Request) -> Result<T, ApiError> {
+    decode::<T>(&req.message.payload).map_err(invalid)
+}
+
+/// The API error for a decode failure.
+pub fn invalid(e: DecodeError) -> ApiError {
+    let pointer = e.pointer().to_string();
+    ApiError { code: ErrorCode::InvalidRequest, message: format!("invalid request: {e}"), pointer: Some(pointer) }
+}
+
+/// Sends the reply of a request: the value as JSON, or the error with service-error headers.
+pub async fn respond<T: Serialize>(req: &Request, result: Result<T, ApiError>) {
+    let (body, headers) = match result {
+        Ok(v) => (serde_json::to_vec(&v).expect("replies serialize"), HeaderMap::new()),
+        Err(e) => {
+            let mut h = HeaderMap::new();
+            h.insert(NATS_SERVICE_ERROR, e.message.replace(['\r', '\n'], " ").as_str());
+            h.insert(NATS_SERVICE_ERROR_CODE, e.code.numeric().to_string().as_str());
+            (serde_json::to_vec(&e).expect("errors serialize"), h)
+        }
+    };
+    if let Err(e) = req.respond_with_headers(Ok(body.into()), headers).await {
+        tracing::warn!(error = %e, "could not send reply");
+    }
+}
+
+/// Why a request made with [`request`] failed.
+#[derive(Debug, thiserror::Error)]
+pub enum RequestError {
+    #[error("{0}")]
+    Api(ApiError),
+    #[error("no service answers on {0}: is the scheduler running?")]
+    NoResponders(String),
+    #[error("request on {0} timed out")]
+    Timeout(String),
+    #[error("request on {subject} failed: {message}")]
+    Transport { subject: String, message: String },
+    #[error("reply on {subject} is not understood: {message}")]
+    BadReply { subject: String, message: String },
+}
+
+/// Sends `body` to an API operation and decodes the typed reply.
+pub async fn request<Req: Serialize, Resp: Message>(
+    client: &async_nats::Client,
+    op: ApiOp,
+    body: &Req,
+    timeout: Duration,
+) -> Result<Resp, RequestError> {
+    let payload = serde_json::to_vec(body).expect("requests serialize");
+    request_raw(client, op, payload, timeout).await
+}
+
+/// Sends raw bytes (for example a user's file, unparsed) and decodes the typed reply.
+pub async fn request_raw<Resp: Message>(
+    client: &async_nats::Client,
+    op: ApiOp,
+    payload: Vec<u8>,
+    timeout: Duration,
+) -> Result<Resp, RequestError> {
+    use async_nats::RequestErrorKind as K;
+    let subject = op.subject();
+    let req = async_nats::Request::new().payload(payload.into()).timeout(Some(timeout));
+    let msg = client.send_request(subject.clone(), req).await.map_err(|e| match e.kind() {
+        K::NoResponders => RequestError::NoResponders(subject.clone()),
+        K::TimedOut => RequestError::Timeout(subject.clone()),
+        _ => RequestError::Transport { subject: subject.clone(), message: e.to_string() },
+    })?;
+    let bad = |message: String| RequestError::BadReply { subject: subject.clone(), message };
+    let is_error = msg.headers.as_ref().and_then(|h| h.get(NATS_SERVICE_ERROR)).is_some();
+    if is_error {
+        let err = decode::<ApiError>(&msg.payload).map_err(|e| bad(e.to_string()))?;
+        return Err(RequestError::Api(err));
+    }
+    decode::<Resp>(&msg.payload).map_err(|e| bad(e.to_string()))
+}

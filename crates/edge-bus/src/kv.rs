@@ -1,0 +1,116 @@
+//! JSON values in JetStream KV, changed only by compare-and-swap on the revision, with a
+//! bounded retry when a concurrent writer wins.
+
+use async_nats::jetstream::kv::{CreateErrorKind, Operation, Store, UpdateErrorKind};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+/// How many times a CAS update is retried after losing a race.
+const MAX_ATTEMPTS: usize = 16;
+
+/// What a CAS update should do with the current value.
+pub enum Change<T> {
+    /// Leave the key as it is.
+    Keep,
+    Put(T),
+    Delete,
+}
+
+/// Errors of KV access.
+#[derive(Debug, thiserror::Error)]
+pub enum KvError {
+    #[error("KV {bucket}/{key}: {message}")]
+    Store { bucket: String, key: String, message: String },
+    #[error("KV {bucket}/{key}: value is not valid JSON for its type: {message}")]
+    Corrupt { bucket: String, key: String, message: String },
+    #[error("KV {bucket}/{key}: gave up after {MAX_ATTEMPTS} conflicting concurrent updates")]
+    Contended { bucket: String, key: String },
+}
+
+fn store_err(kv: &Store, key: &str, e: impl std::fmt::Display) -> KvError {
+    KvError::Store { bucket: kv.name.clone(), key: key.to_string(), message: e.to_string() }
+}
+
+/// Reads a JSON value and its revision; deleted and absent keys read as `None`.
+pub async fn get<T: DeserializeOwned>(kv: &Store, key: &str) -> Result<Option<(T, u64)>, KvError> {
+    let Some(entry) = kv.entry(key).await.map_err(|e| store_err(kv, key, e))? else {
+        return Ok(None);
+    };
+    if entry.operation != Operation::Put {
+        return Ok(None);
+    }
+    let value = serde_json::from_slice(&entry.value).map_err(|e| KvError::Corrupt {
+        bucket: kv.name.clone(),
+        key: key.to_string(),
+        message: e.to_string(),
+    })?;
+    Ok(Some((value, entry.revision)))
+}
+
+/// Applies `f` to the current value and writes the result only if nobody wrote in between;
+/// on a lost race, reads again and retries. Returns the value that was left in place.
+pub async fn update<T, F>(kv: &Store, key: &str, mut f: F) -> Result<Option<T>, KvError>
+where
+    T: Serialize + DeserializeOwned + Clone,
+    F: FnMut(Option<&T>) -> Change<T>,
+{
+    for _ in 0..MAX_ATTEMPTS {
+        let entry = kv.entry(key).await.map_err(|e| store_err(kv, key, e))?;
+        let revision = entry.as_ref().map(|e| e.revision);
+        let current: Option<T> = match &entry {
+            Some(e) if e.operation == Operation::Put => Some(serde_json::from_slice(&e.value).map_err(|err| {
+                KvError::Corrupt { bucket: kv.name.clone(), key: key.to_string(), message: err.to_string() }
+            })?),
+            _ => None,
+        };
+        let outcome = match f(current.as_ref()) {
+            Change::Keep => return Ok(current),
+            Change::Put(v) => {
+                let bytes = serde_json::to_vec(&v).expect("values serialize").into();
+                let res = match revision {
+                    None => kv.create(key, bytes).await.map(|_| ()).map_err(|e| {
+                        (matches!(e.kind(), CreateErrorKind::AlreadyExists), e.to_string())
+                    }),
+                    Some(rev) => kv.update(key, bytes, rev).await.map(|_| ()).map_err(|e| {
+                        (matches!(e.kind(), UpdateErrorKind::WrongLastRevision), e.to_string())
+                    }),
+                };
+                res.map(|_| Some(v))
+            }
+            Change::Delete => match revision {
+                None => return Ok(None),
+                Some(rev) => kv
+                    .delete_expect_revision(key, Some(rev))
+                    .await
+                    .map(|_| None)
+                    .map_err(|e| (matches!(e.kind(), UpdateErrorKind::WrongLastRevision), e.to_string())),
+            },
+        };
+        match outcome {
+            Ok(v) => return Ok(v),
+            Err((true, _)) => continue,
+            Err((false, message)) => return Err(store_err(kv, key, message)),
+        }
+    }
+    Err(KvError::Contended { bucket: kv.name.clone(), key: key.to_string() })
+}
+
+/// Reads every value of a bucket whose key starts with `prefix`, skipping (and logging)
+/// values that do not decode rather than failing the whole read.
+pub async fn list<T: DeserializeOwned>(kv: &Store, prefix: &str) -> Result<Vec<(String, T)>, KvError> {
+    use futures::TryStreamExt;
+    let keys: Vec<String> = match kv.keys().await {
+        Ok(k) => k.try_collect().await.map_err(|e| store_err(kv, prefix, e))?,
+        Err(e) => return Err(store_err(kv, prefix, e)),
+    };
+    let mut out = Vec::new();
+    for key in keys.into_iter().filter(|k| k.starts_with(prefix)) {
+        match get::<T>(kv, &key).await {
+            Ok(Some((v, _))) => out.push((key, v)),
+            Ok(None) => {}
+            Err(e @ KvError::Corrupt { .. }) => tracing::error!(error = %e, "skipping undecodable KV value"),
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(out)
+}

@@ -1,0 +1,28 @@
+//! Designed shutdown: the first SIGTERM or SIGINT cancels the token (services stop intake,
+//! drain and return); a second one exits at once.
+
+use tokio_util::sync::CancellationToken;
+
+/// A token cancelled on the first SIGTERM/SIGINT.
+pub fn on_signal() -> CancellationToken {
+    let token = CancellationToken::new();
+    let t = token.clone();
+    tokio::spawn(async move {
+        wait_signal().await;
+        tracing::info!("shutdown requested; draining (signal again to force)");
+        t.cancel();
+        wait_signal().await;
+        tracing::warn!("second signal: exiting now");
+        std::process::exit(130);
+    });
+    token
+}
+
+async fn wait_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+}

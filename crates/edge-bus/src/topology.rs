@@ -1,0 +1,175 @@
+//! The one source of truth for JetStream streams and KV buckets. Services call these at start-up;
+//! every call is idempotent.
+//!
+//! Hub (domain `hub`):
+//! - stream `DESIRED` binds `edge.v1.desired.>`, one message per subject: the latest desired state
+//!   of each (site, app).
+//! - stream `SITE_EVENTS` binds nothing; it sources every registered site's `SITE_EVENTS` through
+//!   `$JS.<site>.API`, so site events reach the hub once the link is up, however long it was down.
+//! - KV buckets `edge_apps`, `edge_sites`, `edge_status`.
+//!
+//! Site (domain = site id):
+//! - stream `DESIRED` binds nothing; it sources the hub's `DESIRED` filtered to
+//!   `edge.v1.desired.<site>.>`, so the site holds exactly its own desired state, also offline.
+//! - stream `SITE_EVENTS` binds `edge.v1.site.<site>.>`: status and registration, kept at the
+//!   site until the hub has copied them.
+
+use std::time::Duration;
+
+use async_nats::jetstream::{self, kv, stream};
+use edge_types::subject;
+use edge_types::Name;
+
+use crate::BusError;
+
+/// JetStream domain of the hub.
+pub const HUB_DOMAIN: &str = "hub";
+pub const STREAM_DESIRED: &str = "DESIRED";
+pub const STREAM_SITE_EVENTS: &str = "SITE_EVENTS";
+pub const BUCKET_APPS: &str = "edge_apps";
+pub const BUCKET_SITES: &str = "edge_sites";
+pub const BUCKET_STATUS: &str = "edge_status";
+
+const DEDUPE_WINDOW: Duration = Duration::from_secs(120);
+const DAY: Duration = Duration::from_secs(24 * 3600);
+
+/// Limits of a site's event stream, which buffers everything the hub has not copied yet.
+#[derive(Clone, Debug)]
+pub struct SiteStreamLimits {
+    pub max_bytes: i64,
+    pub max_age: Duration,
+}
+
+impl Default for SiteStreamLimits {
+    fn default() -> Self {
+        Self { max_bytes: 1 << 30, max_age: 7 * DAY }
+    }
+}
+
+/// The JetStream API prefix of a domain, for `external.api` of a source.
+pub fn api_prefix(domain: &str) -> String {
+    format!("$JS.{domain}.API")
+}
+
+/// A JetStream context bound to the hub's domain, usable from any server of the system.
+pub fn hub_js(client: &async_nats::Client) -> jetstream::Context {
+    jetstream::with_domain(client.clone(), HUB_DOMAIN)
+}
+
+/// Handles to the hub's buckets.
+#[derive(Clone)]
+pub struct HubBuckets {
+    pub apps: kv::Store,
+    pub sites: kv::Store,
+    pub status: kv::Store,
+}
+
+/// Ensures the hub's streams and buckets.
+pub async fn ensure_hub(js: &jetstream::Context) -> Result<HubBuckets, BusError> {
+    js.create_or_update_stream(stream::Config {
+        name: STREAM_DESIRED.into(),
+        description: Some("Desired state per site and app, sourced by each site".into()),
+        subjects: vec![subject::desired_all()],
+        max_messages_per_subject: 1,
+        storage: stream::StorageType::File,
+        duplicate_window: DEDUPE_WINDOW,
+        allow_direct: true,
+        ..Default::default()
+    })
+    .await
+    .map_err(|e| BusError::js("ensure hub stream DESIRED", e))?;
+    // Sources are added per site at registration, so never overwrite an existing config here.
+    js.get_or_create_stream(stream::Config {
+        name: STREAM_SITE_EVENTS.into(),
+        description: Some("Events of every site, sourced from the sites' own streams".into()),
+        storage: stream::StorageType::File,
+        max_age: 30 * DAY,
+        ..Default::default()
+    })
+    .await
+    .map_err(|e| BusError::js("ensure hub stream SITE_EVENTS", e))?;
+    let bucket = |name: &str, description: &str| kv::Config {
+        bucket: name.into(),
+        description: description.into(),
+        history: 1,
+        storage: stream::StorageType::File,
+        ..Default::default()
+    };
+    let mut stores = Vec::new();
+    for (name, description) in [
+        (BUCKET_APPS, "Applied applications by name"),
+        (BUCKET_SITES, "Registered sites by id"),
+        (BUCKET_STATUS, "Latest status report per app and site, key <app>.<site>"),
+    ] {
+        let store = match js.get_key_value(name).await {
+            Ok(s) => s,
+            Err(_) => js
+                .create_key_value(bucket(name, description))
+                .await
+                .map_err(|e| BusError::js(format!("ensure bucket {name}"), e))?,
+        };
+        stores.push(store);
+    }
+    let status = stores.pop().expect("three buckets");
+    let sites = stores.pop().expect("three buckets");
+    let apps = stores.pop().expect("three buckets");
+    Ok(HubBuckets { apps, sites, status })
+}
+
+/// Makes the hub's `SITE_EVENTS` source the site's `SITE_EVENTS`; a no-op when it already does.
+/// Returns true when the source was added.
+pub async fn add_site_source(js: &jetstream::Context, site: &Name) -> Result<bool, BusError> {
+    let mut stream = js
+        .get_stream(STREAM_SITE_EVENTS)
+        .await
+        .map_err(|e| BusError::js("get hub stream SITE_EVENTS", e))?;
+    let info = stream.info().await.map_err(|e| BusError::js("read hub stream SITE_EVENTS", e))?;
+    let mut config = info.config.clone();
+    let sources = config.sources.get_or_insert_with(Vec::new);
+    let api = api_prefix(site.as_str());
+    if sources.iter().any(|s| s.external.as_ref().is_some_and(|x| x.api_prefix == api)) {
+        return Ok(false);
+    }
+    // `external.api` is set explicitly: async-nats sends `domain` raw on update, which the
+    // server rejects (nats.rs #1350).
+    sources.push(stream::Source {
+        name: STREAM_SITE_EVENTS.into(),
+        external: Some(stream::External { api_prefix: api, delivery_prefix: None }),
+        ..Default::default()
+    });
+    js.update_stream(config).await.map_err(|e| BusError::js(format!("add source for site {site}"), e))?;
+    Ok(true)
+}
+
+/// Ensures a site's streams in its own domain (`js` must be the site leaf's JetStream).
+pub async fn ensure_site(js: &jetstream::Context, site: &Name, limits: &SiteStreamLimits) -> Result<(), BusError> {
+    js.create_or_update_stream(stream::Config {
+        name: STREAM_DESIRED.into(),
+        description: Some(format!("Desired state of site {site}, sourced from the hub")),
+        max_messages_per_subject: 1,
+        storage: stream::StorageType::File,
+        sources: Some(vec![stream::Source {
+            name: STREAM_DESIRED.into(),
+            filter_subject: Some(subject::desired_for_site(site)),
+            external: Some(stream::External { api_prefix: api_prefix(HUB_DOMAIN), delivery_prefix: None }),
+            ..Default::default()
+        }]),
+        ..Default::default()
+    })
+    .await
+    .map_err(|e| BusError::js("ensure site stream DESIRED", e))?;
+    js.create_or_update_stream(stream::Config {
+        name: STREAM_SITE_EVENTS.into(),
+        description: Some(format!("Events of site {site}, copied to the hub when the link is up")),
+        subjects: vec![subject::site_events(site)],
+        storage: stream::StorageType::File,
+        max_bytes: limits.max_bytes,
+        max_age: limits.max_age,
+        discard: stream::DiscardPolicy::New,
+        duplicate_window: DEDUPE_WINDOW,
+        ..Default::default()
+    })
+    .await
+    .map_err(|e| BusError::js("ensure site stream SITE_EVENTS", e))?;
+    Ok(())
+}

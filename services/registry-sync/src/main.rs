@@ -1,0 +1,12 @@
+//! registry-sync binary: parse configuration, set up logging, run until SIGTERM/SIGINT.
+
+use clap::Parser;
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let config = registry_sync::Config::parse();
+    edge_bus::logging::init("info");
+    let shutdown = edge_bus::shutdown::on_signal();
+    registry_sync::run(config, shutdown).await?;
+    Ok(())
+}

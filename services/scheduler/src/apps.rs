@@ -1,0 +1,122 @@
+//! The `app.*` operations: apply, list, get, status, delete.
+
+use edge_bus::kv::{self, Change};
+use edge_types::api::*;
+use edge_types::app::AppSpec;
+use edge_types::schema::decode;
+use edge_types::status::AppStatusReport;
+use edge_types::Name;
+
+use crate::placement::{self, app_key, gen_key};
+use crate::sites::all_sites;
+use crate::Hub;
+
+/// Validates and stores a spec, then places it. An identical spec changes nothing.
+pub async fn apply(hub: &Hub, body: &[u8]) -> Result<ApplyReply, ApiError> {
+    let spec: AppSpec = decode(body).map_err(edge_bus::api::invalid)?;
+    spec.check().map_err(|e| ApiError::invalid(e.pointer.clone(), format!("invalid request: {e}")))?;
+    let _guard = hub.placement.lock().await;
+    let key = app_key(&spec.name);
+    let digest = spec.digest();
+    let existing = kv::get::<AppRecord>(&hub.buckets.apps, &key).await.map_err(crate::SchedulerError::from)?;
+    if let Some((r, _)) = &existing {
+        if r.digest == digest {
+            return Ok(ApplyReply { name: spec.name, generation: r.generation, changed: false, sites: r.sites.clone() });
+        }
+    }
+    let last_deleted = kv::get::<u64>(&hub.buckets.apps, &gen_key(&spec.name)).await.map_err(crate::SchedulerError::from)?;
+    let floor = last_deleted.map(|(g, _)| g).unwrap_or(0);
+    let stored = kv::update::<AppRecord, _>(&hub.buckets.apps, &key, |cur| {
+        let generation = cur.map(|r| r.generation).unwrap_or(floor).max(floor) + 1;
+        Change::Put(AppRecord {
+            spec: spec.clone(),
+            generation,
+            digest: digest.clone(),
+            sites: cur.map(|r| r.sites.clone()).unwrap_or_default(),
+            updated_at_ms: edge_bus::time::now_ms(),
+        })
+    })
+    .await
+    .map_err(crate::SchedulerError::from)?
+    .expect("a put leaves a value");
+    let sites = placement::place(hub, &spec.name, &all_sites(hub).await?).await?;
+    tracing::info!(app = %spec.name, generation = stored.generation, sites = sites.len(), "applied");
+    Ok(ApplyReply { name: spec.name, generation: stored.generation, changed: true, sites })
+}
+
+async fn get_record(hub: &Hub, name: &Name) -> Result<AppRecord, ApiError> {
+    kv::get::<AppRecord>(&hub.buckets.apps, &app_key(name))
+        .await
+        .map_err(crate::SchedulerError::from)?
+        .map(|(r, _)| r)
+        .ok_or_else(|| ApiError::not_found(format!("application {name:?} does not exist")))
+}
+
+pub async fn get(hub: &Hub, body: &[u8]) -> Result<AppRecord, ApiError> {
+    let req: AppRef = decode(body).map_err(edge_bus::api::invalid)?;
+    get_record(hub, &req.name).await
+}
+
+/// Status reports of an app, by site.
+async fn reports(hub: &Hub, app: &Name) -> Result<Vec<AppStatusReport>, ApiError> {
+    let all = kv::list::<AppStatusReport>(&hub.buckets.status, &format!("{app}.")).await.map_err(crate::SchedulerError::from)?;
+    Ok(all.into_iter().map(|(_, r)| r).filter(|r| &r.app == app).collect())
+}
+
+fn site_status(record: &AppRecord, site: &Name, report: Option<&AppStatusReport>) -> SiteAppStatus {
+    let phase = if !record.sites.contains(site) {
+        SitePhase::Removing
+    } else {
+        match report {
+            Some(r) if r.generation == record.generation => r.phase.into(),
+            _ => SitePhase::Pending,
+        }
+    };
+    SiteAppStatus { site: site.clone(), phase, report: report.cloned() }
+}
+
+pub async fn status(hub: &Hub, body: &[u8]) -> Result<AppStatusReply, ApiError> {
+    let req: AppRef = decode(body).map_err(edge_bus::api::invalid)?;
+    let record = get_record(hub, &req.name).await?;
+    let reports = reports(hub, &req.name).await?;
+    let mut sites: Vec<SiteAppStatus> =
+        record.sites.iter().map(|s| site_status(&record, s, reports.iter().find(|r| &r.site == s))).collect();
+    // Sites it is leaving but that still run it.
+    for r in reports.iter().filter(|r| !record.sites.contains(&r.site) && r.phase != edge_types::status::Phase::Removed) {
+        sites.push(site_status(&record, &r.site, Some(r)));
+    }
+    Ok(AppStatusReply { name: record.spec.name.clone(), version: record.spec.version.clone(), generation: record.generation, sites })
+}
+
+pub async fn list(hub: &Hub, body: &[u8]) -> Result<AppListReply, ApiError> {
+    let _: Empty = decode(body).map_err(edge_bus::api::invalid)?;
+    let records = kv::list::<AppRecord>(&hub.buckets.apps, "app.").await.map_err(crate::SchedulerError::from)?;
+    let statuses = kv::list::<AppStatusReport>(&hub.buckets.status, "").await.map_err(crate::SchedulerError::from)?;
+    let mut apps = Vec::new();
+    for (_, r) in records {
+        let running = statuses
+            .iter()
+            .filter(|(_, s)| {
+                s.app == r.spec.name && r.sites.contains(&s.site) && s.generation == r.generation && s.phase == edge_types::status::Phase::Running
+            })
+            .count();
+        apps.push(AppSummary {
+            name: r.spec.name.clone(),
+            version: r.spec.version.clone(),
+            generation: r.generation,
+            sites_desired: r.sites.len() as u32,
+            sites_running: running as u32,
+        });
+    }
+    apps.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok(AppListReply { apps })
+}
+
+pub async fn delete(hub: &Hub, body: &[u8]) -> Result<DeleteReply, ApiError> {
+    let req: AppRef = decode(body).map_err(edge_bus::api::invalid)?;
+    let _guard = hub.placement.lock().await;
+    let record = get_record(hub, &req.name).await?;
+    placement::remove(hub, &record).await?;
+    tracing::info!(app = %req.name, sites = record.sites.len(), "deleted");
+    Ok(DeleteReply { name: req.name, sites: record.sites })
+}

@@ -1,0 +1,110 @@
+//! Consumes the hub's SITE_EVENTS stream (sourced from every site): registrations and status
+//! reports. Durable, explicit acks after the KV write, so nothing is lost across restarts.
+
+use std::time::Duration;
+
+use async_nats::jetstream::{self, consumer, AckKind};
+use edge_bus::kv::{self, Change};
+use edge_bus::topology::STREAM_SITE_EVENTS;
+use edge_types::schema::decode;
+use edge_types::site::SiteRegistration;
+use edge_types::status::{AppStatusReport, Phase};
+use edge_types::subject::{self, Subject};
+use futures::StreamExt;
+use tokio_util::sync::CancellationToken;
+
+use crate::{sites, Hub, SchedulerError};
+
+/// Durable consumer name on the hub's SITE_EVENTS.
+pub const CONSUMER: &str = "scheduler";
+
+/// Runs until shutdown, recreating the consumer after errors.
+pub async fn follow(hub: Hub, shutdown: CancellationToken) {
+    while !shutdown.is_cancelled() {
+        if let Err(e) = follow_once(&hub, &shutdown).await {
+            tracing::warn!(error = %e, "site-events consumer failed; retrying");
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+            }
+        }
+    }
+}
+
+async fn follow_once(hub: &Hub, shutdown: &CancellationToken) -> Result<(), SchedulerError> {
+    let stream = hub.js.get_stream(STREAM_SITE_EVENTS).await.map_err(SchedulerError::js)?;
+    let consumer = stream
+        .get_or_create_consumer(
+            CONSUMER,
+            consumer::pull::Config {
+                durable_name: Some(CONSUMER.into()),
+                ack_policy: consumer::AckPolicy::Explicit,
+                ack_wait: Duration::from_secs(30),
+                max_deliver: 10,
+                ..Default::default()
+            },
+        )
+        .await
+        .map_err(SchedulerError::js)?;
+    let mut messages = consumer.messages().await.map_err(SchedulerError::js)?;
+    loop {
+        let msg = tokio::select! {
+            _ = shutdown.cancelled() => return Ok(()),
+            m = messages.next() => match m {
+                Some(m) => m.map_err(SchedulerError::js)?,
+                None => return Ok(()),
+            },
+        };
+        match handle(hub, &msg).await {
+            Ok(()) => msg.ack().await.map_err(SchedulerError::js)?,
+            Err(Handling::Reject(reason)) => {
+                // Malformed or forged: acknowledged so it is not redelivered, and counted.
+                hub.rejected.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                tracing::error!(subject = %msg.subject, %reason, "rejected site event");
+                msg.ack().await.map_err(SchedulerError::js)?;
+            }
+            Err(Handling::Retry(e)) => {
+                tracing::warn!(subject = %msg.subject, error = %e, "site event not processed; will be redelivered");
+                msg.ack_with(AckKind::Nak(Some(Duration::from_secs(2)))).await.map_err(SchedulerError::js)?;
+            }
+        }
+    }
+}
+
+enum Handling {
+    Reject(String),
+    Retry(SchedulerError),
+}
+
+async fn handle(hub: &Hub, msg: &jetstream::Message) -> Result<(), Handling> {
+    let reject = |s: String| Handling::Reject(s);
+    match subject::parse(&msg.subject).map_err(|e| reject(e.to_string()))? {
+        Subject::SiteStatus { site, app } => {
+            let r: AppStatusReport = decode(&msg.payload).map_err(|e| reject(e.to_string()))?;
+            if r.site != site || r.app != app {
+                return Err(reject("site or app in the report does not match its subject".into()));
+            }
+            let key = format!("{app}.{site}");
+            let result = if r.phase == Phase::Removed {
+                kv::update::<AppStatusReport, _>(&hub.buckets.status, &key, |cur| {
+                    if cur.is_some_and(|c| c.reported_at_ms > r.reported_at_ms) { Change::Keep } else { Change::Delete }
+                })
+                .await
+            } else {
+                kv::update::<AppStatusReport, _>(&hub.buckets.status, &key, |cur| {
+                    if cur.is_some_and(|c| c.reported_at_ms > r.reported_at_ms) { Change::Keep } else { Change::Put(r.clone()) }
+                })
+                .await
+            };
+            result.map(|_| ()).map_err(|e| Handling::Retry(e.into()))
+        }
+        Subject::SiteRegistration { site } => {
+            let reg: SiteRegistration = decode(&msg.payload).map_err(|e| reject(e.to_string()))?;
+            if reg.site != site {
+                return Err(reject("site in the registration does not match its subject".into()));
+            }
+            sites::upsert_registration(hub, &reg).await.map(|_| ()).map_err(Handling::Retry)
+        }
+        other => Err(reject(format!("unexpected subject kind {other:?}"))),
+    }
+}

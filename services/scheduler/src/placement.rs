@@ -1,0 +1,113 @@
+//! Placement: which sites an application belongs on, and making the hub's DESIRED stream say
+//! exactly that. Every function here is idempotent, so a retry or a resync pass is always safe.
+
+use std::collections::BTreeSet;
+
+use async_nats::jetstream::{self, message::PublishMessage, stream::DirectGetErrorKind};
+use edge_bus::kv::{self, Change};
+use edge_bus::topology::STREAM_DESIRED;
+use edge_types::api::AppRecord;
+use edge_types::desired::DesiredApp;
+use edge_types::selector::Selector;
+use edge_types::site::SiteRecord;
+use edge_types::{subject, Name};
+
+use crate::error::SchedulerError;
+use crate::Hub;
+
+/// Sites whose effective labels the selector matches, sorted.
+pub fn select_sites(selector: &Selector, sites: &[SiteRecord]) -> Vec<Name> {
+    let mut out: Vec<Name> = sites.iter().filter(|s| selector.matches(&s.effective_labels())).map(|s| s.site.clone()).collect();
+    out.sort();
+    out
+}
+
+/// KV key of an application record.
+pub fn app_key(app: &Name) -> String {
+    format!("app.{app}")
+}
+
+/// KV key of the last generation of a deleted application, so a re-created app continues the
+/// sequence instead of reusing generation numbers.
+pub fn gen_key(app: &Name) -> String {
+    format!("gen.{app}")
+}
+
+/// Places one application: publishes its desired state to every matching site that lacks the
+/// current generation, a tombstone to every site it no longer matches, and records the sites.
+/// Returns the sites it is placed at.
+pub async fn place(hub: &Hub, app: &Name, sites: &[SiteRecord]) -> Result<Vec<Name>, SchedulerError> {
+    let Some((record, _)) = kv::get::<AppRecord>(&hub.buckets.apps, &app_key(app)).await? else {
+        return Ok(Vec::new());
+    };
+    let selector = Selector::parse(&record.spec.placement.sites).map_err(|e| SchedulerError::Corrupt(e.to_string()))?;
+    let matched = select_sites(&selector, sites);
+    for site in &matched {
+        let d = DesiredApp { site: site.clone(), app: app.clone(), generation: record.generation, spec: Some(record.spec.clone()) };
+        ensure_desired(&hub.js, &d).await?;
+    }
+    let keep: BTreeSet<&Name> = matched.iter().collect();
+    for site in record.sites.iter().filter(|s| !keep.contains(s)) {
+        let d = DesiredApp { site: site.clone(), app: app.clone(), generation: record.generation, spec: None };
+        ensure_desired(&hub.js, &d).await?;
+        tracing::info!(%app, %site, "app leaves site");
+    }
+    if record.sites != matched {
+        let m = matched.clone();
+        kv::update::<AppRecord, _>(&hub.buckets.apps, &app_key(app), |cur| match cur {
+            Some(r) if r.sites != m => {
+                let mut r = r.clone();
+                r.sites = m.clone();
+                Change::Put(r)
+            }
+            _ => Change::Keep,
+        })
+        .await?;
+    }
+    Ok(matched)
+}
+
+/// Removes an application from every site it is placed at, then forgets it.
+pub async fn remove(hub: &Hub, record: &AppRecord) -> Result<(), SchedulerError> {
+    let app = &record.spec.name;
+    for site in &record.sites {
+        let d = DesiredApp { site: site.clone(), app: app.clone(), generation: record.generation, spec: None };
+        ensure_desired(&hub.js, &d).await?;
+    }
+    let generation = record.generation;
+    kv::update::<u64, _>(&hub.buckets.apps, &gen_key(app), |cur| {
+        if cur.is_some_and(|g| *g >= generation) { Change::Keep } else { Change::Put(generation) }
+    })
+    .await?;
+    kv::update::<AppRecord, _>(&hub.buckets.apps, &app_key(app), |_| Change::Delete).await?;
+    Ok(())
+}
+
+/// Publishes `d` unless the DESIRED stream already holds the same thing for its subject.
+async fn ensure_desired(js: &jetstream::Context, d: &DesiredApp) -> Result<(), SchedulerError> {
+    let subj = subject::desired(&d.site, &d.app);
+    let stream = js.get_stream(STREAM_DESIRED).await.map_err(SchedulerError::js)?;
+    let after = match stream.direct_get_last_for_subject(&subj).await {
+        Ok(msg) => {
+            if let Ok(current) = serde_json::from_slice::<DesiredApp>(&msg.payload) {
+                if current.generation == d.generation && current.spec == d.spec {
+                    return Ok(());
+                }
+            }
+            msg.sequence
+        }
+        Err(e) if e.kind() == DirectGetErrorKind::NotFound => {
+            if d.spec.is_none() {
+                return Ok(()); // never placed there: nothing to remove
+            }
+            0
+        }
+        Err(e) => return Err(SchedulerError::js(e)),
+    };
+    let msg = PublishMessage::build()
+        .payload(serde_json::to_vec(d).expect("desired state serializes").into())
+        .message_id(d.msg_id(after));
+    js.send_publish(subj, msg).await.map_err(SchedulerError::js)?.await.map_err(SchedulerError::js)?;
+    tracing::info!(app = %d.app, site = %d.site, generation = d.generation, removed = d.spec.is_none(), "desired state written");
+    Ok(())
+}

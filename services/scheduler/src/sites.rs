@@ -1,0 +1,146 @@
+//! The `site.*` operations: call-home registration, central labels, listing.
+
+use std::sync::Arc;
+
+use dashmap::DashMap;
+use edge_bus::kv::{self, Change};
+use edge_types::api::*;
+use edge_types::schema::decode;
+use edge_types::site::{SiteRecord, SiteRegistration};
+use edge_types::Name;
+use futures::StreamExt;
+use tokio_util::sync::CancellationToken;
+
+use crate::placement;
+use crate::{Hub, SchedulerError};
+
+/// Every registered site.
+pub async fn all_sites(hub: &Hub) -> Result<Vec<SiteRecord>, SchedulerError> {
+    Ok(kv::list::<SiteRecord>(&hub.buckets.sites, "").await?.into_iter().map(|(_, s)| s).collect())
+}
+
+/// Places every application again (after a site joined or its labels changed).
+pub async fn place_all(hub: &Hub) -> Result<(), SchedulerError> {
+    let sites = all_sites(hub).await?;
+    for (_, r) in kv::list::<AppRecord>(&hub.buckets.apps, "app.").await? {
+        placement::place(hub, &r.spec.name, &sites).await?;
+    }
+    Ok(())
+}
+
+/// Stores a site's registration (keeping centrally set labels), makes the hub source the
+/// site's events, and re-places apps if the site is new or its labels changed.
+pub async fn upsert_registration(hub: &Hub, reg: &SiteRegistration) -> Result<bool, SchedulerError> {
+    let _guard = hub.placement.lock().await;
+    let mut is_new = false;
+    let mut labels_changed = false;
+    let key = reg.site.to_string();
+    kv::update::<SiteRecord, _>(&hub.buckets.sites, &key, |cur| {
+        is_new = cur.is_none();
+        let next = SiteRecord {
+            site: reg.site.clone(),
+            reported_labels: reg.plain_labels(),
+            labels: cur.map(|c| c.labels.clone()).unwrap_or_default(),
+            hosts: reg.hosts.clone(),
+            agent_version: reg.agent_version.clone(),
+            registered_at_ms: cur.map(|c| c.registered_at_ms).unwrap_or_else(edge_bus::time::now_ms),
+        };
+        labels_changed = cur.is_none_or(|c| c.effective_labels() != next.effective_labels());
+        if cur.is_some_and(|c| c.reported_labels == next.reported_labels && c.hosts == next.hosts && c.agent_version == next.agent_version) {
+            Change::Keep
+        } else {
+            Change::Put(next)
+        }
+    })
+    .await?;
+    if edge_bus::topology::add_site_source(&hub.js, &reg.site).await? {
+        tracing::info!(site = %reg.site, "hub now sources the site's events");
+    }
+    if labels_changed {
+        tracing::info!(site = %reg.site, new = is_new, "site registered");
+        place_all(hub).await?;
+    }
+    Ok(is_new)
+}
+
+pub async fn register(hub: &Hub, body: &[u8]) -> Result<RegisterReply, ApiError> {
+    let reg: SiteRegistration = decode(body).map_err(edge_bus::api::invalid)?;
+    let new = upsert_registration(hub, &reg).await?;
+    Ok(RegisterReply { site: reg.site, new })
+}
+
+pub async fn label(hub: &Hub, body: &[u8]) -> Result<SiteRecord, ApiError> {
+    let req: SiteLabelRequest = decode(body).map_err(edge_bus::api::invalid)?;
+    for (i, k) in req.remove.iter().enumerate() {
+        if req.set.contains_key(k) {
+            return Err(ApiError::invalid(format!("/remove/{i}"), format!("invalid request: label {k:?} is both set and removed")));
+        }
+    }
+    let _guard = hub.placement.lock().await;
+    let mut found = false;
+    let updated = kv::update::<SiteRecord, _>(&hub.buckets.sites, req.site.as_str(), |cur| {
+        found = cur.is_some();
+        let Some(c) = cur else { return Change::Keep };
+        let mut next = c.clone();
+        for (k, v) in &req.set {
+            next.labels.insert(k.clone(), v.0.clone());
+        }
+        for k in &req.remove {
+            next.labels.remove(k);
+        }
+        if &next == c { Change::Keep } else { Change::Put(next) }
+    })
+    .await
+    .map_err(SchedulerError::from)?;
+    let Some(record) = updated.filter(|_| found) else {
+        return Err(ApiError::not_found(format!("site {:?} is not registered", req.site.as_str())));
+    };
+    place_all(hub).await?;
+    tracing::info!(site = %req.site, labels = ?record.effective_labels(), "site labels changed");
+    Ok(record)
+}
+
+pub async fn list(hub: &Hub, body: &[u8]) -> Result<SiteListReply, ApiError> {
+    let _: Empty = decode(body).map_err(edge_bus::api::invalid)?;
+    let apps = kv::list::<AppRecord>(&hub.buckets.apps, "app.").await.map_err(SchedulerError::from)?;
+    let now = edge_bus::time::now_ms();
+    let mut sites: Vec<SiteSummary> = all_sites(hub)
+        .await?
+        .into_iter()
+        .map(|s| {
+            let last_seen_ms = hub.last_seen.get(&s.site).map(|v| *v).unwrap_or(0);
+            SiteSummary {
+                labels: s.effective_labels(),
+                connected: last_seen_ms > 0 && now.saturating_sub(last_seen_ms) < hub.site_timeout.as_millis() as u64,
+                last_seen_ms,
+                apps: apps.iter().filter(|(_, a)| a.sites.contains(&s.site)).map(|(_, a)| a.spec.name.clone()).collect(),
+                hosts: s.hosts,
+                site: s.site,
+            }
+        })
+        .collect();
+    sites.sort_by(|a, b| a.site.cmp(&b.site));
+    Ok(SiteListReply { sites })
+}
+
+/// Records heartbeats (core NATS, not stored): the hub's view of which sites are connected.
+pub async fn follow_heartbeats(
+    client: async_nats::Client,
+    last_seen: Arc<DashMap<Name, u64>>,
+    shutdown: CancellationToken,
+) -> Result<(), SchedulerError> {
+    let mut sub = client.subscribe(edge_types::subject::heartbeat_all()).await.map_err(SchedulerError::js)?;
+    loop {
+        let msg = tokio::select! {
+            _ = shutdown.cancelled() => return Ok(()),
+            m = sub.next() => match m { Some(m) => m, None => return Ok(()) },
+        };
+        let from = edge_types::subject::parse(&msg.subject);
+        match (from, decode::<edge_types::site::Heartbeat>(&msg.payload)) {
+            (Ok(edge_types::subject::Subject::Heartbeat { site }), Ok(hb)) if hb.site == site => {
+                last_seen.insert(site, edge_bus::time::now_ms());
+            }
+            _ => tracing::debug!(subject = %msg.subject, "ignoring malformed heartbeat"),
+        }
+    }
+}

@@ -1,0 +1,188 @@
+//! The reconcile loop and its executor: wake on a desired-state change, a Docker event or the
+//! resync tick, plan, act, report. One loop per site-manager, so one replica is never
+//! reconciled twice at once.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_nats::jetstream;
+use edge_types::Name;
+use futures::StreamExt;
+use tokio::sync::{watch, Notify};
+use tokio_util::sync::CancellationToken;
+
+use crate::desired::DesiredMap;
+use crate::reconcile::{plan, Action, Wanted};
+use crate::runtime::DockerRuntime;
+use crate::status::{self, Facts, StatusPublisher};
+
+/// Longest wait between restarts of a container that keeps crashing.
+const MAX_RESTART_BACKOFF: Duration = Duration::from_secs(300);
+
+/// State of the loop between passes.
+pub struct Agent {
+    pub site: Name,
+    pub host: Name,
+    pub runtime: DockerRuntime,
+    pub desired: DesiredMap,
+    pub changed: Arc<Notify>,
+    pub resync: Duration,
+    facts: Facts,
+    next_restart: HashMap<String, Instant>,
+    publisher: StatusPublisher,
+}
+
+impl Agent {
+    pub fn new(
+        site: Name,
+        host: Name,
+        runtime: DockerRuntime,
+        desired: DesiredMap,
+        changed: Arc<Notify>,
+        resync: Duration,
+        js: jetstream::Context,
+    ) -> Self {
+        Self {
+            site,
+            host,
+            runtime,
+            desired,
+            changed,
+            resync,
+            facts: Facts::default(),
+            next_restart: HashMap::new(),
+            publisher: StatusPublisher::new(js),
+        }
+    }
+
+    /// Runs until shutdown. Nothing is done before the desired state stored at the site has
+    /// been read in full (`loaded`), so a restart never removes containers it has not yet
+    /// matched to their desired state.
+    pub async fn run(mut self, mut loaded: watch::Receiver<bool>, shutdown: CancellationToken) {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = loaded.wait_for(|l| *l) => {}
+        }
+        tokio::spawn(forward_docker_events(self.runtime.clone(), self.changed.clone(), shutdown.clone()));
+        loop {
+            self.pass().await;
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = self.changed.notified() => {}
+                _ = tokio::time::sleep(self.resync) => {}
+            }
+        }
+    }
+
+    /// One reconcile pass.
+    pub async fn pass(&mut self) {
+        let desired = self.desired.lock().expect("desired lock").clone();
+        let observed = match self.runtime.list().await {
+            Ok(o) => o,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot list containers; will retry");
+                return;
+            }
+        };
+        let actions = plan(&desired, &observed);
+        let acted = !actions.is_empty();
+        for action in actions {
+            self.execute(action).await;
+        }
+        let observed = if acted {
+            match self.runtime.list().await {
+                Ok(o) => o,
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot list containers; will retry");
+                    return;
+                }
+            }
+        } else {
+            observed
+        };
+        let live: std::collections::HashSet<&str> = observed.iter().map(|o| o.id.as_str()).collect();
+        self.facts.restarts.retain(|id, _| live.contains(id.as_str()));
+        self.next_restart.retain(|id, _| live.contains(id.as_str()));
+        let reports = status::build(&self.site, &self.host, &desired, &observed, &self.facts);
+        self.publisher.publish_changed(reports).await;
+    }
+
+    async fn execute(&mut self, action: Action) {
+        match action {
+            Action::Create(w) => self.create(&w).await,
+            Action::Replace { old, wanted } => {
+                tracing::info!(app = %wanted.app, service = %wanted.service.name, replica = wanted.replica, "replacing container for a new spec");
+                match self.runtime.remove(&old).await {
+                    Ok(()) => self.create(&wanted).await,
+                    Err(e) => self.record_error(&wanted, e.to_string()),
+                }
+            }
+            Action::Start { id } => {
+                let now = Instant::now();
+                if self.next_restart.get(&id).is_some_and(|t| *t > now) {
+                    return;
+                }
+                let n = self.facts.restarts.entry(id.clone()).or_insert(0);
+                *n += 1;
+                let backoff = Duration::from_secs(1u64 << (*n).min(9)).min(MAX_RESTART_BACKOFF);
+                tracing::info!(container = %short(&id), restarts = *n, "restarting stopped container");
+                self.next_restart.insert(id.clone(), now + backoff);
+                if let Err(e) = self.runtime.start(&id).await {
+                    tracing::warn!(container = %short(&id), error = %e, "restart failed");
+                }
+                let changed = self.changed.clone();
+                tokio::spawn(async move {
+                    tokio::time::sleep(backoff).await;
+                    changed.notify_one();
+                });
+            }
+            Action::Remove { id } => {
+                tracing::info!(container = %short(&id), "removing container that is no longer desired");
+                if let Err(e) = self.runtime.remove(&id).await {
+                    tracing::warn!(container = %short(&id), error = %e, "remove failed");
+                }
+            }
+        }
+    }
+
+    async fn create(&mut self, w: &Wanted) {
+        let key = (w.app.clone(), w.service.name.clone(), w.replica);
+        match self.runtime.create(w).await {
+            Ok(id) => {
+                tracing::info!(app = %w.app, service = %w.service.name, replica = w.replica, container = %short(&id), "container started");
+                self.facts.errors.remove(&key);
+            }
+            Err(e) => {
+                tracing::warn!(app = %w.app, service = %w.service.name, error = %e, "cannot create container");
+                self.facts.errors.insert(key, e.to_string());
+            }
+        }
+    }
+
+    fn record_error(&mut self, w: &Wanted, message: String) {
+        self.facts.errors.insert((w.app.clone(), w.service.name.clone(), w.replica), message);
+    }
+}
+
+fn short(id: &str) -> &str {
+    &id[..id.len().min(12)]
+}
+
+/// Wakes the loop on every lifecycle event of our containers; re-subscribes if Docker's event
+/// stream breaks.
+async fn forward_docker_events(runtime: DockerRuntime, changed: Arc<Notify>, shutdown: CancellationToken) {
+    while !shutdown.is_cancelled() {
+        let mut events = Box::pin(runtime.events());
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                e = events.next() => match e {
+                    Some(()) => changed.notify_one(),
+                    None => break,
+                },
+            }
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}

@@ -1,0 +1,68 @@
+//! Call-home: the site registers itself and its hosts with the hub (retried until the hub
+//! answers, however long the WAN is down), and sends heartbeats.
+
+use std::time::Duration;
+
+use async_nats::jetstream;
+use edge_bus::api::{request, RequestError};
+use edge_types::api::RegisterReply;
+use edge_types::app::digest_json;
+use edge_types::site::{Heartbeat, SiteRegistration};
+use edge_types::subject::{self, ApiOp};
+use edge_types::Name;
+use tokio_util::sync::CancellationToken;
+
+/// Stores the registration in the site's event stream, then calls the hub until it accepts.
+pub async fn register(client: async_nats::Client, js: jetstream::Context, reg: SiteRegistration, shutdown: CancellationToken) {
+    let msg = jetstream::message::PublishMessage::build()
+        .payload(serde_json::to_vec(&reg).expect("registration serializes").into())
+        .message_id(format!("registration.{}.{}", reg.site, digest_json(&reg)));
+    match js.send_publish(subject::site_registration(&reg.site), msg).await {
+        Ok(ack) => {
+            if let Err(e) = ack.await {
+                tracing::warn!(error = %e, "registration not stored in the site stream");
+            }
+        }
+        Err(e) => tracing::warn!(error = %e, "registration not stored in the site stream"),
+    }
+    let mut delay = Duration::from_millis(500);
+    loop {
+        match request::<_, RegisterReply>(&client, ApiOp::SiteRegister, &reg, Duration::from_secs(10)).await {
+            Ok(reply) => {
+                tracing::info!(site = %reply.site, new = reply.new, "registered with the hub");
+                return;
+            }
+            Err(RequestError::Api(e)) => tracing::error!(error = %e, "hub refused registration; retrying"),
+            Err(e) => tracing::info!(error = %e, "hub not reachable for call-home; retrying"),
+        }
+        // Exponential back-off with jitter, so a fleet reconnecting at once does not stampede.
+        let jitter = Duration::from_millis(jitter_sample() * delay.as_millis() as u64 / 512);
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(delay + jitter) => {}
+        }
+        delay = (delay * 2).min(Duration::from_secs(30));
+    }
+}
+
+/// A number in 0..512 that differs between processes and calls, for jitter.
+fn jitter_sample() -> u64 {
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(0);
+    u64::from(nanos ^ std::process::id()) % 512
+}
+
+/// Publishes a heartbeat every `every` on core NATS (liveness is not stored).
+pub async fn heartbeats(client: async_nats::Client, site: Name, host: Name, every: Duration, shutdown: CancellationToken) {
+    let mut tick = tokio::time::interval(every);
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        let hb = Heartbeat { site: site.clone(), host: host.clone(), sent_at_ms: edge_bus::time::now_ms() };
+        let body = serde_json::to_vec(&hb).expect("heartbeat serializes");
+        if let Err(e) = client.publish(subject::heartbeat(&site), body.into()).await {
+            tracing::debug!(error = %e, "heartbeat not sent");
+        }
+    }
+}

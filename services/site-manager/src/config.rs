@@ -1,0 +1,95 @@
+//! Configuration of a site-manager, from flags or `SITE_MANAGER_*` environment variables.
+//! Bad configuration fails here, before any connection is made.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use edge_bus::topology::SiteStreamLimits;
+use edge_types::site::LabelValue;
+use edge_types::Name;
+
+/// site-manager: runs one site's (or one host's) share of the applications placed there.
+#[derive(Clone, Debug, clap::Parser)]
+#[command(name = "site-manager", version)]
+pub struct Config {
+    /// URL of the site's own leaf NATS server.
+    #[arg(long, env = "SITE_MANAGER_NATS_URL", default_value = "nats://127.0.0.1:4222")]
+    pub nats_url: String,
+    /// Site id: a lower-case DNS label; also the site leaf's JetStream domain.
+    #[arg(long, env = "SITE_MANAGER_SITE", value_parser = parse_site)]
+    pub site: Name,
+    /// Host id within the site; defaults to the machine's host name.
+    #[arg(long, env = "SITE_MANAGER_HOST", value_parser = parse_name)]
+    pub host: Option<Name>,
+    /// Site labels reported at call-home, as `key=value`, comma separated or repeated.
+    #[arg(long = "label", env = "SITE_MANAGER_LABELS", value_delimiter = ',', value_parser = parse_label)]
+    pub labels: Vec<(String, LabelValue)>,
+    /// Seconds between full reconciles (a safety net; Docker events and desired-state changes
+    /// trigger a reconcile at once).
+    #[arg(long, env = "SITE_MANAGER_RESYNC_SECS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub resync_secs: u64,
+    /// Seconds between heartbeats to the hub.
+    #[arg(long, env = "SITE_MANAGER_HEARTBEAT_SECS", default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub heartbeat_secs: u64,
+    /// Most bytes the site's event stream buffers while the hub is unreachable.
+    #[arg(long, env = "SITE_MANAGER_EVENTS_MAX_BYTES", default_value_t = 1 << 30)]
+    pub events_max_bytes: i64,
+}
+
+impl Config {
+    /// A configuration with defaults for everything but the site and its connection.
+    pub fn new(site: Name, nats_url: impl Into<String>) -> Self {
+        Self {
+            nats_url: nats_url.into(),
+            site,
+            host: None,
+            labels: Vec::new(),
+            resync_secs: 10,
+            heartbeat_secs: 5,
+            events_max_bytes: 1 << 30,
+        }
+    }
+
+    /// The host id: configured, or the sanitised host name.
+    pub fn host_name(&self) -> Name {
+        if let Some(h) = &self.host {
+            return h.clone();
+        }
+        let raw = std::fs::read_to_string("/etc/hostname").unwrap_or_default().trim().to_lowercase();
+        let cleaned: String = raw.chars().map(|c| if c.is_ascii_alphanumeric() { c } else { '-' }).take(63).collect();
+        Name::new(cleaned.trim_matches('-')).unwrap_or_else(|_| Name::new("host").expect("valid"))
+    }
+
+    pub fn label_map(&self) -> BTreeMap<String, LabelValue> {
+        self.labels.iter().cloned().collect()
+    }
+
+    pub fn limits(&self) -> SiteStreamLimits {
+        SiteStreamLimits { max_bytes: self.events_max_bytes, ..Default::default() }
+    }
+
+    pub fn resync(&self) -> Duration {
+        Duration::from_secs(self.resync_secs)
+    }
+}
+
+fn parse_site(s: &str) -> Result<Name, String> {
+    Name::site(s).map_err(|e| e.to_string())
+}
+
+fn parse_name(s: &str) -> Result<Name, String> {
+    Name::new(s).map_err(|e| e.to_string())
+}
+
+fn parse_label(s: &str) -> Result<(String, LabelValue), String> {
+    let (k, v) = s.split_once('=').ok_or_else(|| format!("label {s:?} is not key=value"))?;
+    let key_ok = !k.is_empty()
+        && k.len() <= 63
+        && k.chars().next().is_some_and(|c| c.is_ascii_alphanumeric())
+        && k.chars().all(|c| c.is_ascii_alphanumeric() || "._/-".contains(c));
+    let val_ok = v.len() <= 63 && v.chars().all(|c| c.is_ascii_alphanumeric() || "._/-".contains(c));
+    if !key_ok || !val_ok {
+        return Err(format!("label {s:?}: keys and values use A-Z a-z 0-9 . _ / - and at most 63 characters"));
+    }
+    Ok((k.to_string(), LabelValue(v.to_string())))
+}

@@ -1,0 +1,12 @@
+//! site-manager binary: parse configuration, set up logging, run until SIGTERM/SIGINT.
+
+use clap::Parser;
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let config = site_manager::Config::parse();
+    edge_bus::logging::init("info");
+    let shutdown = edge_bus::shutdown::on_signal();
+    site_manager::run(config, shutdown).await?;
+    Ok(())
+}

@@ -1,0 +1,191 @@
+//! The pure heart of the site: compare desired state with the containers that exist and decide
+//! what to do. No I/O here, so every rule is unit-tested.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use edge_types::app::ServiceSpec;
+use edge_types::desired::DesiredApp;
+use edge_types::Name;
+
+/// A container of ours as Docker reports it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Observed {
+    pub id: String,
+    pub app: Name,
+    pub service: Name,
+    pub replica: u32,
+    pub generation: u64,
+    pub digest: String,
+    pub image: String,
+    /// Docker state: `running`, `exited`, `created`, ...
+    pub state: String,
+}
+
+impl Observed {
+    pub fn running(&self) -> bool {
+        self.state == "running" || self.state == "restarting"
+    }
+}
+
+/// A container that should exist.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Wanted {
+    pub app: Name,
+    pub version: String,
+    pub generation: u64,
+    pub service: ServiceSpec,
+    pub replica: u32,
+    pub digest: String,
+}
+
+/// One step of convergence.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Action {
+    /// Nothing of this replica exists: create and start it.
+    Create(Wanted),
+    /// The replica exists but was made from another spec: remove it, then create the new one.
+    Replace { old: String, wanted: Wanted },
+    /// The replica has the right spec but is not running (it crashed or was killed): start it.
+    Start { id: String },
+    /// The container is not wanted (app removed, replica scaled away, duplicate).
+    Remove { id: String },
+}
+
+/// Every container the desired state asks for, keyed by (app, service, replica).
+pub fn wanted(desired: &BTreeMap<Name, DesiredApp>) -> BTreeMap<(Name, Name, u32), Wanted> {
+    let mut out = BTreeMap::new();
+    for d in desired.values() {
+        let Some(spec) = &d.spec else { continue };
+        for svc in &spec.services {
+            let digest = svc.digest();
+            for replica in 0..svc.replicas {
+                out.insert(
+                    (d.app.clone(), svc.name.clone(), replica),
+                    Wanted {
+                        app: d.app.clone(),
+                        version: spec.version.clone(),
+                        generation: d.generation,
+                        service: svc.clone(),
+                        replica,
+                        digest: digest.clone(),
+                    },
+                );
+            }
+        }
+    }
+    out
+}
+
+/// The actions that take `observed` to `desired`. Healthy containers of an unchanged spec are
+/// never touched, whatever else changed (generation, other services, a reconnect).
+pub fn plan(desired: &BTreeMap<Name, DesiredApp>, observed: &[Observed]) -> Vec<Action> {
+    let wanted = wanted(desired);
+    let mut actions = Vec::new();
+    let mut seen: BTreeSet<(Name, Name, u32)> = BTreeSet::new();
+    // Prefer a running container with the right digest when there are several for one replica.
+    let mut ordered: Vec<&Observed> = observed.iter().collect();
+    ordered.sort_by_key(|o| {
+        let w = wanted.get(&(o.app.clone(), o.service.clone(), o.replica));
+        (!w.is_some_and(|w| w.digest == o.digest), !o.running(), o.id.clone())
+    });
+    for o in ordered {
+        let key = (o.app.clone(), o.service.clone(), o.replica);
+        match wanted.get(&key) {
+            None => actions.push(Action::Remove { id: o.id.clone() }),
+            Some(_) if seen.contains(&key) => actions.push(Action::Remove { id: o.id.clone() }),
+            Some(w) => {
+                seen.insert(key);
+                if w.digest != o.digest {
+                    actions.push(Action::Replace { old: o.id.clone(), wanted: w.clone() });
+                } else if !o.running() {
+                    actions.push(Action::Start { id: o.id.clone() });
+                }
+            }
+        }
+    }
+    for (key, w) in wanted {
+        if !seen.contains(&key) {
+            actions.push(Action::Create(w));
+        }
+    }
+    actions
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use edge_types::app::{AppSpec, Placement};
+
+    fn n(s: &str) -> Name {
+        Name::new(s).unwrap()
+    }
+
+    fn svc(name: &str, image: &str, replicas: u32) -> ServiceSpec {
+        serde_json::from_value(serde_json::json!({"name": name, "image": image, "replicas": replicas})).unwrap()
+    }
+
+    fn desired(app: &str, generation: u64, services: Vec<ServiceSpec>) -> BTreeMap<Name, DesiredApp> {
+        let spec = AppSpec { name: n(app), version: "1".into(), services, placement: Placement { sites: String::new() } };
+        let d = DesiredApp { site: n("s1"), app: n(app), generation, spec: Some(spec) };
+        BTreeMap::from([(n(app), d)])
+    }
+
+    fn obs(id: &str, app: &str, s: &ServiceSpec, replica: u32, state: &str) -> Observed {
+        Observed {
+            id: id.into(),
+            app: n(app),
+            service: s.name.clone(),
+            replica,
+            generation: 1,
+            digest: s.digest(),
+            image: s.image.clone(),
+            state: state.into(),
+        }
+    }
+
+    #[test]
+    fn creates_what_is_missing() {
+        let web = svc("web", "img:1", 2);
+        let acts = plan(&desired("a", 1, vec![web]), &[]);
+        assert_eq!(acts.len(), 2);
+        assert!(acts.iter().all(|a| matches!(a, Action::Create(_))));
+    }
+
+    #[test]
+    fn leaves_healthy_unchanged_containers_alone_even_on_new_generation() {
+        let web = svc("web", "img:1", 1);
+        let db = svc("db", "img:1", 1);
+        let observed = [obs("c1", "a", &web, 0, "running"), obs("c2", "a", &db, 0, "running")];
+        assert!(plan(&desired("a", 1, vec![web.clone(), db.clone()]), &observed).is_empty());
+        // Generation 2 changes only db: web is untouched.
+        let db2 = svc("db", "img:2", 1);
+        let acts = plan(&desired("a", 2, vec![web, db2]), &observed);
+        assert_eq!(acts.len(), 1);
+        assert!(matches!(&acts[0], Action::Replace { old, .. } if old == "c2"));
+    }
+
+    #[test]
+    fn restarts_crashed_and_removes_unwanted() {
+        let web = svc("web", "img:1", 1);
+        let observed = [
+            obs("c1", "a", &web, 0, "exited"),
+            obs("c9", "gone", &web, 0, "running"),
+            obs("c3", "a", &web, 3, "running"),
+        ];
+        let acts = plan(&desired("a", 1, vec![web]), &observed);
+        assert!(acts.contains(&Action::Start { id: "c1".into() }));
+        assert!(acts.contains(&Action::Remove { id: "c9".into() }));
+        assert!(acts.contains(&Action::Remove { id: "c3".into() }));
+        assert_eq!(acts.len(), 3);
+    }
+
+    #[test]
+    fn tombstone_removes_everything_and_duplicates_keep_the_healthy_one() {
+        let web = svc("web", "img:1", 1);
+        let mut d = desired("a", 3, vec![web.clone()]);
+        let observed = [obs("c1", "a", &web, 0, "exited"), obs("c2", "a", &web, 0, "running")];
+        assert_eq!(plan(&d, &observed), vec![Action::Remove { id: "c1".into() }]);
+        d.get_mut(&n("a")).unwrap().spec = None;
+        assert_eq!(plan(&d, &observed).len(), 2);
+    }
+}

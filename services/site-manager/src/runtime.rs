@@ -1,0 +1,162 @@
+//! The container runtime seam: the real Docker Engine through bollard. Containers are scoped to
+//! this site and host by label, so several sites (or simulated hosts) can share one engine.
+
+use std::collections::HashMap;
+
+use bollard::models::{ContainerCreateBody, HostConfig, PortBinding, SystemInfo};
+use bollard::query_parameters::{
+    CreateContainerOptionsBuilder, EventsOptionsBuilder, ListContainersOptionsBuilder, RemoveContainerOptionsBuilder,
+};
+use bollard::Docker;
+use edge_types::app::Protocol;
+use edge_types::Name;
+use futures::{Stream, StreamExt};
+
+use crate::labels;
+use crate::reconcile::{Observed, Wanted};
+
+/// Errors talking to the container runtime.
+#[derive(Debug, thiserror::Error)]
+pub enum RuntimeError {
+    #[error("docker: {0}")]
+    Docker(#[from] bollard::errors::Error),
+    #[error("image {0} is not present on this host")]
+    ImageMissing(String),
+}
+
+/// Docker, scoped to one site and host.
+#[derive(Clone)]
+pub struct DockerRuntime {
+    docker: Docker,
+    site: Name,
+    host: Name,
+}
+
+impl DockerRuntime {
+    /// Connects to the local Docker Engine (`DOCKER_HOST` or the default socket) and agrees on
+    /// an API version the engine speaks.
+    pub async fn connect(site: Name, host: Name) -> Result<Self, RuntimeError> {
+        let docker = Docker::connect_with_local_defaults()?.negotiate_version().await?;
+        Ok(Self { docker, site, host })
+    }
+
+    fn scope_filters(&self) -> HashMap<String, Vec<String>> {
+        HashMap::from([(
+            "label".to_string(),
+            vec![format!("{}={}", labels::SITE, self.site), format!("{}={}", labels::HOST, self.host)],
+        )])
+    }
+
+    /// Engine facts for the host inventory.
+    pub async fn info(&self) -> Result<SystemInfo, RuntimeError> {
+        Ok(self.docker.info().await?)
+    }
+
+    /// Every container of this site and host, running or not.
+    pub async fn list(&self) -> Result<Vec<Observed>, RuntimeError> {
+        let opts = ListContainersOptionsBuilder::default().all(true).filters(&self.scope_filters()).build();
+        let mut out = Vec::new();
+        for c in self.docker.list_containers(Some(opts)).await? {
+            let l = c.labels.clone().unwrap_or_default();
+            let get = |k: &str| l.get(k).cloned().unwrap_or_default();
+            let parsed = (|| {
+                Some(Observed {
+                    id: c.id.clone()?,
+                    app: Name::new(get(labels::APP)).ok()?,
+                    service: Name::new(get(labels::SERVICE)).ok()?,
+                    replica: get(labels::REPLICA).parse().ok()?,
+                    generation: get(labels::GENERATION).parse().ok()?,
+                    digest: get(labels::SPEC_DIGEST),
+                    image: c.image.clone().unwrap_or_default(),
+                    state: c.state.map(|s| s.to_string()).unwrap_or_default(),
+                })
+            })();
+            match parsed {
+                Some(o) => out.push(o),
+                None => tracing::warn!(id = ?c.id, "container has our site label but unreadable labels; ignoring it"),
+            }
+        }
+        Ok(out)
+    }
+
+    /// Container name of a replica: stable, so a second create of the same replica conflicts
+    /// instead of duplicating it.
+    pub fn container_name(&self, w: &Wanted) -> String {
+        format!("edge-{}-{}-{}-{}-{}", self.site, self.host, w.app, w.service.name, w.replica)
+    }
+
+    /// Creates and starts a replica; returns its id.
+    pub async fn create(&self, w: &Wanted) -> Result<String, RuntimeError> {
+        let svc = &w.service;
+        let lbl = HashMap::from([
+            (labels::MANAGED.to_string(), "true".to_string()),
+            (labels::SITE.to_string(), self.site.to_string()),
+            (labels::HOST.to_string(), self.host.to_string()),
+            (labels::APP.to_string(), w.app.to_string()),
+            (labels::VERSION.to_string(), w.version.clone()),
+            (labels::GENERATION.to_string(), w.generation.to_string()),
+            (labels::SERVICE.to_string(), svc.name.to_string()),
+            (labels::REPLICA.to_string(), w.replica.to_string()),
+            (labels::SPEC_DIGEST.to_string(), w.digest.clone()),
+        ]);
+        let mut exposed = Vec::new();
+        let mut bindings = HashMap::new();
+        for p in &svc.ports {
+            let proto = match p.protocol {
+                Protocol::Tcp => "tcp",
+                Protocol::Udp => "udp",
+            };
+            let key = format!("{}/{proto}", p.container);
+            exposed.push(key.clone());
+            let host_port = p.host.unwrap_or(p.container).to_string();
+            bindings.insert(key, Some(vec![PortBinding { host_ip: None, host_port: Some(host_port) }]));
+        }
+        let body = ContainerCreateBody {
+            image: Some(svc.image.clone()),
+            cmd: (!svc.command.is_empty()).then(|| svc.command.iter().map(|a| a.0.clone()).collect()),
+            env: Some(svc.env.iter().map(|(k, v)| format!("{k}={}", v.0)).collect()),
+            labels: Some(lbl),
+            exposed_ports: (!exposed.is_empty()).then_some(exposed),
+            host_config: Some(HostConfig {
+                port_bindings: (!bindings.is_empty()).then_some(bindings),
+                memory: svc.resources.memory_mb.map(|m| (m * 1024 * 1024) as i64),
+                nano_cpus: svc.resources.cpus.map(|c| (c * 1e9) as i64),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let name = self.container_name(w);
+        let opts = CreateContainerOptionsBuilder::default().name(&name).build();
+        let created = self.docker.create_container(Some(opts), body).await.map_err(|e| match e {
+            bollard::errors::Error::DockerResponseServerError { status_code: 404, .. } => {
+                RuntimeError::ImageMissing(svc.image.clone())
+            }
+            other => RuntimeError::Docker(other),
+        })?;
+        self.docker.start_container(&created.id, None).await?;
+        Ok(created.id)
+    }
+
+    /// Starts an existing container.
+    pub async fn start(&self, id: &str) -> Result<(), RuntimeError> {
+        Ok(self.docker.start_container(id, None).await?)
+    }
+
+    /// Removes a container, stopping it first; a container already gone is not an error.
+    pub async fn remove(&self, id: &str) -> Result<(), RuntimeError> {
+        let opts = RemoveContainerOptionsBuilder::default().force(true).build();
+        match self.docker.remove_container(id, Some(opts)).await {
+            Ok(()) | Err(bollard::errors::Error::DockerResponseServerError { status_code: 404, .. }) => Ok(()),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// A tick for every lifecycle event of our containers (die, stop, destroy, ...). Ends when
+    /// the event stream breaks; the caller re-subscribes.
+    pub fn events(&self) -> impl Stream<Item = ()> + Send + 'static {
+        let mut filters = self.scope_filters();
+        filters.insert("type".into(), vec!["container".into()]);
+        let opts = EventsOptionsBuilder::default().filters(&filters).build();
+        self.docker.events(Some(opts)).take_while(|e| futures::future::ready(e.is_ok())).map(|_| ())
+    }
+}

@@ -1,0 +1,12 @@
+//! telemetry binary: parse configuration, set up logging, run until SIGTERM/SIGINT.
+
+use clap::Parser;
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let config = telemetry::Config::parse();
+    edge_bus::logging::init("info");
+    let shutdown = edge_bus::shutdown::on_signal();
+    telemetry::run(config, shutdown).await?;
+    Ok(())
+}
