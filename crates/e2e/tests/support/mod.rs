@@ -1,0 +1,256 @@
+//! A whole stack for end-to-end tests: hub and site leaf nats-servers (real processes), the
+//! scheduler and one site-manager per site (in-process, through their `run` entries), and the
+//! real Docker Engine. Names are random so tests run in parallel; containers are removed on drop.
+
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Result};
+use bollard::query_parameters::{InspectContainerOptions, ListContainersOptionsBuilder};
+use bollard::Docker;
+use edge_bus::api::{request, request_raw, RequestError};
+use edge_testkit::{unique, NatsServer};
+use edge_types::api::*;
+use edge_types::site::LabelValue;
+use edge_types::subject::ApiOp;
+use edge_types::Name;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+pub const TIMEOUT: Duration = Duration::from_secs(60);
+
+pub struct Site {
+    pub name: Name,
+    pub leaf: NatsServer,
+    pub labels: Vec<(String, String)>,
+    manager: Option<(CancellationToken, JoinHandle<()>)>,
+}
+
+pub struct Stack {
+    pub hub: NatsServer,
+    pub sites: Vec<Site>,
+    pub client: async_nats::Client,
+    pub docker: Docker,
+    scheduler: Option<(CancellationToken, JoinHandle<()>)>,
+}
+
+impl Stack {
+    /// Starts a hub, the scheduler, and one leaf plus site-manager per entry of `sites`
+    /// (each entry is the site's labels).
+    pub async fn start(sites: &[&[(&str, &str)]]) -> Result<Self> {
+        let hub = NatsServer::hub().await?;
+        let client = async_nats::connect(hub.url()).await?;
+        let docker = Docker::connect_with_local_defaults()?.negotiate_version().await?;
+        let mut stack = Stack { hub, sites: Vec::new(), client, docker, scheduler: None };
+        stack.start_scheduler();
+        for labels in sites {
+            let name = Name::site(unique("s"))?;
+            let leaf = NatsServer::leaf(name.as_str(), &stack.hub).await?;
+            let labels = labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+            let mut site = Site { name, leaf, labels, manager: None };
+            site.start_manager();
+            stack.sites.push(site);
+        }
+        let want = stack.sites.len();
+        stack.eventually("every site registered", || async {
+            Ok(stack.sites_list().await?.sites.len() == want)
+        }).await?;
+        Ok(stack)
+    }
+
+    fn start_scheduler(&mut self) {
+        let mut config = scheduler::Config::new(self.hub.url());
+        config.resync_secs = 5;
+        let token = CancellationToken::new();
+        let t = token.clone();
+        let handle = tokio::spawn(async move {
+            if let Err(e) = scheduler::run(config, t).await {
+                panic!("scheduler failed: {e}");
+            }
+        });
+        self.scheduler = Some((token, handle));
+    }
+
+    pub fn site(&self, i: usize) -> &Name {
+        &self.sites[i].name
+    }
+
+    pub async fn apply(&self, spec: &serde_json::Value) -> Result<ApplyReply, RequestError> {
+        request(&self.client, ApiOp::AppApply, spec, Duration::from_secs(20)).await
+    }
+
+    pub async fn raw<T: edge_types::schema::Message>(&self, op: ApiOp, body: &[u8]) -> Result<T, RequestError> {
+        request_raw(&self.client, op, body.to_vec(), Duration::from_secs(20)).await
+    }
+
+    pub async fn delete(&self, app: &str) -> Result<DeleteReply, RequestError> {
+        request(&self.client, ApiOp::AppDelete, &serde_json::json!({"name": app}), Duration::from_secs(20)).await
+    }
+
+    pub async fn status(&self, app: &str) -> Result<AppStatusReply, RequestError> {
+        request(&self.client, ApiOp::AppStatus, &serde_json::json!({"name": app}), Duration::from_secs(20)).await
+    }
+
+    pub async fn apps(&self) -> Result<AppListReply, RequestError> {
+        request(&self.client, ApiOp::AppList, &Empty {}, Duration::from_secs(20)).await
+    }
+
+    pub async fn sites_list(&self) -> Result<SiteListReply, RequestError> {
+        request(&self.client, ApiOp::SiteList, &Empty {}, Duration::from_secs(20)).await
+    }
+
+    pub async fn label(&self, site: &Name, key: &str, value: &str) -> Result<(), RequestError> {
+        let req = SiteLabelRequest {
+            site: site.clone(),
+            set: [(key.to_string(), LabelValue(value.to_string()))].into(),
+            remove: vec![],
+        };
+        let _: edge_types::site::SiteRecord = request(&self.client, ApiOp::SiteLabel, &req, Duration::from_secs(20)).await?;
+        Ok(())
+    }
+
+    /// Containers of `app` at a site, as Docker reports them, by container id.
+    pub async fn containers(&self, site: &Name, app: &str) -> Result<Vec<Container>> {
+        let filters = HashMap::from([(
+            "label".to_string(),
+            vec![format!("io.edge.site={site}"), format!("io.edge.app={app}")],
+        )]);
+        let opts = ListContainersOptionsBuilder::default().all(true).filters(&filters).build();
+        let mut out = Vec::new();
+        for c in self.docker.list_containers(Some(opts)).await? {
+            let id = c.id.clone().unwrap_or_default();
+            let inspect = self.docker.inspect_container(&id, None::<InspectContainerOptions>).await?;
+            let state = inspect.state.unwrap_or_default();
+            let labels = c.labels.clone().unwrap_or_default();
+            out.push(Container {
+                id,
+                image: c.image.clone().unwrap_or_default(),
+                running: state.running.unwrap_or(false),
+                started_at: state.started_at.unwrap_or_default(),
+                env: inspect.config.and_then(|c| c.env).unwrap_or_default(),
+                service: labels.get("io.edge.service").cloned().unwrap_or_default(),
+            });
+        }
+        out.sort_by(|a, b| a.id.cmp(&b.id));
+        Ok(out)
+    }
+
+    /// Waits until every listed site runs exactly `n` running containers of `app`.
+    pub async fn wait_running(&self, sites: &[&Name], app: &str, n: usize) -> Result<()> {
+        for site in sites {
+            self.eventually(&format!("{n} running containers of {app} at {site}"), || async {
+                let c = self.containers(site, app).await?;
+                Ok(c.len() == n && c.iter().all(|c| c.running))
+            })
+            .await?;
+        }
+        Ok(())
+    }
+
+    /// Polls `check` until it holds, failing after [`TIMEOUT`].
+    pub async fn eventually<F, Fut>(&self, what: &str, mut check: F) -> Result<()>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<bool>>,
+    {
+        let start = Instant::now();
+        let mut last_err = None;
+        while start.elapsed() < TIMEOUT {
+            match check().await {
+                Ok(true) => return Ok(()),
+                Ok(false) => {}
+                Err(e) => last_err = Some(e),
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        bail!("timed out waiting for: {what} (last error: {last_err:?})")
+    }
+
+    /// Stops a site's site-manager (its containers keep running) and starts a new one.
+    pub async fn restart_manager(&mut self, i: usize) {
+        self.sites[i].stop_manager().await;
+        self.sites[i].start_manager();
+    }
+}
+
+impl Site {
+    fn start_manager(&mut self) {
+        let mut config = site_manager::Config::new(self.name.clone(), self.leaf.url());
+        config.host = Some(Name::new("host-1").unwrap());
+        config.resync_secs = 2;
+        config.heartbeat_secs = 1;
+        config.labels = self.labels.iter().map(|(k, v)| (k.clone(), LabelValue(v.clone()))).collect();
+        let token = CancellationToken::new();
+        let t = token.clone();
+        let handle = tokio::spawn(async move {
+            if let Err(e) = site_manager::run(config, t).await {
+                panic!("site-manager failed: {e}");
+            }
+        });
+        self.manager = Some((token, handle));
+    }
+
+    pub async fn stop_manager(&mut self) {
+        if let Some((token, handle)) = self.manager.take() {
+            token.cancel();
+            let _ = handle.await;
+        }
+    }
+}
+
+impl Drop for Stack {
+    fn drop(&mut self) {
+        for site in &self.sites {
+            if let Some((t, _)) = &site.manager {
+                t.cancel();
+            }
+            remove_site_containers(&site.name);
+        }
+        if let Some((t, _)) = &self.scheduler {
+            t.cancel();
+        }
+    }
+}
+
+/// Removes every container of a site (blocking; used on drop).
+pub fn remove_site_containers(site: &Name) {
+    let out = std::process::Command::new("docker")
+        .args(["ps", "-aq", "--filter", &format!("label=io.edge.site={site}")])
+        .output();
+    if let Ok(out) = out {
+        let ids: Vec<String> = String::from_utf8_lossy(&out.stdout).split_whitespace().map(String::from).collect();
+        if !ids.is_empty() {
+            let _ = std::process::Command::new("docker").arg("rm").arg("-f").args(&ids).output();
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Container {
+    pub id: String,
+    pub image: String,
+    pub running: bool,
+    pub started_at: String,
+    pub env: Vec<String>,
+    pub service: String,
+}
+
+/// An app spec running busybox `sleep`, placed by `selector`.
+pub fn sleeper(name: &str, selector: &str, image: &str, env: &[(&str, &str)]) -> serde_json::Value {
+    let env: serde_json::Map<String, serde_json::Value> = env.iter().map(|(k, v)| (k.to_string(), (*v).into())).collect();
+    serde_json::json!({
+        "name": name,
+        "version": "1.0.0",
+        "services": [{
+            "name": "main",
+            "image": image,
+            "command": ["sleep", "3600"],
+            "env": env,
+            "resources": {"cpus": 0.1, "memory_mb": 32}
+        }],
+        "placement": {"sites": selector}
+    })
+}
