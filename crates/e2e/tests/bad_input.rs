@@ -39,17 +39,57 @@ async fn bad_specs_are_rejected_with_the_field_and_change_nothing() -> Result<()
         ("name with a star", with("/name", json!("a*")), "/name"),
         ("name with >", with("/name", json!(">")), "/name"),
         ("name with a space", with("/name", json!("a b")), "/name"),
-        ("service name with a dot", with("/services/0/name", json!("web.1")), "/services/0/name"),
-        ("empty service list", with("/services", json!([])), "/services"),
+        (
+            "service name with a dot",
+            with("/services/0/name", json!("web.1")),
+            "/services/0/name",
+        ),
+        (
+            "empty service list",
+            with("/services", json!([])),
+            "/services",
+        ),
         ("unknown field in a service", unknown, "/services/0"),
         ("unknown top-level field", unknown_top, ""),
-        ("absurd memory", with("/services/0/resources/memory_mb", json!(1u64 << 40)), "/services/0/resources/memory_mb"),
-        ("negative cpus", with("/services/0/resources/cpus", json!(-1)), "/services/0/resources/cpus"),
-        ("absurd cpus", with("/services/0/resources/cpus", json!(100000)), "/services/0/resources/cpus"),
-        ("replicas zero", { let mut v = good.clone(); v["services"][0]["replicas"] = json!(0); v }, "/services/0/replicas"),
+        (
+            "absurd memory",
+            with("/services/0/resources/memory_mb", json!(1u64 << 40)),
+            "/services/0/resources/memory_mb",
+        ),
+        (
+            "negative cpus",
+            with("/services/0/resources/cpus", json!(-1)),
+            "/services/0/resources/cpus",
+        ),
+        (
+            "absurd cpus",
+            with("/services/0/resources/cpus", json!(100000)),
+            "/services/0/resources/cpus",
+        ),
+        (
+            "replicas zero",
+            {
+                let mut v = good.clone();
+                v["services"][0]["replicas"] = json!(0);
+                v
+            },
+            "/services/0/replicas",
+        ),
         ("wrong type", with("/version", json!(3)), "/version"),
-        ("bad selector", with("/placement/sites", json!("customer ~ acme")), "/placement/sites"),
-        ("missing placement", { let mut v = good.clone(); v.as_object_mut().unwrap().remove("placement"); v }, ""),
+        (
+            "bad selector",
+            with("/placement/sites", json!("customer ~ acme")),
+            "/placement/sites",
+        ),
+        (
+            "missing placement",
+            {
+                let mut v = good.clone();
+                v.as_object_mut().unwrap().remove("placement");
+                v
+            },
+            "",
+        ),
     ];
     for (what, spec, pointer) in cases {
         let (p, msg) = invalid(stack.apply(&spec).await);
@@ -74,7 +114,10 @@ async fn bad_specs_are_rejected_with_the_field_and_change_nothing() -> Result<()
 
     // Bad names on other operations.
     let r: Result<AppListReply, _> = stack.raw(ApiOp::AppList, br#"{"x":1}"#).await;
-    assert!(matches!(r, Err(RequestError::Api(ref e)) if e.code == ErrorCode::InvalidRequest), "{r:?}");
+    assert!(
+        matches!(r, Err(RequestError::Api(ref e)) if e.code == ErrorCode::InvalidRequest),
+        "{r:?}"
+    );
     match stack.status("a.b").await {
         Err(RequestError::Api(e)) => assert_eq!(e.pointer.as_deref(), Some("/name")),
         other => panic!("{other:?}"),

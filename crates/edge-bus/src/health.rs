@@ -21,8 +21,15 @@ pub async fn serve_health(
     description: &str,
     shutdown: CancellationToken,
 ) -> Result<(), async_nats::Error> {
-    let service = client.service_builder().description(description).start(name, version).await?;
-    let mut endpoint = service.group(format!("{}.{name}", edge_types::subject::PREFIX)).endpoint("health").await?;
+    let service = client
+        .service_builder()
+        .description(description)
+        .start(name, version)
+        .await?;
+    let mut endpoint = service
+        .group(format!("{}.{name}", edge_types::subject::PREFIX))
+        .endpoint("health")
+        .await?;
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => break,

@@ -22,7 +22,11 @@ pub struct NatsServer {
 impl NatsServer {
     /// Starts a hub (JetStream domain `hub`).
     pub async fn hub() -> Result<Self> {
-        let ports = HubPorts { client: natsconf::free_port()?, leaf: natsconf::free_port()?, http: natsconf::free_port()? };
+        let ports = HubPorts {
+            client: natsconf::free_port()?,
+            leaf: natsconf::free_port()?,
+            http: natsconf::free_port()?,
+        };
         let dir = tempfile::Builder::new().prefix("edge-hub-").tempdir()?;
         let env = natsconf::hub_env("hub", &ports, &dir.path().join("store"));
         Self::start(dir, natsconf::HUB_CONF, env, ports.client, Some(ports.leaf)).await
@@ -30,8 +34,13 @@ impl NatsServer {
 
     /// Starts a site leaf server (JetStream domain = `site`) connected to `hub`.
     pub async fn leaf(site: &str, hub: &NatsServer) -> Result<Self> {
-        let ports = LeafPorts { client: natsconf::free_port()?, http: natsconf::free_port()? };
-        let dir = tempfile::Builder::new().prefix(&format!("edge-leaf-{site}-")).tempdir()?;
+        let ports = LeafPorts {
+            client: natsconf::free_port()?,
+            http: natsconf::free_port()?,
+        };
+        let dir = tempfile::Builder::new()
+            .prefix(&format!("edge-leaf-{site}-"))
+            .tempdir()?;
         let env = natsconf::leaf_env(site, &ports, &dir.path().join("store"), &hub.leaf_url());
         Self::start(dir, natsconf::LEAF_CONF, env, ports.client, None).await
     }
@@ -45,13 +54,23 @@ impl NatsServer {
     ) -> Result<Self> {
         let conf = dir.path().join("nats.conf");
         std::fs::write(&conf, conf_text)?;
-        let mut s = Self { child: None, dir, conf, env, client_port, leaf_port };
+        let mut s = Self {
+            child: None,
+            dir,
+            conf,
+            env,
+            client_port,
+            leaf_port,
+        };
         s.spawn().await?;
         Ok(s)
     }
 
     async fn spawn(&mut self) -> Result<()> {
-        let log = std::fs::OpenOptions::new().create(true).append(true).open(self.dir.path().join("nats.log"))?;
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join("nats.log"))?;
         let child = Command::new(natsconf::nats_server_bin())
             .arg("-c")
             .arg(&self.conf)
@@ -90,7 +109,10 @@ impl NatsServer {
 
     /// URL leaves dial (hub only).
     pub fn leaf_url(&self) -> String {
-        format!("nats-leaf://127.0.0.1:{}", self.leaf_port.expect("only a hub accepts leaves"))
+        format!(
+            "nats-leaf://127.0.0.1:{}",
+            self.leaf_port.expect("only a hub accepts leaves")
+        )
     }
 
     /// The server's log so far.
@@ -114,5 +136,8 @@ impl NatsServer {
 
 /// A random lower-case suffix, so parallel tests never share names.
 pub fn unique(prefix: &str) -> String {
-    format!("{prefix}-{}", nuid::next().to_string().to_lowercase()[16..].to_string())
+    format!(
+        "{prefix}-{}",
+        nuid::next().to_string().to_lowercase()[16..].to_string()
+    )
 }

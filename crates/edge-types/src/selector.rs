@@ -106,7 +106,10 @@ impl Parser<'_> {
         self.pos = self.s.len() - trimmed.len();
     }
     fn error<T>(&self, message: impl Into<String>) -> Result<T, SelectorError> {
-        Err(SelectorError { position: self.pos, message: message.into() })
+        Err(SelectorError {
+            position: self.pos,
+            message: message.into(),
+        })
     }
     fn eat(&mut self, tok: &str) -> bool {
         self.skip_ws();
@@ -126,7 +129,10 @@ impl Parser<'_> {
     }
     fn word(&mut self, what: &str) -> Result<String, SelectorError> {
         self.skip_ws();
-        let len = self.rest().find(|c: char| !is_word_char(c)).unwrap_or(self.rest().len());
+        let len = self
+            .rest()
+            .find(|c: char| !is_word_char(c))
+            .unwrap_or(self.rest().len());
         if len == 0 {
             return self.error(format!("expected {what}"));
         }
@@ -162,7 +168,9 @@ impl Parser<'_> {
                 "notin" => return Ok(Term::NotIn(key, self.list()?)),
                 _ => {
                     self.pos = save;
-                    return self.error(format!("expected '=', '!=', 'in', 'notin' or ',' after '{key}'"));
+                    return self.error(format!(
+                        "expected '=', '!=', 'in', 'notin' or ',' after '{key}'"
+                    ));
                 }
             }
         }
@@ -175,19 +183,40 @@ mod tests {
     use super::*;
 
     fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
-        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
     }
 
     #[test]
     fn evaluates_every_operator() {
         let l = labels(&[("customer", "acme"), ("region", "eu"), ("gpu", "")]);
-        let yes = ["", "customer = acme", "customer==acme", "customer != other", "region in (eu, us)",
-            "region notin (us)", "gpu", "!legacy", "customer=acme, gpu, region in (eu)", "missing != x"];
+        let yes = [
+            "",
+            "customer = acme",
+            "customer==acme",
+            "customer != other",
+            "region in (eu, us)",
+            "region notin (us)",
+            "gpu",
+            "!legacy",
+            "customer=acme, gpu, region in (eu)",
+            "missing != x",
+        ];
         for s in yes {
             assert!(Selector::parse(s).unwrap().matches(&l), "{s}");
         }
-        let no = ["customer = other", "customer != acme", "region in (us)", "region notin (eu)", "legacy",
-            "!gpu", "customer=acme, legacy", "missing in (x)"];
+        let no = [
+            "customer = other",
+            "customer != acme",
+            "region in (us)",
+            "region notin (eu)",
+            "legacy",
+            "!gpu",
+            "customer=acme, legacy",
+            "missing in (x)",
+        ];
         for s in no {
             assert!(!Selector::parse(s).unwrap().matches(&l), "{s}");
         }

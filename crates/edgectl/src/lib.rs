@@ -1,1 +1,41 @@
-//! edgectl
+//! edgectl: every command is a request on a documented bus subject (see `schemas/asyncapi.yaml`),
+//! so any NATS client can do the same; `dev` runs a whole local stack as processes.
+
+pub mod app;
+pub mod cli;
+pub mod dev;
+pub mod output;
+pub mod site;
+
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use cli::{Cli, Command};
+
+/// How long a request may take before edgectl gives up.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+
+pub async fn run(cli: Cli) -> Result<()> {
+    match cli.command {
+        Command::Dev(cmd) => dev::run(cmd, &cli.global).await,
+        Command::App(cmd) => app::run(cmd, &cli.global).await,
+        Command::Site(cmd) => site::run(cmd, &cli.global).await,
+    }
+}
+
+/// Connects to the hub: `--server`, else `EDGE_NATS_URL`, else the running dev stack's hub.
+pub async fn connect(global: &cli::Global) -> Result<async_nats::Client> {
+    let url = match &global.server {
+        Some(u) => u.clone(),
+        None => dev::State::load(&global.dev_dir)
+            .map(|s| s.hub_url)
+            .context("no hub to talk to: pass --server URL, set EDGE_NATS_URL, or start one with `edgectl dev up`")?,
+    };
+    let client = async_nats::ConnectOptions::new()
+        .name("edgectl")
+        .connection_timeout(Duration::from_secs(5))
+        .connect(&url)
+        .await
+        .with_context(|| format!("cannot reach the hub at {url}"))?;
+    Ok(client)
+}

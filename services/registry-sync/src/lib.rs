@@ -13,7 +13,11 @@ pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 #[command(name = "registry-sync", version)]
 pub struct Config {
     /// URL of the hub NATS server.
-    #[arg(long, env = "REGISTRY_SYNC_NATS_URL", default_value = "nats://127.0.0.1:4222")]
+    #[arg(
+        long,
+        env = "REGISTRY_SYNC_NATS_URL",
+        default_value = "nats://127.0.0.1:4222"
+    )]
     pub nats_url: String,
 }
 
@@ -30,9 +34,15 @@ pub enum ServiceError {
 pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), ServiceError> {
     let client = edge_bus::connect(&config.nats_url, "registry-sync", true).await?;
     tracing::info!("registry-sync ready");
-    edge_bus::health::serve_health(&client, "registry-sync", VERSION, "Replicates the container images each site needs into the site's own store", shutdown)
-        .await
-        .map_err(|e| ServiceError::Service(e.to_string()))?;
+    edge_bus::health::serve_health(
+        &client,
+        "registry-sync",
+        VERSION,
+        "Replicates the container images each site needs into the site's own store",
+        shutdown,
+    )
+    .await
+    .map_err(|e| ServiceError::Service(e.to_string()))?;
     let _ = client.flush().await;
     tracing::info!("registry-sync stopped");
     Ok(())

@@ -65,7 +65,11 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Sche
         .map_err(SchedulerError::js)?;
     let mut endpoints = Vec::new();
     for op in ApiOp::ALL {
-        let ep = service.group(op.group()).endpoint(op.parts().1).await.map_err(SchedulerError::js)?;
+        let ep = service
+            .group(op.group())
+            .endpoint(op.parts().1)
+            .await
+            .map_err(SchedulerError::js)?;
         endpoints.push(ep.map(move |req| (op, req)).boxed());
     }
     let mut requests = futures::stream::select_all(endpoints);

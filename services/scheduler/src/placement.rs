@@ -17,7 +17,11 @@ use crate::Hub;
 
 /// Sites whose effective labels the selector matches, sorted.
 pub fn select_sites(selector: &Selector, sites: &[SiteRecord]) -> Vec<Name> {
-    let mut out: Vec<Name> = sites.iter().filter(|s| selector.matches(&s.effective_labels())).map(|s| s.site.clone()).collect();
+    let mut out: Vec<Name> = sites
+        .iter()
+        .filter(|s| selector.matches(&s.effective_labels()))
+        .map(|s| s.site.clone())
+        .collect();
     out.sort();
     out
 }
@@ -36,19 +40,34 @@ pub fn gen_key(app: &Name) -> String {
 /// Places one application: publishes its desired state to every matching site that lacks the
 /// current generation, a tombstone to every site it no longer matches, and records the sites.
 /// Returns the sites it is placed at.
-pub async fn place(hub: &Hub, app: &Name, sites: &[SiteRecord]) -> Result<Vec<Name>, SchedulerError> {
+pub async fn place(
+    hub: &Hub,
+    app: &Name,
+    sites: &[SiteRecord],
+) -> Result<Vec<Name>, SchedulerError> {
     let Some((record, _)) = kv::get::<AppRecord>(&hub.buckets.apps, &app_key(app)).await? else {
         return Ok(Vec::new());
     };
-    let selector = Selector::parse(&record.spec.placement.sites).map_err(|e| SchedulerError::Corrupt(e.to_string()))?;
+    let selector = Selector::parse(&record.spec.placement.sites)
+        .map_err(|e| SchedulerError::Corrupt(e.to_string()))?;
     let matched = select_sites(&selector, sites);
     for site in &matched {
-        let d = DesiredApp { site: site.clone(), app: app.clone(), generation: record.generation, spec: Some(record.spec.clone()) };
+        let d = DesiredApp {
+            site: site.clone(),
+            app: app.clone(),
+            generation: record.generation,
+            spec: Some(record.spec.clone()),
+        };
         ensure_desired(&hub.js, &d).await?;
     }
     let keep: BTreeSet<&Name> = matched.iter().collect();
     for site in record.sites.iter().filter(|s| !keep.contains(s)) {
-        let d = DesiredApp { site: site.clone(), app: app.clone(), generation: record.generation, spec: None };
+        let d = DesiredApp {
+            site: site.clone(),
+            app: app.clone(),
+            generation: record.generation,
+            spec: None,
+        };
         ensure_desired(&hub.js, &d).await?;
         tracing::info!(%app, %site, "app leaves site");
     }
@@ -71,12 +90,21 @@ pub async fn place(hub: &Hub, app: &Name, sites: &[SiteRecord]) -> Result<Vec<Na
 pub async fn remove(hub: &Hub, record: &AppRecord) -> Result<(), SchedulerError> {
     let app = &record.spec.name;
     for site in &record.sites {
-        let d = DesiredApp { site: site.clone(), app: app.clone(), generation: record.generation, spec: None };
+        let d = DesiredApp {
+            site: site.clone(),
+            app: app.clone(),
+            generation: record.generation,
+            spec: None,
+        };
         ensure_desired(&hub.js, &d).await?;
     }
     let generation = record.generation;
     kv::update::<u64, _>(&hub.buckets.apps, &gen_key(app), |cur| {
-        if cur.is_some_and(|g| *g >= generation) { Change::Keep } else { Change::Put(generation) }
+        if cur.is_some_and(|g| *g >= generation) {
+            Change::Keep
+        } else {
+            Change::Put(generation)
+        }
     })
     .await?;
     kv::update::<AppRecord, _>(&hub.buckets.apps, &app_key(app), |_| Change::Delete).await?;
@@ -86,7 +114,10 @@ pub async fn remove(hub: &Hub, record: &AppRecord) -> Result<(), SchedulerError>
 /// Publishes `d` unless the DESIRED stream already holds the same thing for its subject.
 async fn ensure_desired(js: &jetstream::Context, d: &DesiredApp) -> Result<(), SchedulerError> {
     let subj = subject::desired(&d.site, &d.app);
-    let stream = js.get_stream(STREAM_DESIRED).await.map_err(SchedulerError::js)?;
+    let stream = js
+        .get_stream(STREAM_DESIRED)
+        .await
+        .map_err(SchedulerError::js)?;
     let after = match stream.direct_get_last_for_subject(&subj).await {
         Ok(msg) => {
             if let Ok(current) = serde_json::from_slice::<DesiredApp>(&msg.payload) {
@@ -105,9 +136,17 @@ async fn ensure_desired(js: &jetstream::Context, d: &DesiredApp) -> Result<(), S
         Err(e) => return Err(SchedulerError::js(e)),
     };
     let msg = PublishMessage::build()
-        .payload(serde_json::to_vec(d).expect("desired state serializes").into())
+        .payload(
+            serde_json::to_vec(d)
+                .expect("desired state serializes")
+                .into(),
+        )
         .message_id(d.msg_id(after));
-    js.send_publish(subj, msg).await.map_err(SchedulerError::js)?.await.map_err(SchedulerError::js)?;
+    js.send_publish(subj, msg)
+        .await
+        .map_err(SchedulerError::js)?
+        .await
+        .map_err(SchedulerError::js)?;
     tracing::info!(app = %d.app, site = %d.site, generation = d.generation, removed = d.spec.is_none(), "desired state written");
     Ok(())
 }

@@ -13,11 +13,23 @@ use edge_types::Name;
 use tokio_util::sync::CancellationToken;
 
 /// Stores the registration in the site's event stream, then calls the hub until it accepts.
-pub async fn register(client: async_nats::Client, js: jetstream::Context, reg: SiteRegistration, shutdown: CancellationToken) {
+pub async fn register(
+    client: async_nats::Client,
+    js: jetstream::Context,
+    reg: SiteRegistration,
+    shutdown: CancellationToken,
+) {
     let msg = jetstream::message::PublishMessage::build()
-        .payload(serde_json::to_vec(&reg).expect("registration serializes").into())
+        .payload(
+            serde_json::to_vec(&reg)
+                .expect("registration serializes")
+                .into(),
+        )
         .message_id(format!("registration.{}.{}", reg.site, digest_json(&reg)));
-    match js.send_publish(subject::site_registration(&reg.site), msg).await {
+    match js
+        .send_publish(subject::site_registration(&reg.site), msg)
+        .await
+    {
         Ok(ack) => {
             if let Err(e) = ack.await {
                 tracing::warn!(error = %e, "registration not stored in the site stream");
@@ -27,12 +39,21 @@ pub async fn register(client: async_nats::Client, js: jetstream::Context, reg: S
     }
     let mut delay = Duration::from_millis(500);
     loop {
-        match request::<_, RegisterReply>(&client, ApiOp::SiteRegister, &reg, Duration::from_secs(10)).await {
+        match request::<_, RegisterReply>(
+            &client,
+            ApiOp::SiteRegister,
+            &reg,
+            Duration::from_secs(10),
+        )
+        .await
+        {
             Ok(reply) => {
                 tracing::info!(site = %reply.site, new = reply.new, "registered with the hub");
                 return;
             }
-            Err(RequestError::Api(e)) => tracing::error!(error = %e, "hub refused registration; retrying"),
+            Err(RequestError::Api(e)) => {
+                tracing::error!(error = %e, "hub refused registration; retrying")
+            }
             Err(e) => tracing::info!(error = %e, "hub not reachable for call-home; retrying"),
         }
         // Exponential back-off with jitter, so a fleet reconnecting at once does not stampede.
@@ -47,19 +68,32 @@ pub async fn register(client: async_nats::Client, js: jetstream::Context, reg: S
 
 /// A number in 0..512 that differs between processes and calls, for jitter.
 fn jitter_sample() -> u64 {
-    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
     u64::from(nanos ^ std::process::id()) % 512
 }
 
 /// Publishes a heartbeat every `every` on core NATS (liveness is not stored).
-pub async fn heartbeats(client: async_nats::Client, site: Name, host: Name, every: Duration, shutdown: CancellationToken) {
+pub async fn heartbeats(
+    client: async_nats::Client,
+    site: Name,
+    host: Name,
+    every: Duration,
+    shutdown: CancellationToken,
+) {
     let mut tick = tokio::time::interval(every);
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => return,
             _ = tick.tick() => {}
         }
-        let hb = Heartbeat { site: site.clone(), host: host.clone(), sent_at_ms: edge_bus::time::now_ms() };
+        let hb = Heartbeat {
+            site: site.clone(),
+            host: host.clone(),
+            sent_at_ms: edge_bus::time::now_ms(),
+        };
         let body = serde_json::to_vec(&hb).expect("heartbeat serializes");
         if let Err(e) = client.publish(subject::heartbeat(&site), body.into()).await {
             tracing::debug!(error = %e, "heartbeat not sent");

@@ -40,7 +40,12 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Site
     let site = config.site.clone();
     let host = config.host_name();
     let runtime = runtime::DockerRuntime::connect(site.clone(), host.clone()).await?;
-    let client = edge_bus::connect(&config.nats_url, &format!("site-manager/{site}/{host}"), true).await?;
+    let client = edge_bus::connect(
+        &config.nats_url,
+        &format!("site-manager/{site}/{host}"),
+        true,
+    )
+    .await?;
     // The leaf's own JetStream domain: the site's streams live there, reachable with the WAN down.
     let js = jetstream::with_domain(client.clone(), site.as_str());
     edge_bus::topology::ensure_site(&js, &site, &config.limits()).await?;
@@ -60,9 +65,28 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Site
     let rejected = Arc::new(AtomicU64::new(0));
 
     let mut tasks = tokio::task::JoinSet::new();
-    tasks.spawn(callhome::register(client.clone(), js.clone(), registration, shutdown.clone()));
-    tasks.spawn(callhome::heartbeats(client.clone(), site.clone(), host.clone(), std::time::Duration::from_secs(config.heartbeat_secs), shutdown.clone()));
-    tasks.spawn(desired::follow(js.clone(), site.clone(), desired.clone(), changed.clone(), loaded_tx, rejected, shutdown.clone()));
+    tasks.spawn(callhome::register(
+        client.clone(),
+        js.clone(),
+        registration,
+        shutdown.clone(),
+    ));
+    tasks.spawn(callhome::heartbeats(
+        client.clone(),
+        site.clone(),
+        host.clone(),
+        std::time::Duration::from_secs(config.heartbeat_secs),
+        shutdown.clone(),
+    ));
+    tasks.spawn(desired::follow(
+        js.clone(),
+        site.clone(),
+        desired.clone(),
+        changed.clone(),
+        loaded_tx,
+        rejected,
+        shutdown.clone(),
+    ));
     let agent = agent::Agent::new(site, host, runtime, desired, changed, config.resync(), js);
     tasks.spawn(agent.run(loaded_rx, shutdown.clone()));
 

@@ -23,13 +23,23 @@ pub struct Facts {
 }
 
 /// The report of every app in the desired state.
-pub fn build(site: &Name, host: &Name, desired: &BTreeMap<Name, DesiredApp>, observed: &[Observed], facts: &Facts) -> Vec<AppStatusReport> {
+pub fn build(
+    site: &Name,
+    host: &Name,
+    desired: &BTreeMap<Name, DesiredApp>,
+    observed: &[Observed],
+    facts: &Facts,
+) -> Vec<AppStatusReport> {
     let wanted = wanted(desired);
     let mut reports = Vec::new();
     for d in desired.values() {
         let mine: Vec<&Observed> = observed.iter().filter(|o| o.app == d.app).collect();
         let Some(spec) = &d.spec else {
-            let phase = if mine.is_empty() { Phase::Removed } else { Phase::Progressing };
+            let phase = if mine.is_empty() {
+                Phase::Removed
+            } else {
+                Phase::Progressing
+            };
             reports.push(report(site, d, String::new(), phase, Vec::new()));
             continue;
         };
@@ -37,9 +47,13 @@ pub fn build(site: &Name, host: &Name, desired: &BTreeMap<Name, DesiredApp>, obs
         let (mut all_ok, mut failed) = (true, false);
         for ((app, service, replica), w) in wanted.iter().filter(|(k, _)| k.0 == d.app) {
             let key = (app.clone(), service.clone(), *replica);
-            let o = mine.iter().find(|o| &o.service == service && o.replica == *replica && o.digest == w.digest);
+            let o = mine
+                .iter()
+                .find(|o| &o.service == service && o.replica == *replica && o.digest == w.digest);
             let error = facts.errors.get(&key).cloned();
-            let restarts = o.and_then(|o| facts.restarts.get(&o.id).copied()).unwrap_or(0);
+            let restarts = o
+                .and_then(|o| facts.restarts.get(&o.id).copied())
+                .unwrap_or(0);
             let running = o.is_some_and(|o| o.running());
             all_ok &= running;
             failed |= error.is_some() || (!running && restarts >= CRASH_LOOP_RESTARTS);
@@ -49,12 +63,16 @@ pub fn build(site: &Name, host: &Name, desired: &BTreeMap<Name, DesiredApp>, obs
                 host: host.clone(),
                 container_id: o.map(|o| o.id.clone()).unwrap_or_default(),
                 image: w.service.image.clone(),
-                state: o.map(|o| o.state.clone()).unwrap_or_else(|| "missing".into()),
+                state: o
+                    .map(|o| o.state.clone())
+                    .unwrap_or_else(|| "missing".into()),
                 restarts,
                 error,
             });
         }
-        let extra = mine.iter().any(|o| !wanted.contains_key(&(o.app.clone(), o.service.clone(), o.replica)));
+        let extra = mine
+            .iter()
+            .any(|o| !wanted.contains_key(&(o.app.clone(), o.service.clone(), o.replica)));
         let phase = if failed {
             Phase::Failed
         } else if all_ok && !extra {
@@ -67,7 +85,13 @@ pub fn build(site: &Name, host: &Name, desired: &BTreeMap<Name, DesiredApp>, obs
     reports
 }
 
-fn report(site: &Name, d: &DesiredApp, version: String, phase: Phase, containers: Vec<ContainerStatus>) -> AppStatusReport {
+fn report(
+    site: &Name,
+    d: &DesiredApp,
+    version: String,
+    phase: Phase,
+    containers: Vec<ContainerStatus>,
+) -> AppStatusReport {
     AppStatusReport {
         site: site.clone(),
         app: d.app.clone(),
@@ -87,7 +111,10 @@ pub struct StatusPublisher {
 
 impl StatusPublisher {
     pub fn new(js: jetstream::Context) -> Self {
-        Self { js, last: HashMap::new() }
+        Self {
+            js,
+            last: HashMap::new(),
+        }
     }
 
     /// Publishes what changed. A report that cannot be stored (stream full, JetStream down) is
@@ -100,7 +127,10 @@ impl StatusPublisher {
             if unchanged {
                 continue;
             }
-            let id = format!("status.{}.{}.{}.{}", r.site, r.app, r.generation, r.reported_at_ms);
+            let id = format!(
+                "status.{}.{}.{}.{}",
+                r.site, r.app, r.generation, r.reported_at_ms
+            );
             let msg = jetstream::message::PublishMessage::build()
                 .payload(serde_json::to_vec(&r).expect("reports serialize").into())
                 .message_id(id);
@@ -114,7 +144,9 @@ impl StatusPublisher {
                     Err(e) if e.kind() == PublishErrorKind::StreamNotFound => {
                         tracing::error!("site stream SITE_EVENTS is missing; status not stored")
                     }
-                    Err(e) => tracing::warn!(error = %e, app = %r.app, "status not stored; will retry"),
+                    Err(e) => {
+                        tracing::warn!(error = %e, app = %r.app, "status not stored; will retry")
+                    }
                 },
                 Err(e) => tracing::warn!(error = %e, app = %r.app, "status not sent; will retry"),
             }

@@ -13,7 +13,11 @@ pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 #[command(name = "telemetry", version)]
 pub struct Config {
     /// URL of the hub NATS server.
-    #[arg(long, env = "TELEMETRY_NATS_URL", default_value = "nats://127.0.0.1:4222")]
+    #[arg(
+        long,
+        env = "TELEMETRY_NATS_URL",
+        default_value = "nats://127.0.0.1:4222"
+    )]
     pub nats_url: String,
 }
 
@@ -30,9 +34,15 @@ pub enum ServiceError {
 pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), ServiceError> {
     let client = edge_bus::connect(&config.nats_url, "telemetry", true).await?;
     tracing::info!("telemetry ready");
-    edge_bus::health::serve_health(&client, "telemetry", VERSION, "Aggregates site health and metrics for the fleet view", shutdown)
-        .await
-        .map_err(|e| ServiceError::Service(e.to_string()))?;
+    edge_bus::health::serve_health(
+        &client,
+        "telemetry",
+        VERSION,
+        "Aggregates site health and metrics for the fleet view",
+        shutdown,
+    )
+    .await
+    .map_err(|e| ServiceError::Service(e.to_string()))?;
     let _ = client.flush().await;
     tracing::info!("telemetry stopped");
     Ok(())

@@ -43,21 +43,39 @@ impl Stack {
     pub async fn start(sites: &[&[(&str, &str)]]) -> Result<Self> {
         let hub = NatsServer::hub().await?;
         let client = async_nats::connect(hub.url()).await?;
-        let docker = Docker::connect_with_local_defaults()?.negotiate_version().await?;
-        let mut stack = Stack { hub, sites: Vec::new(), client, docker, scheduler: None };
+        let docker = Docker::connect_with_local_defaults()?
+            .negotiate_version()
+            .await?;
+        let mut stack = Stack {
+            hub,
+            sites: Vec::new(),
+            client,
+            docker,
+            scheduler: None,
+        };
         stack.start_scheduler();
         for labels in sites {
             let name = Name::site(unique("s"))?;
             let leaf = NatsServer::leaf(name.as_str(), &stack.hub).await?;
-            let labels = labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
-            let mut site = Site { name, leaf, labels, manager: None };
+            let labels = labels
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect();
+            let mut site = Site {
+                name,
+                leaf,
+                labels,
+                manager: None,
+            };
             site.start_manager();
             stack.sites.push(site);
         }
         let want = stack.sites.len();
-        stack.eventually("every site registered", || async {
-            Ok(stack.sites_list().await?.sites.len() == want)
-        }).await?;
+        stack
+            .eventually("every site registered", || async {
+                Ok(stack.sites_list().await?.sites.len() == want)
+            })
+            .await?;
         Ok(stack)
     }
 
@@ -82,24 +100,52 @@ impl Stack {
         request(&self.client, ApiOp::AppApply, spec, Duration::from_secs(20)).await
     }
 
-    pub async fn raw<T: edge_types::schema::Message>(&self, op: ApiOp, body: &[u8]) -> Result<T, RequestError> {
+    pub async fn raw<T: edge_types::schema::Message>(
+        &self,
+        op: ApiOp,
+        body: &[u8],
+    ) -> Result<T, RequestError> {
         request_raw(&self.client, op, body.to_vec(), Duration::from_secs(20)).await
     }
 
     pub async fn delete(&self, app: &str) -> Result<DeleteReply, RequestError> {
-        request(&self.client, ApiOp::AppDelete, &serde_json::json!({"name": app}), Duration::from_secs(20)).await
+        request(
+            &self.client,
+            ApiOp::AppDelete,
+            &serde_json::json!({"name": app}),
+            Duration::from_secs(20),
+        )
+        .await
     }
 
     pub async fn status(&self, app: &str) -> Result<AppStatusReply, RequestError> {
-        request(&self.client, ApiOp::AppStatus, &serde_json::json!({"name": app}), Duration::from_secs(20)).await
+        request(
+            &self.client,
+            ApiOp::AppStatus,
+            &serde_json::json!({"name": app}),
+            Duration::from_secs(20),
+        )
+        .await
     }
 
     pub async fn apps(&self) -> Result<AppListReply, RequestError> {
-        request(&self.client, ApiOp::AppList, &Empty {}, Duration::from_secs(20)).await
+        request(
+            &self.client,
+            ApiOp::AppList,
+            &Empty {},
+            Duration::from_secs(20),
+        )
+        .await
     }
 
     pub async fn sites_list(&self) -> Result<SiteListReply, RequestError> {
-        request(&self.client, ApiOp::SiteList, &Empty {}, Duration::from_secs(20)).await
+        request(
+            &self.client,
+            ApiOp::SiteList,
+            &Empty {},
+            Duration::from_secs(20),
+        )
+        .await
     }
 
     pub async fn label(&self, site: &Name, key: &str, value: &str) -> Result<(), RequestError> {
@@ -108,7 +154,13 @@ impl Stack {
             set: [(key.to_string(), LabelValue(value.to_string()))].into(),
             remove: vec![],
         };
-        let _: edge_types::site::SiteRecord = request(&self.client, ApiOp::SiteLabel, &req, Duration::from_secs(20)).await?;
+        let _: edge_types::site::SiteRecord = request(
+            &self.client,
+            ApiOp::SiteLabel,
+            &req,
+            Duration::from_secs(20),
+        )
+        .await?;
         Ok(())
     }
 
@@ -118,11 +170,17 @@ impl Stack {
             "label".to_string(),
             vec![format!("io.edge.site={site}"), format!("io.edge.app={app}")],
         )]);
-        let opts = ListContainersOptionsBuilder::default().all(true).filters(&filters).build();
+        let opts = ListContainersOptionsBuilder::default()
+            .all(true)
+            .filters(&filters)
+            .build();
         let mut out = Vec::new();
         for c in self.docker.list_containers(Some(opts)).await? {
             let id = c.id.clone().unwrap_or_default();
-            let inspect = self.docker.inspect_container(&id, None::<InspectContainerOptions>).await?;
+            let inspect = self
+                .docker
+                .inspect_container(&id, None::<InspectContainerOptions>)
+                .await?;
             let state = inspect.state.unwrap_or_default();
             let labels = c.labels.clone().unwrap_or_default();
             out.push(Container {
@@ -141,10 +199,13 @@ impl Stack {
     /// Waits until every listed site runs exactly `n` running containers of `app`.
     pub async fn wait_running(&self, sites: &[&Name], app: &str, n: usize) -> Result<()> {
         for site in sites {
-            self.eventually(&format!("{n} running containers of {app} at {site}"), || async {
-                let c = self.containers(site, app).await?;
-                Ok(c.len() == n && c.iter().all(|c| c.running))
-            })
+            self.eventually(
+                &format!("{n} running containers of {app} at {site}"),
+                || async {
+                    let c = self.containers(site, app).await?;
+                    Ok(c.len() == n && c.iter().all(|c| c.running))
+                },
+            )
             .await?;
         }
         Ok(())
@@ -182,7 +243,11 @@ impl Site {
         config.host = Some(Name::new("host-1").unwrap());
         config.resync_secs = 2;
         config.heartbeat_secs = 1;
-        config.labels = self.labels.iter().map(|(k, v)| (k.clone(), LabelValue(v.clone()))).collect();
+        config.labels = self
+            .labels
+            .iter()
+            .map(|(k, v)| (k.clone(), LabelValue(v.clone())))
+            .collect();
         let token = CancellationToken::new();
         let t = token.clone();
         let handle = tokio::spawn(async move {
@@ -218,12 +283,24 @@ impl Drop for Stack {
 /// Removes every container of a site (blocking; used on drop).
 pub fn remove_site_containers(site: &Name) {
     let out = std::process::Command::new("docker")
-        .args(["ps", "-aq", "--filter", &format!("label=io.edge.site={site}")])
+        .args([
+            "ps",
+            "-aq",
+            "--filter",
+            &format!("label=io.edge.site={site}"),
+        ])
         .output();
     if let Ok(out) = out {
-        let ids: Vec<String> = String::from_utf8_lossy(&out.stdout).split_whitespace().map(String::from).collect();
+        let ids: Vec<String> = String::from_utf8_lossy(&out.stdout)
+            .split_whitespace()
+            .map(String::from)
+            .collect();
         if !ids.is_empty() {
-            let _ = std::process::Command::new("docker").arg("rm").arg("-f").args(&ids).output();
+            let _ = std::process::Command::new("docker")
+                .arg("rm")
+                .arg("-f")
+                .args(&ids)
+                .output();
         }
     }
 }
@@ -240,7 +317,10 @@ pub struct Container {
 
 /// An app spec running busybox `sleep`, placed by `selector`.
 pub fn sleeper(name: &str, selector: &str, image: &str, env: &[(&str, &str)]) -> serde_json::Value {
-    let env: serde_json::Map<String, serde_json::Value> = env.iter().map(|(k, v)| (k.to_string(), (*v).into())).collect();
+    let env: serde_json::Map<String, serde_json::Value> = env
+        .iter()
+        .map(|(k, v)| (k.to_string(), (*v).into()))
+        .collect();
     serde_json::json!({
         "name": name,
         "version": "1.0.0",

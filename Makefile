@@ -1,0 +1,43 @@
+# Edge orchestrator: the two commands of the quick start are `make demo` and `make test`.
+SHELL := /bin/bash
+CARGO ?= cargo
+EDGECTL := target/debug/edgectl
+
+.PHONY: setup build demo down test unit schemas fmt lint bench
+
+## Install what is missing (pinned nats-server into .tools/, the workload images).
+setup:
+	./scripts/setup.sh
+
+build:
+	$(CARGO) build --workspace
+
+## Run the whole stack locally, apply the example app, show where it runs.
+demo: setup build
+	./scripts/demo.sh
+
+## Stop the demo stack and remove its containers and state.
+down:
+	$(EDGECTL) dev down
+
+## The whole suite: unit, schema drift and end-to-end tests (real nats-server, real Docker).
+test: setup
+	$(CARGO) test --workspace --no-fail-fast
+
+## Fast tests only (no Docker, no nats-server).
+unit:
+	$(CARGO) test --workspace --lib
+
+## Regenerate schemas/*.json from the Rust types.
+schemas:
+	UPDATE_SCHEMAS=1 $(CARGO) test -p edge-types --lib schema::tests::committed_schemas_match_types
+
+fmt:
+	$(CARGO) fmt --all
+
+lint:
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+bench:
+	@echo "The benchmark suite lands with the scale issue; see loadtests/README.md."

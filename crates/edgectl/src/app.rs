@@ -1,0 +1,174 @@
+//! `edgectl app ...`: requests on `edge.v1.api.app.*`.
+
+use std::io::Read;
+
+use anyhow::{Context, Result};
+use edge_bus::api::{request, request_raw};
+use edge_types::api::*;
+use edge_types::subject::ApiOp;
+
+use crate::cli::{AppCommand, Global};
+use crate::output::print;
+use crate::{connect, REQUEST_TIMEOUT};
+
+pub async fn run(cmd: AppCommand, global: &Global) -> Result<()> {
+    let client = connect(global).await?;
+    match cmd {
+        AppCommand::Apply { file } => {
+            let body = read_spec(&file)?;
+            let r: ApplyReply =
+                request_raw(&client, ApiOp::AppApply, body, REQUEST_TIMEOUT).await?;
+            let what = if r.changed {
+                format!("applied (generation {})", r.generation)
+            } else {
+                format!("unchanged (generation {})", r.generation)
+            };
+            let sites: Vec<&str> = r.sites.iter().map(|s| s.as_str()).collect();
+            print(
+                global.output,
+                &r,
+                &["APP", "RESULT", "SITES"],
+                vec![vec![r.name.to_string(), what, sites.join(",")]],
+            );
+        }
+        AppCommand::List => {
+            let r: AppListReply =
+                request(&client, ApiOp::AppList, &Empty {}, REQUEST_TIMEOUT).await?;
+            let rows = r
+                .apps
+                .iter()
+                .map(|a| {
+                    vec![
+                        a.name.to_string(),
+                        a.version.clone(),
+                        a.generation.to_string(),
+                        format!("{}/{}", a.sites_running, a.sites_desired),
+                    ]
+                })
+                .collect();
+            print(
+                global.output,
+                &r,
+                &["NAME", "VERSION", "GENERATION", "RUNNING/SITES"],
+                rows,
+            );
+        }
+        AppCommand::Get { name } => {
+            let r: AppRecord = request(
+                &client,
+                ApiOp::AppGet,
+                &serde_json::json!({ "name": name }),
+                REQUEST_TIMEOUT,
+            )
+            .await?;
+            match global.output {
+                crate::cli::Format::Json => println!("{}", serde_json::to_string_pretty(&r)?),
+                crate::cli::Format::Table => print!("{}", serde_norway::to_string(&r)?),
+            }
+        }
+        AppCommand::Status { name } => {
+            let r: AppStatusReply = request(
+                &client,
+                ApiOp::AppStatus,
+                &serde_json::json!({ "name": name }),
+                REQUEST_TIMEOUT,
+            )
+            .await?;
+            let mut rows = Vec::new();
+            for s in &r.sites {
+                let phase = serde_json::to_value(s.phase)?
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string();
+                match &s.report {
+                    Some(rep) if !rep.containers.is_empty() => {
+                        for c in &rep.containers {
+                            rows.push(vec![
+                                s.site.to_string(),
+                                phase.clone(),
+                                rep.generation.to_string(),
+                                format!("{}/{}", c.service, c.replica),
+                                c.host.to_string(),
+                                c.state.clone(),
+                                c.restarts.to_string(),
+                                c.container_id.chars().take(12).collect(),
+                                c.error.clone().unwrap_or_default(),
+                            ]);
+                        }
+                    }
+                    rep => rows.push(vec![
+                        s.site.to_string(),
+                        phase,
+                        rep.as_ref()
+                            .map(|r| r.generation.to_string())
+                            .unwrap_or_else(|| "-".into()),
+                        "-".into(),
+                        "-".into(),
+                        "-".into(),
+                        "-".into(),
+                        "-".into(),
+                        String::new(),
+                    ]),
+                }
+            }
+            if global.output == crate::cli::Format::Table {
+                println!(
+                    "{} version {} generation {}",
+                    r.name, r.version, r.generation
+                );
+            }
+            print(
+                global.output,
+                &r,
+                &[
+                    "SITE",
+                    "PHASE",
+                    "GEN",
+                    "SERVICE/REPLICA",
+                    "HOST",
+                    "STATE",
+                    "RESTARTS",
+                    "CONTAINER",
+                    "ERROR",
+                ],
+                rows,
+            );
+        }
+        AppCommand::Delete { name } => {
+            let r: DeleteReply = request(
+                &client,
+                ApiOp::AppDelete,
+                &serde_json::json!({ "name": name }),
+                REQUEST_TIMEOUT,
+            )
+            .await?;
+            let sites: Vec<&str> = r.sites.iter().map(|s| s.as_str()).collect();
+            print(
+                global.output,
+                &r,
+                &["APP", "RESULT", "SITES"],
+                vec![vec![r.name.to_string(), "deleted".into(), sites.join(",")]],
+            );
+        }
+    }
+    Ok(())
+}
+
+/// Reads a spec file (YAML or JSON) and returns it as JSON bytes; the scheduler validates it.
+fn read_spec(file: &std::path::Path) -> Result<Vec<u8>> {
+    let mut text = String::new();
+    if file.as_os_str() == "-" {
+        std::io::stdin()
+            .read_to_string(&mut text)
+            .context("cannot read the spec from standard input")?;
+    } else {
+        text = std::fs::read_to_string(file)
+            .with_context(|| format!("cannot read {}", file.display()))?;
+    }
+    let value: serde_json::Value = match serde_json::from_str(&text) {
+        Ok(v) => v,
+        Err(_) => serde_norway::from_str(&text)
+            .with_context(|| format!("{} is neither valid JSON nor valid YAML", file.display()))?,
+    };
+    Ok(serde_json::to_vec(&value)?)
+}

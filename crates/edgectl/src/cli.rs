@@ -1,0 +1,90 @@
+//! Command-line grammar.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+#[derive(Parser, Debug)]
+#[command(name = "edgectl", version, about = "Drive the edge orchestrator")]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: Global,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct Global {
+    /// Hub NATS URL; defaults to the running dev stack's hub.
+    #[arg(long, global = true, env = "EDGE_NATS_URL")]
+    pub server: Option<String>,
+    /// Output format of read commands.
+    #[arg(short = 'o', long, global = true, value_enum, default_value_t = Format::Table)]
+    pub output: Format,
+    /// Directory holding the dev stack's state, logs and stores.
+    #[arg(long, global = true, env = "EDGE_DEV_DIR", default_value = ".edge")]
+    pub dev_dir: PathBuf,
+}
+
+#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    Table,
+    Json,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Run a whole stack locally as processes: hub, sites (leaf server + site-manager), services.
+    #[command(subcommand)]
+    Dev(DevCommand),
+    /// Applications.
+    #[command(subcommand)]
+    App(AppCommand),
+    /// Sites.
+    #[command(subcommand)]
+    Site(SiteCommand),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum DevCommand {
+    /// Start the stack (hub, N sites, all central services).
+    Up {
+        /// Number of sites.
+        #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=50))]
+        sites: u32,
+    },
+    /// Show the stack's processes and sites.
+    Status,
+    /// Stop the stack, remove its containers and its state directory.
+    Down,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum AppCommand {
+    /// Apply an application spec (YAML or JSON); an unchanged spec is a no-op.
+    Apply {
+        /// Spec file, or - for standard input.
+        #[arg(short = 'f', long)]
+        file: PathBuf,
+    },
+    /// List applications.
+    List,
+    /// Show an application's spec and placement.
+    Get { name: String },
+    /// Show an application's status at every site.
+    Status { name: String },
+    /// Delete an application and remove its containers everywhere.
+    Delete { name: String },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum SiteCommand {
+    /// List sites with their labels, hosts and connection state.
+    List,
+    /// Set (`key=value`) or remove (`key-`) central labels of a site.
+    Label {
+        site: String,
+        #[arg(required = true)]
+        labels: Vec<String>,
+    },
+}
