@@ -21,7 +21,7 @@ down:
 	$(EDGECTL) dev down
 
 ## The whole suite: unit, schema drift and end-to-end tests (real nats-server, real Docker).
-test: setup
+test: setup build
 	$(CARGO) test --workspace --no-fail-fast
 
 ## Fast tests only (no Docker, no nats-server).

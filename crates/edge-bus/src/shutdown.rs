@@ -26,3 +26,17 @@ async fn wait_signal() {
         _ = tokio::signal::ctrl_c() => {}
     }
 }
+
+/// Longest a drain step may take at shutdown; with the server gone, a flush would wait forever.
+pub const DRAIN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Runs a drain step, giving up after [`DRAIN_TIMEOUT`].
+pub async fn bounded<F: std::future::Future>(what: &str, step: F) -> Option<F::Output> {
+    match tokio::time::timeout(DRAIN_TIMEOUT, step).await {
+        Ok(v) => Some(v),
+        Err(_) => {
+            tracing::warn!("{what} did not finish within {DRAIN_TIMEOUT:?} at shutdown; going on");
+            None
+        }
+    }
+}

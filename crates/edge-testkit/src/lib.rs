@@ -138,6 +138,6 @@ impl NatsServer {
 pub fn unique(prefix: &str) -> String {
     format!(
         "{prefix}-{}",
-        nuid::next().to_string().to_lowercase()[16..].to_string()
+        &nuid::next().to_string().to_lowercase()[14..]
     )
 }

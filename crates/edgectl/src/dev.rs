@@ -47,8 +47,14 @@ pub struct Proc {
 }
 
 impl Proc {
+    /// Whether the process still runs; a zombie waiting to be reaped counts as gone.
     fn alive(&self) -> bool {
-        Pid::from_raw(self.pid).is_some_and(|p| test_kill_process(p).is_ok())
+        let exists = Pid::from_raw(self.pid).is_some_and(|p| test_kill_process(p).is_ok());
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.pid)).unwrap_or_default();
+        let state = stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.trim_start().chars().next());
+        exists && !matches!(state, Some('Z') | Some('X'))
     }
 }
 
@@ -77,7 +83,7 @@ pub async fn run(cmd: DevCommand, global: &Global) -> Result<()> {
 /// Labels of dev site `i` (1-based): sites 1, 2, 4, 5, ... belong to customer acme, every
 /// third to globex; regions alternate eu and us.
 fn site_labels(i: u32) -> String {
-    let customer = if i % 3 == 0 { "globex" } else { "acme" };
+    let customer = if i.is_multiple_of(3) { "globex" } else { "acme" };
     let region = if i % 2 == 1 { "eu" } else { "us" };
     format!("customer={customer},region={region}")
 }
@@ -320,15 +326,20 @@ async fn down(dir: &Path) -> Result<()> {
 }
 
 async fn cleanup(dir: &Path, state: &State) -> Result<()> {
-    let mut order: Vec<&Proc> = state
-        .processes
-        .iter()
-        .filter(|p| !p.name.ends_with("leaf") && p.name != "hub")
-        .collect();
-    order.extend(state.processes.iter().filter(|p| p.name.ends_with("leaf")));
-    order.extend(state.processes.iter().filter(|p| p.name == "hub"));
-    for p in &order {
-        stop(p).await;
+    // Services and site-managers first (they drain through the servers), then the leaves,
+    // then the hub; each group stops concurrently.
+    let is_server = |p: &Proc| p.name.ends_with("leaf") || p.name == "hub";
+    let groups: [Vec<&Proc>; 3] = [
+        state.processes.iter().filter(|p| !is_server(p)).collect(),
+        state
+            .processes
+            .iter()
+            .filter(|p| p.name.ends_with("leaf"))
+            .collect(),
+        state.processes.iter().filter(|p| p.name == "hub").collect(),
+    ];
+    for group in groups {
+        futures::future::join_all(group.into_iter().map(stop)).await;
     }
     let docker = bollard::Docker::connect_with_local_defaults()?
         .negotiate_version()

@@ -21,29 +21,15 @@ pub struct Config {
     pub nats_url: String,
 }
 
-/// Why the service stopped with an error.
-#[derive(Debug, thiserror::Error)]
-pub enum ServiceError {
-    #[error(transparent)]
-    Bus(#[from] edge_bus::BusError),
-    #[error("service API: {0}")]
-    Service(String),
-}
-
 /// Runs until `shutdown` is cancelled.
-pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), ServiceError> {
-    let client = edge_bus::connect(&config.nats_url, "registry-sync", true).await?;
-    tracing::info!("registry-sync ready");
-    edge_bus::health::serve_health(
-        &client,
+pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), edge_bus::BusError> {
+    let description = "Replicates the container images each site needs into the site's own store";
+    edge_bus::health::run_health_only(
+        &config.nats_url,
         "registry-sync",
         VERSION,
-        "Replicates the container images each site needs into the site's own store",
+        description,
         shutdown,
     )
     .await
-    .map_err(|e| ServiceError::Service(e.to_string()))?;
-    let _ = client.flush().await;
-    tracing::info!("registry-sync stopped");
-    Ok(())
 }

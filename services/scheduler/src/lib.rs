@@ -100,9 +100,13 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Sche
     // Stop intake, let in-flight requests finish and reply, then stop the background tasks.
     drop(requests);
     while inflight.join_next().await.is_some() {}
-    let _ = service.stop().await;
-    while tasks.join_next().await.is_some() {}
-    let _ = client.flush().await;
+    use edge_bus::shutdown::bounded;
+    bounded("stopping the service API", service.stop()).await;
+    bounded("background tasks", async {
+        while tasks.join_next().await.is_some() {}
+    })
+    .await;
+    bounded("flushing", client.flush()).await;
     tracing::info!("scheduler stopped");
     Ok(())
 }

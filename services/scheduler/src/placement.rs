@@ -52,23 +52,11 @@ pub async fn place(
         .map_err(|e| SchedulerError::Corrupt(e.to_string()))?;
     let matched = select_sites(&selector, sites);
     for site in &matched {
-        let d = DesiredApp {
-            site: site.clone(),
-            app: app.clone(),
-            generation: record.generation,
-            spec: Some(record.spec.clone()),
-        };
-        ensure_desired(&hub.js, &d).await?;
+        ensure_desired(&hub.js, &desired(&record, site, true)).await?;
     }
     let keep: BTreeSet<&Name> = matched.iter().collect();
     for site in record.sites.iter().filter(|s| !keep.contains(s)) {
-        let d = DesiredApp {
-            site: site.clone(),
-            app: app.clone(),
-            generation: record.generation,
-            spec: None,
-        };
-        ensure_desired(&hub.js, &d).await?;
+        ensure_desired(&hub.js, &desired(&record, site, false)).await?;
         tracing::info!(%app, %site, "app leaves site");
     }
     if record.sites != matched {
@@ -90,13 +78,7 @@ pub async fn place(
 pub async fn remove(hub: &Hub, record: &AppRecord) -> Result<(), SchedulerError> {
     let app = &record.spec.name;
     for site in &record.sites {
-        let d = DesiredApp {
-            site: site.clone(),
-            app: app.clone(),
-            generation: record.generation,
-            spec: None,
-        };
-        ensure_desired(&hub.js, &d).await?;
+        ensure_desired(&hub.js, &desired(record, site, false)).await?;
     }
     let generation = record.generation;
     kv::update::<u64, _>(&hub.buckets.apps, &gen_key(app), |cur| {
@@ -109,6 +91,16 @@ pub async fn remove(hub: &Hub, record: &AppRecord) -> Result<(), SchedulerError>
     .await?;
     kv::update::<AppRecord, _>(&hub.buckets.apps, &app_key(app), |_| Change::Delete).await?;
     Ok(())
+}
+
+/// The desired state of `record` at `site`: its spec when `present`, else a tombstone.
+fn desired(record: &AppRecord, site: &Name, present: bool) -> DesiredApp {
+    DesiredApp {
+        site: site.clone(),
+        app: record.spec.name.clone(),
+        generation: record.generation,
+        spec: present.then(|| record.spec.clone()),
+    }
 }
 
 /// Publishes `d` unless the DESIRED stream already holds the same thing for its subject.

@@ -21,29 +21,9 @@ pub struct Config {
     pub nats_url: String,
 }
 
-/// Why the service stopped with an error.
-#[derive(Debug, thiserror::Error)]
-pub enum ServiceError {
-    #[error(transparent)]
-    Bus(#[from] edge_bus::BusError),
-    #[error("service API: {0}")]
-    Service(String),
-}
-
 /// Runs until `shutdown` is cancelled.
-pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), ServiceError> {
-    let client = edge_bus::connect(&config.nats_url, "secrets", true).await?;
-    tracing::info!("secrets ready");
-    edge_bus::health::serve_health(
-        &client,
-        "secrets",
-        VERSION,
-        "Stores tenant secrets and delivers them sealed to the sites that need them",
-        shutdown,
-    )
-    .await
-    .map_err(|e| ServiceError::Service(e.to_string()))?;
-    let _ = client.flush().await;
-    tracing::info!("secrets stopped");
-    Ok(())
+pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), edge_bus::BusError> {
+    let description = "Stores tenant secrets and delivers them sealed to the sites that need them";
+    edge_bus::health::run_health_only(&config.nats_url, "secrets", VERSION, description, shutdown)
+        .await
 }

@@ -91,9 +91,13 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Site
     tasks.spawn(agent.run(loaded_rx, shutdown.clone()));
 
     shutdown.cancelled().await;
-    while tasks.join_next().await.is_some() {}
+    use edge_bus::shutdown::bounded;
+    bounded("background tasks", async {
+        while tasks.join_next().await.is_some() {}
+    })
+    .await;
     // Containers keep running: a site-manager stop is never a workload stop.
-    let _ = client.flush().await;
+    bounded("flushing", client.flush()).await;
     tracing::info!("site-manager stopped; containers left running");
     Ok(())
 }

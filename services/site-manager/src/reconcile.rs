@@ -87,7 +87,7 @@ pub fn plan(desired: &BTreeMap<Name, DesiredApp>, observed: &[Observed]) -> Vec<
     ordered.sort_by_key(|o| {
         let w = wanted.get(&(o.app.clone(), o.service.clone(), o.replica));
         (
-            !w.is_some_and(|w| w.digest == o.digest),
+            w.is_none_or(|w| w.digest != o.digest),
             !o.running(),
             o.id.clone(),
         )

@@ -21,29 +21,15 @@ pub struct Config {
     pub nats_url: String,
 }
 
-/// Why the service stopped with an error.
-#[derive(Debug, thiserror::Error)]
-pub enum ServiceError {
-    #[error(transparent)]
-    Bus(#[from] edge_bus::BusError),
-    #[error("service API: {0}")]
-    Service(String),
-}
-
 /// Runs until `shutdown` is cancelled.
-pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), ServiceError> {
-    let client = edge_bus::connect(&config.nats_url, "telemetry", true).await?;
-    tracing::info!("telemetry ready");
-    edge_bus::health::serve_health(
-        &client,
+pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), edge_bus::BusError> {
+    let description = "Aggregates site health and metrics for the fleet view";
+    edge_bus::health::run_health_only(
+        &config.nats_url,
         "telemetry",
         VERSION,
-        "Aggregates site health and metrics for the fleet view",
+        description,
         shutdown,
     )
     .await
-    .map_err(|e| ServiceError::Service(e.to_string()))?;
-    let _ = client.flush().await;
-    tracing::info!("telemetry stopped");
-    Ok(())
 }

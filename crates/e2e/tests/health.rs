@@ -1,0 +1,71 @@
+//! The services whose capabilities come later still register with the NATS service API and
+//! answer health.
+
+use std::time::Duration;
+
+use anyhow::Result;
+use edge_testkit::NatsServer;
+use futures::StreamExt;
+use tokio_util::sync::CancellationToken;
+
+#[tokio::test]
+async fn secrets_registry_sync_and_telemetry_answer_ping_and_health() -> Result<()> {
+    let hub = NatsServer::hub().await?;
+    let shutdown = CancellationToken::new();
+    let url = hub.url();
+    let mut tasks = tokio::task::JoinSet::new();
+    tasks.spawn(secrets::run(
+        secrets::Config {
+            nats_url: url.clone(),
+        },
+        shutdown.clone(),
+    ));
+    tasks.spawn(registry_sync::run(
+        registry_sync::Config {
+            nats_url: url.clone(),
+        },
+        shutdown.clone(),
+    ));
+    tasks.spawn(telemetry::run(
+        telemetry::Config {
+            nats_url: url.clone(),
+        },
+        shutdown.clone(),
+    ));
+
+    let client = async_nats::connect(&url).await?;
+    for name in ["secrets", "registry-sync", "telemetry"] {
+        let mut health = None;
+        for _ in 0..100 {
+            if let Ok(msg) = client
+                .request(format!("edge.v1.{name}.health"), "".into())
+                .await
+            {
+                health = Some(serde_json::from_slice::<serde_json::Value>(&msg.payload)?);
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let health = health.expect("health answered");
+        assert_eq!(health["status"], "ok");
+        assert_eq!(health["service"], name);
+
+        let inbox = client.new_inbox();
+        let mut replies = client.subscribe(inbox.clone()).await?;
+        client
+            .publish_with_reply(format!("$SRV.PING.{name}"), inbox, "".into())
+            .await?;
+        let ping = tokio::time::timeout(Duration::from_secs(5), replies.next())
+            .await?
+            .unwrap();
+        let ping: serde_json::Value = serde_json::from_slice(&ping.payload)?;
+        assert_eq!(ping["type"], "io.nats.micro.v1.ping_response");
+        assert_eq!(ping["name"], name);
+    }
+
+    shutdown.cancel();
+    while let Some(r) = tasks.join_next().await {
+        r??;
+    }
+    Ok(())
+}
