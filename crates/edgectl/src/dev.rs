@@ -83,7 +83,11 @@ pub async fn run(cmd: DevCommand, global: &Global) -> Result<()> {
 /// Labels of dev site `i` (1-based): sites 1, 2, 4, 5, ... belong to customer acme, every
 /// third to globex; regions alternate eu and us.
 fn site_labels(i: u32) -> String {
-    let customer = if i.is_multiple_of(3) { "globex" } else { "acme" };
+    let customer = if i.is_multiple_of(3) {
+        "globex"
+    } else {
+        "acme"
+    };
     let region = if i % 2 == 1 { "eu" } else { "us" };
     format!("customer={customer},region={region}")
 }
