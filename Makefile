@@ -3,7 +3,7 @@ SHELL := /bin/bash
 CARGO ?= cargo
 EDGECTL := target/debug/edgectl
 
-.PHONY: setup build demo down test unit schemas fmt lint bench
+.PHONY: setup build demo down test unit schemas fmt lint bench images compose-up compose-down
 
 ## Install what is missing (pinned nats-server into .tools/, the workload images).
 setup:
@@ -31,6 +31,20 @@ unit:
 ## Regenerate schemas/*.json from the Rust types.
 schemas:
 	UPDATE_SCHEMAS=1 $(CARGO) test -p edge-types --lib schema::tests::committed_schemas_match_types
+
+## Build the compose stack's images locally (nothing is pulled).
+images:
+	./scripts/images.sh
+
+## The same stack in containers: hub, services, two sites on their own networks.
+compose-up: images
+	docker-compose up -d
+
+## Stop the compose stack, drop its volumes, and remove the containers its sites ran.
+compose-down:
+	docker-compose down -v
+	ids=$$(docker ps -aq --filter label=io.edge.site=site-1 --filter label=io.edge.host=host-1); [ -z "$$ids" ] || docker rm -f $$ids
+	ids=$$(docker ps -aq --filter label=io.edge.site=site-2 --filter label=io.edge.host=host-1); [ -z "$$ids" ] || docker rm -f $$ids
 
 fmt:
 	$(CARGO) fmt --all

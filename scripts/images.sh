@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# Builds the images of the compose stack locally; nothing is pulled:
+#   edge/nats-server:2.15.1   FROM scratch + the pinned static nats-server (from scripts/setup.sh)
+#   edge/orchestrator:dev     FROM scratch + every project binary and the shared libraries they
+#                             link (copied from this machine), one image for all services
+# Set PROFILE=release for optimised binaries (default: the debug build the tests use).
+set -euo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+cd "$root"
+profile=${PROFILE:-debug}
+./scripts/setup.sh >/dev/null
+if [ "$profile" = release ]; then cargo build --workspace --release; else cargo build --workspace; fi
+
+ctx=$(mktemp -d)
+trap 'rm -rf "$ctx"' EXIT
+
+mkdir -p "$ctx/nats/rootfs/bin" "$ctx/nats/rootfs/tmp"
+cp .tools/bin/nats-server "$ctx/nats/rootfs/bin/nats-server"
+cp docker/nats-server.Dockerfile "$ctx/nats/Dockerfile"
+docker build -q -t edge/nats-server:2.15.1 "$ctx/nats" >/dev/null
+
+bins="scheduler secrets registry-sync telemetry site-manager edgectl"
+mkdir -p "$ctx/orch/rootfs/bin" "$ctx/orch/rootfs/tmp" "$ctx/orch/rootfs/etc"
+for b in $bins; do
+  cp "target/$profile/$b" "$ctx/orch/rootfs/bin/$b"
+  # The shared libraries each binary links, at the same paths as on this machine.
+  for lib in $(ldd "target/$profile/$b" | grep -o '/[^ ]*\.so[^ ]*'); do
+    mkdir -p "$ctx/orch/rootfs$(dirname "$lib")"
+    cp -L "$lib" "$ctx/orch/rootfs$lib"
+  done
+done
+echo "nobody:x:65534:65534:nobody:/:/bin/false" > "$ctx/orch/rootfs/etc/passwd"
+cp docker/orchestrator.Dockerfile "$ctx/orch/Dockerfile"
+docker build -q -t edge/orchestrator:dev "$ctx/orch" >/dev/null
+echo "images: edge/nats-server:2.15.1 edge/orchestrator:dev (binaries: $profile)"
