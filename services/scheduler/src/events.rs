@@ -10,6 +10,7 @@ use edge_types::schema::decode;
 use edge_types::site::SiteRegistration;
 use edge_types::status::{AppStatusReport, Phase};
 use edge_types::subject::{self, Subject};
+use edge_types::Name;
 use futures::StreamExt;
 use tokio_util::sync::CancellationToken;
 
@@ -117,7 +118,7 @@ async fn handle(hub: &Hub, msg: &jetstream::Message) -> Result<(), Handling> {
         }
         Subject::SiteRegistration { site } => {
             let reg: SiteRegistration = decode(&msg.payload).map_err(|e| reject(e.to_string()))?;
-            if reg.site != site {
+            if reg.site != site || Name::site(site.as_str()).is_err() {
                 return Err(reject(
                     "site in the registration does not match its subject".into(),
                 ));

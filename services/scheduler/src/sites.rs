@@ -78,6 +78,8 @@ pub async fn upsert_registration(
 
 pub async fn register(hub: &Hub, body: &[u8]) -> Result<RegisterReply, ApiError> {
     let reg: SiteRegistration = decode(body).map_err(edge_bus::api::invalid)?;
+    // A site named like the hub's domain would make the hub source its own stream.
+    Name::site(reg.site.as_str()).map_err(|e| ApiError::invalid("/site", format!("invalid request: /site: {e}")))?;
     let new = upsert_registration(hub, &reg).await?;
     Ok(RegisterReply {
         site: reg.site,
