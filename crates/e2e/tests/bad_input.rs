@@ -129,7 +129,9 @@ async fn bad_specs_are_rejected_with_the_field_and_change_nothing() -> Result<()
 
     // A site may not take the hub's name (its domain would collide with the hub's).
     let reg = json!({"site": "hub", "labels": {}, "hosts": [], "agent_version": "x"});
-    let r: Result<edge_types::api::RegisterReply, _> = stack.raw(ApiOp::SiteRegister, &serde_json::to_vec(&reg)?).await;
+    let r: Result<edge_types::api::RegisterReply, _> = stack
+        .raw(ApiOp::SiteRegister, &serde_json::to_vec(&reg)?)
+        .await;
     match r {
         Err(RequestError::Api(e)) => assert_eq!(e.pointer.as_deref(), Some("/site"), "{e:?}"),
         other => panic!("{other:?}"),

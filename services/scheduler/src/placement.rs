@@ -74,6 +74,38 @@ pub async fn place(
     Ok(matched)
 }
 
+/// Re-places one application for one site only (the site joined or its labels changed): the
+/// cost is one check for that site, whatever the size of the fleet.
+pub async fn place_on_site(hub: &Hub, app: &Name, site: &SiteRecord) -> Result<(), SchedulerError> {
+    let Some((record, _)) = kv::get::<AppRecord>(&hub.buckets.apps, &app_key(app)).await? else {
+        return Ok(());
+    };
+    let selector = Selector::parse(&record.spec.placement.sites)
+        .map_err(|e| SchedulerError::Corrupt(e.to_string()))?;
+    let matches = selector.matches(&site.effective_labels());
+    let placed = record.sites.contains(&site.site);
+    if matches || placed {
+        ensure_desired(&hub.js, &desired(&record, &site.site, matches)).await?;
+    }
+    if matches != placed {
+        tracing::info!(%app, site = %site.site, placed = matches, "placement changed");
+        kv::update::<AppRecord, _>(&hub.buckets.apps, &app_key(app), |cur| match cur {
+            Some(r) if r.sites.contains(&site.site) != matches => {
+                let mut r = r.clone();
+                r.sites.retain(|s| s != &site.site);
+                if matches {
+                    r.sites.push(site.site.clone());
+                    r.sites.sort();
+                }
+                Change::Put(r)
+            }
+            _ => Change::Keep,
+        })
+        .await?;
+    }
+    Ok(())
+}
+
 /// Removes an application from every site it is placed at, then forgets it.
 pub async fn remove(hub: &Hub, record: &AppRecord) -> Result<(), SchedulerError> {
     let app = &record.spec.name;

@@ -32,6 +32,14 @@ pub async fn place_all(hub: &Hub) -> Result<(), SchedulerError> {
     Ok(())
 }
 
+/// Re-places every application for one site.
+async fn place_site(hub: &Hub, site: &SiteRecord) -> Result<(), SchedulerError> {
+    for (_, r) in kv::list::<AppRecord>(&hub.buckets.apps, "app.").await? {
+        placement::place_on_site(hub, &r.spec.name, site).await?;
+    }
+    Ok(())
+}
+
 /// Stores a site's registration (keeping centrally set labels), makes the hub source the
 /// site's events, and re-places apps if the site is new or its labels changed.
 pub async fn upsert_registration(
@@ -42,7 +50,7 @@ pub async fn upsert_registration(
     let mut is_new = false;
     let mut labels_changed = false;
     let key = reg.site.to_string();
-    kv::update::<SiteRecord, _>(&hub.buckets.sites, &key, |cur| {
+    let stored = kv::update::<SiteRecord, _>(&hub.buckets.sites, &key, |cur| {
         is_new = cur.is_none();
         let next = SiteRecord {
             site: reg.site.clone(),
@@ -71,7 +79,9 @@ pub async fn upsert_registration(
     }
     if labels_changed {
         tracing::info!(site = %reg.site, new = is_new, "site registered");
-        place_all(hub).await?;
+        if let Some(site) = stored {
+            place_site(hub, &site).await?;
+        }
     }
     Ok(is_new)
 }
@@ -79,7 +89,8 @@ pub async fn upsert_registration(
 pub async fn register(hub: &Hub, body: &[u8]) -> Result<RegisterReply, ApiError> {
     let reg: SiteRegistration = decode(body).map_err(edge_bus::api::invalid)?;
     // A site named like the hub's domain would make the hub source its own stream.
-    Name::site(reg.site.as_str()).map_err(|e| ApiError::invalid("/site", format!("invalid request: /site: {e}")))?;
+    Name::site(reg.site.as_str())
+        .map_err(|e| ApiError::invalid("/site", format!("invalid request: /site: {e}")))?;
     let new = upsert_registration(hub, &reg).await?;
     Ok(RegisterReply {
         site: reg.site,
@@ -123,7 +134,7 @@ pub async fn label(hub: &Hub, body: &[u8]) -> Result<SiteRecord, ApiError> {
             req.site.as_str()
         )));
     };
-    place_all(hub).await?;
+    place_site(hub, &record).await?;
     tracing::info!(site = %req.site, labels = ?record.effective_labels(), "site labels changed");
     Ok(record)
 }
