@@ -138,6 +138,23 @@ async fn bad_specs_are_rejected_with_the_field_and_change_nothing() -> Result<()
     }
     assert_eq!(stack.sites_list().await?.sites.len(), 1);
 
+    // Rejections are counted where operators look: the service API's stats.
+    let stats = stack
+        .client
+        .request("$SRV.STATS.scheduler", "".into())
+        .await?;
+    let stats: serde_json::Value = serde_json::from_slice(&stats.payload)?;
+    let apply = stats["endpoints"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["name"] == "app-apply")
+        .unwrap();
+    assert!(
+        apply["data"]["failed_requests"].as_u64().unwrap() >= 20,
+        "{apply}"
+    );
+
     // Nothing changed: no app exists and no container runs at the site.
     assert!(stack.apps().await?.apps.is_empty());
     assert!(stack.containers(stack.site(0), "good").await?.is_empty());

@@ -41,6 +41,14 @@ pub struct Hub {
     pub site_timeout: Duration,
     /// Site events rejected as malformed or forged.
     pub rejected: Arc<AtomicU64>,
+    /// Failed requests per endpoint name (`app-apply`, ...), shown in `$SRV.STATS`.
+    pub failed: Arc<DashMap<String, u64>>,
+}
+
+/// Name of an operation's endpoint on the service API, e.g. `app-apply`.
+pub fn endpoint_name(op: ApiOp) -> String {
+    let (noun, verb) = op.parts();
+    format!("{noun}-{verb}")
 }
 
 /// Runs the scheduler until `shutdown` is cancelled.
@@ -55,11 +63,19 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Sche
         last_seen: Arc::new(DashMap::new()),
         site_timeout: Duration::from_secs(config.site_timeout_secs),
         rejected: Arc::new(AtomicU64::new(0)),
+        failed: Arc::new(DashMap::new()),
     };
+    let (failed, rejected) = (hub.failed.clone(), hub.rejected.clone());
 
     let service = client
         .service_builder()
         .description("Places applications on sites and writes their desired state")
+        .stats_handler(move |endpoint, _| {
+            serde_json::json!({
+                "failed_requests": failed.get(&endpoint).map(|v| *v).unwrap_or(0),
+                "rejected_site_events": rejected.load(std::sync::atomic::Ordering::Relaxed),
+            })
+        })
         .start("scheduler", VERSION)
         .await
         .map_err(SchedulerError::js)?;
@@ -67,7 +83,9 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Sche
     for op in ApiOp::ALL {
         let ep = service
             .group(op.group())
-            .endpoint(op.parts().1)
+            .endpoint_builder()
+            .name(endpoint_name(op))
+            .add(op.parts().1)
             .await
             .map_err(SchedulerError::js)?;
         endpoints.push(ep.map(move |req| (op, req)).boxed());
@@ -115,19 +133,32 @@ async fn serve(hub: &Hub, op: ApiOp, req: async_nats::service::Request) {
     let body = &req.message.payload;
     if body.len() > edge_types::schema::MAX_MESSAGE_BYTES {
         let e = edge_types::schema::DecodeError::TooLarge(body.len());
-        respond::<()>(&req, Err(edge_bus::api::invalid(e))).await;
-        return;
+        return reply::<()>(hub, op, &req, Err(edge_bus::api::invalid(e))).await;
     }
     match op {
-        ApiOp::AppApply => respond(&req, apps::apply(hub, body).await).await,
-        ApiOp::AppList => respond(&req, apps::list(hub, body).await).await,
-        ApiOp::AppGet => respond(&req, apps::get(hub, body).await).await,
-        ApiOp::AppStatus => respond(&req, apps::status(hub, body).await).await,
-        ApiOp::AppDelete => respond(&req, apps::delete(hub, body).await).await,
-        ApiOp::SiteList => respond(&req, sites::list(hub, body).await).await,
-        ApiOp::SiteLabel => respond(&req, sites::label(hub, body).await).await,
-        ApiOp::SiteRegister => respond(&req, sites::register(hub, body).await).await,
+        ApiOp::AppApply => reply(hub, op, &req, apps::apply(hub, body).await).await,
+        ApiOp::AppList => reply(hub, op, &req, apps::list(hub, body).await).await,
+        ApiOp::AppGet => reply(hub, op, &req, apps::get(hub, body).await).await,
+        ApiOp::AppStatus => reply(hub, op, &req, apps::status(hub, body).await).await,
+        ApiOp::AppDelete => reply(hub, op, &req, apps::delete(hub, body).await).await,
+        ApiOp::SiteList => reply(hub, op, &req, sites::list(hub, body).await).await,
+        ApiOp::SiteLabel => reply(hub, op, &req, sites::label(hub, body).await).await,
+        ApiOp::SiteRegister => reply(hub, op, &req, sites::register(hub, body).await).await,
     }
+}
+
+/// Sends the reply, counting failures per endpoint.
+async fn reply<T: serde::Serialize>(
+    hub: &Hub,
+    op: ApiOp,
+    req: &async_nats::service::Request,
+    result: Result<T, edge_types::api::ApiError>,
+) {
+    if let Err(e) = &result {
+        *hub.failed.entry(endpoint_name(op)).or_insert(0) += 1;
+        tracing::debug!(op = %op.subject(), error = %e, "request failed");
+    }
+    respond(req, result).await
 }
 
 /// Periodic full placement pass: repairs anything a failed request or a lost race left behind.
