@@ -39,16 +39,8 @@ async fn bad_specs_are_rejected_with_the_field_and_change_nothing() -> Result<()
         ("name with a star", with("/name", json!("a*")), "/name"),
         ("name with >", with("/name", json!(">")), "/name"),
         ("name with a space", with("/name", json!("a b")), "/name"),
-        (
-            "service name with a dot",
-            with("/services/0/name", json!("web.1")),
-            "/services/0/name",
-        ),
-        (
-            "empty service list",
-            with("/services", json!([])),
-            "/services",
-        ),
+        ("service name with a dot", with("/services/0/name", json!("web.1")), "/services/0/name"),
+        ("empty service list", with("/services", json!([])), "/services"),
         ("unknown field in a service", unknown, "/services/0"),
         ("unknown top-level field", unknown_top, ""),
         (
@@ -56,16 +48,8 @@ async fn bad_specs_are_rejected_with_the_field_and_change_nothing() -> Result<()
             with("/services/0/resources/memory_mb", json!(1u64 << 40)),
             "/services/0/resources/memory_mb",
         ),
-        (
-            "negative cpus",
-            with("/services/0/resources/cpus", json!(-1)),
-            "/services/0/resources/cpus",
-        ),
-        (
-            "absurd cpus",
-            with("/services/0/resources/cpus", json!(100000)),
-            "/services/0/resources/cpus",
-        ),
+        ("negative cpus", with("/services/0/resources/cpus", json!(-1)), "/services/0/resources/cpus"),
+        ("absurd cpus", with("/services/0/resources/cpus", json!(100000)), "/services/0/resources/cpus"),
         (
             "replicas zero",
             {
@@ -76,11 +60,7 @@ async fn bad_specs_are_rejected_with_the_field_and_change_nothing() -> Result<()
             "/services/0/replicas",
         ),
         ("wrong type", with("/version", json!(3)), "/version"),
-        (
-            "bad selector",
-            with("/placement/sites", json!("customer ~ acme")),
-            "/placement/sites",
-        ),
+        ("bad selector", with("/placement/sites", json!("customer ~ acme")), "/placement/sites"),
         (
             "missing placement",
             {
@@ -114,10 +94,7 @@ async fn bad_specs_are_rejected_with_the_field_and_change_nothing() -> Result<()
 
     // Bad names on other operations.
     let r: Result<AppListReply, _> = stack.raw(ApiOp::AppList, br#"{"x":1}"#).await;
-    assert!(
-        matches!(r, Err(RequestError::Api(ref e)) if e.code == ErrorCode::InvalidRequest),
-        "{r:?}"
-    );
+    assert!(matches!(r, Err(RequestError::Api(ref e)) if e.code == ErrorCode::InvalidRequest), "{r:?}");
     match stack.status("a.b").await {
         Err(RequestError::Api(e)) => assert_eq!(e.pointer.as_deref(), Some("/name")),
         other => panic!("{other:?}"),
@@ -129,9 +106,7 @@ async fn bad_specs_are_rejected_with_the_field_and_change_nothing() -> Result<()
 
     // A site may not take the hub's name (its domain would collide with the hub's).
     let reg = json!({"site": "hub", "labels": {}, "hosts": [], "agent_version": "x"});
-    let r: Result<edge_types::api::RegisterReply, _> = stack
-        .raw(ApiOp::SiteRegister, &serde_json::to_vec(&reg)?)
-        .await;
+    let r: Result<edge_types::api::RegisterReply, _> = stack.raw(ApiOp::SiteRegister, &serde_json::to_vec(&reg)?).await;
     match r {
         Err(RequestError::Api(e)) => assert_eq!(e.pointer.as_deref(), Some("/site"), "{e:?}"),
         other => panic!("{other:?}"),
@@ -139,21 +114,10 @@ async fn bad_specs_are_rejected_with_the_field_and_change_nothing() -> Result<()
     assert_eq!(stack.sites_list().await?.sites.len(), 1);
 
     // Rejections are counted where operators look: the service API's stats.
-    let stats = stack
-        .client
-        .request("$SRV.STATS.scheduler", "".into())
-        .await?;
+    let stats = stack.client.request("$SRV.STATS.scheduler", "".into()).await?;
     let stats: serde_json::Value = serde_json::from_slice(&stats.payload)?;
-    let apply = stats["endpoints"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|e| e["name"] == "app-apply")
-        .unwrap();
-    assert!(
-        apply["data"]["failed_requests"].as_u64().unwrap() >= 20,
-        "{apply}"
-    );
+    let apply = stats["endpoints"].as_array().unwrap().iter().find(|e| e["name"] == "app-apply").unwrap();
+    assert!(apply["data"]["failed_requests"].as_u64().unwrap() >= 20, "{apply}");
 
     // Nothing changed: no app exists and no container runs at the site.
     assert!(stack.apps().await?.apps.is_empty());

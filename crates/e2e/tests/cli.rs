@@ -10,13 +10,7 @@ use anyhow::{bail, Result};
 
 fn bin_dir() -> PathBuf {
     // target/debug/deps/cli-<hash> -> target/debug
-    std::env::current_exe()
-        .unwrap()
-        .parent()
-        .unwrap()
-        .parent()
-        .unwrap()
-        .to_path_buf()
+    std::env::current_exe().unwrap().parent().unwrap().parent().unwrap().to_path_buf()
 }
 
 struct Dev {
@@ -36,10 +30,7 @@ impl Dev {
     fn ok(&self, args: &[&str]) -> Result<String> {
         let out = self.edgectl(args);
         if !out.status.success() {
-            bail!(
-                "edgectl {args:?} failed: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
+            bail!("edgectl {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
         }
         Ok(String::from_utf8(out.stdout)?)
     }
@@ -62,25 +53,15 @@ async fn edgectl_drives_a_dev_stack() -> Result<()> {
     if !bin_dir().join("site-manager").exists() {
         bail!("build the workspace first: cargo build --workspace");
     }
-    let dev = Dev {
-        dir: tempfile::tempdir()?,
-    };
+    let dev = Dev { dir: tempfile::tempdir()? };
     let up = dev.ok(&["dev", "up", "--sites", "2"])?;
     assert!(up.contains("2 sites registered"), "{up}");
 
     let sites = dev.json(&["site", "list"])?;
-    let names: Vec<&str> = sites["sites"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|s| s["site"].as_str().unwrap())
-        .collect();
+    let names: Vec<&str> = sites["sites"].as_array().unwrap().iter().map(|s| s["site"].as_str().unwrap()).collect();
     assert_eq!(names, ["site-1", "site-2"]);
     let table = dev.ok(&["site", "list"])?;
-    assert!(
-        table.starts_with("SITE") && table.contains("customer=acme,region=eu"),
-        "{table}"
-    );
+    assert!(table.starts_with("SITE") && table.contains("customer=acme,region=eu"), "{table}");
 
     // An app placed on region = us lands on site-2 only.
     let spec = dev.dir.path().join("app.yaml");
@@ -102,10 +83,7 @@ async fn edgectl_drives_a_dev_stack() -> Result<()> {
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
     let status = dev.ok(&["app", "status", "cli-demo"])?;
-    assert!(
-        status.contains("site-2") && status.contains("running") && !status.contains("site-1"),
-        "{status}"
-    );
+    assert!(status.contains("site-2") && status.contains("running") && !status.contains("site-1"), "{status}");
 
     // Errors are one sentence on stderr and a non-zero exit.
     let missing = dev.edgectl(&["app", "status", "nope"]);
@@ -118,10 +96,7 @@ async fn edgectl_drives_a_dev_stack() -> Result<()> {
     let bad = dev.edgectl(&["app", "apply", "-f", spec.to_str().unwrap()]);
     assert!(!bad.status.success());
     let stderr = String::from_utf8_lossy(&bad.stderr);
-    assert!(
-        stderr.starts_with("error: invalid request: /name:"),
-        "{stderr}"
-    );
+    assert!(stderr.starts_with("error: invalid request: /name:"), "{stderr}");
 
     dev.ok(&["app", "delete", "cli-demo"])?;
     let down = dev.ok(&["dev", "down"])?;

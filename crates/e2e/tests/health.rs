@@ -14,33 +14,15 @@ async fn secrets_registry_sync_and_telemetry_answer_ping_and_health() -> Result<
     let shutdown = CancellationToken::new();
     let url = hub.url();
     let mut tasks = tokio::task::JoinSet::new();
-    tasks.spawn(secrets::run(
-        secrets::Config {
-            nats_url: url.clone(),
-        },
-        shutdown.clone(),
-    ));
-    tasks.spawn(registry_sync::run(
-        registry_sync::Config {
-            nats_url: url.clone(),
-        },
-        shutdown.clone(),
-    ));
-    tasks.spawn(telemetry::run(
-        telemetry::Config {
-            nats_url: url.clone(),
-        },
-        shutdown.clone(),
-    ));
+    tasks.spawn(secrets::run(secrets::Config { nats_url: url.clone() }, shutdown.clone()));
+    tasks.spawn(registry_sync::run(registry_sync::Config { nats_url: url.clone() }, shutdown.clone()));
+    tasks.spawn(telemetry::run(telemetry::Config { nats_url: url.clone() }, shutdown.clone()));
 
     let client = async_nats::connect(&url).await?;
     for name in ["secrets", "registry-sync", "telemetry"] {
         let mut health = None;
         for _ in 0..100 {
-            if let Ok(msg) = client
-                .request(format!("edge.v1.{name}.health"), "".into())
-                .await
-            {
+            if let Ok(msg) = client.request(format!("edge.v1.{name}.health"), "".into()).await {
                 health = Some(serde_json::from_slice::<serde_json::Value>(&msg.payload)?);
                 break;
             }
@@ -52,12 +34,8 @@ async fn secrets_registry_sync_and_telemetry_answer_ping_and_health() -> Result<
 
         let inbox = client.new_inbox();
         let mut replies = client.subscribe(inbox.clone()).await?;
-        client
-            .publish_with_reply(format!("$SRV.PING.{name}"), inbox, "".into())
-            .await?;
-        let ping = tokio::time::timeout(Duration::from_secs(5), replies.next())
-            .await?
-            .unwrap();
+        client.publish_with_reply(format!("$SRV.PING.{name}"), inbox, "".into()).await?;
+        let ping = tokio::time::timeout(Duration::from_secs(5), replies.next()).await?.unwrap();
         let ping: serde_json::Value = serde_json::from_slice(&ping.payload)?;
         assert_eq!(ping["type"], "io.nats.micro.v1.ping_response");
         assert_eq!(ping["name"], name);

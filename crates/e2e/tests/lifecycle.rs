@@ -26,11 +26,7 @@ async fn spec_change_replaces_and_unchanged_reapply_touches_nothing() -> Result<
     assert!(!again.changed);
     assert_eq!(again.generation, 1);
     tokio::time::sleep(Duration::from_secs(5)).await; // > one site resync and a status round
-    assert_eq!(
-        stack.containers(&site, &app).await?,
-        before,
-        "ids and start times unchanged"
-    );
+    assert_eq!(stack.containers(&site, &app).await?, before, "ids and start times unchanged");
 
     // New image tag: the container is replaced.
     let v2 = sleeper(&app, "tier = edge", "edge/busybox:v2", &[("MODE", "a")]);
@@ -38,10 +34,7 @@ async fn spec_change_replaces_and_unchanged_reapply_touches_nothing() -> Result<
     stack
         .eventually("container replaced by the v2 image", || async {
             let c = stack.containers(&site, &app).await?;
-            Ok(c.len() == 1
-                && c[0].running
-                && c[0].image == "edge/busybox:v2"
-                && c[0].id != before[0].id)
+            Ok(c.len() == 1 && c[0].running && c[0].image == "edge/busybox:v2" && c[0].id != before[0].id)
         })
         .await?;
 
@@ -68,35 +61,23 @@ async fn crashed_containers_restart_and_restarted_manager_adopts() -> Result<()>
     let mut stack = Stack::start(&[&[("tier", "edge")]]).await?;
     let site = stack.site(0).clone();
     let app = edge_testkit::unique("cam");
-    stack
-        .apply(&sleeper(&app, "", "edge/busybox:v1", &[]))
-        .await?;
+    stack.apply(&sleeper(&app, "", "edge/busybox:v1", &[])).await?;
     stack.wait_running(&[&site], &app, 1).await?;
     let first = stack.containers(&site, &app).await?.remove(0);
 
     // Kill the container behind the site-manager's back: it is started again, same container.
-    stack
-        .docker
-        .kill_container(&first.id, None::<KillContainerOptions>)
-        .await?;
+    stack.docker.kill_container(&first.id, None::<KillContainerOptions>).await?;
     stack
         .eventually("killed container restarted", || async {
             let c = stack.containers(&site, &app).await?;
-            Ok(c.len() == 1
-                && c[0].id == first.id
-                && c[0].running
-                && c[0].started_at != first.started_at)
+            Ok(c.len() == 1 && c[0].id == first.id && c[0].running && c[0].started_at != first.started_at)
         })
         .await?;
     stack
         .eventually("status shows one restart", || async {
             let s = stack.status(&app).await?;
             let r = s.sites.first().and_then(|s| s.report.clone());
-            Ok(r.is_some_and(|r| {
-                r.containers
-                    .first()
-                    .is_some_and(|c| c.restarts == 1 && c.state == "running")
-            }))
+            Ok(r.is_some_and(|r| r.containers.first().is_some_and(|c| c.restarts == 1 && c.state == "running")))
         })
         .await?;
     let running = stack.containers(&site, &app).await?;
@@ -107,17 +88,10 @@ async fn crashed_containers_restart_and_restarted_manager_adopts() -> Result<()>
     stack
         .eventually("the new site-manager reported status", || async {
             let s = stack.status(&app).await?;
-            Ok(s.sites
-                .first()
-                .and_then(|s| s.report.as_ref())
-                .is_some_and(|r| r.reported_at_ms >= restarted_at))
+            Ok(s.sites.first().and_then(|s| s.report.as_ref()).is_some_and(|r| r.reported_at_ms >= restarted_at))
         })
         .await?;
     tokio::time::sleep(Duration::from_secs(3)).await; // a resync pass more
-    assert_eq!(
-        stack.containers(&site, &app).await?,
-        running,
-        "same container, same start time"
-    );
+    assert_eq!(stack.containers(&site, &app).await?, running, "same container, same start time");
     Ok(())
 }

@@ -9,22 +9,11 @@ use support::{sleeper, Stack};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn app_runs_exactly_where_placement_selects_and_follows_labels() -> Result<()> {
-    let stack = Stack::start(&[
-        &[("customer", "acme")],
-        &[("customer", "acme")],
-        &[("customer", "globex")],
-    ])
-    .await?;
-    let (a, b, c) = (
-        stack.site(0).clone(),
-        stack.site(1).clone(),
-        stack.site(2).clone(),
-    );
+    let stack = Stack::start(&[&[("customer", "acme")], &[("customer", "acme")], &[("customer", "globex")]]).await?;
+    let (a, b, c) = (stack.site(0).clone(), stack.site(1).clone(), stack.site(2).clone());
     let app = edge_testkit::unique("web");
 
-    let reply = stack
-        .apply(&sleeper(&app, "customer = acme", "edge/busybox:v1", &[]))
-        .await?;
+    let reply = stack.apply(&sleeper(&app, "customer = acme", "edge/busybox:v1", &[])).await?;
     assert!(reply.changed);
     assert_eq!(reply.generation, 1);
     let mut expected = vec![a.clone(), b.clone()];
@@ -38,10 +27,7 @@ async fn app_runs_exactly_where_placement_selects_and_follows_labels() -> Result
             Ok(s.sites.len() == 2 && s.sites.iter().all(|s| s.phase == SitePhase::Running))
         })
         .await?;
-    assert!(
-        stack.containers(&c, &app).await?.is_empty(),
-        "the non-matching site runs nothing"
-    );
+    assert!(stack.containers(&c, &app).await?.is_empty(), "the non-matching site runs nothing");
     let listed = stack.apps().await?;
     let summary = listed.apps.iter().find(|s| s.name.as_str() == app).unwrap();
     assert_eq!((summary.sites_desired, summary.sites_running), (2, 2));
@@ -50,21 +36,13 @@ async fn app_runs_exactly_where_placement_selects_and_follows_labels() -> Result
     stack.label(&c, "customer", "acme").await?;
     stack.wait_running(&[&c], &app, 1).await?;
     stack.label(&a, "customer", "initech").await?;
-    stack
-        .eventually("the app leaves site a", || async {
-            Ok(stack.containers(&a, &app).await?.is_empty())
-        })
-        .await?;
+    stack.eventually("the app leaves site a", || async { Ok(stack.containers(&a, &app).await?.is_empty()) }).await?;
     stack.wait_running(&[&b, &c], &app, 1).await?;
     stack
         .eventually("status lists b and c running", || async {
             let s = stack.status(&app).await?;
-            let mut running: Vec<_> = s
-                .sites
-                .iter()
-                .filter(|s| s.phase == SitePhase::Running)
-                .map(|s| s.site.clone())
-                .collect();
+            let mut running: Vec<_> =
+                s.sites.iter().filter(|s| s.phase == SitePhase::Running).map(|s| s.site.clone()).collect();
             running.sort();
             let mut want = vec![b.clone(), c.clone()];
             want.sort();
@@ -75,17 +53,8 @@ async fn app_runs_exactly_where_placement_selects_and_follows_labels() -> Result
     // Delete: every container goes.
     stack.delete(&app).await?;
     for site in [&a, &b, &c] {
-        stack
-            .eventually("containers removed", || async {
-                Ok(stack.containers(site, &app).await?.is_empty())
-            })
-            .await?;
+        stack.eventually("containers removed", || async { Ok(stack.containers(site, &app).await?.is_empty()) }).await?;
     }
-    assert!(stack
-        .apps()
-        .await?
-        .apps
-        .iter()
-        .all(|s| s.name.as_str() != app));
+    assert!(stack.apps().await?.apps.iter().all(|s| s.name.as_str() != app));
     Ok(())
 }

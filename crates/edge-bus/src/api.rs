@@ -19,30 +19,17 @@ pub fn parse_request<T: Message>(req: &Request) -> Result<T, ApiError> {
 /// The API error for a decode failure.
 pub fn invalid(e: DecodeError) -> ApiError {
     let pointer = e.pointer().to_string();
-    ApiError {
-        code: ErrorCode::InvalidRequest,
-        message: format!("invalid request: {e}"),
-        pointer: Some(pointer),
-    }
+    ApiError { code: ErrorCode::InvalidRequest, message: format!("invalid request: {e}"), pointer: Some(pointer) }
 }
 
 /// Sends the reply of a request: the value as JSON, or the error with service-error headers.
 pub async fn respond<T: Serialize>(req: &Request, result: Result<T, ApiError>) {
     let (body, headers) = match result {
-        Ok(v) => (
-            serde_json::to_vec(&v).expect("replies serialize"),
-            HeaderMap::new(),
-        ),
+        Ok(v) => (serde_json::to_vec(&v).expect("replies serialize"), HeaderMap::new()),
         Err(e) => {
             let mut h = HeaderMap::new();
-            h.insert(
-                NATS_SERVICE_ERROR,
-                e.message.replace(['\r', '\n'], " ").as_str(),
-            );
-            h.insert(
-                NATS_SERVICE_ERROR_CODE,
-                e.code.numeric().to_string().as_str(),
-            );
+            h.insert(NATS_SERVICE_ERROR, e.message.replace(['\r', '\n'], " ").as_str());
+            h.insert(NATS_SERVICE_ERROR_CODE, e.code.numeric().to_string().as_str());
             (serde_json::to_vec(&e).expect("errors serialize"), h)
         }
     };
@@ -86,29 +73,14 @@ pub async fn request_raw<Resp: Message>(
 ) -> Result<Resp, RequestError> {
     use async_nats::RequestErrorKind as K;
     let subject = op.subject();
-    let req = async_nats::Request::new()
-        .payload(payload.into())
-        .timeout(Some(timeout));
-    let msg = client
-        .send_request(subject.clone(), req)
-        .await
-        .map_err(|e| match e.kind() {
-            K::NoResponders => RequestError::NoResponders(subject.clone()),
-            K::TimedOut => RequestError::Timeout(subject.clone()),
-            _ => RequestError::Transport {
-                subject: subject.clone(),
-                message: e.to_string(),
-            },
-        })?;
-    let bad = |message: String| RequestError::BadReply {
-        subject: subject.clone(),
-        message,
-    };
-    let is_error = msg
-        .headers
-        .as_ref()
-        .and_then(|h| h.get(NATS_SERVICE_ERROR))
-        .is_some();
+    let req = async_nats::Request::new().payload(payload.into()).timeout(Some(timeout));
+    let msg = client.send_request(subject.clone(), req).await.map_err(|e| match e.kind() {
+        K::NoResponders => RequestError::NoResponders(subject.clone()),
+        K::TimedOut => RequestError::Timeout(subject.clone()),
+        _ => RequestError::Transport { subject: subject.clone(), message: e.to_string() },
+    })?;
+    let bad = |message: String| RequestError::BadReply { subject: subject.clone(), message };
+    let is_error = msg.headers.as_ref().and_then(|h| h.get(NATS_SERVICE_ERROR)).is_some();
     if is_error {
         let err = decode::<ApiError>(&msg.payload).map_err(|e| bad(e.to_string()))?;
         return Err(RequestError::Api(err));

@@ -21,10 +21,7 @@ pub enum BusError {
 
 impl BusError {
     pub fn js(what: impl Into<String>, source: impl Into<async_nats::Error>) -> Self {
-        BusError::JetStream {
-            what: what.into(),
-            source: source.into(),
-        }
+        BusError::JetStream { what: what.into(), source: source.into() }
     }
 }
 
@@ -39,8 +36,5 @@ pub async fn connect(url: &str, name: &str, wait: bool) -> Result<async_nats::Cl
     if wait {
         opts = opts.retry_on_initial_connect();
     }
-    opts.connect(url).await.map_err(|source| BusError::Connect {
-        url: url.to_string(),
-        source,
-    })
+    opts.connect(url).await.map_err(|source| BusError::Connect { url: url.to_string(), source })
 }

@@ -21,15 +21,8 @@ pub async fn serve_health(
     description: &str,
     shutdown: CancellationToken,
 ) -> Result<(), async_nats::Error> {
-    let service = client
-        .service_builder()
-        .description(description)
-        .start(name, version)
-        .await?;
-    let mut endpoint = service
-        .group(format!("{}.{name}", edge_types::subject::PREFIX))
-        .endpoint("health")
-        .await?;
+    let service = client.service_builder().description(description).start(name, version).await?;
+    let mut endpoint = service.group(format!("{}.{name}", edge_types::subject::PREFIX)).endpoint("health").await?;
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => break,
@@ -42,9 +35,7 @@ pub async fn serve_health(
             }
         }
     }
-    crate::shutdown::bounded("stopping the service API", service.stop())
-        .await
-        .transpose()?;
+    crate::shutdown::bounded("stopping the service API", service.stop()).await.transpose()?;
     Ok(())
 }
 

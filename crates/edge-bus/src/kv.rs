@@ -20,27 +20,15 @@ pub enum Change<T> {
 #[derive(Debug, thiserror::Error)]
 pub enum KvError {
     #[error("KV {bucket}/{key}: {message}")]
-    Store {
-        bucket: String,
-        key: String,
-        message: String,
-    },
+    Store { bucket: String, key: String, message: String },
     #[error("KV {bucket}/{key}: value is not valid JSON for its type: {message}")]
-    Corrupt {
-        bucket: String,
-        key: String,
-        message: String,
-    },
+    Corrupt { bucket: String, key: String, message: String },
     #[error("KV {bucket}/{key}: gave up after {MAX_ATTEMPTS} conflicting concurrent updates")]
     Contended { bucket: String, key: String },
 }
 
 fn store_err(kv: &Store, key: &str, e: impl std::fmt::Display) -> KvError {
-    KvError::Store {
-        bucket: kv.name.clone(),
-        key: key.to_string(),
-        message: e.to_string(),
-    }
+    KvError::Store { bucket: kv.name.clone(), key: key.to_string(), message: e.to_string() }
 }
 
 /// Reads a JSON value and its revision; deleted and absent keys read as `None`.
@@ -70,13 +58,9 @@ where
         let entry = kv.entry(key).await.map_err(|e| store_err(kv, key, e))?;
         let revision = entry.as_ref().map(|e| e.revision);
         let current: Option<T> = match &entry {
-            Some(e) if e.operation == Operation::Put => Some(
-                serde_json::from_slice(&e.value).map_err(|err| KvError::Corrupt {
-                    bucket: kv.name.clone(),
-                    key: key.to_string(),
-                    message: err.to_string(),
-                })?,
-            ),
+            Some(e) if e.operation == Operation::Put => Some(serde_json::from_slice(&e.value).map_err(|err| {
+                KvError::Corrupt { bucket: kv.name.clone(), key: key.to_string(), message: err.to_string() }
+            })?),
             _ => None,
         };
         let outcome = match f(current.as_ref()) {
@@ -84,18 +68,16 @@ where
             Change::Put(v) => {
                 let bytes = serde_json::to_vec(&v).expect("values serialize").into();
                 let res = match revision {
-                    None => kv.create(key, bytes).await.map(|_| ()).map_err(|e| {
-                        (
-                            matches!(e.kind(), CreateErrorKind::AlreadyExists),
-                            e.to_string(),
-                        )
-                    }),
-                    Some(rev) => kv.update(key, bytes, rev).await.map(|_| ()).map_err(|e| {
-                        (
-                            matches!(e.kind(), UpdateErrorKind::WrongLastRevision),
-                            e.to_string(),
-                        )
-                    }),
+                    None => kv
+                        .create(key, bytes)
+                        .await
+                        .map(|_| ())
+                        .map_err(|e| (matches!(e.kind(), CreateErrorKind::AlreadyExists), e.to_string())),
+                    Some(rev) => kv
+                        .update(key, bytes, rev)
+                        .await
+                        .map(|_| ())
+                        .map_err(|e| (matches!(e.kind(), UpdateErrorKind::WrongLastRevision), e.to_string())),
                 };
                 res.map(|_| Some(v))
             }
@@ -105,12 +87,7 @@ where
                     .delete_expect_revision(key, Some(rev))
                     .await
                     .map(|_| None)
-                    .map_err(|e| {
-                        (
-                            matches!(e.kind(), UpdateErrorKind::WrongLastRevision),
-                            e.to_string(),
-                        )
-                    }),
+                    .map_err(|e| (matches!(e.kind(), UpdateErrorKind::WrongLastRevision), e.to_string())),
             },
         };
         match outcome {
@@ -119,24 +96,15 @@ where
             Err((false, message)) => return Err(store_err(kv, key, message)),
         }
     }
-    Err(KvError::Contended {
-        bucket: kv.name.clone(),
-        key: key.to_string(),
-    })
+    Err(KvError::Contended { bucket: kv.name.clone(), key: key.to_string() })
 }
 
 /// Reads every value of a bucket whose key starts with `prefix`, skipping (and logging)
 /// values that do not decode rather than failing the whole read.
-pub async fn list<T: DeserializeOwned>(
-    kv: &Store,
-    prefix: &str,
-) -> Result<Vec<(String, T)>, KvError> {
+pub async fn list<T: DeserializeOwned>(kv: &Store, prefix: &str) -> Result<Vec<(String, T)>, KvError> {
     use futures::TryStreamExt;
     let keys: Vec<String> = match kv.keys().await {
-        Ok(k) => k
-            .try_collect()
-            .await
-            .map_err(|e| store_err(kv, prefix, e))?,
+        Ok(k) => k.try_collect().await.map_err(|e| store_err(kv, prefix, e))?,
         Err(e) => return Err(store_err(kv, prefix, e)),
     };
     let mut out = Vec::new();

@@ -36,12 +36,7 @@ pub fn hub_env(name: &str, ports: &HubPorts, store: &Path) -> Vec<(String, Strin
 }
 
 /// Environment that fills in `leaf.conf`.
-pub fn leaf_env(
-    site: &str,
-    ports: &LeafPorts,
-    store: &Path,
-    hub_leaf_url: &str,
-) -> Vec<(String, String)> {
+pub fn leaf_env(site: &str, ports: &LeafPorts, store: &Path, hub_leaf_url: &str) -> Vec<(String, String)> {
     vec![
         ("SITE_ID".into(), site.into()),
         ("LEAF_HOST".into(), "127.0.0.1".into()),
@@ -67,7 +62,5 @@ pub fn nats_server_bin() -> PathBuf {
 
 /// A free TCP port on loopback (released before return, so there is a small race).
 pub fn free_port() -> std::io::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port())
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }

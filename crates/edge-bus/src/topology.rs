@@ -42,10 +42,7 @@ pub struct SiteStreamLimits {
 
 impl Default for SiteStreamLimits {
     fn default() -> Self {
-        Self {
-            max_bytes: 1 << 30,
-            max_age: 7 * DAY,
-        }
+        Self { max_bytes: 1 << 30, max_age: 7 * DAY }
     }
 }
 
@@ -102,10 +99,7 @@ pub async fn ensure_hub(js: &jetstream::Context) -> Result<HubBuckets, BusError>
     for (name, description) in [
         (BUCKET_APPS, "Applied applications by name"),
         (BUCKET_SITES, "Registered sites by id"),
-        (
-            BUCKET_STATUS,
-            "Latest status report per app and site, key <app>.<site>",
-        ),
+        (BUCKET_STATUS, "Latest status report per app and site, key <app>.<site>"),
     ] {
         let store = match js.get_key_value(name).await {
             Ok(s) => s,
@@ -119,69 +113,43 @@ pub async fn ensure_hub(js: &jetstream::Context) -> Result<HubBuckets, BusError>
     let status = stores.pop().expect("three buckets");
     let sites = stores.pop().expect("three buckets");
     let apps = stores.pop().expect("three buckets");
-    Ok(HubBuckets {
-        apps,
-        sites,
-        status,
-    })
+    Ok(HubBuckets { apps, sites, status })
 }
 
 /// Makes the hub's `SITE_EVENTS` source the site's `SITE_EVENTS`; a no-op when it already does.
 /// Returns true when the source was added.
 pub async fn add_site_source(js: &jetstream::Context, site: &Name) -> Result<bool, BusError> {
-    let mut stream = js
-        .get_stream(STREAM_SITE_EVENTS)
-        .await
-        .map_err(|e| BusError::js("get hub stream SITE_EVENTS", e))?;
-    let info = stream
-        .info()
-        .await
-        .map_err(|e| BusError::js("read hub stream SITE_EVENTS", e))?;
+    let mut stream =
+        js.get_stream(STREAM_SITE_EVENTS).await.map_err(|e| BusError::js("get hub stream SITE_EVENTS", e))?;
+    let info = stream.info().await.map_err(|e| BusError::js("read hub stream SITE_EVENTS", e))?;
     let mut config = info.config.clone();
     let sources = config.sources.get_or_insert_with(Vec::new);
     let api = api_prefix(site.as_str());
-    if sources
-        .iter()
-        .any(|s| s.external.as_ref().is_some_and(|x| x.api_prefix == api))
-    {
+    if sources.iter().any(|s| s.external.as_ref().is_some_and(|x| x.api_prefix == api)) {
         return Ok(false);
     }
     // `external.api` is set explicitly: async-nats sends `domain` raw on update, which the
     // server rejects (nats.rs #1350).
     sources.push(stream::Source {
         name: STREAM_SITE_EVENTS.into(),
-        external: Some(stream::External {
-            api_prefix: api,
-            delivery_prefix: None,
-        }),
+        external: Some(stream::External { api_prefix: api, delivery_prefix: None }),
         ..Default::default()
     });
-    js.update_stream(config)
-        .await
-        .map_err(|e| BusError::js(format!("add source for site {site}"), e))?;
+    js.update_stream(config).await.map_err(|e| BusError::js(format!("add source for site {site}"), e))?;
     Ok(true)
 }
 
 /// Ensures a site's streams in its own domain (`js` must be the site leaf's JetStream).
-pub async fn ensure_site(
-    js: &jetstream::Context,
-    site: &Name,
-    limits: &SiteStreamLimits,
-) -> Result<(), BusError> {
+pub async fn ensure_site(js: &jetstream::Context, site: &Name, limits: &SiteStreamLimits) -> Result<(), BusError> {
     js.create_or_update_stream(stream::Config {
         name: STREAM_DESIRED.into(),
-        description: Some(format!(
-            "Desired state of site {site}, sourced from the hub"
-        )),
+        description: Some(format!("Desired state of site {site}, sourced from the hub")),
         max_messages_per_subject: 1,
         storage: stream::StorageType::File,
         sources: Some(vec![stream::Source {
             name: STREAM_DESIRED.into(),
             filter_subject: Some(subject::desired_for_site(site)),
-            external: Some(stream::External {
-                api_prefix: api_prefix(HUB_DOMAIN),
-                delivery_prefix: None,
-            }),
+            external: Some(stream::External { api_prefix: api_prefix(HUB_DOMAIN), delivery_prefix: None }),
             ..Default::default()
         }]),
         ..Default::default()
@@ -190,9 +158,7 @@ pub async fn ensure_site(
     .map_err(|e| BusError::js("ensure site stream DESIRED", e))?;
     js.create_or_update_stream(stream::Config {
         name: STREAM_SITE_EVENTS.into(),
-        description: Some(format!(
-            "Events of site {site}, copied to the hub when the link is up"
-        )),
+        description: Some(format!("Events of site {site}, copied to the hub when the link is up")),
         subjects: vec![subject::site_events(site)],
         storage: stream::StorageType::File,
         max_bytes: limits.max_bytes,

@@ -1,5 +1,10 @@
 //! Test harness: real nats-server processes (a hub and site leaves) on random loopback ports,
-//! with temporary stores removed on drop, using the project's own `nats-config/` files.
+//! with temporary stores removed on drop, using the project's own `nats-config/` files, and a
+//! relay that cuts a site's WAN link on demand.
+
+pub mod relay;
+
+pub use relay::Relay;
 
 use std::path::PathBuf;
 use std::process::Stdio;
@@ -22,11 +27,8 @@ pub struct NatsServer {
 impl NatsServer {
     /// Starts a hub (JetStream domain `hub`).
     pub async fn hub() -> Result<Self> {
-        let ports = HubPorts {
-            client: natsconf::free_port()?,
-            leaf: natsconf::free_port()?,
-            http: natsconf::free_port()?,
-        };
+        let ports =
+            HubPorts { client: natsconf::free_port()?, leaf: natsconf::free_port()?, http: natsconf::free_port()? };
         let dir = tempfile::Builder::new().prefix("edge-hub-").tempdir()?;
         let env = natsconf::hub_env("hub", &ports, &dir.path().join("store"));
         Self::start(dir, natsconf::HUB_CONF, env, ports.client, Some(ports.leaf)).await
@@ -34,14 +36,15 @@ impl NatsServer {
 
     /// Starts a site leaf server (JetStream domain = `site`) connected to `hub`.
     pub async fn leaf(site: &str, hub: &NatsServer) -> Result<Self> {
-        let ports = LeafPorts {
-            client: natsconf::free_port()?,
-            http: natsconf::free_port()?,
-        };
-        let dir = tempfile::Builder::new()
-            .prefix(&format!("edge-leaf-{site}-"))
-            .tempdir()?;
-        let env = natsconf::leaf_env(site, &ports, &dir.path().join("store"), &hub.leaf_url());
+        Self::leaf_to(site, &hub.leaf_url()).await
+    }
+
+    /// Starts a site leaf server that dials the hub at `hub_leaf_url` (for example through a
+    /// [`Relay`]).
+    pub async fn leaf_to(site: &str, hub_leaf_url: &str) -> Result<Self> {
+        let ports = LeafPorts { client: natsconf::free_port()?, http: natsconf::free_port()? };
+        let dir = tempfile::Builder::new().prefix(&format!("edge-leaf-{site}-")).tempdir()?;
+        let env = natsconf::leaf_env(site, &ports, &dir.path().join("store"), hub_leaf_url);
         Self::start(dir, natsconf::LEAF_CONF, env, ports.client, None).await
     }
 
@@ -54,23 +57,13 @@ impl NatsServer {
     ) -> Result<Self> {
         let conf = dir.path().join("nats.conf");
         std::fs::write(&conf, conf_text)?;
-        let mut s = Self {
-            child: None,
-            dir,
-            conf,
-            env,
-            client_port,
-            leaf_port,
-        };
+        let mut s = Self { child: None, dir, conf, env, client_port, leaf_port };
         s.spawn().await?;
         Ok(s)
     }
 
     async fn spawn(&mut self) -> Result<()> {
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(self.dir.path().join("nats.log"))?;
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(self.dir.path().join("nats.log"))?;
         let child = Command::new(natsconf::nats_server_bin())
             .arg("-c")
             .arg(&self.conf)
@@ -109,10 +102,12 @@ impl NatsServer {
 
     /// URL leaves dial (hub only).
     pub fn leaf_url(&self) -> String {
-        format!(
-            "nats-leaf://127.0.0.1:{}",
-            self.leaf_port.expect("only a hub accepts leaves")
-        )
+        format!("nats-leaf://{}", self.leaf_addr())
+    }
+
+    /// `host:port` of the leafnode listener (hub only).
+    pub fn leaf_addr(&self) -> String {
+        format!("127.0.0.1:{}", self.leaf_port.expect("only a hub accepts leaves"))
     }
 
     /// The server's log so far.
@@ -136,8 +131,5 @@ impl NatsServer {
 
 /// A random lower-case suffix, so parallel tests never share names.
 pub fn unique(prefix: &str) -> String {
-    format!(
-        "{prefix}-{}",
-        &nuid::next().to_string().to_lowercase()[14..]
-    )
+    format!("{prefix}-{}", &nuid::next().to_string().to_lowercase()[14..])
 }

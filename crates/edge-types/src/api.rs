@@ -210,18 +210,10 @@ pub struct ApiError {
 
 impl ApiError {
     pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
-        Self {
-            code,
-            message: message.into(),
-            pointer: None,
-        }
+        Self { code, message: message.into(), pointer: None }
     }
     pub fn invalid(pointer: impl Into<String>, message: impl Into<String>) -> Self {
-        Self {
-            code: ErrorCode::InvalidRequest,
-            message: message.into(),
-            pointer: Some(pointer.into()),
-        }
+        Self { code: ErrorCode::InvalidRequest, message: message.into(), pointer: Some(pointer.into()) }
     }
     pub fn not_found(message: impl Into<String>) -> Self {
         Self::new(ErrorCode::NotFound, message)

@@ -17,10 +17,7 @@ pub struct AppSpec {
     /// Application name, unique in the fleet.
     pub name: Name,
     /// The application's own version string, shown in status; any change is a new generation.
-    #[schemars(
-        length(min = 1, max = 64),
-        regex(pattern = r"^[A-Za-z0-9][A-Za-z0-9._+-]*$")
-    )]
+    #[schemars(length(min = 1, max = 64), regex(pattern = r"^[A-Za-z0-9][A-Za-z0-9._+-]*$"))]
     pub version: String,
     /// The containers that make up the application.
     #[schemars(length(min = 1, max = 32))]
@@ -36,10 +33,7 @@ pub struct ServiceSpec {
     /// Service name, unique within the application.
     pub name: Name,
     /// Container image reference, e.g. `edge/busybox:v1`.
-    #[schemars(
-        length(min = 1, max = 255),
-        regex(pattern = r"^[a-z0-9][a-z0-9._/:@-]*$")
-    )]
+    #[schemars(length(min = 1, max = 255), regex(pattern = r"^[a-z0-9][a-z0-9._/:@-]*$"))]
     pub image: String,
     /// Command and arguments; the image's default when empty.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -93,9 +87,7 @@ pub struct PortSpec {
 }
 
 /// Transport protocol of a published port.
-#[derive(
-    Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, JsonSchema,
-)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Protocol {
     #[default]

@@ -27,9 +27,6 @@ impl DesiredApp {
     /// (placed, removed, placed again) is a new message.
     pub fn msg_id(&self, after: u64) -> String {
         let kind = if self.spec.is_some() { "put" } else { "del" };
-        format!(
-            "desired.{}.{}.{}.{kind}.{after}",
-            self.site, self.app, self.generation
-        )
+        format!("desired.{}.{}.{}.{kind}.{after}", self.site, self.app, self.generation)
     }
 }

@@ -64,9 +64,7 @@ messages!(
 
 /// The schema a type generates (draft 2020-12).
 pub fn generate<T: JsonSchema>() -> Value {
-    let schema = schemars::generate::SchemaSettings::draft2020_12()
-        .into_generator()
-        .into_root_schema_for::<T>();
+    let schema = schemars::generate::SchemaSettings::draft2020_12().into_generator().into_root_schema_for::<T>();
     serde_json::to_value(schema).expect("schemas serialize")
 }
 
@@ -110,13 +108,9 @@ pub fn decode<T: Message>(bytes: &[u8]) -> Result<T, DecodeError> {
     if bytes.len() > MAX_MESSAGE_BYTES {
         return Err(DecodeError::TooLarge(bytes.len()));
     }
-    let value: Value =
-        serde_json::from_slice(bytes).map_err(|e| DecodeError::Malformed(e.to_string()))?;
+    let value: Value = serde_json::from_slice(bytes).map_err(|e| DecodeError::Malformed(e.to_string()))?;
     validate::<T>(&value)?;
-    serde_json::from_value(value).map_err(|e| DecodeError::Invalid {
-        pointer: String::new(),
-        message: e.to_string(),
-    })
+    serde_json::from_value(value).map_err(|e| DecodeError::Invalid { pointer: String::new(), message: e.to_string() })
 }
 
 /// Validates a JSON value against `T`'s schema, reporting the first violation.
@@ -124,10 +118,9 @@ pub fn validate<T: Message>(value: &Value) -> Result<(), DecodeError> {
     let validator = &validators()[T::NAME];
     match validator.iter_errors(value).next() {
         None => Ok(()),
-        Some(e) => Err(DecodeError::Invalid {
-            pointer: e.instance_path().to_string(),
-            message: e.masked().to_string(),
-        }),
+        Some(e) => {
+            Err(DecodeError::Invalid { pointer: e.instance_path().to_string(), message: e.masked().to_string() })
+        }
     }
 }
 
@@ -150,9 +143,6 @@ mod tests {
                 stale.push(name);
             }
         }
-        assert!(
-            stale.is_empty(),
-            "schemas out of date (run `make schemas`): {stale:?}"
-        );
+        assert!(stale.is_empty(), "schemas out of date (run `make schemas`): {stale:?}");
     }
 }

@@ -106,10 +106,7 @@ impl Parser<'_> {
         self.pos = self.s.len() - trimmed.len();
     }
     fn error<T>(&self, message: impl Into<String>) -> Result<T, SelectorError> {
-        Err(SelectorError {
-            position: self.pos,
-            message: message.into(),
-        })
+        Err(SelectorError { position: self.pos, message: message.into() })
     }
     fn eat(&mut self, tok: &str) -> bool {
         self.skip_ws();
@@ -129,10 +126,7 @@ impl Parser<'_> {
     }
     fn word(&mut self, what: &str) -> Result<String, SelectorError> {
         self.skip_ws();
-        let len = self
-            .rest()
-            .find(|c: char| !is_word_char(c))
-            .unwrap_or(self.rest().len());
+        let len = self.rest().find(|c: char| !is_word_char(c)).unwrap_or(self.rest().len());
         if len == 0 {
             return self.error(format!("expected {what}"));
         }
@@ -168,9 +162,7 @@ impl Parser<'_> {
                 "notin" => return Ok(Term::NotIn(key, self.list()?)),
                 _ => {
                     self.pos = save;
-                    return self.error(format!(
-                        "expected '=', '!=', 'in', 'notin' or ',' after '{key}'"
-                    ));
+                    return self.error(format!("expected '=', '!=', 'in', 'notin' or ',' after '{key}'"));
                 }
             }
         }
@@ -183,10 +175,7 @@ mod tests {
     use super::*;
 
     fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
-        pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect()
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
     }
 
     #[test]

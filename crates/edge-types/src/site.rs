@@ -29,9 +29,7 @@ pub struct SiteRegistration {
 /// A label value: up to 63 characters.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, JsonSchema)]
 #[serde(transparent)]
-pub struct LabelValue(
-    #[schemars(length(max = 63), regex(pattern = r"^[A-Za-z0-9._/-]*$"))] pub String,
-);
+pub struct LabelValue(#[schemars(length(max = 63), regex(pattern = r"^[A-Za-z0-9._/-]*$"))] pub String);
 
 /// What a host has, read by its site-manager.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -97,9 +95,6 @@ impl SiteRecord {
 
 impl SiteRegistration {
     pub fn plain_labels(&self) -> Labels {
-        self.labels
-            .iter()
-            .map(|(k, v)| (k.clone(), v.0.clone()))
-            .collect()
+        self.labels.iter().map(|(k, v)| (k.clone(), v.0.clone())).collect()
     }
 }

@@ -130,14 +130,8 @@ pub struct SubjectError {
 
 /// Parses a subject of the grammar, validating every identifier in it.
 pub fn parse(subject: &str) -> Result<Subject, SubjectError> {
-    let err = |reason: &str| SubjectError {
-        subject: subject.to_string(),
-        reason: reason.to_string(),
-    };
-    let rest = subject
-        .strip_prefix(PREFIX)
-        .and_then(|r| r.strip_prefix('.'))
-        .ok_or_else(|| err("wrong prefix"))?;
+    let err = |reason: &str| SubjectError { subject: subject.to_string(), reason: reason.to_string() };
+    let rest = subject.strip_prefix(PREFIX).and_then(|r| r.strip_prefix('.')).ok_or_else(|| err("wrong prefix"))?;
     let tokens: Vec<&str> = rest.split('.').collect();
     let name = |s: &str| Name::new(s).map_err(|e| err(&e.to_string()));
     match tokens.as_slice() {
@@ -146,14 +140,8 @@ pub fn parse(subject: &str) -> Result<Subject, SubjectError> {
             .find(|op| op.parts() == (*noun, *verb))
             .map(Subject::Api)
             .ok_or_else(|| err("unknown operation")),
-        ["desired", site, app] => Ok(Subject::Desired {
-            site: name(site)?,
-            app: name(app)?,
-        }),
-        ["site", site, "status", app] => Ok(Subject::SiteStatus {
-            site: name(site)?,
-            app: name(app)?,
-        }),
+        ["desired", site, app] => Ok(Subject::Desired { site: name(site)?, app: name(app)? }),
+        ["site", site, "status", app] => Ok(Subject::SiteStatus { site: name(site)?, app: name(app)? }),
         ["site", site, "registration"] => Ok(Subject::SiteRegistration { site: name(site)? }),
         ["hb", site] => Ok(Subject::Heartbeat { site: name(site)? }),
         _ => Err(err("unknown shape")),
@@ -171,28 +159,10 @@ mod tests {
     #[test]
     fn round_trips() {
         let (s, a) = (n("shop-1"), n("web"));
-        assert_eq!(
-            parse(&desired(&s, &a)).unwrap(),
-            Subject::Desired {
-                site: s.clone(),
-                app: a.clone()
-            }
-        );
-        assert_eq!(
-            parse(&site_status(&s, &a)).unwrap(),
-            Subject::SiteStatus {
-                site: s.clone(),
-                app: a
-            }
-        );
-        assert_eq!(
-            parse(&site_registration(&s)).unwrap(),
-            Subject::SiteRegistration { site: s.clone() }
-        );
-        assert_eq!(
-            parse(&heartbeat(&s)).unwrap(),
-            Subject::Heartbeat { site: s }
-        );
+        assert_eq!(parse(&desired(&s, &a)).unwrap(), Subject::Desired { site: s.clone(), app: a.clone() });
+        assert_eq!(parse(&site_status(&s, &a)).unwrap(), Subject::SiteStatus { site: s.clone(), app: a });
+        assert_eq!(parse(&site_registration(&s)).unwrap(), Subject::SiteRegistration { site: s.clone() });
+        assert_eq!(parse(&heartbeat(&s)).unwrap(), Subject::Heartbeat { site: s });
         for op in ApiOp::ALL {
             assert_eq!(parse(&op.subject()).unwrap(), Subject::Api(op));
         }
@@ -200,14 +170,8 @@ mod tests {
 
     #[test]
     fn rejects_foreign_and_bad_tokens() {
-        for bad in [
-            "edge.v2.hb.a",
-            "edge.v1.hb.A",
-            "edge.v1.hb.a.b",
-            "edge.v1.desired.a",
-            "x",
-            "edge.v1.api.app.nuke",
-        ] {
+        for bad in ["edge.v2.hb.a", "edge.v1.hb.A", "edge.v1.hb.a.b", "edge.v1.desired.a", "x", "edge.v1.api.app.nuke"]
+        {
             assert!(parse(bad).is_err(), "{bad}");
         }
     }

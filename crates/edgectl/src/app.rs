@@ -16,8 +16,7 @@ pub async fn run(cmd: AppCommand, global: &Global) -> Result<()> {
     match cmd {
         AppCommand::Apply { file } => {
             let body = read_spec(&file)?;
-            let r: ApplyReply =
-                request_raw(&client, ApiOp::AppApply, body, REQUEST_TIMEOUT).await?;
+            let r: ApplyReply = request_raw(&client, ApiOp::AppApply, body, REQUEST_TIMEOUT).await?;
             let what = if r.changed {
                 format!("applied (generation {})", r.generation)
             } else {
@@ -32,8 +31,7 @@ pub async fn run(cmd: AppCommand, global: &Global) -> Result<()> {
             );
         }
         AppCommand::List => {
-            let r: AppListReply =
-                request(&client, ApiOp::AppList, &Empty {}, REQUEST_TIMEOUT).await?;
+            let r: AppListReply = request(&client, ApiOp::AppList, &Empty {}, REQUEST_TIMEOUT).await?;
             let rows = r
                 .apps
                 .iter()
@@ -46,40 +44,22 @@ pub async fn run(cmd: AppCommand, global: &Global) -> Result<()> {
                     ]
                 })
                 .collect();
-            print(
-                global.output,
-                &r,
-                &["NAME", "VERSION", "GENERATION", "RUNNING/SITES"],
-                rows,
-            );
+            print(global.output, &r, &["NAME", "VERSION", "GENERATION", "RUNNING/SITES"], rows);
         }
         AppCommand::Get { name } => {
-            let r: AppRecord = request(
-                &client,
-                ApiOp::AppGet,
-                &serde_json::json!({ "name": name }),
-                REQUEST_TIMEOUT,
-            )
-            .await?;
+            let r: AppRecord =
+                request(&client, ApiOp::AppGet, &serde_json::json!({ "name": name }), REQUEST_TIMEOUT).await?;
             match global.output {
                 crate::cli::Format::Json => println!("{}", serde_json::to_string_pretty(&r)?),
                 crate::cli::Format::Table => print!("{}", serde_norway::to_string(&r)?),
             }
         }
         AppCommand::Status { name } => {
-            let r: AppStatusReply = request(
-                &client,
-                ApiOp::AppStatus,
-                &serde_json::json!({ "name": name }),
-                REQUEST_TIMEOUT,
-            )
-            .await?;
+            let r: AppStatusReply =
+                request(&client, ApiOp::AppStatus, &serde_json::json!({ "name": name }), REQUEST_TIMEOUT).await?;
             let mut rows = Vec::new();
             for s in &r.sites {
-                let phase = serde_json::to_value(s.phase)?
-                    .as_str()
-                    .unwrap_or_default()
-                    .to_string();
+                let phase = serde_json::to_value(s.phase)?.as_str().unwrap_or_default().to_string();
                 match &s.report {
                     Some(rep) if !rep.containers.is_empty() => {
                         for c in &rep.containers {
@@ -99,9 +79,7 @@ pub async fn run(cmd: AppCommand, global: &Global) -> Result<()> {
                     rep => rows.push(vec![
                         s.site.to_string(),
                         phase,
-                        rep.as_ref()
-                            .map(|r| r.generation.to_string())
-                            .unwrap_or_else(|| "-".into()),
+                        rep.as_ref().map(|r| r.generation.to_string()).unwrap_or_else(|| "-".into()),
                         "-".into(),
                         "-".into(),
                         "-".into(),
@@ -112,36 +90,18 @@ pub async fn run(cmd: AppCommand, global: &Global) -> Result<()> {
                 }
             }
             if global.output == crate::cli::Format::Table {
-                println!(
-                    "{} version {} generation {}",
-                    r.name, r.version, r.generation
-                );
+                println!("{} version {} generation {}", r.name, r.version, r.generation);
             }
             print(
                 global.output,
                 &r,
-                &[
-                    "SITE",
-                    "PHASE",
-                    "GEN",
-                    "SERVICE/REPLICA",
-                    "HOST",
-                    "STATE",
-                    "RESTARTS",
-                    "CONTAINER",
-                    "ERROR",
-                ],
+                &["SITE", "PHASE", "GEN", "SERVICE/REPLICA", "HOST", "STATE", "RESTARTS", "CONTAINER", "ERROR"],
                 rows,
             );
         }
         AppCommand::Delete { name } => {
-            let r: DeleteReply = request(
-                &client,
-                ApiOp::AppDelete,
-                &serde_json::json!({ "name": name }),
-                REQUEST_TIMEOUT,
-            )
-            .await?;
+            let r: DeleteReply =
+                request(&client, ApiOp::AppDelete, &serde_json::json!({ "name": name }), REQUEST_TIMEOUT).await?;
             let sites: Vec<&str> = r.sites.iter().map(|s| s.as_str()).collect();
             print(
                 global.output,
@@ -158,12 +118,9 @@ pub async fn run(cmd: AppCommand, global: &Global) -> Result<()> {
 fn read_spec(file: &std::path::Path) -> Result<Vec<u8>> {
     let mut text = String::new();
     if file.as_os_str() == "-" {
-        std::io::stdin()
-            .read_to_string(&mut text)
-            .context("cannot read the spec from standard input")?;
+        std::io::stdin().read_to_string(&mut text).context("cannot read the spec from standard input")?;
     } else {
-        text = std::fs::read_to_string(file)
-            .with_context(|| format!("cannot read {}", file.display()))?;
+        text = std::fs::read_to_string(file).with_context(|| format!("cannot read {}", file.display()))?;
     }
     let value: serde_json::Value = match serde_json::from_str(&text) {
         Ok(v) => v,

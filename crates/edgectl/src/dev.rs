@@ -51,9 +51,7 @@ impl Proc {
     fn alive(&self) -> bool {
         let exists = Pid::from_raw(self.pid).is_some_and(|p| test_kill_process(p).is_ok());
         let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.pid)).unwrap_or_default();
-        let state = stat
-            .rsplit_once(')')
-            .and_then(|(_, rest)| rest.trim_start().chars().next());
+        let state = stat.rsplit_once(')').and_then(|(_, rest)| rest.trim_start().chars().next());
         exists && !matches!(state, Some('Z') | Some('X'))
     }
 }
@@ -61,10 +59,9 @@ impl Proc {
 impl State {
     pub fn load(dir: &Path) -> Result<State> {
         let path = dir.join("state.json");
-        let text = std::fs::read_to_string(&path)
-            .with_context(|| format!("no dev stack state at {}", path.display()))?;
-        serde_json::from_str(&text)
-            .with_context(|| format!("{} is not a dev stack state file", path.display()))
+        let text =
+            std::fs::read_to_string(&path).with_context(|| format!("no dev stack state at {}", path.display()))?;
+        serde_json::from_str(&text).with_context(|| format!("{} is not a dev stack state file", path.display()))
     }
     fn save(&self, dir: &Path) -> Result<()> {
         std::fs::write(dir.join("state.json"), serde_json::to_vec_pretty(self)?)?;
@@ -83,39 +80,23 @@ pub async fn run(cmd: DevCommand, global: &Global) -> Result<()> {
 /// Labels of dev site `i` (1-based): sites 1, 2, 4, 5, ... belong to customer acme, every
 /// third to globex; regions alternate eu and us.
 fn site_labels(i: u32) -> String {
-    let customer = if i.is_multiple_of(3) {
-        "globex"
-    } else {
-        "acme"
-    };
+    let customer = if i.is_multiple_of(3) { "globex" } else { "acme" };
     let region = if i % 2 == 1 { "eu" } else { "us" };
     format!("customer={customer},region={region}")
 }
 
 fn bin(name: &str) -> Result<PathBuf> {
     let exe = std::env::current_exe()?;
-    let path = exe
-        .parent()
-        .context("edgectl has no parent directory")?
-        .join(name);
+    let path = exe.parent().context("edgectl has no parent directory")?.join(name);
     if !path.exists() {
-        bail!(
-            "{} is missing: build the workspace first (cargo build --workspace)",
-            path.display()
-        );
+        bail!("{} is missing: build the workspace first (cargo build --workspace)", path.display());
     }
     Ok(path)
 }
 
 /// Starts `program` detached (its own process group, so it outlives edgectl and a Ctrl-C in
 /// this terminal), with output to `<dir>/logs/<name>.log`.
-fn spawn(
-    dir: &Path,
-    name: &str,
-    program: &Path,
-    args: &[&str],
-    env: &[(String, String)],
-) -> Result<Proc> {
+fn spawn(dir: &Path, name: &str, program: &Path, args: &[&str], env: &[(String, String)]) -> Result<Proc> {
     let log = dir.join("logs").join(format!("{name}.log"));
     let out = std::fs::File::create(&log)?;
     let child = Command::new(program)
@@ -127,22 +108,14 @@ fn spawn(
         .process_group(0)
         .spawn()
         .with_context(|| format!("cannot start {}", program.display()))?;
-    Ok(Proc {
-        name: name.into(),
-        pid: child.id() as i32,
-        log,
-    })
+    Ok(Proc { name: name.into(), pid: child.id() as i32, log })
 }
 
 async fn wait_nats(url: &str, log: &Path) -> Result<()> {
     let start = Instant::now();
     while start.elapsed() < Duration::from_secs(20) {
         if let Ok(client) = async_nats::connect(url).await {
-            if async_nats::jetstream::new(client)
-                .query_account()
-                .await
-                .is_ok()
-            {
+            if async_nats::jetstream::new(client).query_account().await.is_ok() {
                 return Ok(());
             }
         }
@@ -161,10 +134,7 @@ fn port_or_free(preferred: u16) -> Result<u16> {
 async fn up(dir: &Path, n: u32) -> Result<()> {
     if let Ok(state) = State::load(dir) {
         if state.processes.iter().any(Proc::alive) {
-            bail!(
-                "a dev stack is already running in {}; stop it with `edgectl dev down`",
-                dir.display()
-            );
+            bail!("a dev stack is already running in {}; stop it with `edgectl dev down`", dir.display());
         }
         cleanup(dir, &state).await?;
     }
@@ -172,78 +142,37 @@ async fn up(dir: &Path, n: u32) -> Result<()> {
     std::fs::create_dir_all(dir.join("logs"))?;
     let dir = dir.canonicalize()?;
 
-    let ports = HubPorts {
-        client: port_or_free(4222)?,
-        leaf: port_or_free(7422)?,
-        http: port_or_free(8222)?,
-    };
+    let ports = HubPorts { client: port_or_free(4222)?, leaf: port_or_free(7422)?, http: port_or_free(8222)? };
     std::fs::create_dir_all(dir.join("hub"))?;
     let conf = dir.join("hub/hub.conf");
     std::fs::write(&conf, natsconf::HUB_CONF)?;
     let hub_url = format!("nats://127.0.0.1:{}", ports.client);
-    let mut state = State {
-        hub_url: hub_url.clone(),
-        sites: Vec::new(),
-        processes: Vec::new(),
-    };
+    let mut state = State { hub_url: hub_url.clone(), sites: Vec::new(), processes: Vec::new() };
     let env = natsconf::hub_env("hub", &ports, &dir.join("hub/store"));
-    let hub = spawn(
-        &dir,
-        "hub",
-        &nats,
-        &["-c", &conf.display().to_string()],
-        &env,
-    )?;
+    let hub = spawn(&dir, "hub", &nats, &["-c", &conf.display().to_string()], &env)?;
     state.processes.push(hub.clone());
     state.save(&dir)?;
     wait_nats(&hub_url, &hub.log).await?;
-    println!(
-        "hub        {hub_url} (leaf port {}, monitoring http://127.0.0.1:{})",
-        ports.leaf, ports.http
-    );
+    println!("hub        {hub_url} (leaf port {}, monitoring http://127.0.0.1:{})", ports.leaf, ports.http);
 
     for svc in SERVICES {
         let var = format!("{}_NATS_URL", svc.to_uppercase().replace('-', "_"));
-        state.processes.push(spawn(
-            &dir,
-            svc,
-            &bin(svc)?,
-            &[],
-            &[(var, hub_url.clone())],
-        )?);
+        state.processes.push(spawn(&dir, svc, &bin(svc)?, &[], &[(var, hub_url.clone())])?);
         state.save(&dir)?;
     }
 
     let hub_leaf = format!("nats-leaf://127.0.0.1:{}", ports.leaf);
     for i in 1..=n {
         let site = format!("site-{i}");
-        let leaf_ports = LeafPorts {
-            client: natsconf::free_port()?,
-            http: natsconf::free_port()?,
-        };
+        let leaf_ports = LeafPorts { client: natsconf::free_port()?, http: natsconf::free_port()? };
         std::fs::create_dir_all(dir.join(&site))?;
         let conf = dir.join(&site).join("leaf.conf");
         std::fs::write(&conf, natsconf::LEAF_CONF)?;
-        let env = natsconf::leaf_env(
-            &site,
-            &leaf_ports,
-            &dir.join(&site).join("store"),
-            &hub_leaf,
-        );
-        let leaf = spawn(
-            &dir,
-            &format!("{site}-leaf"),
-            &nats,
-            &["-c", &conf.display().to_string()],
-            &env,
-        )?;
+        let env = natsconf::leaf_env(&site, &leaf_ports, &dir.join(&site).join("store"), &hub_leaf);
+        let leaf = spawn(&dir, &format!("{site}-leaf"), &nats, &["-c", &conf.display().to_string()], &env)?;
         state.processes.push(leaf.clone());
         let leaf_url = format!("nats://127.0.0.1:{}", leaf_ports.client);
-        state.sites.push(DevSite {
-            name: site.clone(),
-            leaf_url: leaf_url.clone(),
-            labels: site_labels(i),
-        });
+        state.sites.push(DevSite { name: site.clone(), leaf_url: leaf_url.clone(), labels: site_labels(i) });
         state.save(&dir)?;
         wait_nats(&leaf_url, &leaf.log).await?;
         let env = [
@@ -252,13 +181,7 @@ async fn up(dir: &Path, n: u32) -> Result<()> {
             ("SITE_MANAGER_HOST".to_string(), "host-1".to_string()),
             ("SITE_MANAGER_LABELS".to_string(), site_labels(i)),
         ];
-        state.processes.push(spawn(
-            &dir,
-            &format!("{site}-manager"),
-            &bin("site-manager")?,
-            &[],
-            &env,
-        )?);
+        state.processes.push(spawn(&dir, &format!("{site}-manager"), &bin("site-manager")?, &[], &env)?);
         state.save(&dir)?;
         println!("{site:<10} {leaf_url} labels {}", site_labels(i));
     }
@@ -273,24 +196,17 @@ async fn up(dir: &Path, n: u32) -> Result<()> {
             break;
         }
         if start.elapsed() > Duration::from_secs(60) {
-            bail!(
-                "sites did not register within 60 s; see the logs in {}",
-                dir.join("logs").display()
-            );
+            bail!("sites did not register within 60 s; see the logs in {}", dir.join("logs").display());
         }
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
-    println!(
-        "dev stack up: {n} sites registered; state and logs in {}",
-        dir.display()
-    );
+    println!("dev stack up: {n} sites registered; state and logs in {}", dir.display());
     println!("stop it with: edgectl dev down");
     Ok(())
 }
 
 async fn status(global: &Global) -> Result<()> {
-    let state = State::load(&global.dev_dir)
-        .context("no dev stack here; start one with `edgectl dev up`")?;
+    let state = State::load(&global.dev_dir).context("no dev stack here; start one with `edgectl dev up`")?;
     let rows: Vec<Vec<String>> = state
         .processes
         .iter()
@@ -298,11 +214,7 @@ async fn status(global: &Global) -> Result<()> {
             vec![
                 p.name.clone(),
                 p.pid.to_string(),
-                if p.alive() {
-                    "running".into()
-                } else {
-                    "stopped".into()
-                },
+                if p.alive() { "running".into() } else { "stopped".into() },
                 p.log.display().to_string(),
             ]
         })
@@ -322,10 +234,7 @@ async fn status(global: &Global) -> Result<()> {
 async fn down(dir: &Path) -> Result<()> {
     let state = State::load(dir).context("no dev stack here; nothing to stop")?;
     cleanup(dir, &state).await?;
-    println!(
-        "dev stack stopped; containers and {} removed",
-        dir.display()
-    );
+    println!("dev stack stopped; containers and {} removed", dir.display());
     Ok(())
 }
 
@@ -335,35 +244,20 @@ async fn cleanup(dir: &Path, state: &State) -> Result<()> {
     let is_server = |p: &Proc| p.name.ends_with("leaf") || p.name == "hub";
     let groups: [Vec<&Proc>; 3] = [
         state.processes.iter().filter(|p| !is_server(p)).collect(),
-        state
-            .processes
-            .iter()
-            .filter(|p| p.name.ends_with("leaf"))
-            .collect(),
+        state.processes.iter().filter(|p| p.name.ends_with("leaf")).collect(),
         state.processes.iter().filter(|p| p.name == "hub").collect(),
     ];
     for group in groups {
         futures::future::join_all(group.into_iter().map(stop)).await;
     }
-    let docker = bollard::Docker::connect_with_local_defaults()?
-        .negotiate_version()
-        .await?;
+    let docker = bollard::Docker::connect_with_local_defaults()?.negotiate_version().await?;
     for site in &state.sites {
-        let filters = HashMap::from([(
-            "label".to_string(),
-            vec![format!("io.edge.site={}", site.name)],
-        )]);
-        let opts = ListContainersOptionsBuilder::default()
-            .all(true)
-            .filters(&filters)
-            .build();
+        let filters = HashMap::from([("label".to_string(), vec![format!("io.edge.site={}", site.name)])]);
+        let opts = ListContainersOptionsBuilder::default().all(true).filters(&filters).build();
         for c in docker.list_containers(Some(opts)).await? {
             if let Some(id) = c.id {
                 docker
-                    .remove_container(
-                        &id,
-                        Some(RemoveContainerOptionsBuilder::default().force(true).build()),
-                    )
+                    .remove_container(&id, Some(RemoveContainerOptionsBuilder::default().force(true).build()))
                     .await?;
             }
         }

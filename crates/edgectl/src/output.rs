@@ -7,10 +7,7 @@ use crate::cli::Format;
 /// Prints `value` as JSON, or the table `rows` builds, per `format`.
 pub fn print<T: Serialize>(format: Format, value: &T, headers: &[&str], rows: Vec<Vec<String>>) {
     match format {
-        Format::Json => println!(
-            "{}",
-            serde_json::to_string_pretty(value).expect("replies serialize")
-        ),
+        Format::Json => println!("{}", serde_json::to_string_pretty(value).expect("replies serialize")),
         Format::Table => print!("{}", table(headers, &rows)),
     }
 }
@@ -24,12 +21,8 @@ pub fn table(headers: &[&str], rows: &[Vec<String>]) -> String {
         }
     }
     let line = |cells: Vec<&str>| {
-        let mut s = cells
-            .iter()
-            .enumerate()
-            .map(|(i, c)| format!("{c:<w$}", w = widths[i]))
-            .collect::<Vec<_>>()
-            .join("  ");
+        let mut s =
+            cells.iter().enumerate().map(|(i, c)| format!("{c:<w$}", w = widths[i])).collect::<Vec<_>>().join("  ");
         s.truncate(s.trim_end().len());
         s + "\n"
     };
@@ -42,16 +35,7 @@ pub fn table(headers: &[&str], rows: &[Vec<String>]) -> String {
 
 /// `a=b,c=d`
 pub fn labels(l: &std::collections::BTreeMap<String, String>) -> String {
-    l.iter()
-        .map(|(k, v)| {
-            if v.is_empty() {
-                k.clone()
-            } else {
-                format!("{k}={v}")
-            }
-        })
-        .collect::<Vec<_>>()
-        .join(",")
+    l.iter().map(|(k, v)| if v.is_empty() { k.clone() } else { format!("{k}={v}") }).collect::<Vec<_>>().join(",")
 }
 
 /// Age of a millisecond timestamp, e.g. `3s`, `5m`.

@@ -15,8 +15,7 @@ pub async fn run(cmd: SiteCommand, global: &Global) -> Result<()> {
     match cmd {
         SiteCommand::List => {
             let client = connect(global).await?;
-            let r: SiteListReply =
-                request(&client, ApiOp::SiteList, &Empty {}, REQUEST_TIMEOUT).await?;
+            let r: SiteListReply = request(&client, ApiOp::SiteList, &Empty {}, REQUEST_TIMEOUT).await?;
             let rows = r
                 .sites
                 .iter()
@@ -24,24 +23,12 @@ pub async fn run(cmd: SiteCommand, global: &Global) -> Result<()> {
                     let hosts: Vec<String> = s
                         .hosts
                         .iter()
-                        .map(|h| {
-                            format!(
-                                "{}({} {}cpu {}GiB)",
-                                h.host,
-                                h.arch,
-                                h.cpus,
-                                h.memory_bytes >> 30
-                            )
-                        })
+                        .map(|h| format!("{}({} {}cpu {}GiB)", h.host, h.arch, h.cpus, h.memory_bytes >> 30))
                         .collect();
                     let apps: Vec<&str> = s.apps.iter().map(|a| a.as_str()).collect();
                     vec![
                         s.site.to_string(),
-                        if s.connected {
-                            "yes".into()
-                        } else {
-                            "no".into()
-                        },
+                        if s.connected { "yes".into() } else { "no".into() },
                         output::age(s.last_seen_ms),
                         output::labels(&s.labels),
                         hosts.join(" "),
@@ -49,12 +36,7 @@ pub async fn run(cmd: SiteCommand, global: &Global) -> Result<()> {
                     ]
                 })
                 .collect();
-            print(
-                global.output,
-                &r,
-                &["SITE", "CONNECTED", "LAST SEEN", "LABELS", "HOSTS", "APPS"],
-                rows,
-            );
+            print(global.output, &r, &["SITE", "CONNECTED", "LAST SEEN", "LABELS", "HOSTS", "APPS"], rows);
         }
         SiteCommand::Label { site, labels } => {
             let mut req = SiteLabelRequest {
@@ -77,10 +59,7 @@ pub async fn run(cmd: SiteCommand, global: &Global) -> Result<()> {
                 global.output,
                 &r,
                 &["SITE", "LABELS"],
-                vec![vec![
-                    r.site.to_string(),
-                    output::labels(&r.effective_labels()),
-                ]],
+                vec![vec![r.site.to_string(), output::labels(&r.effective_labels())]],
             );
         }
     }

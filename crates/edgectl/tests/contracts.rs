@@ -37,26 +37,14 @@ fn refs(v: &Value, out: &mut Vec<String>) {
 fn asyncapi_lists_every_api_subject_and_message() {
     let doc = asyncapi();
     assert_eq!(doc["asyncapi"], "3.0.0");
-    let addresses: Vec<&str> = doc["channels"]
-        .as_object()
-        .unwrap()
-        .values()
-        .filter_map(|c| c["address"].as_str())
-        .collect();
+    let addresses: Vec<&str> =
+        doc["channels"].as_object().unwrap().values().filter_map(|c| c["address"].as_str()).collect();
     for op in ApiOp::ALL {
-        assert!(
-            addresses.contains(&op.subject().as_str()),
-            "{} is not documented",
-            op.subject()
-        );
+        assert!(addresses.contains(&op.subject().as_str()), "{} is not documented", op.subject());
     }
     for (name, _, _) in edge_types::schema::all() {
         let msg = &doc["components"]["messages"][name];
-        assert_eq!(
-            msg["payload"]["$ref"],
-            format!("./{name}.json"),
-            "message {name} is not documented"
-        );
+        assert_eq!(msg["payload"]["$ref"], format!("./{name}.json"), "message {name} is not documented");
     }
 }
 
@@ -71,8 +59,7 @@ fn asyncapi_references_resolve() {
             assert!(doc.pointer(pointer).is_some(), "dangling reference {r}");
         } else {
             let file = root().join("schemas").join(&r);
-            let text = std::fs::read_to_string(&file)
-                .unwrap_or_else(|_| panic!("missing schema file {r}"));
+            let text = std::fs::read_to_string(&file).unwrap_or_else(|_| panic!("missing schema file {r}"));
             serde_json::from_str::<Value>(&text).unwrap_or_else(|e| panic!("{r} is not JSON: {e}"));
         }
     }
@@ -89,10 +76,7 @@ fn asyncapi_addresses_follow_the_grammar() {
             continue; // health subjects belong to each service, not to the scheduler's grammar
         }
         let concrete = address.replace("{site}", "site-1").replace("{app}", "web");
-        assert!(
-            subject::parse(&concrete).is_ok(),
-            "channel {id}: {address} is not in the grammar"
-        );
+        assert!(subject::parse(&concrete).is_ok(), "channel {id}: {address} is not in the grammar");
     }
 }
 
@@ -104,13 +88,10 @@ fn example_applications_are_valid_specs() {
         if path.extension().and_then(|e| e.to_str()) != Some("yaml") {
             continue;
         }
-        let value: Value =
-            serde_norway::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        let value: Value = serde_norway::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
         let bytes = serde_json::to_vec(&value).unwrap();
-        let spec: AppSpec = edge_types::schema::decode(&bytes)
-            .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-        spec.check()
-            .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        let spec: AppSpec = edge_types::schema::decode(&bytes).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        spec.check().unwrap_or_else(|e| panic!("{}: {e}", path.display()));
         seen += 1;
     }
     assert!(seen >= 1);

@@ -13,23 +13,12 @@ pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 #[command(name = "registry-sync", version)]
 pub struct Config {
     /// URL of the hub NATS server.
-    #[arg(
-        long,
-        env = "REGISTRY_SYNC_NATS_URL",
-        default_value = "nats://127.0.0.1:4222"
-    )]
+    #[arg(long, env = "REGISTRY_SYNC_NATS_URL", default_value = "nats://127.0.0.1:4222")]
     pub nats_url: String,
 }
 
 /// Runs until `shutdown` is cancelled.
 pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), edge_bus::BusError> {
     let description = "Replicates the container images each site needs into the site's own store";
-    edge_bus::health::run_health_only(
-        &config.nats_url,
-        "registry-sync",
-        VERSION,
-        description,
-        shutdown,
-    )
-    .await
+    edge_bus::health::run_health_only(&config.nats_url, "registry-sync", VERSION, description, shutdown).await
 }

@@ -14,14 +14,11 @@ use crate::Hub;
 /// Validates and stores a spec, then places it. An identical spec changes nothing.
 pub async fn apply(hub: &Hub, body: &[u8]) -> Result<ApplyReply, ApiError> {
     let spec: AppSpec = decode(body).map_err(edge_bus::api::invalid)?;
-    spec.check()
-        .map_err(|e| ApiError::invalid(e.pointer.clone(), format!("invalid request: {e}")))?;
+    spec.check().map_err(|e| ApiError::invalid(e.pointer.clone(), format!("invalid request: {e}")))?;
     let _guard = hub.placement.lock().await;
     let key = app_key(&spec.name);
     let digest = spec.digest();
-    let existing = kv::get::<AppRecord>(&hub.buckets.apps, &key)
-        .await
-        .map_err(crate::SchedulerError::from)?;
+    let existing = kv::get::<AppRecord>(&hub.buckets.apps, &key).await.map_err(crate::SchedulerError::from)?;
     if let Some((r, _)) = &existing {
         if r.digest == digest {
             return Ok(ApplyReply {
@@ -32,9 +29,8 @@ pub async fn apply(hub: &Hub, body: &[u8]) -> Result<ApplyReply, ApiError> {
             });
         }
     }
-    let last_deleted = kv::get::<u64>(&hub.buckets.apps, &gen_key(&spec.name))
-        .await
-        .map_err(crate::SchedulerError::from)?;
+    let last_deleted =
+        kv::get::<u64>(&hub.buckets.apps, &gen_key(&spec.name)).await.map_err(crate::SchedulerError::from)?;
     let floor = last_deleted.map(|(g, _)| g).unwrap_or(0);
     let stored = kv::update::<AppRecord, _>(&hub.buckets.apps, &key, |cur| {
         let generation = cur.map(|r| r.generation).unwrap_or(floor).max(floor) + 1;
@@ -51,12 +47,7 @@ pub async fn apply(hub: &Hub, body: &[u8]) -> Result<ApplyReply, ApiError> {
     .expect("a put leaves a value");
     let sites = placement::place(hub, &spec.name, &all_sites(hub).await?).await?;
     tracing::info!(app = %spec.name, generation = stored.generation, sites = sites.len(), "applied");
-    Ok(ApplyReply {
-        name: spec.name,
-        generation: stored.generation,
-        changed: true,
-        sites,
-    })
+    Ok(ApplyReply { name: spec.name, generation: stored.generation, changed: true, sites })
 }
 
 async fn get_record(hub: &Hub, name: &Name) -> Result<AppRecord, ApiError> {
@@ -77,11 +68,7 @@ async fn reports(hub: &Hub, app: &Name) -> Result<Vec<AppStatusReport>, ApiError
     let all = kv::list::<AppStatusReport>(&hub.buckets.status, &format!("{app}."))
         .await
         .map_err(crate::SchedulerError::from)?;
-    Ok(all
-        .into_iter()
-        .map(|(_, r)| r)
-        .filter(|r| &r.app == app)
-        .collect())
+    Ok(all.into_iter().map(|(_, r)| r).filter(|r| &r.app == app).collect())
 }
 
 fn site_status(record: &AppRecord, site: &Name, report: Option<&AppStatusReport>) -> SiteAppStatus {
@@ -93,26 +80,18 @@ fn site_status(record: &AppRecord, site: &Name, report: Option<&AppStatusReport>
             _ => SitePhase::Pending,
         }
     };
-    SiteAppStatus {
-        site: site.clone(),
-        phase,
-        report: report.cloned(),
-    }
+    SiteAppStatus { site: site.clone(), phase, report: report.cloned() }
 }
 
 pub async fn status(hub: &Hub, body: &[u8]) -> Result<AppStatusReply, ApiError> {
     let req: AppRef = decode(body).map_err(edge_bus::api::invalid)?;
     let record = get_record(hub, &req.name).await?;
     let reports = reports(hub, &req.name).await?;
-    let mut sites: Vec<SiteAppStatus> = record
-        .sites
-        .iter()
-        .map(|s| site_status(&record, s, reports.iter().find(|r| &r.site == s)))
-        .collect();
+    let mut sites: Vec<SiteAppStatus> =
+        record.sites.iter().map(|s| site_status(&record, s, reports.iter().find(|r| &r.site == s))).collect();
     // Sites it is leaving but that still run it.
-    for r in reports.iter().filter(|r| {
-        !record.sites.contains(&r.site) && r.phase != edge_types::status::Phase::Removed
-    }) {
+    for r in reports.iter().filter(|r| !record.sites.contains(&r.site) && r.phase != edge_types::status::Phase::Removed)
+    {
         sites.push(site_status(&record, &r.site, Some(r)));
     }
     Ok(AppStatusReply {
@@ -125,12 +104,8 @@ pub async fn status(hub: &Hub, body: &[u8]) -> Result<AppStatusReply, ApiError> 
 
 pub async fn list(hub: &Hub, body: &[u8]) -> Result<AppListReply, ApiError> {
     let _: Empty = decode(body).map_err(edge_bus::api::invalid)?;
-    let records = kv::list::<AppRecord>(&hub.buckets.apps, "app.")
-        .await
-        .map_err(crate::SchedulerError::from)?;
-    let statuses = kv::list::<AppStatusReport>(&hub.buckets.status, "")
-        .await
-        .map_err(crate::SchedulerError::from)?;
+    let records = kv::list::<AppRecord>(&hub.buckets.apps, "app.").await.map_err(crate::SchedulerError::from)?;
+    let statuses = kv::list::<AppStatusReport>(&hub.buckets.status, "").await.map_err(crate::SchedulerError::from)?;
     let mut apps = Vec::new();
     for (_, r) in records {
         let running = statuses
@@ -160,8 +135,5 @@ pub async fn delete(hub: &Hub, body: &[u8]) -> Result<DeleteReply, ApiError> {
     let record = get_record(hub, &req.name).await?;
     placement::remove(hub, &record).await?;
     tracing::info!(app = %req.name, sites = record.sites.len(), "deleted");
-    Ok(DeleteReply {
-        name: req.name,
-        sites: record.sites,
-    })
+    Ok(DeleteReply { name: req.name, sites: record.sites })
 }

@@ -8,11 +8,7 @@ use std::time::Duration;
 #[command(name = "scheduler", version)]
 pub struct Config {
     /// URL of the hub NATS server.
-    #[arg(
-        long,
-        env = "SCHEDULER_NATS_URL",
-        default_value = "nats://127.0.0.1:4222"
-    )]
+    #[arg(long, env = "SCHEDULER_NATS_URL", default_value = "nats://127.0.0.1:4222")]
     pub nats_url: String,
     /// Seconds between full placement passes over every app (a safety net; applies, deletes,
     /// registrations and label changes place at once).
@@ -25,11 +21,7 @@ pub struct Config {
 
 impl Config {
     pub fn new(nats_url: impl Into<String>) -> Self {
-        Self {
-            nats_url: nats_url.into(),
-            resync_secs: 30,
-            site_timeout_secs: 15,
-        }
+        Self { nats_url: nats_url.into(), resync_secs: 30, site_timeout_secs: 15 }
     }
     pub fn resync(&self) -> Duration {
         Duration::from_secs(self.resync_secs)

@@ -27,9 +27,9 @@ impl From<SchedulerError> for ApiError {
     fn from(e: SchedulerError) -> Self {
         let code = match &e {
             SchedulerError::Kv(KvError::Contended { .. }) => ErrorCode::Conflict,
-            SchedulerError::JetStream(_)
-            | SchedulerError::Kv(KvError::Store { .. })
-            | SchedulerError::Bus(_) => ErrorCode::Unavailable,
+            SchedulerError::JetStream(_) | SchedulerError::Kv(KvError::Store { .. }) | SchedulerError::Bus(_) => {
+                ErrorCode::Unavailable
+            }
             _ => ErrorCode::Internal,
         };
         ApiError::new(code, e.to_string())

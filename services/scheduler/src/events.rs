@@ -33,11 +33,7 @@ pub async fn follow(hub: Hub, shutdown: CancellationToken) {
 }
 
 async fn follow_once(hub: &Hub, shutdown: &CancellationToken) -> Result<(), SchedulerError> {
-    let stream = hub
-        .js
-        .get_stream(STREAM_SITE_EVENTS)
-        .await
-        .map_err(SchedulerError::js)?;
+    let stream = hub.js.get_stream(STREAM_SITE_EVENTS).await.map_err(SchedulerError::js)?;
     let consumer = stream
         .get_or_create_consumer(
             CONSUMER,
@@ -64,16 +60,13 @@ async fn follow_once(hub: &Hub, shutdown: &CancellationToken) -> Result<(), Sche
             Ok(()) => msg.ack().await.map_err(SchedulerError::js)?,
             Err(Handling::Reject(reason)) => {
                 // Malformed or forged: acknowledged so it is not redelivered, and counted.
-                hub.rejected
-                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                hub.rejected.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 tracing::error!(subject = %msg.subject, %reason, "rejected site event");
                 msg.ack().await.map_err(SchedulerError::js)?;
             }
             Err(Handling::Retry(e)) => {
                 tracing::warn!(subject = %msg.subject, error = %e, "site event not processed; will be redelivered");
-                msg.ack_with(AckKind::Nak(Some(Duration::from_secs(2))))
-                    .await
-                    .map_err(SchedulerError::js)?;
+                msg.ack_with(AckKind::Nak(Some(Duration::from_secs(2)))).await.map_err(SchedulerError::js)?;
             }
         }
     }
@@ -90,9 +83,7 @@ async fn handle(hub: &Hub, msg: &jetstream::Message) -> Result<(), Handling> {
         Subject::SiteStatus { site, app } => {
             let r: AppStatusReport = decode(&msg.payload).map_err(|e| reject(e.to_string()))?;
             if r.site != site || r.app != app {
-                return Err(reject(
-                    "site or app in the report does not match its subject".into(),
-                ));
+                return Err(reject("site or app in the report does not match its subject".into()));
             }
             let key = format!("{app}.{site}");
             let result = if r.phase == Phase::Removed {
@@ -119,14 +110,9 @@ async fn handle(hub: &Hub, msg: &jetstream::Message) -> Result<(), Handling> {
         Subject::SiteRegistration { site } => {
             let reg: SiteRegistration = decode(&msg.payload).map_err(|e| reject(e.to_string()))?;
             if reg.site != site || Name::site(site.as_str()).is_err() {
-                return Err(reject(
-                    "site in the registration does not match its subject".into(),
-                ));
+                return Err(reject("site in the registration does not match its subject".into()));
             }
-            sites::upsert_registration(hub, &reg)
-                .await
-                .map(|_| ())
-                .map_err(Handling::Retry)
+            sites::upsert_registration(hub, &reg).await.map(|_| ()).map_err(Handling::Retry)
         }
         other => Err(reject(format!("unexpected subject kind {other:?}"))),
     }

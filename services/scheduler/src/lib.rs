@@ -120,10 +120,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Sche
     while inflight.join_next().await.is_some() {}
     use edge_bus::shutdown::bounded;
     bounded("stopping the service API", service.stop()).await;
-    bounded("background tasks", async {
-        while tasks.join_next().await.is_some() {}
-    })
-    .await;
+    bounded("background tasks", async { while tasks.join_next().await.is_some() {} }).await;
     bounded("flushing", client.flush()).await;
     tracing::info!("scheduler stopped");
     Ok(())

@@ -17,11 +17,8 @@ use crate::Hub;
 
 /// Sites whose effective labels the selector matches, sorted.
 pub fn select_sites(selector: &Selector, sites: &[SiteRecord]) -> Vec<Name> {
-    let mut out: Vec<Name> = sites
-        .iter()
-        .filter(|s| selector.matches(&s.effective_labels()))
-        .map(|s| s.site.clone())
-        .collect();
+    let mut out: Vec<Name> =
+        sites.iter().filter(|s| selector.matches(&s.effective_labels())).map(|s| s.site.clone()).collect();
     out.sort();
     out
 }
@@ -40,16 +37,11 @@ pub fn gen_key(app: &Name) -> String {
 /// Places one application: publishes its desired state to every matching site that lacks the
 /// current generation, a tombstone to every site it no longer matches, and records the sites.
 /// Returns the sites it is placed at.
-pub async fn place(
-    hub: &Hub,
-    app: &Name,
-    sites: &[SiteRecord],
-) -> Result<Vec<Name>, SchedulerError> {
+pub async fn place(hub: &Hub, app: &Name, sites: &[SiteRecord]) -> Result<Vec<Name>, SchedulerError> {
     let Some((record, _)) = kv::get::<AppRecord>(&hub.buckets.apps, &app_key(app)).await? else {
         return Ok(Vec::new());
     };
-    let selector = Selector::parse(&record.spec.placement.sites)
-        .map_err(|e| SchedulerError::Corrupt(e.to_string()))?;
+    let selector = Selector::parse(&record.spec.placement.sites).map_err(|e| SchedulerError::Corrupt(e.to_string()))?;
     let matched = select_sites(&selector, sites);
     for site in &matched {
         ensure_desired(&hub.js, &desired(&record, site, true)).await?;
@@ -80,8 +72,7 @@ pub async fn place_on_site(hub: &Hub, app: &Name, site: &SiteRecord) -> Result<(
     let Some((record, _)) = kv::get::<AppRecord>(&hub.buckets.apps, &app_key(app)).await? else {
         return Ok(());
     };
-    let selector = Selector::parse(&record.spec.placement.sites)
-        .map_err(|e| SchedulerError::Corrupt(e.to_string()))?;
+    let selector = Selector::parse(&record.spec.placement.sites).map_err(|e| SchedulerError::Corrupt(e.to_string()))?;
     let matches = selector.matches(&site.effective_labels());
     let placed = record.sites.contains(&site.site);
     if matches || placed {
@@ -138,10 +129,7 @@ fn desired(record: &AppRecord, site: &Name, present: bool) -> DesiredApp {
 /// Publishes `d` unless the DESIRED stream already holds the same thing for its subject.
 async fn ensure_desired(js: &jetstream::Context, d: &DesiredApp) -> Result<(), SchedulerError> {
     let subj = subject::desired(&d.site, &d.app);
-    let stream = js
-        .get_stream(STREAM_DESIRED)
-        .await
-        .map_err(SchedulerError::js)?;
+    let stream = js.get_stream(STREAM_DESIRED).await.map_err(SchedulerError::js)?;
     let after = match stream.direct_get_last_for_subject(&subj).await {
         Ok(msg) => {
             if let Ok(current) = serde_json::from_slice::<DesiredApp>(&msg.payload) {
@@ -160,17 +148,9 @@ async fn ensure_desired(js: &jetstream::Context, d: &DesiredApp) -> Result<(), S
         Err(e) => return Err(SchedulerError::js(e)),
     };
     let msg = PublishMessage::build()
-        .payload(
-            serde_json::to_vec(d)
-                .expect("desired state serializes")
-                .into(),
-        )
+        .payload(serde_json::to_vec(d).expect("desired state serializes").into())
         .message_id(d.msg_id(after));
-    js.send_publish(subj, msg)
-        .await
-        .map_err(SchedulerError::js)?
-        .await
-        .map_err(SchedulerError::js)?;
+    js.send_publish(subj, msg).await.map_err(SchedulerError::js)?.await.map_err(SchedulerError::js)?;
     tracing::info!(app = %d.app, site = %d.site, generation = d.generation, removed = d.spec.is_none(), "desired state written");
     Ok(())
 }

@@ -16,11 +16,7 @@ use crate::{Hub, SchedulerError};
 
 /// Every registered site.
 pub async fn all_sites(hub: &Hub) -> Result<Vec<SiteRecord>, SchedulerError> {
-    Ok(kv::list::<SiteRecord>(&hub.buckets.sites, "")
-        .await?
-        .into_iter()
-        .map(|(_, s)| s)
-        .collect())
+    Ok(kv::list::<SiteRecord>(&hub.buckets.sites, "").await?.into_iter().map(|(_, s)| s).collect())
 }
 
 /// Places every application again (after a site joined or its labels changed).
@@ -42,10 +38,7 @@ async fn place_site(hub: &Hub, site: &SiteRecord) -> Result<(), SchedulerError> 
 
 /// Stores a site's registration (keeping centrally set labels), makes the hub source the
 /// site's events, and re-places apps if the site is new or its labels changed.
-pub async fn upsert_registration(
-    hub: &Hub,
-    reg: &SiteRegistration,
-) -> Result<bool, SchedulerError> {
+pub async fn upsert_registration(hub: &Hub, reg: &SiteRegistration) -> Result<bool, SchedulerError> {
     let _guard = hub.placement.lock().await;
     let mut is_new = false;
     let mut labels_changed = false;
@@ -58,15 +51,11 @@ pub async fn upsert_registration(
             labels: cur.map(|c| c.labels.clone()).unwrap_or_default(),
             hosts: reg.hosts.clone(),
             agent_version: reg.agent_version.clone(),
-            registered_at_ms: cur
-                .map(|c| c.registered_at_ms)
-                .unwrap_or_else(edge_bus::time::now_ms),
+            registered_at_ms: cur.map(|c| c.registered_at_ms).unwrap_or_else(edge_bus::time::now_ms),
         };
         labels_changed = cur.is_none_or(|c| c.effective_labels() != next.effective_labels());
         if cur.is_some_and(|c| {
-            c.reported_labels == next.reported_labels
-                && c.hosts == next.hosts
-                && c.agent_version == next.agent_version
+            c.reported_labels == next.reported_labels && c.hosts == next.hosts && c.agent_version == next.agent_version
         }) {
             Change::Keep
         } else {
@@ -89,13 +78,9 @@ pub async fn upsert_registration(
 pub async fn register(hub: &Hub, body: &[u8]) -> Result<RegisterReply, ApiError> {
     let reg: SiteRegistration = decode(body).map_err(edge_bus::api::invalid)?;
     // A site named like the hub's domain would make the hub source its own stream.
-    Name::site(reg.site.as_str())
-        .map_err(|e| ApiError::invalid("/site", format!("invalid request: /site: {e}")))?;
+    Name::site(reg.site.as_str()).map_err(|e| ApiError::invalid("/site", format!("invalid request: /site: {e}")))?;
     let new = upsert_registration(hub, &reg).await?;
-    Ok(RegisterReply {
-        site: reg.site,
-        new,
-    })
+    Ok(RegisterReply { site: reg.site, new })
 }
 
 pub async fn label(hub: &Hub, body: &[u8]) -> Result<SiteRecord, ApiError> {
@@ -129,10 +114,7 @@ pub async fn label(hub: &Hub, body: &[u8]) -> Result<SiteRecord, ApiError> {
     .await
     .map_err(SchedulerError::from)?;
     let Some(record) = updated.filter(|_| found) else {
-        return Err(ApiError::not_found(format!(
-            "site {:?} is not registered",
-            req.site.as_str()
-        )));
+        return Err(ApiError::not_found(format!("site {:?} is not registered", req.site.as_str())));
     };
     place_site(hub, &record).await?;
     tracing::info!(site = %req.site, labels = ?record.effective_labels(), "site labels changed");
@@ -141,9 +123,7 @@ pub async fn label(hub: &Hub, body: &[u8]) -> Result<SiteRecord, ApiError> {
 
 pub async fn list(hub: &Hub, body: &[u8]) -> Result<SiteListReply, ApiError> {
     let _: Empty = decode(body).map_err(edge_bus::api::invalid)?;
-    let apps = kv::list::<AppRecord>(&hub.buckets.apps, "app.")
-        .await
-        .map_err(SchedulerError::from)?;
+    let apps = kv::list::<AppRecord>(&hub.buckets.apps, "app.").await.map_err(SchedulerError::from)?;
     let now = edge_bus::time::now_ms();
     let mut sites: Vec<SiteSummary> = all_sites(hub)
         .await?
@@ -152,8 +132,7 @@ pub async fn list(hub: &Hub, body: &[u8]) -> Result<SiteListReply, ApiError> {
             let last_seen_ms = hub.last_seen.get(&s.site).map(|v| *v).unwrap_or(0);
             SiteSummary {
                 labels: s.effective_labels(),
-                connected: last_seen_ms > 0
-                    && now.saturating_sub(last_seen_ms) < hub.site_timeout.as_millis() as u64,
+                connected: last_seen_ms > 0 && now.saturating_sub(last_seen_ms) < hub.site_timeout.as_millis() as u64,
                 last_seen_ms,
                 apps: apps
                     .iter()
@@ -175,10 +154,7 @@ pub async fn follow_heartbeats(
     last_seen: Arc<DashMap<Name, u64>>,
     shutdown: CancellationToken,
 ) -> Result<(), SchedulerError> {
-    let mut sub = client
-        .subscribe(edge_types::subject::heartbeat_all())
-        .await
-        .map_err(SchedulerError::js)?;
+    let mut sub = client.subscribe(edge_types::subject::heartbeat_all()).await.map_err(SchedulerError::js)?;
     loop {
         let msg = tokio::select! {
             _ = shutdown.cancelled() => return Ok(()),

@@ -64,11 +64,7 @@ impl Agent {
             _ = shutdown.cancelled() => return,
             _ = loaded.wait_for(|l| *l) => {}
         }
-        tokio::spawn(forward_docker_events(
-            self.runtime.clone(),
-            self.changed.clone(),
-            shutdown.clone(),
-        ));
+        tokio::spawn(forward_docker_events(self.runtime.clone(), self.changed.clone(), shutdown.clone()));
         loop {
             self.pass().await;
             tokio::select! {
@@ -105,11 +101,8 @@ impl Agent {
         } else {
             observed
         };
-        let live: std::collections::HashSet<&str> =
-            observed.iter().map(|o| o.id.as_str()).collect();
-        self.facts
-            .restarts
-            .retain(|id, _| live.contains(id.as_str()));
+        let live: std::collections::HashSet<&str> = observed.iter().map(|o| o.id.as_str()).collect();
+        self.facts.restarts.retain(|id, _| live.contains(id.as_str()));
         self.next_restart.retain(|id, _| live.contains(id.as_str()));
         let reports = status::build(&self.site, &self.host, &desired, &observed, &self.facts);
         self.publisher.publish_changed(reports).await;
@@ -168,9 +161,7 @@ impl Agent {
     }
 
     fn record_error(&mut self, w: &Wanted, message: String) {
-        self.facts
-            .errors
-            .insert((w.app.clone(), w.service.name.clone(), w.replica), message);
+        self.facts.errors.insert((w.app.clone(), w.service.name.clone(), w.replica), message);
     }
 }
 
@@ -180,11 +171,7 @@ fn short(id: &str) -> &str {
 
 /// Wakes the loop on every lifecycle event of our containers; re-subscribes if Docker's event
 /// stream breaks.
-async fn forward_docker_events(
-    runtime: DockerRuntime,
-    changed: Arc<Notify>,
-    shutdown: CancellationToken,
-) {
+async fn forward_docker_events(runtime: DockerRuntime, changed: Arc<Notify>, shutdown: CancellationToken) {
     while !shutdown.is_cancelled() {
         let mut events = Box::pin(runtime.events());
         loop {

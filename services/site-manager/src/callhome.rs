@@ -20,16 +20,9 @@ pub async fn register(
     shutdown: CancellationToken,
 ) {
     let msg = jetstream::message::PublishMessage::build()
-        .payload(
-            serde_json::to_vec(&reg)
-                .expect("registration serializes")
-                .into(),
-        )
+        .payload(serde_json::to_vec(&reg).expect("registration serializes").into())
         .message_id(format!("registration.{}.{}", reg.site, digest_json(&reg)));
-    match js
-        .send_publish(subject::site_registration(&reg.site), msg)
-        .await
-    {
+    match js.send_publish(subject::site_registration(&reg.site), msg).await {
         Ok(ack) => {
             if let Err(e) = ack.await {
                 tracing::warn!(error = %e, "registration not stored in the site stream");
@@ -39,14 +32,7 @@ pub async fn register(
     }
     let mut delay = Duration::from_millis(500);
     loop {
-        match request::<_, RegisterReply>(
-            &client,
-            ApiOp::SiteRegister,
-            &reg,
-            Duration::from_secs(10),
-        )
-        .await
-        {
+        match request::<_, RegisterReply>(&client, ApiOp::SiteRegister, &reg, Duration::from_secs(10)).await {
             Ok(reply) => {
                 tracing::info!(site = %reply.site, new = reply.new, "registered with the hub");
                 return;
@@ -68,10 +54,8 @@ pub async fn register(
 
 /// A number in 0..512 that differs between processes and calls, for jitter.
 fn jitter_sample() -> u64 {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.subsec_nanos())
-        .unwrap_or(0);
+    let nanos =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(0);
     u64::from(nanos ^ std::process::id()) % 512
 }
 
@@ -89,11 +73,7 @@ pub async fn heartbeats(
             _ = shutdown.cancelled() => return,
             _ = tick.tick() => {}
         }
-        let hb = Heartbeat {
-            site: site.clone(),
-            host: host.clone(),
-            sent_at_ms: edge_bus::time::now_ms(),
-        };
+        let hb = Heartbeat { site: site.clone(), host: host.clone(), sent_at_ms: edge_bus::time::now_ms() };
         let body = serde_json::to_vec(&hb).expect("heartbeat serializes");
         if let Err(e) = client.publish(subject::heartbeat(&site), body.into()).await {
             tracing::debug!(error = %e, "heartbeat not sent");

@@ -13,11 +13,7 @@ use edge_types::Name;
 #[command(name = "site-manager", version)]
 pub struct Config {
     /// URL of the site's own leaf NATS server.
-    #[arg(
-        long,
-        env = "SITE_MANAGER_NATS_URL",
-        default_value = "nats://127.0.0.1:4222"
-    )]
+    #[arg(long, env = "SITE_MANAGER_NATS_URL", default_value = "nats://127.0.0.1:4222")]
     pub nats_url: String,
     /// Site id: a lower-case DNS label; also the site leaf's JetStream domain.
     #[arg(long, env = "SITE_MANAGER_SITE", value_parser = parse_site)]
@@ -59,15 +55,8 @@ impl Config {
         if let Some(h) = &self.host {
             return h.clone();
         }
-        let raw = std::fs::read_to_string("/etc/hostname")
-            .unwrap_or_default()
-            .trim()
-            .to_lowercase();
-        let cleaned: String = raw
-            .chars()
-            .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
-            .take(63)
-            .collect();
+        let raw = std::fs::read_to_string("/etc/hostname").unwrap_or_default().trim().to_lowercase();
+        let cleaned: String = raw.chars().map(|c| if c.is_ascii_alphanumeric() { c } else { '-' }).take(63).collect();
         Name::new(cleaned.trim_matches('-')).unwrap_or_else(|_| Name::new("host").expect("valid"))
     }
 
@@ -76,10 +65,7 @@ impl Config {
     }
 
     pub fn limits(&self) -> SiteStreamLimits {
-        SiteStreamLimits {
-            max_bytes: self.events_max_bytes,
-            ..Default::default()
-        }
+        SiteStreamLimits { max_bytes: self.events_max_bytes, ..Default::default() }
     }
 
     pub fn resync(&self) -> Duration {
@@ -96,21 +82,14 @@ fn parse_name(s: &str) -> Result<Name, String> {
 }
 
 fn parse_label(s: &str) -> Result<(String, LabelValue), String> {
-    let (k, v) = s
-        .split_once('=')
-        .ok_or_else(|| format!("label {s:?} is not key=value"))?;
+    let (k, v) = s.split_once('=').ok_or_else(|| format!("label {s:?} is not key=value"))?;
     let key_ok = !k.is_empty()
         && k.len() <= 63
         && k.chars().next().is_some_and(|c| c.is_ascii_alphanumeric())
-        && k.chars()
-            .all(|c| c.is_ascii_alphanumeric() || "._/-".contains(c));
-    let val_ok = v.len() <= 63
-        && v.chars()
-            .all(|c| c.is_ascii_alphanumeric() || "._/-".contains(c));
+        && k.chars().all(|c| c.is_ascii_alphanumeric() || "._/-".contains(c));
+    let val_ok = v.len() <= 63 && v.chars().all(|c| c.is_ascii_alphanumeric() || "._/-".contains(c));
     if !key_ok || !val_ok {
-        return Err(format!(
-            "label {s:?}: keys and values use A-Z a-z 0-9 . _ / - and at most 63 characters"
-        ));
+        return Err(format!("label {s:?}: keys and values use A-Z a-z 0-9 . _ / - and at most 63 characters"));
     }
     Ok((k.to_string(), LabelValue(v.to_string())))
 }

@@ -30,11 +30,7 @@ pub async fn follow(
     shutdown: CancellationToken,
 ) {
     while !shutdown.is_cancelled() {
-        if let Err(e) = follow_once(
-            &js, &site, &desired, &changed, &loaded, &rejected, &shutdown,
-        )
-        .await
-        {
+        if let Err(e) = follow_once(&js, &site, &desired, &changed, &loaded, &rejected, &shutdown).await {
             tracing::warn!(error = %e, "desired-state consumer failed; retrying");
             tokio::select! {
                 _ = shutdown.cancelled() => return,
@@ -76,10 +72,7 @@ async fn follow_once(
         match accept(site, &msg.subject, &msg.payload) {
             Ok(d) => {
                 tracing::debug!(app = %d.app, generation = d.generation, removed = d.spec.is_none(), "desired state");
-                desired
-                    .lock()
-                    .expect("desired lock")
-                    .insert(d.app.clone(), d);
+                desired.lock().expect("desired lock").insert(d.app.clone(), d);
                 changed.notify_one();
             }
             Err(reason) => {
@@ -101,11 +94,7 @@ fn accept(site: &Name, subj: &str, payload: &[u8]) -> Result<DesiredApp, String>
         return Err("not a desired-state subject".into());
     };
     let d = decode::<DesiredApp>(payload).map_err(|e| e.to_string())?;
-    if &s != site
-        || d.site != s
-        || d.app != app
-        || d.spec.as_ref().is_some_and(|spec| spec.name != app)
-    {
+    if &s != site || d.site != s || d.app != app || d.spec.as_ref().is_some_and(|spec| spec.name != app) {
         return Err("site or app in the message does not match its subject".into());
     }
     Ok(d)
@@ -119,10 +108,7 @@ mod tests {
     fn rejects_other_sites_and_mismatches() {
         let me = Name::new("s1").unwrap();
         let body = |site: &str, app: &str| {
-            serde_json::to_vec(
-                &serde_json::json!({"site": site, "app": app, "generation": 1, "spec": null}),
-            )
-            .unwrap()
+            serde_json::to_vec(&serde_json::json!({"site": site, "app": app, "generation": 1, "spec": null})).unwrap()
         };
         assert!(accept(&me, "edge.v1.desired.s1.web", &body("s1", "web")).is_ok());
         assert!(accept(&me, "edge.v1.desired.s2.web", &body("s2", "web")).is_err());

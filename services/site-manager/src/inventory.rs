@@ -16,23 +16,12 @@ pub async fn read(
 ) -> Result<HostInventory, RuntimeError> {
     let info = runtime.info().await?;
     let root = info.docker_root_dir.clone().unwrap_or_else(|| "/".into());
-    let disk_bytes = free_bytes(Path::new(&root))
-        .or_else(|| free_bytes(Path::new("/")))
-        .unwrap_or(0);
+    let disk_bytes = free_bytes(Path::new(&root)).or_else(|| free_bytes(Path::new("/"))).unwrap_or(0);
     let (gpus, devices) = devices(Path::new("/dev"));
     Ok(HostInventory {
         host: host.clone(),
-        arch: docker_arch(
-            info.architecture
-                .as_deref()
-                .unwrap_or(std::env::consts::ARCH),
-        ),
-        os: info
-            .operating_system
-            .unwrap_or_else(|| std::env::consts::OS.into())
-            .chars()
-            .take(64)
-            .collect(),
+        arch: docker_arch(info.architecture.as_deref().unwrap_or(std::env::consts::ARCH)),
+        os: info.operating_system.unwrap_or_else(|| std::env::consts::OS.into()).chars().take(64).collect(),
         cpus: info.ncpu.unwrap_or(0).max(0) as u32,
         memory_bytes: info.mem_total.unwrap_or(0).max(0) as u64,
         disk_bytes,
@@ -62,19 +51,14 @@ fn free_bytes(path: &Path) -> Option<u64> {
 fn devices(dev: &Path) -> (Vec<String>, Vec<String>) {
     let names = |p: &Path| -> Vec<String> {
         std::fs::read_dir(p)
-            .map(|rd| {
-                rd.filter_map(|e| e.ok())
-                    .map(|e| e.file_name().to_string_lossy().into_owned())
-                    .collect()
-            })
+            .map(|rd| rd.filter_map(|e| e.ok()).map(|e| e.file_name().to_string_lossy().into_owned()).collect())
             .unwrap_or_default()
     };
     let mut gpus = Vec::new();
     let mut devices = Vec::new();
     for n in names(dev) {
-        let is_nvidia = n
-            .strip_prefix("nvidia")
-            .is_some_and(|r| !r.is_empty() && r.chars().all(|c| c.is_ascii_digit()));
+        let is_nvidia =
+            n.strip_prefix("nvidia").is_some_and(|r| !r.is_empty() && r.chars().all(|c| c.is_ascii_digit()));
         if is_nvidia {
             gpus.push(format!("/dev/{n}"));
         } else if n.starts_with("video") {

@@ -40,12 +40,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Site
     let site = config.site.clone();
     let host = config.host_name();
     let runtime = runtime::DockerRuntime::connect(site.clone(), host.clone()).await?;
-    let client = edge_bus::connect(
-        &config.nats_url,
-        &format!("site-manager/{site}/{host}"),
-        true,
-    )
-    .await?;
+    let client = edge_bus::connect(&config.nats_url, &format!("site-manager/{site}/{host}"), true).await?;
     // The leaf's own JetStream domain: the site's streams live there, reachable with the WAN down.
     let js = jetstream::with_domain(client.clone(), site.as_str());
     edge_bus::topology::ensure_site(&js, &site, &config.limits()).await?;
@@ -65,12 +60,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Site
     let rejected = Arc::new(AtomicU64::new(0));
 
     let mut tasks = tokio::task::JoinSet::new();
-    tasks.spawn(callhome::register(
-        client.clone(),
-        js.clone(),
-        registration,
-        shutdown.clone(),
-    ));
+    tasks.spawn(callhome::register(client.clone(), js.clone(), registration, shutdown.clone()));
     tasks.spawn(callhome::heartbeats(
         client.clone(),
         site.clone(),
@@ -92,10 +82,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Site
 
     shutdown.cancelled().await;
     use edge_bus::shutdown::bounded;
-    bounded("background tasks", async {
-        while tasks.join_next().await.is_some() {}
-    })
-    .await;
+    bounded("background tasks", async { while tasks.join_next().await.is_some() {} }).await;
     // Containers keep running: a site-manager stop is never a workload stop.
     bounded("flushing", client.flush()).await;
     tracing::info!("site-manager stopped; containers left running");

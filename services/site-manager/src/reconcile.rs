@@ -86,11 +86,7 @@ pub fn plan(desired: &BTreeMap<Name, DesiredApp>, observed: &[Observed]) -> Vec<
     let mut ordered: Vec<&Observed> = observed.iter().collect();
     ordered.sort_by_key(|o| {
         let w = wanted.get(&(o.app.clone(), o.service.clone(), o.replica));
-        (
-            w.is_none_or(|w| w.digest != o.digest),
-            !o.running(),
-            o.id.clone(),
-        )
+        (w.is_none_or(|w| w.digest != o.digest), !o.running(), o.id.clone())
     });
     for o in ordered {
         let key = (o.app.clone(), o.service.clone(), o.replica);
@@ -100,10 +96,7 @@ pub fn plan(desired: &BTreeMap<Name, DesiredApp>, observed: &[Observed]) -> Vec<
             Some(w) => {
                 seen.insert(key);
                 if w.digest != o.digest {
-                    actions.push(Action::Replace {
-                        old: o.id.clone(),
-                        wanted: w.clone(),
-                    });
+                    actions.push(Action::Replace { old: o.id.clone(), wanted: w.clone() });
                 } else if !o.running() {
                     actions.push(Action::Start { id: o.id.clone() });
                 }
@@ -128,31 +121,13 @@ mod tests {
     }
 
     fn svc(name: &str, image: &str, replicas: u32) -> ServiceSpec {
-        serde_json::from_value(
-            serde_json::json!({"name": name, "image": image, "replicas": replicas}),
-        )
-        .unwrap()
+        serde_json::from_value(serde_json::json!({"name": name, "image": image, "replicas": replicas})).unwrap()
     }
 
-    fn desired(
-        app: &str,
-        generation: u64,
-        services: Vec<ServiceSpec>,
-    ) -> BTreeMap<Name, DesiredApp> {
-        let spec = AppSpec {
-            name: n(app),
-            version: "1".into(),
-            services,
-            placement: Placement {
-                sites: String::new(),
-            },
-        };
-        let d = DesiredApp {
-            site: n("s1"),
-            app: n(app),
-            generation,
-            spec: Some(spec),
-        };
+    fn desired(app: &str, generation: u64, services: Vec<ServiceSpec>) -> BTreeMap<Name, DesiredApp> {
+        let spec =
+            AppSpec { name: n(app), version: "1".into(), services, placement: Placement { sites: String::new() } };
+        let d = DesiredApp { site: n("s1"), app: n(app), generation, spec: Some(spec) };
         BTreeMap::from([(n(app), d)])
     }
 
@@ -181,10 +156,7 @@ mod tests {
     fn leaves_healthy_unchanged_containers_alone_even_on_new_generation() {
         let web = svc("web", "img:1", 1);
         let db = svc("db", "img:1", 1);
-        let observed = [
-            obs("c1", "a", &web, 0, "running"),
-            obs("c2", "a", &db, 0, "running"),
-        ];
+        let observed = [obs("c1", "a", &web, 0, "running"), obs("c2", "a", &db, 0, "running")];
         assert!(plan(&desired("a", 1, vec![web.clone(), db.clone()]), &observed).is_empty());
         // Generation 2 changes only db: web is untouched.
         let db2 = svc("db", "img:2", 1);
@@ -212,14 +184,8 @@ mod tests {
     fn tombstone_removes_everything_and_duplicates_keep_the_healthy_one() {
         let web = svc("web", "img:1", 1);
         let mut d = desired("a", 3, vec![web.clone()]);
-        let observed = [
-            obs("c1", "a", &web, 0, "exited"),
-            obs("c2", "a", &web, 0, "running"),
-        ];
-        assert_eq!(
-            plan(&d, &observed),
-            vec![Action::Remove { id: "c1".into() }]
-        );
+        let observed = [obs("c1", "a", &web, 0, "exited"), obs("c2", "a", &web, 0, "running")];
+        assert_eq!(plan(&d, &observed), vec![Action::Remove { id: "c1".into() }]);
         d.get_mut(&n("a")).unwrap().spec = None;
         assert_eq!(plan(&d, &observed).len(), 2);
     }

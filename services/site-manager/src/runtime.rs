@@ -5,8 +5,7 @@ use std::collections::HashMap;
 
 use bollard::models::{ContainerCreateBody, HostConfig, PortBinding, SystemInfo};
 use bollard::query_parameters::{
-    CreateContainerOptionsBuilder, EventsOptionsBuilder, ListContainersOptionsBuilder,
-    RemoveContainerOptionsBuilder,
+    CreateContainerOptionsBuilder, EventsOptionsBuilder, ListContainersOptionsBuilder, RemoveContainerOptionsBuilder,
 };
 use bollard::Docker;
 use edge_types::app::Protocol;
@@ -37,19 +36,14 @@ impl DockerRuntime {
     /// Connects to the local Docker Engine (`DOCKER_HOST` or the default socket) and agrees on
     /// an API version the engine speaks.
     pub async fn connect(site: Name, host: Name) -> Result<Self, RuntimeError> {
-        let docker = Docker::connect_with_local_defaults()?
-            .negotiate_version()
-            .await?;
+        let docker = Docker::connect_with_local_defaults()?.negotiate_version().await?;
         Ok(Self { docker, site, host })
     }
 
     fn scope_filters(&self) -> HashMap<String, Vec<String>> {
         HashMap::from([(
             "label".to_string(),
-            vec![
-                format!("{}={}", labels::SITE, self.site),
-                format!("{}={}", labels::HOST, self.host),
-            ],
+            vec![format!("{}={}", labels::SITE, self.site), format!("{}={}", labels::HOST, self.host)],
         )])
     }
 
@@ -60,10 +54,7 @@ impl DockerRuntime {
 
     /// Every container of this site and host, running or not.
     pub async fn list(&self) -> Result<Vec<Observed>, RuntimeError> {
-        let opts = ListContainersOptionsBuilder::default()
-            .all(true)
-            .filters(&self.scope_filters())
-            .build();
+        let opts = ListContainersOptionsBuilder::default().all(true).filters(&self.scope_filters()).build();
         let mut out = Vec::new();
         for c in self.docker.list_containers(Some(opts)).await? {
             let l = c.labels.clone().unwrap_or_default();
@@ -93,10 +84,7 @@ impl DockerRuntime {
     /// Container name of a replica: stable, so a second create of the same replica conflicts
     /// instead of duplicating it.
     pub fn container_name(&self, w: &Wanted) -> String {
-        format!(
-            "edge-{}-{}-{}-{}-{}",
-            self.site, self.host, w.app, w.service.name, w.replica
-        )
+        format!("edge-{}-{}-{}-{}-{}", self.site, self.host, w.app, w.service.name, w.replica)
     }
 
     /// Creates and starts a replica; returns its id.
@@ -123,24 +111,12 @@ impl DockerRuntime {
             let key = format!("{}/{proto}", p.container);
             exposed.push(key.clone());
             let host_port = p.host.unwrap_or(p.container).to_string();
-            bindings.insert(
-                key,
-                Some(vec![PortBinding {
-                    host_ip: None,
-                    host_port: Some(host_port),
-                }]),
-            );
+            bindings.insert(key, Some(vec![PortBinding { host_ip: None, host_port: Some(host_port) }]));
         }
         let body = ContainerCreateBody {
             image: Some(svc.image.clone()),
-            cmd: (!svc.command.is_empty())
-                .then(|| svc.command.iter().map(|a| a.0.clone()).collect()),
-            env: Some(
-                svc.env
-                    .iter()
-                    .map(|(k, v)| format!("{k}={}", v.0))
-                    .collect(),
-            ),
+            cmd: (!svc.command.is_empty()).then(|| svc.command.iter().map(|a| a.0.clone()).collect()),
+            env: Some(svc.env.iter().map(|(k, v)| format!("{k}={}", v.0)).collect()),
             labels: Some(lbl),
             exposed_ports: (!exposed.is_empty()).then_some(exposed),
             host_config: Some(HostConfig {
@@ -153,16 +129,12 @@ impl DockerRuntime {
         };
         let name = self.container_name(w);
         let opts = CreateContainerOptionsBuilder::default().name(&name).build();
-        let created = self
-            .docker
-            .create_container(Some(opts), body)
-            .await
-            .map_err(|e| match e {
-                bollard::errors::Error::DockerResponseServerError {
-                    status_code: 404, ..
-                } => RuntimeError::ImageMissing(svc.image.clone()),
-                other => RuntimeError::Docker(other),
-            })?;
+        let created = self.docker.create_container(Some(opts), body).await.map_err(|e| match e {
+            bollard::errors::Error::DockerResponseServerError { status_code: 404, .. } => {
+                RuntimeError::ImageMissing(svc.image.clone())
+            }
+            other => RuntimeError::Docker(other),
+        })?;
         self.docker.start_container(&created.id, None).await?;
         Ok(created.id)
     }
@@ -176,10 +148,7 @@ impl DockerRuntime {
     pub async fn remove(&self, id: &str) -> Result<(), RuntimeError> {
         let opts = RemoveContainerOptionsBuilder::default().force(true).build();
         match self.docker.remove_container(id, Some(opts)).await {
-            Ok(())
-            | Err(bollard::errors::Error::DockerResponseServerError {
-                status_code: 404, ..
-            }) => Ok(()),
+            Ok(()) | Err(bollard::errors::Error::DockerResponseServerError { status_code: 404, .. }) => Ok(()),
             Err(e) => Err(e.into()),
         }
     }
@@ -190,9 +159,6 @@ impl DockerRuntime {
         let mut filters = self.scope_filters();
         filters.insert("type".into(), vec!["container".into()]);
         let opts = EventsOptionsBuilder::default().filters(&filters).build();
-        self.docker
-            .events(Some(opts))
-            .take_while(|e| futures::future::ready(e.is_ok()))
-            .map(|_| ())
+        self.docker.events(Some(opts)).take_while(|e| futures::future::ready(e.is_ok())).map(|_| ())
     }
 }

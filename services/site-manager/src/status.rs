@@ -35,11 +35,7 @@ pub fn build(
     for d in desired.values() {
         let mine: Vec<&Observed> = observed.iter().filter(|o| o.app == d.app).collect();
         let Some(spec) = &d.spec else {
-            let phase = if mine.is_empty() {
-                Phase::Removed
-            } else {
-                Phase::Progressing
-            };
+            let phase = if mine.is_empty() { Phase::Removed } else { Phase::Progressing };
             reports.push(report(site, d, String::new(), phase, Vec::new()));
             continue;
         };
@@ -47,13 +43,9 @@ pub fn build(
         let (mut all_ok, mut failed) = (true, false);
         for ((app, service, replica), w) in wanted.iter().filter(|(k, _)| k.0 == d.app) {
             let key = (app.clone(), service.clone(), *replica);
-            let o = mine
-                .iter()
-                .find(|o| &o.service == service && o.replica == *replica && o.digest == w.digest);
+            let o = mine.iter().find(|o| &o.service == service && o.replica == *replica && o.digest == w.digest);
             let error = facts.errors.get(&key).cloned();
-            let restarts = o
-                .and_then(|o| facts.restarts.get(&o.id).copied())
-                .unwrap_or(0);
+            let restarts = o.and_then(|o| facts.restarts.get(&o.id).copied()).unwrap_or(0);
             let running = o.is_some_and(|o| o.running());
             all_ok &= running;
             failed |= error.is_some() || (!running && restarts >= CRASH_LOOP_RESTARTS);
@@ -63,16 +55,12 @@ pub fn build(
                 host: host.clone(),
                 container_id: o.map(|o| o.id.clone()).unwrap_or_default(),
                 image: w.service.image.clone(),
-                state: o
-                    .map(|o| o.state.clone())
-                    .unwrap_or_else(|| "missing".into()),
+                state: o.map(|o| o.state.clone()).unwrap_or_else(|| "missing".into()),
                 restarts,
                 error,
             });
         }
-        let extra = mine
-            .iter()
-            .any(|o| !wanted.contains_key(&(o.app.clone(), o.service.clone(), o.replica)));
+        let extra = mine.iter().any(|o| !wanted.contains_key(&(o.app.clone(), o.service.clone(), o.replica)));
         let phase = if failed {
             Phase::Failed
         } else if all_ok && !extra {
@@ -111,26 +99,21 @@ pub struct StatusPublisher {
 
 impl StatusPublisher {
     pub fn new(js: jetstream::Context) -> Self {
-        Self {
-            js,
-            last: HashMap::new(),
-        }
+        Self { js, last: HashMap::new() }
     }
 
     /// Publishes what changed. A report that cannot be stored (stream full, JetStream down) is
     /// retried on the next pass, since it is not remembered as published.
     pub async fn publish_changed(&mut self, reports: Vec<AppStatusReport>) {
         for r in reports {
-            let unchanged = self.last.get(&r.app).is_some_and(|l| {
-                l.generation == r.generation && l.phase == r.phase && l.containers == r.containers
-            });
+            let unchanged = self
+                .last
+                .get(&r.app)
+                .is_some_and(|l| l.generation == r.generation && l.phase == r.phase && l.containers == r.containers);
             if unchanged {
                 continue;
             }
-            let id = format!(
-                "status.{}.{}.{}.{}",
-                r.site, r.app, r.generation, r.reported_at_ms
-            );
+            let id = format!("status.{}.{}.{}.{}", r.site, r.app, r.generation, r.reported_at_ms);
             let msg = jetstream::message::PublishMessage::build()
                 .payload(serde_json::to_vec(&r).expect("reports serialize").into())
                 .message_id(id);

@@ -13,23 +13,12 @@ pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 #[command(name = "telemetry", version)]
 pub struct Config {
     /// URL of the hub NATS server.
-    #[arg(
-        long,
-        env = "TELEMETRY_NATS_URL",
-        default_value = "nats://127.0.0.1:4222"
-    )]
+    #[arg(long, env = "TELEMETRY_NATS_URL", default_value = "nats://127.0.0.1:4222")]
     pub nats_url: String,
 }
 
 /// Runs until `shutdown` is cancelled.
 pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), edge_bus::BusError> {
     let description = "Aggregates site health and metrics for the fleet view";
-    edge_bus::health::run_health_only(
-        &config.nats_url,
-        "telemetry",
-        VERSION,
-        description,
-        shutdown,
-    )
-    .await
+    edge_bus::health::run_health_only(&config.nats_url, "telemetry", VERSION, description, shutdown).await
 }

@@ -12,7 +12,7 @@ use anyhow::{bail, Result};
 use bollard::query_parameters::{InspectContainerOptions, ListContainersOptionsBuilder};
 use bollard::Docker;
 use edge_bus::api::{request, request_raw, RequestError};
-use edge_testkit::{unique, NatsServer};
+use edge_testkit::{unique, NatsServer, Relay};
 use edge_types::api::*;
 use edge_types::site::LabelValue;
 use edge_types::subject::ApiOp;
@@ -25,6 +25,8 @@ pub const TIMEOUT: Duration = Duration::from_secs(60);
 pub struct Site {
     pub name: Name,
     pub leaf: NatsServer,
+    /// The site's WAN link to the hub.
+    pub wan: Relay,
     pub labels: Vec<(String, String)>,
     manager: Option<(CancellationToken, JoinHandle<()>)>,
 }
@@ -43,38 +45,21 @@ impl Stack {
     pub async fn start(sites: &[&[(&str, &str)]]) -> Result<Self> {
         let hub = NatsServer::hub().await?;
         let client = async_nats::connect(hub.url()).await?;
-        let docker = Docker::connect_with_local_defaults()?
-            .negotiate_version()
-            .await?;
-        let mut stack = Stack {
-            hub,
-            sites: Vec::new(),
-            client,
-            docker,
-            scheduler: None,
-        };
+        let docker = Docker::connect_with_local_defaults()?.negotiate_version().await?;
+        let mut stack = Stack { hub, sites: Vec::new(), client, docker, scheduler: None };
         stack.start_scheduler();
         for labels in sites {
             let name = Name::site(unique("s"))?;
-            let leaf = NatsServer::leaf(name.as_str(), &stack.hub).await?;
-            let labels = labels
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect();
-            let mut site = Site {
-                name,
-                leaf,
-                labels,
-                manager: None,
-            };
+            let wan = Relay::start(&stack.hub.leaf_addr()).await?;
+            let leaf = NatsServer::leaf_to(name.as_str(), &format!("nats-leaf://{}", wan.addr())).await?;
+            let labels = labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+            let mut site = Site { name, leaf, wan, labels, manager: None };
             site.start_manager();
             stack.sites.push(site);
         }
         let want = stack.sites.len();
         stack
-            .eventually("every site registered", || async {
-                Ok(stack.sites_list().await?.sites.len() == want)
-            })
+            .eventually("every site registered", || async { Ok(stack.sites_list().await?.sites.len() == want) })
             .await?;
         Ok(stack)
     }
@@ -82,6 +67,7 @@ impl Stack {
     fn start_scheduler(&mut self) {
         let mut config = scheduler::Config::new(self.hub.url());
         config.resync_secs = 5;
+        config.site_timeout_secs = 3;
         let token = CancellationToken::new();
         let t = token.clone();
         let handle = tokio::spawn(async move {
@@ -100,52 +86,24 @@ impl Stack {
         request(&self.client, ApiOp::AppApply, spec, Duration::from_secs(20)).await
     }
 
-    pub async fn raw<T: edge_types::schema::Message>(
-        &self,
-        op: ApiOp,
-        body: &[u8],
-    ) -> Result<T, RequestError> {
+    pub async fn raw<T: edge_types::schema::Message>(&self, op: ApiOp, body: &[u8]) -> Result<T, RequestError> {
         request_raw(&self.client, op, body.to_vec(), Duration::from_secs(20)).await
     }
 
     pub async fn delete(&self, app: &str) -> Result<DeleteReply, RequestError> {
-        request(
-            &self.client,
-            ApiOp::AppDelete,
-            &serde_json::json!({"name": app}),
-            Duration::from_secs(20),
-        )
-        .await
+        request(&self.client, ApiOp::AppDelete, &serde_json::json!({"name": app}), Duration::from_secs(20)).await
     }
 
     pub async fn status(&self, app: &str) -> Result<AppStatusReply, RequestError> {
-        request(
-            &self.client,
-            ApiOp::AppStatus,
-            &serde_json::json!({"name": app}),
-            Duration::from_secs(20),
-        )
-        .await
+        request(&self.client, ApiOp::AppStatus, &serde_json::json!({"name": app}), Duration::from_secs(20)).await
     }
 
     pub async fn apps(&self) -> Result<AppListReply, RequestError> {
-        request(
-            &self.client,
-            ApiOp::AppList,
-            &Empty {},
-            Duration::from_secs(20),
-        )
-        .await
+        request(&self.client, ApiOp::AppList, &Empty {}, Duration::from_secs(20)).await
     }
 
     pub async fn sites_list(&self) -> Result<SiteListReply, RequestError> {
-        request(
-            &self.client,
-            ApiOp::SiteList,
-            &Empty {},
-            Duration::from_secs(20),
-        )
-        .await
+        request(&self.client, ApiOp::SiteList, &Empty {}, Duration::from_secs(20)).await
     }
 
     pub async fn label(&self, site: &Name, key: &str, value: &str) -> Result<(), RequestError> {
@@ -154,33 +112,20 @@ impl Stack {
             set: [(key.to_string(), LabelValue(value.to_string()))].into(),
             remove: vec![],
         };
-        let _: edge_types::site::SiteRecord = request(
-            &self.client,
-            ApiOp::SiteLabel,
-            &req,
-            Duration::from_secs(20),
-        )
-        .await?;
+        let _: edge_types::site::SiteRecord =
+            request(&self.client, ApiOp::SiteLabel, &req, Duration::from_secs(20)).await?;
         Ok(())
     }
 
     /// Containers of `app` at a site, as Docker reports them, by container id.
     pub async fn containers(&self, site: &Name, app: &str) -> Result<Vec<Container>> {
-        let filters = HashMap::from([(
-            "label".to_string(),
-            vec![format!("io.edge.site={site}"), format!("io.edge.app={app}")],
-        )]);
-        let opts = ListContainersOptionsBuilder::default()
-            .all(true)
-            .filters(&filters)
-            .build();
+        let filters =
+            HashMap::from([("label".to_string(), vec![format!("io.edge.site={site}"), format!("io.edge.app={app}")])]);
+        let opts = ListContainersOptionsBuilder::default().all(true).filters(&filters).build();
         let mut out = Vec::new();
         for c in self.docker.list_containers(Some(opts)).await? {
             let id = c.id.clone().unwrap_or_default();
-            let inspect = self
-                .docker
-                .inspect_container(&id, None::<InspectContainerOptions>)
-                .await?;
+            let inspect = self.docker.inspect_container(&id, None::<InspectContainerOptions>).await?;
             let state = inspect.state.unwrap_or_default();
             let labels = c.labels.clone().unwrap_or_default();
             out.push(Container {
@@ -199,13 +144,10 @@ impl Stack {
     /// Waits until every listed site runs exactly `n` running containers of `app`.
     pub async fn wait_running(&self, sites: &[&Name], app: &str, n: usize) -> Result<()> {
         for site in sites {
-            self.eventually(
-                &format!("{n} running containers of {app} at {site}"),
-                || async {
-                    let c = self.containers(site, app).await?;
-                    Ok(c.len() == n && c.iter().all(|c| c.running))
-                },
-            )
+            self.eventually(&format!("{n} running containers of {app} at {site}"), || async {
+                let c = self.containers(site, app).await?;
+                Ok(c.len() == n && c.iter().all(|c| c.running))
+            })
             .await?;
         }
         Ok(())
@@ -230,6 +172,24 @@ impl Stack {
         bail!("timed out waiting for: {what} (last error: {last_err:?})")
     }
 
+    /// Whether the hub currently sees site `i` as connected (heartbeats arriving).
+    pub async fn connected(&self, i: usize) -> Result<bool> {
+        let sites = self.sites_list().await?;
+        Ok(sites.sites.iter().any(|s| s.site == self.sites[i].name && s.connected))
+    }
+
+    /// Cuts site `i`'s WAN link and waits until the hub sees it disconnected.
+    pub async fn cut(&self, i: usize) -> Result<()> {
+        self.sites[i].wan.cut();
+        self.eventually("the hub sees the site disconnected", || async { Ok(!self.connected(i).await?) }).await
+    }
+
+    /// Restores site `i`'s WAN link and waits until the hub sees it connected.
+    pub async fn restore(&self, i: usize) -> Result<()> {
+        self.sites[i].wan.restore();
+        self.eventually("the hub sees the site connected", || async { self.connected(i).await }).await
+    }
+
     /// Stops a site's site-manager (its containers keep running) and starts a new one.
     pub async fn restart_manager(&mut self, i: usize) {
         self.sites[i].stop_manager().await;
@@ -238,16 +198,22 @@ impl Stack {
 }
 
 impl Site {
+    /// A cold boot of the site's software: site-manager and leaf server both stop, then the
+    /// leaf restarts on its store and a new site-manager starts. Containers are Docker's and
+    /// keep running, as they would through a restart of our services.
+    pub async fn cold_boot(&mut self) -> Result<()> {
+        self.stop_manager().await;
+        self.leaf.restart().await?;
+        self.start_manager();
+        Ok(())
+    }
+
     fn start_manager(&mut self) {
         let mut config = site_manager::Config::new(self.name.clone(), self.leaf.url());
         config.host = Some(Name::new("host-1").unwrap());
         config.resync_secs = 2;
         config.heartbeat_secs = 1;
-        config.labels = self
-            .labels
-            .iter()
-            .map(|(k, v)| (k.clone(), LabelValue(v.clone())))
-            .collect();
+        config.labels = self.labels.iter().map(|(k, v)| (k.clone(), LabelValue(v.clone()))).collect();
         let token = CancellationToken::new();
         let t = token.clone();
         let handle = tokio::spawn(async move {
@@ -283,24 +249,12 @@ impl Drop for Stack {
 /// Removes every container of a site (blocking; used on drop).
 pub fn remove_site_containers(site: &Name) {
     let out = std::process::Command::new("docker")
-        .args([
-            "ps",
-            "-aq",
-            "--filter",
-            &format!("label=io.edge.site={site}"),
-        ])
+        .args(["ps", "-aq", "--filter", &format!("label=io.edge.site={site}")])
         .output();
     if let Ok(out) = out {
-        let ids: Vec<String> = String::from_utf8_lossy(&out.stdout)
-            .split_whitespace()
-            .map(String::from)
-            .collect();
+        let ids: Vec<String> = String::from_utf8_lossy(&out.stdout).split_whitespace().map(String::from).collect();
         if !ids.is_empty() {
-            let _ = std::process::Command::new("docker")
-                .arg("rm")
-                .arg("-f")
-                .args(&ids)
-                .output();
+            let _ = std::process::Command::new("docker").arg("rm").arg("-f").args(&ids).output();
         }
     }
 }
@@ -317,10 +271,8 @@ pub struct Container {
 
 /// An app spec running busybox `sleep`, placed by `selector`.
 pub fn sleeper(name: &str, selector: &str, image: &str, env: &[(&str, &str)]) -> serde_json::Value {
-    let env: serde_json::Map<String, serde_json::Value> = env
-        .iter()
-        .map(|(k, v)| (k.to_string(), (*v).into()))
-        .collect();
+    let env: serde_json::Map<String, serde_json::Value> =
+        env.iter().map(|(k, v)| (k.to_string(), (*v).into())).collect();
     serde_json::json!({
         "name": name,
         "version": "1.0.0",

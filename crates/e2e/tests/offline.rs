@@ -1,0 +1,180 @@
+//! Offline-first: with its WAN link cut, a site keeps its workloads running, restarts crashed
+//! containers, survives a site-manager restart and a cold boot from its own desired state;
+//! what it records meanwhile reaches the hub exactly once when the link returns; changes made
+//! centrally during the cut apply afterwards; and the reconnect itself restarts nothing.
+
+mod support;
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use anyhow::Result;
+use async_nats::jetstream::{self, consumer};
+use bollard::query_parameters::{KillContainerOptions, RemoveContainerOptionsBuilder};
+use edge_types::api::SitePhase;
+use futures::StreamExt;
+use support::{sleeper, Stack};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_cut_off_site_keeps_running_restarts_and_cold_boots_on_its_own() -> Result<()> {
+    let mut stack = Stack::start(&[&[("tier", "edge")]]).await?;
+    let site = stack.site(0).clone();
+    let app = edge_testkit::unique("pos");
+    stack.apply(&sleeper(&app, "tier = edge", "edge/busybox:v1", &[])).await?;
+    stack.wait_running(&[&site], &app, 1).await?;
+    let before = stack.containers(&site, &app).await?;
+
+    stack.cut(0).await?;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(stack.containers(&site, &app).await?, before, "the cut alone changes nothing");
+
+    // A crashed container is restarted from the site-local desired state.
+    stack.docker.kill_container(&before[0].id, None::<KillContainerOptions>).await?;
+    stack
+        .eventually("restart with the WAN down", || async {
+            let c = stack.containers(&site, &app).await?;
+            Ok(c.len() == 1 && c[0].id == before[0].id && c[0].running && c[0].started_at != before[0].started_at)
+        })
+        .await?;
+    let running = stack.containers(&site, &app).await?;
+
+    // A restarted site-manager adopts without the hub, and still restarts crashes.
+    stack.restart_manager(0).await;
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    assert_eq!(stack.containers(&site, &app).await?, running, "adopted, not restarted");
+
+    // Cold boot with no WAN: leaf server and site-manager restart; the containers are gone too,
+    // as after a host reboot. The site brings the app back from its own store.
+    stack.sites[0].cold_boot().await?;
+    let rm = RemoveContainerOptionsBuilder::default().force(true).build();
+    stack.docker.remove_container(&running[0].id, Some(rm)).await?;
+    stack.wait_running(&[&site], &app, 1).await?;
+    let rebooted = stack.containers(&site, &app).await?;
+    assert_ne!(rebooted[0].id, running[0].id);
+    assert!(!stack.sites[0].wan.is_up(), "all of this happened with the WAN down");
+
+    // The link returns: nothing restarts.
+    stack.restore(0).await?;
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    assert_eq!(stack.containers(&site, &app).await?, rebooted, "the reconnect restarted nothing");
+    stack
+        .eventually("the hub learns the site runs the app", || async {
+            let s = stack.status(&app).await?;
+            Ok(s.sites[0].phase == SitePhase::Running
+                && s.sites[0].report.as_ref().is_some_and(|r| r.containers[0].container_id == rebooted[0].id))
+        })
+        .await?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn changes_made_during_a_cut_apply_when_the_link_returns() -> Result<()> {
+    let stack = Stack::start(&[&[("customer", "acme")], &[("customer", "acme")]]).await?;
+    let (off, on) = (stack.site(0).clone(), stack.site(1).clone());
+    let app = edge_testkit::unique("menu");
+    stack.apply(&sleeper(&app, "customer = acme", "edge/busybox:v1", &[])).await?;
+    stack.wait_running(&[&off, &on], &app, 1).await?;
+    let old = stack.containers(&off, &app).await?;
+
+    stack.cut(0).await?;
+    stack.apply(&sleeper(&app, "customer = acme", "edge/busybox:v2", &[])).await?;
+    stack
+        .eventually("the connected site runs v2", || async {
+            let c = stack.containers(&on, &app).await?;
+            Ok(c.len() == 1 && c[0].running && c[0].image == "edge/busybox:v2")
+        })
+        .await?;
+    stack
+        .eventually("status shows the cut-off site pending and offline", || async {
+            let s = stack.status(&app).await?;
+            let off_status = s.sites.iter().find(|x| x.site == off).unwrap();
+            Ok(s.generation == 2 && off_status.phase == SitePhase::Pending)
+        })
+        .await?;
+    assert_eq!(stack.containers(&off, &app).await?, old, "no change reaches a cut-off site");
+
+    stack.restore(0).await?;
+    stack
+        .eventually("the change applies after the link returns", || async {
+            let c = stack.containers(&off, &app).await?;
+            Ok(c.len() == 1 && c[0].running && c[0].image == "edge/busybox:v2")
+        })
+        .await?;
+    stack
+        .eventually("both sites report generation 2 running", || async {
+            let s = stack.status(&app).await?;
+            Ok(s.sites.iter().all(|x| x.phase == SitePhase::Running))
+        })
+        .await?;
+    Ok(())
+}
+
+/// (Nats-Msg-Id, upstream sequence) of every message the hub holds from one site.
+async fn hub_copies(stack: &Stack, site: &edge_types::Name) -> Result<Vec<(String, u64)>> {
+    let js = edge_bus::topology::hub_js(&stack.client);
+    let stream = js.get_stream("SITE_EVENTS").await?;
+    let consumer = stream
+        .create_consumer(consumer::pull::OrderedConfig {
+            filter_subject: edge_types::subject::site_events(site),
+            ..Default::default()
+        })
+        .await?;
+    let pending = consumer.clone().info().await?.num_pending;
+    let mut out = Vec::new();
+    let mut messages = consumer.messages().await?;
+    while (out.len() as u64) < pending {
+        let m = tokio::time::timeout(Duration::from_secs(5), messages.next()).await?.unwrap()?;
+        let headers = m.headers.clone().unwrap_or_default();
+        let id = headers.get("Nats-Msg-Id").map(|v| v.to_string()).unwrap_or_default();
+        let source = headers.get("Nats-Stream-Source").map(|v| v.to_string()).unwrap_or_default();
+        let upstream: u64 = source.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+        out.push((id, upstream));
+    }
+    Ok(out)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn events_recorded_during_a_cut_reach_the_hub_exactly_once_in_order() -> Result<()> {
+    let stack = Stack::start(&[&[("tier", "edge")]]).await?;
+    let site = stack.site(0).clone();
+    let app = edge_testkit::unique("cam");
+    stack.apply(&sleeper(&app, "", "edge/busybox:v1", &[])).await?;
+    stack.wait_running(&[&site], &app, 1).await?;
+
+    stack.cut(0).await?;
+    // Three crashes while cut off: each is recorded at the site as status changes.
+    for _ in 0..3 {
+        let c = stack.containers(&site, &app).await?;
+        stack.docker.kill_container(&c[0].id, None::<KillContainerOptions>).await?;
+        stack
+            .eventually("restarted", || async {
+                let now = stack.containers(&site, &app).await?;
+                Ok(now[0].running && now[0].started_at != c[0].started_at)
+            })
+            .await?;
+    }
+    let leaf = async_nats::connect(stack.sites[0].leaf.url()).await?;
+    let site_js = jetstream::with_domain(leaf, site.as_str());
+    let recorded = site_js.get_stream("SITE_EVENTS").await?.info().await?.state.messages;
+    assert!(recorded >= 4, "registration plus status changes recorded at the site: {recorded}");
+
+    stack.restore(0).await?;
+    stack
+        .eventually("the hub holds every event the site recorded", || async {
+            Ok(hub_copies(&stack, &site).await?.len() as u64 >= recorded)
+        })
+        .await?;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let copies = hub_copies(&stack, &site).await?;
+    assert_eq!(copies.len() as u64, recorded, "exactly once: no loss, no duplicate");
+    let ids: HashSet<&String> = copies.iter().map(|(id, _)| id).collect();
+    assert_eq!(ids.len(), copies.len(), "no duplicate message ids");
+    assert!(copies.windows(2).all(|w| w[0].1 < w[1].1), "in the site's order: {copies:?}");
+    stack
+        .eventually("the hub's status shows the three restarts", || async {
+            let s = stack.status(&app).await?;
+            Ok(s.sites[0].report.as_ref().is_some_and(|r| r.containers[0].restarts == 3))
+        })
+        .await?;
+    Ok(())
+}
