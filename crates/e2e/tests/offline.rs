@@ -9,7 +9,7 @@ use std::collections::HashSet;
 use std::time::Duration;
 
 use anyhow::Result;
-use async_nats::jetstream::{self, consumer};
+use async_nats::jetstream::consumer;
 use bollard::query_parameters::{KillContainerOptions, RemoveContainerOptionsBuilder};
 use edge_types::api::SitePhase;
 use futures::StreamExt;
@@ -88,7 +88,7 @@ async fn changes_made_during_a_cut_apply_when_the_link_returns() -> Result<()> {
         .eventually("status shows the cut-off site pending and offline", || async {
             let s = stack.status(&app).await?;
             let off_status = s.sites.iter().find(|x| x.site == off).unwrap();
-            Ok(s.generation == 2 && off_status.phase == SitePhase::Pending)
+            Ok(s.generation == 2 && off_status.phase == SitePhase::Pending && off_status.offline)
         })
         .await?;
     assert_eq!(stack.containers(&off, &app).await?, old, "no change reaches a cut-off site");
@@ -133,6 +133,21 @@ async fn hub_copies(stack: &Stack, site: &edge_types::Name) -> Result<Vec<(Strin
     Ok(out)
 }
 
+/// Kills the app's container `times` times, waiting for each restart.
+async fn crash(stack: &Stack, site: &edge_types::Name, app: &str, times: usize) -> Result<()> {
+    for _ in 0..times {
+        let c = stack.containers(site, app).await?;
+        stack.docker.kill_container(&c[0].id, None::<KillContainerOptions>).await?;
+        stack
+            .eventually("restarted", || async {
+                let now = stack.containers(site, app).await?;
+                Ok(now[0].running && now[0].started_at != c[0].started_at)
+            })
+            .await?;
+    }
+    Ok(())
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn events_recorded_during_a_cut_reach_the_hub_exactly_once_in_order() -> Result<()> {
     let stack = Stack::start(&[&[("tier", "edge")]]).await?;
@@ -142,38 +157,64 @@ async fn events_recorded_during_a_cut_reach_the_hub_exactly_once_in_order() -> R
     stack.wait_running(&[&site], &app, 1).await?;
 
     stack.cut(0).await?;
-    // Three crashes while cut off: each is recorded at the site as status changes.
-    for _ in 0..3 {
-        let c = stack.containers(&site, &app).await?;
-        stack.docker.kill_container(&c[0].id, None::<KillContainerOptions>).await?;
-        stack
-            .eventually("restarted", || async {
-                let now = stack.containers(&site, &app).await?;
-                Ok(now[0].running && now[0].started_at != c[0].started_at)
-            })
-            .await?;
-    }
-    let leaf = async_nats::connect(stack.sites[0].leaf.url()).await?;
-    let site_js = jetstream::with_domain(leaf, site.as_str());
-    let recorded = site_js.get_stream("SITE_EVENTS").await?.info().await?.state.messages;
-    assert!(recorded >= 4, "registration plus status changes recorded at the site: {recorded}");
+    crash(&stack, &site, &app, 3).await?; // recorded at the site as status changes
+    let (held, last) = stack.site_buffer(0).await?;
+    assert!(held >= 3, "status changes buffered at the site: {held}");
 
     stack.restore(0).await?;
     stack
         .eventually("the hub holds every event the site recorded", || async {
-            Ok(hub_copies(&stack, &site).await?.len() as u64 >= recorded)
+            Ok(hub_copies(&stack, &site).await?.last().is_some_and(|(_, seq)| *seq >= last))
         })
         .await?;
-    tokio::time::sleep(Duration::from_secs(2)).await;
     let copies = hub_copies(&stack, &site).await?;
-    assert_eq!(copies.len() as u64, recorded, "exactly once: no loss, no duplicate");
+    let seqs: Vec<u64> = copies.iter().map(|(_, s)| *s).collect();
+    assert_eq!(seqs, (1..=last).collect::<Vec<_>>(), "every site event exactly once, in the site's order");
     let ids: HashSet<&String> = copies.iter().map(|(id, _)| id).collect();
     assert_eq!(ids.len(), copies.len(), "no duplicate message ids");
-    assert!(copies.windows(2).all(|w| w[0].1 < w[1].1), "in the site's order: {copies:?}");
     stack
         .eventually("the hub's status shows the three restarts", || async {
             let s = stack.status(&app).await?;
             Ok(s.sites[0].report.as_ref().is_some_and(|r| r.containers[0].restarts == 3))
+        })
+        .await?;
+    stack.eventually("the site's buffer drains", || async { Ok(stack.site_buffer(0).await?.0 == 0) }).await?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_full_buffer_refuses_events_raises_the_alarm_and_loses_no_state() -> Result<()> {
+    let stack = Stack::start_with(&[&[("tier", "edge")]], |c| c.events_max_msgs = 2).await?;
+    let site = stack.site(0).clone();
+    let app = edge_testkit::unique("scale");
+    stack.apply(&sleeper(&app, "", "edge/busybox:v1", &[])).await?;
+    stack.wait_running(&[&site], &app, 1).await?;
+    stack.eventually("the buffer drains while connected", || async { Ok(stack.site_buffer(0).await?.0 == 0) }).await?;
+
+    stack.cut(0).await?;
+    crash(&stack, &site, &app, 3).await?;
+    assert_eq!(stack.site_buffer(0).await?.0, 2, "the buffer holds its limit and no more");
+
+    stack.restore(0).await?;
+    stack
+        .eventually("the hub sees refused events counted", || async {
+            let b = stack.site_summary(0).await?.buffer;
+            Ok(b.is_some_and(|b| b.rejected_total > 0))
+        })
+        .await?;
+    stack
+        .eventually("the latest state still reaches the hub", || async {
+            let s = stack.status(&app).await?;
+            Ok(s.sites[0]
+                .report
+                .as_ref()
+                .is_some_and(|r| r.containers[0].restarts == 3 && r.containers[0].state == "running"))
+        })
+        .await?;
+    stack
+        .eventually("the alarm clears once the hub has caught up", || async {
+            let b = stack.site_summary(0).await?.buffer;
+            Ok(b.is_some_and(|b| !b.full && b.messages == 0))
         })
         .await?;
     Ok(())

@@ -12,7 +12,8 @@
 //! - stream `DESIRED` binds nothing; it sources the hub's `DESIRED` filtered to
 //!   `edge.v1.desired.<site>.>`, so the site holds exactly its own desired state, also offline.
 //! - stream `SITE_EVENTS` binds `edge.v1.site.<site>.>`: status and registration, kept at the
-//!   site until the hub has copied them.
+//!   site until the hub has processed them (the hub's watermark, `edge.v1.desired.<site>._watermark`,
+//!   arrives with the desired state and the site purges up to it). Full, it refuses new events.
 
 use std::time::Duration;
 
@@ -33,16 +34,21 @@ pub const BUCKET_STATUS: &str = "edge_status";
 const DEDUPE_WINDOW: Duration = Duration::from_secs(120);
 const DAY: Duration = Duration::from_secs(24 * 3600);
 
-/// Limits of a site's event stream, which buffers everything the hub has not copied yet.
+/// Limits of a site's event stream, which buffers everything the hub has not processed yet.
+/// When a limit is reached, new events are refused (`discard: new`), never old ones dropped.
 #[derive(Clone, Debug)]
 pub struct SiteStreamLimits {
     pub max_bytes: i64,
+    /// -1 for no limit on the count.
+    pub max_messages: i64,
+    /// Events older than this are dropped even if the hub never got them; the default (zero)
+    /// keeps them until the hub has them.
     pub max_age: Duration,
 }
 
 impl Default for SiteStreamLimits {
     fn default() -> Self {
-        Self { max_bytes: 1 << 30, max_age: 7 * DAY }
+        Self { max_bytes: 1 << 30, max_messages: -1, max_age: Duration::ZERO }
     }
 }
 
@@ -162,6 +168,7 @@ pub async fn ensure_site(js: &jetstream::Context, site: &Name, limits: &SiteStre
         subjects: vec![subject::site_events(site)],
         storage: stream::StorageType::File,
         max_bytes: limits.max_bytes,
+        max_messages: limits.max_messages,
         max_age: limits.max_age,
         discard: stream::DiscardPolicy::New,
         duplicate_window: DEDUPE_WINDOW,

@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::app::AppSpec;
 use crate::names::Name;
-use crate::site::{HostInventory, LabelValue, Labels};
+use crate::site::{BufferState, HostInventory, LabelValue, Labels};
 use crate::status::{AppStatusReport, Phase};
 
 /// Body of requests that take no argument (`app.list`, `site.list`).
@@ -75,6 +75,9 @@ pub struct SiteAppStatus {
     pub site: Name,
     /// `pending` until the site has reported on the current generation.
     pub phase: SitePhase,
+    /// The site is not connected now, so a pending change waits for its link to return.
+    #[serde(default)]
+    pub offline: bool,
     /// The site's latest report, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub report: Option<AppStatusReport>,
@@ -137,6 +140,9 @@ pub struct SiteSummary {
     pub last_seen_ms: u64,
     /// Applications placed at the site.
     pub apps: Vec<Name>,
+    /// The site's event buffer as of its last heartbeat.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub buffer: Option<BufferState>,
 }
 
 /// Reply to `site.list`.

@@ -21,6 +21,16 @@ pub struct DesiredApp {
     pub spec: Option<AppSpec>,
 }
 
+/// How far the hub has processed a site's events: the site may drop everything in its event
+/// stream up to and including `through` (a sequence of the site's SITE_EVENTS), so its buffer
+/// holds only what the hub does not have yet.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct EventsWatermark {
+    pub site: Name,
+    pub through: u64,
+}
+
 impl DesiredApp {
     /// Deterministic `Nats-Msg-Id` of this state written after stream sequence `after` of its
     /// subject: a retried publish is deduplicated, while a later move back to an earlier state

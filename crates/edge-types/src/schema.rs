@@ -15,7 +15,7 @@ use serde_json::Value;
 
 use crate::api::*;
 use crate::app::AppSpec;
-use crate::desired::DesiredApp;
+use crate::desired::{DesiredApp, EventsWatermark};
 use crate::site::{Heartbeat, SiteRecord, SiteRegistration};
 use crate::status::AppStatusReport;
 
@@ -45,6 +45,7 @@ macro_rules! messages {
 messages!(
     AppSpec,
     DesiredApp,
+    EventsWatermark,
     AppStatusReport,
     SiteRegistration,
     SiteRecord,

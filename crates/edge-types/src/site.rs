@@ -66,6 +66,32 @@ pub struct Heartbeat {
     pub host: Name,
     /// Milliseconds since the Unix epoch at the sender.
     pub sent_at_ms: u64,
+    /// The site's event buffer, if the site-manager could read it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub buffer: Option<BufferState>,
+}
+
+/// The site's event buffer (its SITE_EVENTS stream): what the hub has not processed yet.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BufferState {
+    pub messages: u64,
+    pub bytes: u64,
+    /// Limits set by the operator; -1 is unlimited.
+    pub max_messages: i64,
+    pub max_bytes: i64,
+    /// Events refused because the buffer was full, since the site-manager started.
+    pub rejected_total: u64,
+    /// The last event could not be stored: the buffer is full (alarm).
+    pub full: bool,
+}
+
+impl BufferState {
+    /// Fill between 0 and 1: the larger of the message and byte ratios.
+    pub fn fill(&self) -> f64 {
+        let ratio = |used: u64, max: i64| if max > 0 { used as f64 / max as f64 } else { 0.0 };
+        ratio(self.messages, self.max_messages).max(ratio(self.bytes, self.max_bytes)).min(1.0)
+    }
 }
 
 /// The hub's record of a site: what it registered plus the labels set centrally.

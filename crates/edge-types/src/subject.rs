@@ -4,6 +4,7 @@
 //! ```text
 //! edge.v1.api.<noun>.<verb>            request/reply API of the central services
 //! edge.v1.desired.<site>.<app>         desired state of one app at one site (hub stream DESIRED)
+//! edge.v1.desired.<site>._watermark    how far the hub has processed the site's events
 //! edge.v1.site.<site>.status.<app>     an app's observed status at a site (site stream SITE_EVENTS)
 //! edge.v1.site.<site>.registration     call-home record of a site and its hosts (SITE_EVENTS)
 //! edge.v1.hb.<site>                    liveness heartbeat, core NATS only (not stored)
@@ -70,6 +71,12 @@ pub fn desired(site: &Name, app: &Name) -> String {
     format!("{PREFIX}.desired.{site}.{app}")
 }
 
+/// `edge.v1.desired.<site>._watermark`: travels with the desired state (the `_` keeps it apart
+/// from app names, which cannot start with one).
+pub fn events_watermark(site: &Name) -> String {
+    format!("{PREFIX}.desired.{site}._watermark")
+}
+
 /// Every desired-state subject: what the hub stream DESIRED binds.
 pub fn desired_all() -> String {
     format!("{PREFIX}.desired.>")
@@ -115,6 +122,7 @@ pub fn heartbeat_all() -> String {
 pub enum Subject {
     Api(ApiOp),
     Desired { site: Name, app: Name },
+    EventsWatermark { site: Name },
     SiteStatus { site: Name, app: Name },
     SiteRegistration { site: Name },
     Heartbeat { site: Name },
@@ -140,6 +148,7 @@ pub fn parse(subject: &str) -> Result<Subject, SubjectError> {
             .find(|op| op.parts() == (*noun, *verb))
             .map(Subject::Api)
             .ok_or_else(|| err("unknown operation")),
+        ["desired", site, "_watermark"] => Ok(Subject::EventsWatermark { site: name(site)? }),
         ["desired", site, app] => Ok(Subject::Desired { site: name(site)?, app: name(app)? }),
         ["site", site, "status", app] => Ok(Subject::SiteStatus { site: name(site)?, app: name(app)? }),
         ["site", site, "registration"] => Ok(Subject::SiteRegistration { site: name(site)? }),
@@ -162,6 +171,7 @@ mod tests {
         assert_eq!(parse(&desired(&s, &a)).unwrap(), Subject::Desired { site: s.clone(), app: a.clone() });
         assert_eq!(parse(&site_status(&s, &a)).unwrap(), Subject::SiteStatus { site: s.clone(), app: a });
         assert_eq!(parse(&site_registration(&s)).unwrap(), Subject::SiteRegistration { site: s.clone() });
+        assert_eq!(parse(&events_watermark(&s)).unwrap(), Subject::EventsWatermark { site: s.clone() });
         assert_eq!(parse(&heartbeat(&s)).unwrap(), Subject::Heartbeat { site: s });
         for op in ApiOp::ALL {
             assert_eq!(parse(&op.subject()).unwrap(), Subject::Api(op));

@@ -59,7 +59,10 @@ pub async fn run(cmd: AppCommand, global: &Global) -> Result<()> {
                 request(&client, ApiOp::AppStatus, &serde_json::json!({ "name": name }), REQUEST_TIMEOUT).await?;
             let mut rows = Vec::new();
             for s in &r.sites {
-                let phase = serde_json::to_value(s.phase)?.as_str().unwrap_or_default().to_string();
+                let mut phase = serde_json::to_value(s.phase)?.as_str().unwrap_or_default().to_string();
+                if s.offline {
+                    phase += " (offline)";
+                }
                 match &s.report {
                     Some(rep) if !rep.containers.is_empty() => {
                         for c in &rep.containers {

@@ -50,3 +50,15 @@ pub fn age(ms: u64) -> String {
         s => format!("{}h", s / 3600),
     }
 }
+
+/// A site's event buffer: fill, events waiting for the hub, and the full-buffer alarm.
+pub fn buffer(b: &edge_types::site::BufferState) -> String {
+    let mut s = format!("{:.0}% ({} events)", b.fill() * 100.0, b.messages);
+    if b.full {
+        s += " FULL";
+    }
+    if b.rejected_total > 0 {
+        s += &format!(" {} refused", b.rejected_total);
+    }
+    s
+}

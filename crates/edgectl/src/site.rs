@@ -30,13 +30,14 @@ pub async fn run(cmd: SiteCommand, global: &Global) -> Result<()> {
                         s.site.to_string(),
                         if s.connected { "yes".into() } else { "no".into() },
                         output::age(s.last_seen_ms),
+                        s.buffer.as_ref().map(output::buffer).unwrap_or_else(|| "-".into()),
                         output::labels(&s.labels),
                         hosts.join(" "),
                         apps.join(","),
                     ]
                 })
                 .collect();
-            print(global.output, &r, &["SITE", "CONNECTED", "LAST SEEN", "LABELS", "HOSTS", "APPS"], rows);
+            print(global.output, &r, &["SITE", "CONNECTED", "LAST SEEN", "BUFFER", "LABELS", "HOSTS", "APPS"], rows);
         }
         SiteCommand::Label { site, labels } => {
             let mut req = SiteLabelRequest {

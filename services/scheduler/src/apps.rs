@@ -71,7 +71,7 @@ async fn reports(hub: &Hub, app: &Name) -> Result<Vec<AppStatusReport>, ApiError
     Ok(all.into_iter().map(|(_, r)| r).filter(|r| &r.app == app).collect())
 }
 
-fn site_status(record: &AppRecord, site: &Name, report: Option<&AppStatusReport>) -> SiteAppStatus {
+fn site_status(hub: &Hub, record: &AppRecord, site: &Name, report: Option<&AppStatusReport>) -> SiteAppStatus {
     let phase = if !record.sites.contains(site) {
         SitePhase::Removing
     } else {
@@ -80,7 +80,7 @@ fn site_status(record: &AppRecord, site: &Name, report: Option<&AppStatusReport>
             _ => SitePhase::Pending,
         }
     };
-    SiteAppStatus { site: site.clone(), phase, report: report.cloned() }
+    SiteAppStatus { site: site.clone(), phase, offline: !hub.connected(site), report: report.cloned() }
 }
 
 pub async fn status(hub: &Hub, body: &[u8]) -> Result<AppStatusReply, ApiError> {
@@ -88,11 +88,11 @@ pub async fn status(hub: &Hub, body: &[u8]) -> Result<AppStatusReply, ApiError> 
     let record = get_record(hub, &req.name).await?;
     let reports = reports(hub, &req.name).await?;
     let mut sites: Vec<SiteAppStatus> =
-        record.sites.iter().map(|s| site_status(&record, s, reports.iter().find(|r| &r.site == s))).collect();
+        record.sites.iter().map(|s| site_status(hub, &record, s, reports.iter().find(|r| &r.site == s))).collect();
     // Sites it is leaving but that still run it.
     for r in reports.iter().filter(|r| !record.sites.contains(&r.site) && r.phase != edge_types::status::Phase::Removed)
     {
-        sites.push(site_status(&record, &r.site, Some(r)));
+        sites.push(site_status(hub, &record, &r.site, Some(r)));
     }
     Ok(AppStatusReply {
         name: record.spec.name.clone(),

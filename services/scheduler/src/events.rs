@@ -56,13 +56,27 @@ async fn follow_once(hub: &Hub, shutdown: &CancellationToken) -> Result<(), Sche
                 None => return Ok(()),
             },
         };
+        let site = match subject::parse(&msg.subject) {
+            Ok(Subject::SiteStatus { site, .. } | Subject::SiteRegistration { site }) => Some(site),
+            _ => None,
+        };
+        let upstream = crate::watermark::upstream_sequence(&msg);
+        let done = |hub: &Hub| {
+            if let (Some(site), Some(seq)) = (&site, upstream) {
+                hub.watermarks.processed(site, seq);
+            }
+        };
         match handle(hub, &msg).await {
-            Ok(()) => msg.ack().await.map_err(SchedulerError::js)?,
+            Ok(()) => {
+                msg.ack().await.map_err(SchedulerError::js)?;
+                done(hub);
+            }
             Err(Handling::Reject(reason)) => {
                 // Malformed or forged: acknowledged so it is not redelivered, and counted.
                 hub.rejected.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 tracing::error!(subject = %msg.subject, %reason, "rejected site event");
                 msg.ack().await.map_err(SchedulerError::js)?;
+                done(hub);
             }
             Err(Handling::Retry(e)) => {
                 tracing::warn!(subject = %msg.subject, error = %e, "site event not processed; will be redelivered");

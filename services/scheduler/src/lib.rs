@@ -6,8 +6,10 @@ pub mod apps;
 pub mod config;
 pub mod error;
 pub mod events;
+pub mod liveness;
 pub mod placement;
 pub mod sites;
+pub mod watermark;
 
 use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
@@ -37,12 +39,20 @@ pub struct Hub {
     /// Serialises placement changes within this process, so two requests never place the
     /// same app at once; KV compare-and-swap guards against other processes.
     pub placement: Arc<tokio::sync::Mutex<()>>,
-    pub last_seen: Arc<DashMap<Name, u64>>,
+    pub liveness: liveness::LivenessMap,
+    pub watermarks: watermark::Watermarks,
     pub site_timeout: Duration,
     /// Site events rejected as malformed or forged.
     pub rejected: Arc<AtomicU64>,
     /// Failed requests per endpoint name (`app-apply`, ...), shown in `$SRV.STATS`.
     pub failed: Arc<DashMap<String, u64>>,
+}
+
+impl Hub {
+    /// Whether a site's heartbeats are arriving.
+    pub fn connected(&self, site: &Name) -> bool {
+        self.liveness.connected(site, self.site_timeout.as_millis() as u64)
+    }
 }
 
 /// Name of an operation's endpoint on the service API, e.g. `app-apply`.
@@ -60,7 +70,8 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Sche
         js,
         buckets,
         placement: Arc::new(tokio::sync::Mutex::new(())),
-        last_seen: Arc::new(DashMap::new()),
+        liveness: Default::default(),
+        watermarks: Default::default(),
         site_timeout: Duration::from_secs(config.site_timeout_secs),
         rejected: Arc::new(AtomicU64::new(0)),
         failed: Arc::new(DashMap::new()),
@@ -94,12 +105,13 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Sche
 
     let mut tasks = tokio::task::JoinSet::new();
     tasks.spawn(events::follow(hub.clone(), shutdown.clone()));
-    let (c, ls, sd) = (client.clone(), hub.last_seen.clone(), shutdown.clone());
+    let (c, live, sd) = (client.clone(), hub.liveness.clone(), shutdown.clone());
     tasks.spawn(async move {
-        if let Err(e) = sites::follow_heartbeats(c, ls, sd).await {
+        if let Err(e) = live.follow(c, sd).await {
             tracing::error!(error = %e, "heartbeat subscription ended");
         }
     });
+    tasks.spawn(watermark::publish_loop(hub.clone(), Duration::from_secs(1), shutdown.clone()));
     let (h, sd, every) = (hub.clone(), shutdown.clone(), config.resync());
     tasks.spawn(async move { resync(h, every, sd).await });
     tracing::info!("scheduler ready");

@@ -1,15 +1,10 @@
 //! The `site.*` operations: call-home registration, central labels, listing.
 
-use std::sync::Arc;
-
-use dashmap::DashMap;
 use edge_bus::kv::{self, Change};
 use edge_types::api::*;
 use edge_types::schema::decode;
 use edge_types::site::{SiteRecord, SiteRegistration};
 use edge_types::Name;
-use futures::StreamExt;
-use tokio_util::sync::CancellationToken;
 
 use crate::placement;
 use crate::{Hub, SchedulerError};
@@ -124,16 +119,16 @@ pub async fn label(hub: &Hub, body: &[u8]) -> Result<SiteRecord, ApiError> {
 pub async fn list(hub: &Hub, body: &[u8]) -> Result<SiteListReply, ApiError> {
     let _: Empty = decode(body).map_err(edge_bus::api::invalid)?;
     let apps = kv::list::<AppRecord>(&hub.buckets.apps, "app.").await.map_err(SchedulerError::from)?;
-    let now = edge_bus::time::now_ms();
     let mut sites: Vec<SiteSummary> = all_sites(hub)
         .await?
         .into_iter()
         .map(|s| {
-            let last_seen_ms = hub.last_seen.get(&s.site).map(|v| *v).unwrap_or(0);
+            let live = hub.liveness.get(&s.site);
             SiteSummary {
                 labels: s.effective_labels(),
-                connected: last_seen_ms > 0 && now.saturating_sub(last_seen_ms) < hub.site_timeout.as_millis() as u64,
-                last_seen_ms,
+                connected: hub.connected(&s.site),
+                last_seen_ms: live.last_seen_ms,
+                buffer: live.buffer,
                 apps: apps
                     .iter()
                     .filter(|(_, a)| a.sites.contains(&s.site))
@@ -146,26 +141,4 @@ pub async fn list(hub: &Hub, body: &[u8]) -> Result<SiteListReply, ApiError> {
         .collect();
     sites.sort_by(|a, b| a.site.cmp(&b.site));
     Ok(SiteListReply { sites })
-}
-
-/// Records heartbeats (core NATS, not stored): the hub's view of which sites are connected.
-pub async fn follow_heartbeats(
-    client: async_nats::Client,
-    last_seen: Arc<DashMap<Name, u64>>,
-    shutdown: CancellationToken,
-) -> Result<(), SchedulerError> {
-    let mut sub = client.subscribe(edge_types::subject::heartbeat_all()).await.map_err(SchedulerError::js)?;
-    loop {
-        let msg = tokio::select! {
-            _ = shutdown.cancelled() => return Ok(()),
-            m = sub.next() => match m { Some(m) => m, None => return Ok(()) },
-        };
-        let from = edge_types::subject::parse(&msg.subject);
-        match (from, decode::<edge_types::site::Heartbeat>(&msg.payload)) {
-            (Ok(edge_types::subject::Subject::Heartbeat { site }), Ok(hb)) if hb.site == site => {
-                last_seen.insert(site, edge_bus::time::now_ms());
-            }
-            _ => tracing::debug!(subject = %msg.subject, "ignoring malformed heartbeat"),
-        }
-    }
 }

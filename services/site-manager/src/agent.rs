@@ -6,12 +6,12 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use async_nats::jetstream;
 use edge_types::Name;
 use futures::StreamExt;
 use tokio::sync::{watch, Notify};
 use tokio_util::sync::CancellationToken;
 
+use crate::buffer::EventBuffer;
 use crate::desired::DesiredMap;
 use crate::reconcile::{plan, Action, Wanted};
 use crate::runtime::DockerRuntime;
@@ -41,7 +41,7 @@ impl Agent {
         desired: DesiredMap,
         changed: Arc<Notify>,
         resync: Duration,
-        js: jetstream::Context,
+        buffer: Arc<EventBuffer>,
     ) -> Self {
         Self {
             site,
@@ -52,7 +52,7 @@ impl Agent {
             resync,
             facts: Facts::default(),
             next_restart: HashMap::new(),
-            publisher: StatusPublisher::new(js),
+            publisher: StatusPublisher::new(buffer),
         }
     }
 

@@ -3,7 +3,8 @@
 
 use std::time::Duration;
 
-use async_nats::jetstream;
+use std::sync::Arc;
+
 use edge_bus::api::{request, RequestError};
 use edge_types::api::RegisterReply;
 use edge_types::app::digest_json;
@@ -12,23 +13,19 @@ use edge_types::subject::{self, ApiOp};
 use edge_types::Name;
 use tokio_util::sync::CancellationToken;
 
+use crate::buffer::EventBuffer;
+
 /// Stores the registration in the site's event stream, then calls the hub until it accepts.
 pub async fn register(
     client: async_nats::Client,
-    js: jetstream::Context,
+    buffer: Arc<EventBuffer>,
     reg: SiteRegistration,
     shutdown: CancellationToken,
 ) {
-    let msg = jetstream::message::PublishMessage::build()
-        .payload(serde_json::to_vec(&reg).expect("registration serializes").into())
-        .message_id(format!("registration.{}.{}", reg.site, digest_json(&reg)));
-    match js.send_publish(subject::site_registration(&reg.site), msg).await {
-        Ok(ack) => {
-            if let Err(e) = ack.await {
-                tracing::warn!(error = %e, "registration not stored in the site stream");
-            }
-        }
-        Err(e) => tracing::warn!(error = %e, "registration not stored in the site stream"),
+    let body = serde_json::to_vec(&reg).expect("registration serializes");
+    let id = format!("registration.{}.{}", reg.site, digest_json(&reg));
+    if let Err(e) = buffer.publish(subject::site_registration(&reg.site), body, id).await {
+        tracing::warn!(error = %e, "registration not stored in the site stream");
     }
     let mut delay = Duration::from_millis(500);
     loop {
@@ -59,9 +56,11 @@ fn jitter_sample() -> u64 {
     u64::from(nanos ^ std::process::id()) % 512
 }
 
-/// Publishes a heartbeat every `every` on core NATS (liveness is not stored).
+/// Publishes a heartbeat every `every` on core NATS (liveness is not stored), with the state
+/// of the event buffer so the hub sees its fill and alarm.
 pub async fn heartbeats(
     client: async_nats::Client,
+    buffer: Arc<EventBuffer>,
     site: Name,
     host: Name,
     every: Duration,
@@ -73,7 +72,15 @@ pub async fn heartbeats(
             _ = shutdown.cancelled() => return,
             _ = tick.tick() => {}
         }
-        let hb = Heartbeat { site: site.clone(), host: host.clone(), sent_at_ms: edge_bus::time::now_ms() };
+        let state = match buffer.state().await {
+            Ok(s) => Some(s),
+            Err(e) => {
+                tracing::debug!(error = %e, "cannot read the event buffer");
+                None
+            }
+        };
+        let hb =
+            Heartbeat { site: site.clone(), host: host.clone(), sent_at_ms: edge_bus::time::now_ms(), buffer: state };
         let body = serde_json::to_vec(&hb).expect("heartbeat serializes");
         if let Err(e) = client.publish(subject::heartbeat(&site), body.into()).await {
             tracing::debug!(error = %e, "heartbeat not sent");

@@ -31,9 +31,13 @@ pub struct Config {
     /// Seconds between heartbeats to the hub.
     #[arg(long, env = "SITE_MANAGER_HEARTBEAT_SECS", default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..=3600))]
     pub heartbeat_secs: u64,
-    /// Most bytes the site's event stream buffers while the hub is unreachable.
-    #[arg(long, env = "SITE_MANAGER_EVENTS_MAX_BYTES", default_value_t = 1 << 30)]
+    /// Most bytes of events the site buffers for the hub; when full, new events are refused,
+    /// counted and raise an alarm (old ones are never dropped).
+    #[arg(long, env = "SITE_MANAGER_EVENTS_MAX_BYTES", default_value_t = 1 << 30, value_parser = clap::value_parser!(i64).range(4096..))]
     pub events_max_bytes: i64,
+    /// Most events the site buffers for the hub; -1 (or 0) for no limit.
+    #[arg(long, env = "SITE_MANAGER_EVENTS_MAX_MSGS", default_value_t = -1, value_parser = clap::value_parser!(i64).range(-1..))]
+    pub events_max_msgs: i64,
 }
 
 impl Config {
@@ -47,6 +51,7 @@ impl Config {
             resync_secs: 10,
             heartbeat_secs: 5,
             events_max_bytes: 1 << 30,
+            events_max_msgs: -1,
         }
     }
 
@@ -65,7 +70,7 @@ impl Config {
     }
 
     pub fn limits(&self) -> SiteStreamLimits {
-        SiteStreamLimits { max_bytes: self.events_max_bytes, ..Default::default() }
+        SiteStreamLimits { max_bytes: self.events_max_bytes, max_messages: self.events_max_msgs, ..Default::default() }
     }
 
     pub fn resync(&self) -> Duration {

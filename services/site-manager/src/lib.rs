@@ -3,6 +3,7 @@
 //! restarting crashed ones and reporting status up through the site's event stream.
 
 pub mod agent;
+pub mod buffer;
 pub mod callhome;
 pub mod config;
 pub mod desired;
@@ -57,27 +58,30 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Site
     let desired = Arc::new(Mutex::new(Default::default()));
     let changed = Arc::new(Notify::new());
     let (loaded_tx, loaded_rx) = watch::channel(false);
-    let rejected = Arc::new(AtomicU64::new(0));
+    let buffer = Arc::new(buffer::EventBuffer::new(js.clone()));
+    let follower = desired::DesiredFollower {
+        js: js.clone(),
+        site: site.clone(),
+        desired: desired.clone(),
+        changed: changed.clone(),
+        loaded: loaded_tx,
+        buffer: buffer.clone(),
+        rejected: Arc::new(AtomicU64::new(0)),
+    };
 
     let mut tasks = tokio::task::JoinSet::new();
-    tasks.spawn(callhome::register(client.clone(), js.clone(), registration, shutdown.clone()));
+    tasks.spawn(callhome::register(client.clone(), buffer.clone(), registration, shutdown.clone()));
+    let beat = std::time::Duration::from_secs(config.heartbeat_secs);
     tasks.spawn(callhome::heartbeats(
         client.clone(),
+        buffer.clone(),
         site.clone(),
         host.clone(),
-        std::time::Duration::from_secs(config.heartbeat_secs),
+        beat,
         shutdown.clone(),
     ));
-    tasks.spawn(desired::follow(
-        js.clone(),
-        site.clone(),
-        desired.clone(),
-        changed.clone(),
-        loaded_tx,
-        rejected,
-        shutdown.clone(),
-    ));
-    let agent = agent::Agent::new(site, host, runtime, desired, changed, config.resync(), js);
+    tasks.spawn(follower.run(shutdown.clone()));
+    let agent = agent::Agent::new(site, host, runtime, desired, changed, config.resync(), buffer);
     tasks.spawn(agent.run(loaded_rx, shutdown.clone()));
 
     shutdown.cancelled().await;

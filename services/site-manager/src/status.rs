@@ -3,12 +3,13 @@
 //! sourcing whenever the link is up).
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 
-use async_nats::jetstream::{self, context::PublishErrorKind};
 use edge_types::desired::DesiredApp;
 use edge_types::status::{AppStatusReport, ContainerStatus, Phase};
 use edge_types::{subject, Name};
 
+use crate::buffer::EventBuffer;
 use crate::reconcile::{wanted, Observed};
 
 /// A container that is down and has been restarted this often is reported as failed.
@@ -93,17 +94,18 @@ fn report(
 
 /// Publishes reports that differ from the last one published for their app.
 pub struct StatusPublisher {
-    js: jetstream::Context,
+    buffer: Arc<EventBuffer>,
     last: HashMap<Name, AppStatusReport>,
 }
 
 impl StatusPublisher {
-    pub fn new(js: jetstream::Context) -> Self {
-        Self { js, last: HashMap::new() }
+    pub fn new(buffer: Arc<EventBuffer>) -> Self {
+        Self { buffer, last: HashMap::new() }
     }
 
-    /// Publishes what changed. A report that cannot be stored (stream full, JetStream down) is
-    /// retried on the next pass, since it is not remembered as published.
+    /// Publishes what changed. A report that cannot be stored (buffer full, JetStream down) is
+    /// retried on the next pass, since it is not remembered as published; the hub always ends
+    /// with the latest state.
     pub async fn publish_changed(&mut self, reports: Vec<AppStatusReport>) {
         for r in reports {
             let unchanged = self
@@ -114,24 +116,13 @@ impl StatusPublisher {
                 continue;
             }
             let id = format!("status.{}.{}.{}.{}", r.site, r.app, r.generation, r.reported_at_ms);
-            let msg = jetstream::message::PublishMessage::build()
-                .payload(serde_json::to_vec(&r).expect("reports serialize").into())
-                .message_id(id);
-            let subj = subject::site_status(&r.site, &r.app);
-            match self.js.send_publish(subj, msg).await {
-                Ok(ack) => match ack.await {
-                    Ok(_) => {
-                        tracing::info!(app = %r.app, generation = r.generation, phase = ?r.phase, "status reported");
-                        self.last.insert(r.app.clone(), r);
-                    }
-                    Err(e) if e.kind() == PublishErrorKind::StreamNotFound => {
-                        tracing::error!("site stream SITE_EVENTS is missing; status not stored")
-                    }
-                    Err(e) => {
-                        tracing::warn!(error = %e, app = %r.app, "status not stored; will retry")
-                    }
-                },
-                Err(e) => tracing::warn!(error = %e, app = %r.app, "status not sent; will retry"),
+            let body = serde_json::to_vec(&r).expect("reports serialize");
+            match self.buffer.publish(subject::site_status(&r.site, &r.app), body, id).await {
+                Ok(()) => {
+                    tracing::info!(app = %r.app, generation = r.generation, phase = ?r.phase, "status reported");
+                    self.last.insert(r.app.clone(), r);
+                }
+                Err(e) => tracing::warn!(error = %e, app = %r.app, "status not stored; will retry"),
             }
         }
     }

@@ -28,6 +28,8 @@ pub struct Site {
     /// The site's WAN link to the hub.
     pub wan: Relay,
     pub labels: Vec<(String, String)>,
+    /// Adjusts the site-manager's configuration (limits, intervals) before each start.
+    tweak: fn(&mut site_manager::Config),
     manager: Option<(CancellationToken, JoinHandle<()>)>,
 }
 
@@ -43,6 +45,11 @@ impl Stack {
     /// Starts a hub, the scheduler, and one leaf plus site-manager per entry of `sites`
     /// (each entry is the site's labels).
     pub async fn start(sites: &[&[(&str, &str)]]) -> Result<Self> {
+        Self::start_with(sites, |_| {}).await
+    }
+
+    /// Like [`Stack::start`], with every site-manager's configuration adjusted by `tweak`.
+    pub async fn start_with(sites: &[&[(&str, &str)]], tweak: fn(&mut site_manager::Config)) -> Result<Self> {
         let hub = NatsServer::hub().await?;
         let client = async_nats::connect(hub.url()).await?;
         let docker = Docker::connect_with_local_defaults()?.negotiate_version().await?;
@@ -53,7 +60,7 @@ impl Stack {
             let wan = Relay::start(&stack.hub.leaf_addr()).await?;
             let leaf = NatsServer::leaf_to(name.as_str(), &format!("nats-leaf://{}", wan.addr())).await?;
             let labels = labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
-            let mut site = Site { name, leaf, wan, labels, manager: None };
+            let mut site = Site { name, leaf, wan, labels, tweak, manager: None };
             site.start_manager();
             stack.sites.push(site);
         }
@@ -190,6 +197,25 @@ impl Stack {
         self.eventually("the hub sees the site connected", || async { self.connected(i).await }).await
     }
 
+    /// The site's own JetStream (its leaf's domain).
+    pub async fn site_js(&self, i: usize) -> Result<async_nats::jetstream::Context> {
+        let leaf = async_nats::connect(self.sites[i].leaf.url()).await?;
+        Ok(async_nats::jetstream::with_domain(leaf, self.sites[i].name.as_str()))
+    }
+
+    /// State of the site's event stream, read at the site: (messages held, last sequence).
+    pub async fn site_buffer(&self, i: usize) -> Result<(u64, u64)> {
+        let mut stream = self.site_js(i).await?.get_stream("SITE_EVENTS").await?;
+        let state = &stream.info().await?.state;
+        Ok((state.messages, state.last_sequence))
+    }
+
+    /// The hub's view of a site.
+    pub async fn site_summary(&self, i: usize) -> Result<SiteSummary> {
+        let sites = self.sites_list().await?;
+        sites.sites.into_iter().find(|s| s.site == self.sites[i].name).ok_or_else(|| anyhow::anyhow!("site missing"))
+    }
+
     /// Stops a site's site-manager (its containers keep running) and starts a new one.
     pub async fn restart_manager(&mut self, i: usize) {
         self.sites[i].stop_manager().await;
@@ -214,6 +240,7 @@ impl Site {
         config.resync_secs = 2;
         config.heartbeat_secs = 1;
         config.labels = self.labels.iter().map(|(k, v)| (k.clone(), LabelValue(v.clone()))).collect();
+        (self.tweak)(&mut config);
         let token = CancellationToken::new();
         let t = token.clone();
         let handle = tokio::spawn(async move {
