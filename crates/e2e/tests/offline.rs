@@ -219,3 +219,36 @@ async fn a_full_buffer_refuses_events_raises_the_alarm_and_loses_no_state() -> R
         .await?;
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_flapping_link_restarts_nothing_and_loses_nothing() -> Result<()> {
+    let stack = Stack::start(&[&[("tier", "edge")], &[("tier", "edge")]]).await?;
+    let (flappy, steady) = (stack.site(0).clone(), stack.site(1).clone());
+    let app = edge_testkit::unique("kiosk");
+    stack.apply(&sleeper(&app, "tier = edge", "edge/busybox:v1", &[])).await?;
+    stack.wait_running(&[&flappy, &steady], &app, 1).await?;
+    let before = stack.containers(&steady, &app).await?;
+
+    // Ten flaps of the WAN link, with a crash at the site in the middle of them.
+    let flapping = stack.sites[0].wan.flap(10, Duration::from_millis(700), Duration::from_millis(500));
+    let crashing = async {
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        crash(&stack, &flappy, &app, 1).await
+    };
+    let ((), crashed) = tokio::join!(flapping, crashing);
+    crashed?;
+    let after_crash = stack.containers(&flappy, &app).await?;
+
+    let (_, last) = stack.site_buffer(0).await?;
+    stack
+        .eventually("the hub holds every event of the flapping site", || async {
+            Ok(hub_copies(&stack, &flappy).await?.last().is_some_and(|(_, seq)| *seq >= last))
+        })
+        .await?;
+    let seqs: Vec<u64> = hub_copies(&stack, &flappy).await?.iter().map(|(_, s)| *s).collect();
+    assert_eq!(seqs, (1..=last).collect::<Vec<_>>(), "exactly once, in order, across ten reconnects");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(stack.containers(&flappy, &app).await?, after_crash, "reconnects restarted nothing");
+    assert_eq!(stack.containers(&steady, &app).await?, before, "the other site was never touched");
+    Ok(())
+}
