@@ -9,10 +9,8 @@ use std::collections::HashSet;
 use std::time::Duration;
 
 use anyhow::Result;
-use async_nats::jetstream::consumer;
 use bollard::query_parameters::{KillContainerOptions, RemoveContainerOptionsBuilder};
 use edge_types::api::SitePhase;
-use futures::StreamExt;
 use support::{sleeper, Stack};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -109,30 +107,6 @@ async fn changes_made_during_a_cut_apply_when_the_link_returns() -> Result<()> {
     Ok(())
 }
 
-/// (Nats-Msg-Id, upstream sequence) of every message the hub holds from one site.
-async fn hub_copies(stack: &Stack, site: &edge_types::Name) -> Result<Vec<(String, u64)>> {
-    let js = edge_bus::topology::hub_js(&stack.client);
-    let stream = js.get_stream("SITE_EVENTS").await?;
-    let consumer = stream
-        .create_consumer(consumer::pull::OrderedConfig {
-            filter_subject: edge_types::subject::site_events(site),
-            ..Default::default()
-        })
-        .await?;
-    let pending = consumer.clone().info().await?.num_pending;
-    let mut out = Vec::new();
-    let mut messages = consumer.messages().await?;
-    while (out.len() as u64) < pending {
-        let m = tokio::time::timeout(Duration::from_secs(5), messages.next()).await?.unwrap()?;
-        let headers = m.headers.clone().unwrap_or_default();
-        let id = headers.get("Nats-Msg-Id").map(|v| v.to_string()).unwrap_or_default();
-        let source = headers.get("Nats-Stream-Source").map(|v| v.to_string()).unwrap_or_default();
-        let upstream: u64 = source.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
-        out.push((id, upstream));
-    }
-    Ok(out)
-}
-
 /// Kills the app's container `times` times, waiting for each restart.
 async fn crash(stack: &Stack, site: &edge_types::Name, app: &str, times: usize) -> Result<()> {
     for _ in 0..times {
@@ -164,10 +138,10 @@ async fn events_recorded_during_a_cut_reach_the_hub_exactly_once_in_order() -> R
     stack.restore(0).await?;
     stack
         .eventually("the hub holds every event the site recorded", || async {
-            Ok(hub_copies(&stack, &site).await?.last().is_some_and(|(_, seq)| *seq >= last))
+            Ok(stack.hub_copies(&site).await?.last().is_some_and(|(_, seq)| *seq >= last))
         })
         .await?;
-    let copies = hub_copies(&stack, &site).await?;
+    let copies = stack.hub_copies(&site).await?;
     let seqs: Vec<u64> = copies.iter().map(|(_, s)| *s).collect();
     assert_eq!(seqs, (1..=last).collect::<Vec<_>>(), "every site event exactly once, in the site's order");
     let ids: HashSet<&String> = copies.iter().map(|(id, _)| id).collect();
@@ -242,10 +216,10 @@ async fn a_flapping_link_restarts_nothing_and_loses_nothing() -> Result<()> {
     let (_, last) = stack.site_buffer(0).await?;
     stack
         .eventually("the hub holds every event of the flapping site", || async {
-            Ok(hub_copies(&stack, &flappy).await?.last().is_some_and(|(_, seq)| *seq >= last))
+            Ok(stack.hub_copies(&flappy).await?.last().is_some_and(|(_, seq)| *seq >= last))
         })
         .await?;
-    let seqs: Vec<u64> = hub_copies(&stack, &flappy).await?.iter().map(|(_, s)| *s).collect();
+    let seqs: Vec<u64> = stack.hub_copies(&flappy).await?.iter().map(|(_, s)| *s).collect();
     assert_eq!(seqs, (1..=last).collect::<Vec<_>>(), "exactly once, in order, across ten reconnects");
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert_eq!(stack.containers(&flappy, &app).await?, after_crash, "reconnects restarted nothing");

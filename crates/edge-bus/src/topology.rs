@@ -178,3 +178,48 @@ pub async fn ensure_site(js: &jetstream::Context, site: &Name, limits: &SiteStre
     .map_err(|e| BusError::js("ensure site stream SITE_EVENTS", e))?;
     Ok(())
 }
+
+/// A site source of the hub's `SITE_EVENTS` as the server reports it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SiteSourceState {
+    pub site: String,
+    /// Since the source last heard from the site; `None` when its consumer does not exist.
+    pub active: Option<Duration>,
+    pub lag: u64,
+}
+
+/// Reads the state of every site source of the hub's `SITE_EVENTS` (raw API: the client's
+/// typed info omits which site a source is).
+pub async fn site_sources(client: &async_nats::Client) -> Result<Vec<SiteSourceState>, BusError> {
+    let subject = format!("{}.STREAM.INFO.{STREAM_SITE_EVENTS}", api_prefix(HUB_DOMAIN));
+    let reply = client.request(subject, "".into()).await.map_err(|e| BusError::js("read hub SITE_EVENTS", e))?;
+    let info: serde_json::Value =
+        serde_json::from_slice(&reply.payload).map_err(|e| BusError::js("read hub SITE_EVENTS", e))?;
+    let mut out = Vec::new();
+    for s in info["sources"].as_array().into_iter().flatten() {
+        let api = s["external"]["api"].as_str().unwrap_or_default();
+        let Some(site) = api.strip_prefix("$JS.").and_then(|r| r.strip_suffix(".API")) else { continue };
+        let active = s["active"].as_i64().filter(|ns| *ns >= 0).map(|ns| Duration::from_nanos(ns as u64));
+        out.push(SiteSourceState { site: site.to_string(), active, lag: s["lag"].as_u64().unwrap_or(0) });
+    }
+    Ok(out)
+}
+
+/// Removes and re-adds a site's source. The server then creates its sourcing consumer at once
+/// and resumes after the last message it stored: nothing is lost or copied twice. Used when a
+/// source has stalled (after a hub restart the server retries creating it with a back-off that
+/// has held catch-up for 40 s).
+pub async fn reattach_site_source(js: &jetstream::Context, site: &Name) -> Result<(), BusError> {
+    let mut stream =
+        js.get_stream(STREAM_SITE_EVENTS).await.map_err(|e| BusError::js("get hub stream SITE_EVENTS", e))?;
+    let mut config = stream.info().await.map_err(|e| BusError::js("read hub stream SITE_EVENTS", e))?.config.clone();
+    let api = api_prefix(site.as_str());
+    let is_site = |s: &stream::Source| s.external.as_ref().is_some_and(|x| x.api_prefix == api);
+    let sources = config.sources.get_or_insert_with(Vec::new);
+    let Some(source) = sources.iter().find(|s| is_site(s)).cloned() else { return Ok(()) };
+    sources.retain(|s| !is_site(s));
+    js.update_stream(config.clone()).await.map_err(|e| BusError::js(format!("detach source of site {site}"), e))?;
+    config.sources.get_or_insert_with(Vec::new).push(source);
+    js.update_stream(config).await.map_err(|e| BusError::js(format!("re-attach source of site {site}"), e))?;
+    Ok(())
+}

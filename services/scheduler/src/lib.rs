@@ -9,6 +9,7 @@ pub mod events;
 pub mod liveness;
 pub mod placement;
 pub mod sites;
+pub mod sources;
 pub mod watermark;
 
 use std::sync::atomic::AtomicU64;
@@ -41,7 +42,6 @@ pub struct Hub {
     pub placement: Arc<tokio::sync::Mutex<()>>,
     pub liveness: liveness::LivenessMap,
     pub watermarks: watermark::Watermarks,
-    pub site_timeout: Duration,
     /// Site events rejected as malformed or forged.
     pub rejected: Arc<AtomicU64>,
     /// Failed requests per endpoint name (`app-apply`, ...), shown in `$SRV.STATS`.
@@ -51,7 +51,7 @@ pub struct Hub {
 impl Hub {
     /// Whether a site's heartbeats are arriving.
     pub fn connected(&self, site: &Name) -> bool {
-        self.liveness.connected(site, self.site_timeout.as_millis() as u64)
+        self.liveness.connected(site)
     }
 }
 
@@ -63,16 +63,15 @@ pub fn endpoint_name(op: ApiOp) -> String {
 
 /// Runs the scheduler until `shutdown` is cancelled.
 pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), SchedulerError> {
-    let client = edge_bus::connect(&config.nats_url, "scheduler", true).await?;
+    let (client, reconnects) = edge_bus::connect::connect_observed(&config.nats_url, "scheduler", true).await?;
     let js = edge_bus::topology::hub_js(&client);
     let buckets = edge_bus::topology::ensure_hub(&js).await?;
     let hub = Hub {
         js,
         buckets,
         placement: Arc::new(tokio::sync::Mutex::new(())),
-        liveness: Default::default(),
+        liveness: liveness::LivenessMap::new(Duration::from_secs(config.site_timeout_secs)),
         watermarks: Default::default(),
-        site_timeout: Duration::from_secs(config.site_timeout_secs),
         rejected: Arc::new(AtomicU64::new(0)),
         failed: Arc::new(DashMap::new()),
     };
@@ -107,11 +106,12 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Sche
     tasks.spawn(events::follow(hub.clone(), shutdown.clone()));
     let (c, live, sd) = (client.clone(), hub.liveness.clone(), shutdown.clone());
     tasks.spawn(async move {
-        if let Err(e) = live.follow(c, sd).await {
+        if let Err(e) = live.follow(c, reconnects, sd).await {
             tracing::error!(error = %e, "heartbeat subscription ended");
         }
     });
     tasks.spawn(watermark::publish_loop(hub.clone(), Duration::from_secs(1), shutdown.clone()));
+    tasks.spawn(sources::keep_flowing(hub.clone(), client.clone(), shutdown.clone()));
     let (h, sd, every) = (hub.clone(), shutdown.clone(), config.resync());
     tasks.spawn(async move { resync(h, every, sd).await });
     tracing::info!("scheduler ready");

@@ -18,35 +18,70 @@ use crate::SchedulerError;
 pub struct Liveness {
     /// Hub clock when it arrived, ms since the Unix epoch.
     pub last_seen_ms: u64,
+    /// Start of the current run of heartbeats (hub clock), i.e. when the site last reconnected.
+    pub connected_since_ms: u64,
     pub buffer: Option<BufferState>,
 }
 
 /// Liveness by site.
-#[derive(Clone, Default)]
-pub struct LivenessMap(Arc<DashMap<Name, Liveness>>);
+#[derive(Clone)]
+pub struct LivenessMap {
+    sites: Arc<DashMap<Name, Liveness>>,
+    timeout_ms: u64,
+}
 
 impl LivenessMap {
+    /// A site counts as connected while its last heartbeat is younger than `timeout`.
+    pub fn new(timeout: std::time::Duration) -> Self {
+        Self { sites: Arc::new(DashMap::new()), timeout_ms: timeout.as_millis() as u64 }
+    }
+
     pub fn get(&self, site: &Name) -> Liveness {
-        self.0.get(site).map(|l| l.clone()).unwrap_or_default()
+        self.sites.get(site).map(|l| l.clone()).unwrap_or_default()
     }
 
-    /// Heard from within `timeout_ms`.
-    pub fn connected(&self, site: &Name, timeout_ms: u64) -> bool {
-        let seen = self.get(site).last_seen_ms;
-        seen > 0 && edge_bus::time::now_ms().saturating_sub(seen) < timeout_ms
+    fn fresh(&self, seen_ms: u64, now_ms: u64) -> bool {
+        seen_ms > 0 && now_ms.saturating_sub(seen_ms) < self.timeout_ms
     }
 
-    /// Records heartbeats until shutdown.
-    pub async fn follow(self, client: async_nats::Client, shutdown: CancellationToken) -> Result<(), SchedulerError> {
+    /// Whether the site's heartbeats are arriving.
+    pub fn connected(&self, site: &Name) -> bool {
+        self.fresh(self.get(site).last_seen_ms, edge_bus::time::now_ms())
+    }
+
+    /// How long the site has been connected without a gap, if it is connected.
+    pub fn connected_for(&self, site: &Name) -> Option<std::time::Duration> {
+        let l = self.get(site);
+        let now = edge_bus::time::now_ms();
+        self.fresh(l.last_seen_ms, now)
+            .then(|| std::time::Duration::from_millis(now.saturating_sub(l.connected_since_ms)))
+    }
+
+    /// Records heartbeats until shutdown. When this process reconnects to the hub, what it knew
+    /// is forgotten: heartbeats were missed meanwhile, so only new ones say who is connected.
+    pub async fn follow(
+        self,
+        client: async_nats::Client,
+        mut reconnects: tokio::sync::watch::Receiver<u64>,
+        shutdown: CancellationToken,
+    ) -> Result<(), SchedulerError> {
         let mut sub = client.subscribe(subject::heartbeat_all()).await.map_err(SchedulerError::js)?;
         loop {
             let msg = tokio::select! {
                 _ = shutdown.cancelled() => return Ok(()),
+                _ = reconnects.changed() => {
+                    self.sites.clear();
+                    continue;
+                }
                 m = sub.next() => match m { Some(m) => m, None => return Ok(()) },
             };
             match (subject::parse(&msg.subject), decode::<Heartbeat>(&msg.payload)) {
                 (Ok(Subject::Heartbeat { site }), Ok(hb)) if hb.site == site => {
-                    self.0.insert(site, Liveness { last_seen_ms: edge_bus::time::now_ms(), buffer: hb.buffer });
+                    let now = edge_bus::time::now_ms();
+                    let previous = self.get(&site);
+                    let since = if self.fresh(previous.last_seen_ms, now) { previous.connected_since_ms } else { now };
+                    self.sites
+                        .insert(site, Liveness { last_seen_ms: now, connected_since_ms: since, buffer: hb.buffer });
                 }
                 _ => tracing::debug!(subject = %msg.subject, "ignoring malformed heartbeat"),
             }

@@ -9,6 +9,7 @@ use std::future::Future;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Result};
+use async_nats::jetstream::consumer;
 use bollard::query_parameters::{InspectContainerOptions, ListContainersOptionsBuilder};
 use bollard::Docker;
 use edge_bus::api::{request, request_raw, RequestError};
@@ -17,6 +18,7 @@ use edge_types::api::*;
 use edge_types::site::LabelValue;
 use edge_types::subject::ApiOp;
 use edge_types::Name;
+use futures::StreamExt;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
@@ -214,6 +216,30 @@ impl Stack {
     pub async fn site_summary(&self, i: usize) -> Result<SiteSummary> {
         let sites = self.sites_list().await?;
         sites.sites.into_iter().find(|s| s.site == self.sites[i].name).ok_or_else(|| anyhow::anyhow!("site missing"))
+    }
+
+    /// (Nats-Msg-Id, upstream sequence) of every message the hub holds from one site.
+    pub async fn hub_copies(&self, site: &Name) -> Result<Vec<(String, u64)>> {
+        let js = edge_bus::topology::hub_js(&self.client);
+        let stream = js.get_stream("SITE_EVENTS").await?;
+        let consumer = stream
+            .create_consumer(consumer::pull::OrderedConfig {
+                filter_subject: edge_types::subject::site_events(site),
+                ..Default::default()
+            })
+            .await?;
+        let pending = consumer.clone().info().await?.num_pending;
+        let mut out = Vec::new();
+        let mut messages = consumer.messages().await?;
+        while (out.len() as u64) < pending {
+            let m = tokio::time::timeout(Duration::from_secs(5), messages.next()).await?.unwrap()?;
+            let headers = m.headers.clone().unwrap_or_default();
+            let id = headers.get("Nats-Msg-Id").map(|v| v.to_string()).unwrap_or_default();
+            let source = headers.get("Nats-Stream-Source").map(|v| v.to_string()).unwrap_or_default();
+            let upstream: u64 = source.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+            out.push((id, upstream));
+        }
+        Ok(out)
     }
 
     /// Stops a site's site-manager (its containers keep running) and starts a new one.

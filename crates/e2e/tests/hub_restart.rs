@@ -1,0 +1,42 @@
+//! A hub restart: sites keep running, and what they recorded meanwhile reaches the hub quickly
+//! once it is back.
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use anyhow::Result;
+use support::{sleeper, Stack};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn after_a_hub_restart_buffered_events_catch_up_fast() -> Result<()> {
+    let mut stack = Stack::start(&[&[("tier", "edge")]]).await?;
+    let site = stack.site(0).clone();
+    let app = edge_testkit::unique("till");
+    stack.apply(&sleeper(&app, "", "edge/busybox:v1", &[])).await?;
+    stack.wait_running(&[&site], &app, 1).await?;
+    let before = stack.containers(&site, &app).await?;
+
+    stack.hub.stop().await;
+    // Events recorded at the site while the hub is down: 200 of them, straight into its stream.
+    let js = stack.site_js(0).await?;
+    for i in 0..200 {
+        let subject = format!("edge.v1.site.{site}.status.probe{i}");
+        js.publish(subject, "{}".into()).await?.await?;
+    }
+    let (_, last) = stack.site_buffer(0).await?;
+    stack.hub.restart().await?;
+    let back = Instant::now();
+    stack
+        .eventually("the hub holds every event the site recorded", || async {
+            Ok(stack.hub_copies(&site).await?.last().is_some_and(|(_, seq)| *seq >= last))
+        })
+        .await?;
+    let took = back.elapsed();
+    eprintln!("catch-up of {last} events after a hub restart: {took:?}");
+    assert!(took < Duration::from_secs(15), "catch-up took {took:?}");
+    let seqs: Vec<u64> = stack.hub_copies(&site).await?.iter().map(|(_, s)| *s).collect();
+    assert_eq!(seqs, (1..=last).collect::<Vec<_>>(), "every site event exactly once, in order");
+    assert_eq!(stack.containers(&site, &app).await?, before, "the hub restart restarted nothing");
+    Ok(())
+}

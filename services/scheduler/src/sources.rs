@@ -1,0 +1,55 @@
+//! Keeps every connected site's events flowing into the hub. After a hub restart the server
+//! creates each sourcing consumer before the site's leaf is back, times out, and retries with a
+//! back-off that holds catch-up for about 40 s. A source that has been idle while its site is
+//! connected (heartbeats arriving) is therefore re-attached, which makes the server create the
+//! consumer at once and resume after the last message it stored.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use edge_bus::topology::{reattach_site_source, site_sources};
+use edge_types::Name;
+use tokio_util::sync::CancellationToken;
+
+use crate::Hub;
+
+/// How often sources are checked.
+const CHECK_EVERY: Duration = Duration::from_secs(1);
+/// A connected site's source silent this long is stalled (a healthy one hears idle heartbeats).
+const STALLED_AFTER: Duration = Duration::from_secs(3);
+/// A site must have been connected this long first, so the server's own reconnect can work.
+const GRACE: Duration = Duration::from_secs(1);
+/// Least time between two re-attachments of one site.
+const COOLDOWN: Duration = Duration::from_secs(3);
+
+pub async fn keep_flowing(hub: Hub, client: async_nats::Client, shutdown: CancellationToken) {
+    let mut last: HashMap<Name, Instant> = HashMap::new();
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(CHECK_EVERY) => {}
+        }
+        let states = match site_sources(&client).await {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::debug!(error = %e, "cannot read site sources");
+                continue;
+            }
+        };
+        for st in states {
+            let Ok(site) = Name::site(&st.site) else { continue };
+            let settled = hub.liveness.connected_for(&site).is_some_and(|d| d >= GRACE);
+            let stalled = st.active.is_none_or(|a| a >= STALLED_AFTER);
+            let cooled = last.get(&site).is_none_or(|t| t.elapsed() >= COOLDOWN);
+            if !(settled && stalled && cooled) {
+                continue;
+            }
+            last.insert(site.clone(), Instant::now());
+            let _guard = hub.placement.lock().await; // the stream config is shared with registration
+            match reattach_site_source(&hub.js, &site).await {
+                Ok(()) => tracing::info!(%site, idle = ?st.active, "re-attached stalled event source"),
+                Err(e) => tracing::warn!(%site, error = %e, "cannot re-attach event source"),
+            }
+        }
+    }
+}
