@@ -42,10 +42,15 @@ impl NatsServer {
     /// Starts a site leaf server that dials the hub at `hub_leaf_url` (for example through a
     /// [`Relay`]).
     pub async fn leaf_to(site: &str, hub_leaf_url: &str) -> Result<Self> {
+        Self::leaf_with_conf(site, hub_leaf_url, natsconf::LEAF_CONF).await
+    }
+
+    /// Starts a site leaf server from another configuration text (benchmarks compare settings).
+    pub async fn leaf_with_conf(site: &str, hub_leaf_url: &str, conf: &str) -> Result<Self> {
         let ports = LeafPorts { client: natsconf::free_port()?, http: natsconf::free_port()? };
         let dir = tempfile::Builder::new().prefix(&format!("edge-leaf-{site}-")).tempdir()?;
         let env = natsconf::leaf_env(site, &ports, &dir.path().join("store"), hub_leaf_url);
-        Self::start(dir, natsconf::LEAF_CONF, env, ports.client, None).await
+        Self::start(dir, conf, env, ports.client, None).await
     }
 
     async fn start(
@@ -108,6 +113,11 @@ impl NatsServer {
     /// `host:port` of the leafnode listener (hub only).
     pub fn leaf_addr(&self) -> String {
         format!("127.0.0.1:{}", self.leaf_port.expect("only a hub accepts leaves"))
+    }
+
+    /// Process id, while running.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().and_then(|c| c.id())
     }
 
     /// The server's log so far.

@@ -66,6 +66,9 @@ pub struct Heartbeat {
     pub host: Name,
     /// Milliseconds since the Unix epoch at the sender.
     pub sent_at_ms: u64,
+    /// Milliseconds until the next heartbeat; 0 if unknown.
+    #[serde(default)]
+    pub interval_ms: u64,
     /// The site's event buffer, if the site-manager could read it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub buffer: Option<BufferState>,

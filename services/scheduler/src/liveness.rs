@@ -20,6 +20,8 @@ pub struct Liveness {
     pub last_seen_ms: u64,
     /// Start of the current run of heartbeats (hub clock), i.e. when the site last reconnected.
     pub connected_since_ms: u64,
+    /// The site's heartbeat interval, as it announced it.
+    pub interval_ms: u64,
     pub buffer: Option<BufferState>,
 }
 
@@ -49,12 +51,15 @@ impl LivenessMap {
         self.fresh(self.get(site).last_seen_ms, edge_bus::time::now_ms())
     }
 
-    /// How long the site has been connected without a gap, if it is connected.
+    /// How long the site has been connected without a gap, if its last heartbeat is no later
+    /// than its own interval promises (stricter than [`LivenessMap::connected`], which allows
+    /// for several missed beats before calling a site disconnected).
     pub fn connected_for(&self, site: &Name) -> Option<std::time::Duration> {
         let l = self.get(site);
         let now = edge_bus::time::now_ms();
-        self.fresh(l.last_seen_ms, now)
-            .then(|| std::time::Duration::from_millis(now.saturating_sub(l.connected_since_ms)))
+        let promised = if l.interval_ms > 0 { 2 * l.interval_ms + 500 } else { self.timeout_ms };
+        let on_time = l.last_seen_ms > 0 && now.saturating_sub(l.last_seen_ms) < promised;
+        on_time.then(|| std::time::Duration::from_millis(now.saturating_sub(l.connected_since_ms)))
     }
 
     /// Records heartbeats until shutdown. When this process reconnects to the hub, what it knew
@@ -80,8 +85,13 @@ impl LivenessMap {
                     let now = edge_bus::time::now_ms();
                     let previous = self.get(&site);
                     let since = if self.fresh(previous.last_seen_ms, now) { previous.connected_since_ms } else { now };
-                    self.sites
-                        .insert(site, Liveness { last_seen_ms: now, connected_since_ms: since, buffer: hb.buffer });
+                    let live = Liveness {
+                        last_seen_ms: now,
+                        connected_since_ms: since,
+                        interval_ms: hb.interval_ms,
+                        buffer: hb.buffer,
+                    };
+                    self.sites.insert(site, live);
                 }
                 _ => tracing::debug!(subject = %msg.subject, "ignoring malformed heartbeat"),
             }

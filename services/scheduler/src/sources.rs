@@ -19,11 +19,13 @@ const CHECK_EVERY: Duration = Duration::from_secs(1);
 const STALLED_AFTER: Duration = Duration::from_secs(3);
 /// A site must have been connected this long first, so the server's own reconnect can work.
 const GRACE: Duration = Duration::from_secs(1);
-/// Least time between two re-attachments of one site.
+/// Least time between two re-attachments of one site; doubles while the source stays stalled.
 const COOLDOWN: Duration = Duration::from_secs(3);
+const MAX_COOLDOWN: Duration = Duration::from_secs(60);
 
 pub async fn keep_flowing(hub: Hub, client: async_nats::Client, shutdown: CancellationToken) {
-    let mut last: HashMap<Name, Instant> = HashMap::new();
+    // Per site: when it was last re-attached and the wait before the next attempt.
+    let mut last: HashMap<Name, (Instant, Duration)> = HashMap::new();
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => return,
@@ -40,11 +42,16 @@ pub async fn keep_flowing(hub: Hub, client: async_nats::Client, shutdown: Cancel
             let Ok(site) = Name::site(&st.site) else { continue };
             let settled = hub.liveness.connected_for(&site).is_some_and(|d| d >= GRACE);
             let stalled = st.active.is_none_or(|a| a >= STALLED_AFTER);
-            let cooled = last.get(&site).is_none_or(|t| t.elapsed() >= COOLDOWN);
-            if !(settled && stalled && cooled) {
+            if !stalled {
+                last.remove(&site);
                 continue;
             }
-            last.insert(site.clone(), Instant::now());
+            let cooled = last.get(&site).is_none_or(|(t, wait)| t.elapsed() >= *wait);
+            if !(settled && cooled) {
+                continue;
+            }
+            let wait = last.get(&site).map_or(COOLDOWN, |(_, w)| (*w * 2).min(MAX_COOLDOWN));
+            last.insert(site.clone(), (Instant::now(), wait));
             let _guard = hub.placement.lock().await; // the stream config is shared with registration
             match reattach_site_source(&hub.js, &site).await {
                 Ok(()) => tracing::info!(%site, idle = ?st.active, "re-attached stalled event source"),

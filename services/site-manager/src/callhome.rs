@@ -79,8 +79,13 @@ pub async fn heartbeats(
                 None
             }
         };
-        let hb =
-            Heartbeat { site: site.clone(), host: host.clone(), sent_at_ms: edge_bus::time::now_ms(), buffer: state };
+        let hb = Heartbeat {
+            site: site.clone(),
+            host: host.clone(),
+            sent_at_ms: edge_bus::time::now_ms(),
+            interval_ms: every.as_millis() as u64,
+            buffer: state,
+        };
         let body = serde_json::to_vec(&hb).expect("heartbeat serializes");
         if let Err(e) = client.publish(subject::heartbeat(&site), body.into()).await {
             tracing::debug!(error = %e, "heartbeat not sent");

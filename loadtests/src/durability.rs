@@ -1,0 +1,33 @@
+//! The cost of the site leaf's durability choice: acknowledged publishes per second into the
+//! site's event stream with `sync_interval: always` (every acked write is on disk) against the
+//! server's default (fsync every 2 minutes, which lost acknowledged writes under power loss in
+//! Jepsen's 2025 analysis).
+
+use std::time::Instant;
+
+use anyhow::Result;
+use async_nats::jetstream;
+use edge_bus::natsconf;
+use edge_testkit::NatsServer;
+use edge_types::Name;
+
+/// Acked publishes per second.
+pub async fn run(events: u64, sync_always: bool) -> Result<f64> {
+    let conf = if sync_always {
+        natsconf::LEAF_CONF.to_string()
+    } else {
+        natsconf::LEAF_CONF
+            .lines()
+            .filter(|l| !l.trim_start().starts_with("sync_interval"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    let site = Name::site(if sync_always { "sync-always" } else { "sync-default" })?;
+    // No hub: the leaf keeps trying to dial it, which changes nothing here.
+    let leaf = NatsServer::leaf_with_conf(site.as_str(), "nats-leaf://127.0.0.1:1", &conf).await?;
+    let js = jetstream::with_domain(async_nats::connect(leaf.url()).await?, site.as_str());
+    edge_bus::topology::ensure_site(&js, &site, &Default::default()).await?;
+    let start = Instant::now();
+    crate::catchup::publish(&js, &site, 0, events).await?;
+    Ok(events as f64 / start.elapsed().as_secs_f64())
+}

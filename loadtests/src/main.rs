@@ -1,0 +1,53 @@
+//! `make bench`: measures what the offline-first promise costs and how fast it recovers, beside
+//! the ceiling of the same nats-server without our services, and prints one table.
+
+mod catchup;
+mod durability;
+mod report;
+mod storm;
+
+use clap::Parser;
+
+/// Scale benchmarks of the edge orchestrator.
+#[derive(Parser, Debug)]
+struct Args {
+    /// Events buffered at the site during each WAN cut.
+    #[arg(long, default_value_t = 100_000)]
+    events: u64,
+    /// Cuts per catch-up scenario.
+    #[arg(long, default_value_t = 5)]
+    rounds: usize,
+    /// Events published per durability setting.
+    #[arg(long, default_value_t = 20_000)]
+    durability_events: u64,
+    /// Leaf sites in the reconnect storm.
+    #[arg(long, default_value_t = 50)]
+    storm_sites: usize,
+    /// Run only the scenarios whose name contains this.
+    #[arg(long)]
+    only: Option<String>,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    edge_bus::logging::init("warn");
+    let wanted = |name: &str| args.only.as_deref().is_none_or(|o| name.contains(o));
+    let mut table = report::Table::default();
+    if wanted("catchup") {
+        let raw = catchup::run(args.events, args.rounds, false).await?;
+        let ours = catchup::run(args.events, args.rounds, true).await?;
+        table.catchup(args.events, &ours, &raw);
+    }
+    if wanted("durability") {
+        let always = durability::run(args.durability_events, true).await?;
+        let default = durability::run(args.durability_events, false).await?;
+        table.durability(args.durability_events, always, default);
+    }
+    if wanted("storm") {
+        let s = storm::run(args.storm_sites).await?;
+        table.storm(args.storm_sites, &s);
+    }
+    table.print();
+    Ok(())
+}

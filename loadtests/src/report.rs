@@ -1,0 +1,109 @@
+//! The one table `make bench` prints: each measured figure beside its ceiling or target.
+
+use std::time::Duration;
+
+use crate::catchup::Catchup;
+use crate::storm::Storm;
+
+#[derive(Default)]
+pub struct Table {
+    rows: Vec<[String; 4]>,
+}
+
+fn secs(d: Duration) -> String {
+    format!("{:.2} s", d.as_secs_f64())
+}
+
+/// The value at quantile `q` (0..=1) of sorted durations.
+pub fn quantile(sorted: &[Duration], q: f64) -> Duration {
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    let i = ((sorted.len() - 1) as f64 * q).round() as usize;
+    sorted[i]
+}
+
+impl Table {
+    fn row(&mut self, scenario: &str, measured: String, baseline: String, note: String) {
+        self.rows.push([scenario.into(), measured, baseline, note]);
+    }
+
+    pub fn catchup(&mut self, events: u64, ours: &Catchup, raw: &Catchup) {
+        let (o50, o99) = (quantile(&ours.times, 0.5), quantile(&ours.times, 0.99));
+        let (r50, r99) = (quantile(&raw.times, 0.5), quantile(&raw.times, 0.99));
+        self.row(
+            &format!("WAN-cut catch-up, {events} events, p50"),
+            secs(o50),
+            format!("{} raw sourcing", secs(r50)),
+            format!("ratio {:.2}", o50.as_secs_f64() / r50.as_secs_f64().max(1e-9)),
+        );
+        self.row(
+            &format!("WAN-cut catch-up, {events} events, p99 ({} cuts)", ours.times.len()),
+            secs(o99),
+            format!("{} raw sourcing", secs(r99)),
+            "target < 5 s".into(),
+        );
+        let rate = |c: &Catchup| events as f64 / quantile(&c.times, 0.5).as_secs_f64().max(1e-9);
+        self.row(
+            "drain rate after a cut",
+            format!("{:.0} ev/s", rate(ours)),
+            format!("{:.0} ev/s raw", rate(raw)),
+            String::new(),
+        );
+        self.row(
+            "lost / duplicated events",
+            format!("{} / {}", ours.lost, ours.duplicated),
+            format!("{} / {} raw", raw.lost, raw.duplicated),
+            format!("{} events checked", ours.checked),
+        );
+    }
+
+    pub fn durability(&mut self, events: u64, always: f64, default: f64) {
+        self.row(
+            &format!("site publish rate, sync_interval always ({events} acked)"),
+            format!("{always:.0} msg/s"),
+            format!("{default:.0} msg/s default (2 min)"),
+            format!("cost: {:.1}x slower", default / always.max(1e-9)),
+        );
+    }
+
+    pub fn storm(&mut self, sites: usize, s: &Storm) {
+        self.row(
+            &format!("reconnect storm, {sites} leaf sites: all connected"),
+            secs(s.all_connected),
+            format!("first {}", secs(s.first_connected)),
+            format!("median {}", secs(s.median_connected)),
+        );
+        self.row(
+            "reconnect storm: all events at the hub",
+            secs(s.all_events),
+            format!("{} events", s.events),
+            format!("lost {} / dup {}", s.lost, s.duplicated),
+        );
+        self.row("reconnect storm: new desired state at every site", secs(s.all_desired), String::new(), String::new());
+        self.row(
+            "reconnect storm: hub CPU",
+            format!("{:.1} CPU-s", s.hub_cpu_secs),
+            format!("over {}", secs(s.window)),
+            format!("{:.0}% of one core", 100.0 * s.hub_cpu_secs / s.window.as_secs_f64().max(1e-9)),
+        );
+    }
+
+    pub fn print(&self) {
+        let headers = ["SCENARIO", "MEASURED", "BASELINE / CEILING", "NOTE"];
+        let mut w = headers.map(|h| h.len());
+        for r in &self.rows {
+            for (i, c) in r.iter().enumerate() {
+                w[i] = w[i].max(c.len());
+            }
+        }
+        let line = |cells: [&str; 4]| {
+            let s: Vec<String> = cells.iter().enumerate().map(|(i, c)| format!("{c:<width$}", width = w[i])).collect();
+            println!("{}", s.join("  ").trim_end());
+        };
+        line(headers);
+        for r in &self.rows {
+            line([&r[0], &r[1], &r[2], &r[3]]);
+        }
+    }
+}

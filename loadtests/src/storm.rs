@@ -1,0 +1,189 @@
+//! Reconnect storm: N real leaf sites, each with its site-manager, lose the hub (killed) while
+//! they go on recording events; the hub comes back, a new desired state is applied at once, and
+//! we measure until every site is connected, every event is at the hub exactly once, and every
+//! site holds the new desired state, with the hub's CPU time over that window.
+
+use std::collections::{HashMap, HashSet};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Result};
+use async_nats::jetstream::{self, consumer};
+use edge_bus::api::request;
+use edge_bus::topology::{self, STREAM_DESIRED, STREAM_SITE_EVENTS};
+use edge_testkit::NatsServer;
+use edge_types::api::{ApplyReply, Empty, SiteListReply};
+use edge_types::subject::{self, ApiOp};
+use edge_types::Name;
+use futures::StreamExt;
+use tokio_util::sync::CancellationToken;
+
+pub struct Storm {
+    pub first_connected: Duration,
+    pub median_connected: Duration,
+    pub all_connected: Duration,
+    pub all_events: Duration,
+    pub all_desired: Duration,
+    pub events: u64,
+    pub lost: u64,
+    pub duplicated: u64,
+    pub hub_cpu_secs: f64,
+    pub window: Duration,
+}
+
+/// Events each site records while the hub is down.
+const EVENTS_PER_SITE: u64 = 100;
+
+struct Site {
+    name: Name,
+    /// Kept so the leaf server runs until the end.
+    _leaf: NatsServer,
+    js: jetstream::Context,
+}
+
+fn cpu_secs(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let fields: Vec<&str> = stat.rsplit_once(')').map(|(_, r)| r.split_whitespace().collect()).unwrap_or_default();
+    let ticks = |i: usize| fields.get(i).and_then(|f| f.parse::<f64>().ok()).unwrap_or(0.0);
+    (ticks(11) + ticks(12)) / 100.0 // utime + stime, in clock ticks of 1/100 s
+}
+
+async fn sites_connected(client: &async_nats::Client) -> Result<HashSet<Name>> {
+    let list: SiteListReply = request(client, ApiOp::SiteList, &Empty {}, Duration::from_secs(5)).await?;
+    Ok(list.sites.into_iter().filter(|s| s.connected).map(|s| s.site).collect())
+}
+
+pub async fn run(n: usize) -> Result<Storm> {
+    let mut hub = NatsServer::hub().await?;
+    let shutdown = CancellationToken::new();
+    let mut tasks = tokio::task::JoinSet::new();
+    let mut sched = scheduler::Config::new(hub.url());
+    sched.site_timeout_secs = 3;
+    let sd = shutdown.clone();
+    tasks.spawn(async move { scheduler::run(sched, sd).await.map_err(anyhow::Error::from) });
+
+    let mut sites = Vec::new();
+    for i in 0..n {
+        let name = Name::site(format!("storm-{i:03}"))?;
+        let leaf = NatsServer::leaf(name.as_str(), &hub).await?;
+        let mut cfg = site_manager::Config::new(name.clone(), leaf.url());
+        cfg.host = Some(Name::new("h1")?);
+        cfg.heartbeat_secs = 1;
+        let sd = shutdown.clone();
+        tasks.spawn(async move { site_manager::run(cfg, sd).await.map_err(anyhow::Error::from) });
+        let js = jetstream::with_domain(async_nats::connect(leaf.url()).await?, name.as_str());
+        sites.push(Site { name, _leaf: leaf, js });
+    }
+    let client = async_nats::connect(hub.url()).await?;
+    let start = Instant::now();
+    while sites_connected(&client).await.map(|s| s.len()).unwrap_or(0) < n {
+        if start.elapsed() > Duration::from_secs(120) {
+            bail!("the {n} sites never all connected");
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+
+    hub.stop().await;
+    let mut expected: HashMap<Name, u64> = HashMap::new();
+    for s in &sites {
+        let subj = format!("edge.v1.site.{}.status.storm", s.name);
+        for i in 0..EVENTS_PER_SITE {
+            s.js.publish(subj.clone(), format!("{{\"n\":{i}}}").into()).await?.await?;
+        }
+        let last = s.js.get_stream(STREAM_SITE_EVENTS).await?.info().await?.state.last_sequence;
+        expected.insert(s.name.clone(), last);
+    }
+    let events: u64 = expected.values().sum();
+
+    hub.restart().await?;
+    let t0 = Instant::now();
+    let pid = hub.pid().unwrap_or(0);
+    let client = async_nats::connect(hub.url()).await?;
+    let spec = serde_json::json!({
+        "name": "storm", "version": "2",
+        "services": [{"name": "main", "image": "edge/absent:none", "command": ["true"]}],
+        "placement": {"sites": ""}
+    });
+    let generation = loop {
+        match request::<_, ApplyReply>(&client, ApiOp::AppApply, &spec, Duration::from_secs(5)).await {
+            Ok(r) => break r.generation,
+            Err(_) if t0.elapsed() < Duration::from_secs(60) => tokio::time::sleep(Duration::from_millis(100)).await,
+            Err(e) => bail!("apply after the restart failed: {e}"),
+        }
+    };
+    let hub_js = topology::hub_js(&client);
+    let app = Name::new("storm")?;
+    let mut connected_at: HashMap<Name, Duration> = HashMap::new();
+    let mut desired_at: HashMap<Name, Duration> = HashMap::new();
+    let mut events_at = None;
+    while connected_at.len() < n || desired_at.len() < n || events_at.is_none() {
+        if t0.elapsed() > Duration::from_secs(180) {
+            bail!(
+                "storm did not settle: {} connected, {} desired, events {:?}",
+                connected_at.len(),
+                desired_at.len(),
+                events_at
+            );
+        }
+        for s in sites_connected(&client).await.unwrap_or_default() {
+            connected_at.entry(s).or_insert(t0.elapsed());
+        }
+        for s in &sites {
+            if desired_at.contains_key(&s.name) {
+                continue;
+            }
+            let stream = s.js.get_stream(STREAM_DESIRED).await?;
+            if let Ok(m) = stream.direct_get_last_for_subject(subject::desired(&s.name, &app)).await {
+                let d: serde_json::Value = serde_json::from_slice(&m.payload)?;
+                if d["generation"] == generation {
+                    desired_at.insert(s.name.clone(), t0.elapsed());
+                }
+            }
+        }
+        if events_at.is_none() {
+            let held = hub_js.get_stream(STREAM_SITE_EVENTS).await?.info().await?.state.messages;
+            if held >= events {
+                events_at = Some(t0.elapsed());
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let window = t0.elapsed();
+    let hub_cpu_secs = cpu_secs(pid);
+
+    // Exactly once: every (site, upstream sequence) once.
+    let stream = hub_js.get_stream(STREAM_SITE_EVENTS).await?;
+    let total = hub_js.get_stream(STREAM_SITE_EVENTS).await?.info().await?.state.messages;
+    let mut msgs = stream.create_consumer(consumer::pull::OrderedConfig::default()).await?.messages().await?;
+    let mut seen = HashSet::new();
+    let mut duplicated = 0;
+    for _ in 0..total {
+        let m = tokio::time::timeout(Duration::from_secs(10), msgs.next()).await?.expect("open")?;
+        let src =
+            m.headers.as_ref().and_then(|h| h.get("Nats-Stream-Source")).map(|v| v.to_string()).unwrap_or_default();
+        let seq: u64 = src.split_whitespace().nth(1).and_then(|x| x.parse().ok()).unwrap_or(0);
+        if !seen.insert((m.subject.to_string().split('.').nth(3).unwrap_or_default().to_string(), seq)) {
+            duplicated += 1;
+        }
+    }
+    let lost = expected
+        .iter()
+        .map(|(site, last)| (1..=*last).filter(|q| !seen.contains(&(site.to_string(), *q))).count() as u64)
+        .sum();
+
+    shutdown.cancel();
+    while tasks.join_next().await.is_some() {}
+    let mut c: Vec<Duration> = connected_at.values().copied().collect();
+    c.sort();
+    Ok(Storm {
+        first_connected: c[0],
+        median_connected: c[c.len() / 2],
+        all_connected: *c.last().expect("n > 0"),
+        all_events: events_at.expect("loop ended"),
+        all_desired: desired_at.values().copied().max().unwrap_or_default(),
+        events,
+        lost,
+        duplicated,
+        hub_cpu_secs,
+        window,
+    })
+}
