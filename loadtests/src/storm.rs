@@ -132,7 +132,7 @@ pub async fn run(n: usize) -> Result<Storm> {
                 continue;
             }
             let stream = s.js.get_stream(STREAM_DESIRED).await?;
-            if let Ok(m) = stream.direct_get_last_for_subject(subject::desired(&s.name, &app)).await {
+            if let Ok(m) = stream.get_last_raw_message_by_subject(&subject::desired(&s.name, &app)).await {
                 let d: serde_json::Value = serde_json::from_slice(&m.payload)?;
                 if d["generation"] == generation {
                     desired_at.insert(s.name.clone(), t0.elapsed());
@@ -161,7 +161,13 @@ pub async fn run(n: usize) -> Result<Storm> {
         let src =
             m.headers.as_ref().and_then(|h| h.get("Nats-Stream-Source")).map(|v| v.to_string()).unwrap_or_default();
         let seq: u64 = src.split_whitespace().nth(1).and_then(|x| x.parse().ok()).unwrap_or(0);
-        if !seen.insert((m.subject.to_string().split('.').nth(3).unwrap_or_default().to_string(), seq)) {
+        let site = match subject::parse(&m.subject) {
+            Ok(subject::Subject::SiteStatus { site, .. } | subject::Subject::SiteRegistration { site }) => {
+                site.to_string()
+            }
+            _ => String::new(),
+        };
+        if !seen.insert((site, seq)) {
             duplicated += 1;
         }
     }

@@ -1,5 +1,5 @@
-//! A hub restart: sites keep running, and what they recorded meanwhile reaches the hub quickly
-//! once it is back.
+//! A hub restart: sites keep running, what they recorded meanwhile reaches the hub quickly once
+//! it is back, and new desired state reaches them just as quickly.
 
 mod support;
 
@@ -38,5 +38,18 @@ async fn after_a_hub_restart_buffered_events_catch_up_fast() -> Result<()> {
     let seqs: Vec<u64> = stack.hub_copies(&site).await?.iter().map(|(_, s)| *s).collect();
     assert_eq!(seqs, (1..=last).collect::<Vec<_>>(), "every site event exactly once, in order");
     assert_eq!(stack.containers(&site, &app).await?, before, "the hub restart restarted nothing");
+
+    // A change applied right after the restart reaches the site without waiting out the
+    // server's own retry back-off.
+    let applied = Instant::now();
+    stack.apply(&sleeper(&app, "", "edge/busybox:v2", &[])).await?;
+    stack
+        .eventually("the change reaches the site", || async {
+            let c = stack.containers(&site, &app).await?;
+            Ok(c.len() == 1 && c[0].running && c[0].image == "edge/busybox:v2")
+        })
+        .await?;
+    eprintln!("change applied after a hub restart running at the site in {:?}", applied.elapsed());
+    assert!(applied.elapsed() < Duration::from_secs(15), "took {:?}", applied.elapsed());
     Ok(())
 }

@@ -205,21 +205,28 @@ pub async fn site_sources(client: &async_nats::Client) -> Result<Vec<SiteSourceS
     Ok(out)
 }
 
-/// Removes and re-adds a site's source. The server then creates its sourcing consumer at once
-/// and resumes after the last message it stored: nothing is lost or copied twice. Used when a
-/// source has stalled (after a hub restart the server retries creating it with a back-off that
-/// has held catch-up for 40 s).
+/// Removes and re-adds a site's source of the hub's `SITE_EVENTS`. The server then creates its
+/// sourcing consumer at once and resumes after the last message it stored: nothing is lost or
+/// copied twice. Used when a source has stalled (after a hub restart the server retries creating
+/// it with a back-off that has held catch-up for 40 s).
 pub async fn reattach_site_source(js: &jetstream::Context, site: &Name) -> Result<(), BusError> {
-    let mut stream =
-        js.get_stream(STREAM_SITE_EVENTS).await.map_err(|e| BusError::js("get hub stream SITE_EVENTS", e))?;
-    let mut config = stream.info().await.map_err(|e| BusError::js("read hub stream SITE_EVENTS", e))?.config.clone();
-    let api = api_prefix(site.as_str());
-    let is_site = |s: &stream::Source| s.external.as_ref().is_some_and(|x| x.api_prefix == api);
+    reattach_source(js, STREAM_SITE_EVENTS, &api_prefix(site.as_str())).await
+}
+
+/// The same for a site's `DESIRED` stream and its source in the hub (`js` is the site's).
+pub async fn reattach_desired_source(js: &jetstream::Context) -> Result<(), BusError> {
+    reattach_source(js, STREAM_DESIRED, &api_prefix(HUB_DOMAIN)).await
+}
+
+async fn reattach_source(js: &jetstream::Context, name: &str, api: &str) -> Result<(), BusError> {
+    let mut stream = js.get_stream(name).await.map_err(|e| BusError::js(format!("get stream {name}"), e))?;
+    let mut config = stream.info().await.map_err(|e| BusError::js(format!("read stream {name}"), e))?.config.clone();
+    let is_it = |s: &stream::Source| s.external.as_ref().is_some_and(|x| x.api_prefix == api);
     let sources = config.sources.get_or_insert_with(Vec::new);
-    let Some(source) = sources.iter().find(|s| is_site(s)).cloned() else { return Ok(()) };
-    sources.retain(|s| !is_site(s));
-    js.update_stream(config.clone()).await.map_err(|e| BusError::js(format!("detach source of site {site}"), e))?;
+    let Some(source) = sources.iter().find(|s| is_it(s)).cloned() else { return Ok(()) };
+    sources.retain(|s| !is_it(s));
+    js.update_stream(config.clone()).await.map_err(|e| BusError::js(format!("detach source {api} of {name}"), e))?;
     config.sources.get_or_insert_with(Vec::new).push(source);
-    js.update_stream(config).await.map_err(|e| BusError::js(format!("re-attach source of site {site}"), e))?;
+    js.update_stream(config).await.map_err(|e| BusError::js(format!("re-attach source {api} of {name}"), e))?;
     Ok(())
 }

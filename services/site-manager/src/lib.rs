@@ -11,6 +11,7 @@ pub mod inventory;
 pub mod labels;
 pub mod reconcile;
 pub mod runtime;
+pub mod sources;
 pub mod status;
 
 use std::sync::atomic::AtomicU64;
@@ -81,6 +82,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Site
         shutdown.clone(),
     ));
     tasks.spawn(follower.run(shutdown.clone()));
+    tasks.spawn(sources::keep_flowing(client.clone(), js.clone(), shutdown.clone()));
     let agent = agent::Agent::new(site, host, runtime, desired, changed, config.resync(), buffer);
     tasks.spawn(agent.run(loaded_rx, shutdown.clone()));
 
