@@ -53,5 +53,6 @@ lint:
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 
-bench:
-	@echo "The benchmark suite lands with the scale issue; see loadtests/README.md."
+## Benchmarks (loadtests/): WAN-cut catch-up against raw sourcing, durability cost, reconnect storm.
+bench: setup
+	$(CARGO) run --release -p loadtests -- $(BENCH_ARGS)

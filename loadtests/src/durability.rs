@@ -13,18 +13,11 @@ use edge_types::Name;
 
 /// Acked publishes per second.
 pub async fn run(events: u64, sync_always: bool) -> Result<f64> {
-    let conf = if sync_always {
-        natsconf::LEAF_CONF.to_string()
-    } else {
-        natsconf::LEAF_CONF
-            .lines()
-            .filter(|l| !l.trim_start().starts_with("sync_interval"))
-            .collect::<Vec<_>>()
-            .join("\n")
-    };
+    let interval = if sync_always { natsconf::LEAF_SYNC_INTERVAL } else { "2m" };
     let site = Name::site(if sync_always { "sync-always" } else { "sync-default" })?;
     // No hub: the leaf keeps trying to dial it, which changes nothing here.
-    let leaf = NatsServer::leaf_with_conf(site.as_str(), "nats-leaf://127.0.0.1:1", &conf).await?;
+    let overrides = [("LEAF_SYNC_INTERVAL", interval)];
+    let leaf = NatsServer::leaf_with(site.as_str(), "nats-leaf://127.0.0.1:1", &overrides).await?;
     let js = jetstream::with_domain(async_nats::connect(leaf.url()).await?, site.as_str());
     edge_bus::topology::ensure_site(&js, &site, &Default::default()).await?;
     let start = Instant::now();

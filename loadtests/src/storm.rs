@@ -85,10 +85,7 @@ pub async fn run(n: usize) -> Result<Storm> {
     hub.stop().await;
     let mut expected: HashMap<Name, u64> = HashMap::new();
     for s in &sites {
-        let subj = format!("edge.v1.site.{}.status.storm", s.name);
-        for i in 0..EVENTS_PER_SITE {
-            s.js.publish(subj.clone(), format!("{{\"n\":{i}}}").into()).await?.await?;
-        }
+        crate::catchup::publish(&s.js, &s.name, 0, EVENTS_PER_SITE).await?;
         let last = s.js.get_stream(STREAM_SITE_EVENTS).await?.info().await?.state.last_sequence;
         expected.insert(s.name.clone(), last);
     }

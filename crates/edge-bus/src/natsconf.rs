@@ -35,6 +35,9 @@ pub fn hub_env(name: &str, ports: &HubPorts, store: &Path) -> Vec<(String, Strin
     ]
 }
 
+/// The leaf's durability setting: fsync every acknowledged write.
+pub const LEAF_SYNC_INTERVAL: &str = "always";
+
 /// Environment that fills in `leaf.conf`.
 pub fn leaf_env(site: &str, ports: &LeafPorts, store: &Path, hub_leaf_url: &str) -> Vec<(String, String)> {
     vec![
@@ -44,6 +47,7 @@ pub fn leaf_env(site: &str, ports: &LeafPorts, store: &Path, hub_leaf_url: &str)
         ("LEAF_HTTP_PORT".into(), ports.http.to_string()),
         ("LEAF_STORE_DIR".into(), store.display().to_string()),
         ("HUB_LEAF_URL".into(), hub_leaf_url.into()),
+        ("LEAF_SYNC_INTERVAL".into(), LEAF_SYNC_INTERVAL.into()),
     ]
 }
 

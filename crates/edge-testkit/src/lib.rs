@@ -42,15 +42,20 @@ impl NatsServer {
     /// Starts a site leaf server that dials the hub at `hub_leaf_url` (for example through a
     /// [`Relay`]).
     pub async fn leaf_to(site: &str, hub_leaf_url: &str) -> Result<Self> {
-        Self::leaf_with_conf(site, hub_leaf_url, natsconf::LEAF_CONF).await
+        Self::leaf_with(site, hub_leaf_url, &[]).await
     }
 
-    /// Starts a site leaf server from another configuration text (benchmarks compare settings).
-    pub async fn leaf_with_conf(site: &str, hub_leaf_url: &str, conf: &str) -> Result<Self> {
+    /// Starts a site leaf server with some of `leaf.conf`'s variables overridden (benchmarks
+    /// compare settings such as `LEAF_SYNC_INTERVAL`).
+    pub async fn leaf_with(site: &str, hub_leaf_url: &str, overrides: &[(&str, &str)]) -> Result<Self> {
         let ports = LeafPorts { client: natsconf::free_port()?, http: natsconf::free_port()? };
         let dir = tempfile::Builder::new().prefix(&format!("edge-leaf-{site}-")).tempdir()?;
-        let env = natsconf::leaf_env(site, &ports, &dir.path().join("store"), hub_leaf_url);
-        Self::start(dir, conf, env, ports.client, None).await
+        let mut env = natsconf::leaf_env(site, &ports, &dir.path().join("store"), hub_leaf_url);
+        for (k, v) in overrides {
+            env.retain(|(name, _)| name != k);
+            env.push((k.to_string(), v.to_string()));
+        }
+        Self::start(dir, natsconf::LEAF_CONF, env, ports.client, None).await
     }
 
     async fn start(
