@@ -143,6 +143,9 @@ pub struct SiteSummary {
     /// The site's event buffer as of its last heartbeat.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub buffer: Option<BufferState>,
+    /// Times the site restarted its leaf server because it had stopped reconnecting.
+    #[serde(default)]
+    pub leaf_recoveries: u64,
 }
 
 /// Reply to `site.list`.

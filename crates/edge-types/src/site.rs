@@ -72,6 +72,9 @@ pub struct Heartbeat {
     /// The site's event buffer, if the site-manager could read it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub buffer: Option<BufferState>,
+    /// Times the site-manager restarted a leaf server that had stopped reconnecting.
+    #[serde(default)]
+    pub leaf_recoveries: u64,
 }
 
 /// The site's event buffer (its SITE_EVENTS stream): what the hub has not processed yet.

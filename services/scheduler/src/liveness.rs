@@ -22,6 +22,7 @@ pub struct Liveness {
     pub connected_since_ms: u64,
     /// The site's heartbeat interval, as it announced it.
     pub interval_ms: u64,
+    pub leaf_recoveries: u64,
     pub buffer: Option<BufferState>,
 }
 
@@ -89,6 +90,7 @@ impl LivenessMap {
                         last_seen_ms: now,
                         connected_since_ms: since,
                         interval_ms: hb.interval_ms,
+                        leaf_recoveries: hb.leaf_recoveries,
                         buffer: hb.buffer,
                     };
                     self.sites.insert(site, live);

@@ -129,6 +129,7 @@ pub async fn list(hub: &Hub, body: &[u8]) -> Result<SiteListReply, ApiError> {
                 connected: hub.connected(&s.site),
                 last_seen_ms: live.last_seen_ms,
                 buffer: live.buffer,
+                leaf_recoveries: live.leaf_recoveries,
                 apps: apps
                     .iter()
                     .filter(|(_, a)| a.sites.contains(&s.site))

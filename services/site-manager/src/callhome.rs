@@ -57,38 +57,43 @@ fn jitter_sample() -> u64 {
 }
 
 /// Publishes a heartbeat every `every` on core NATS (liveness is not stored), with the state
-/// of the event buffer so the hub sees its fill and alarm.
-pub async fn heartbeats(
-    client: async_nats::Client,
-    buffer: Arc<EventBuffer>,
-    site: Name,
-    host: Name,
-    every: Duration,
-    shutdown: CancellationToken,
-) {
-    let mut tick = tokio::time::interval(every);
-    loop {
-        tokio::select! {
-            _ = shutdown.cancelled() => return,
-            _ = tick.tick() => {}
-        }
-        let state = match buffer.state().await {
-            Ok(s) => Some(s),
-            Err(e) => {
-                tracing::debug!(error = %e, "cannot read the event buffer");
-                None
+/// of the event buffer and the leaf recoveries, so the hub sees fill, alarm and recoveries.
+pub struct Heartbeats {
+    pub client: async_nats::Client,
+    pub buffer: Arc<EventBuffer>,
+    pub site: Name,
+    pub host: Name,
+    pub every: Duration,
+    pub leaf_recoveries: Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl Heartbeats {
+    pub async fn run(self, shutdown: CancellationToken) {
+        let mut tick = tokio::time::interval(self.every);
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tick.tick() => {}
             }
-        };
-        let hb = Heartbeat {
-            site: site.clone(),
-            host: host.clone(),
-            sent_at_ms: edge_bus::time::now_ms(),
-            interval_ms: every.as_millis() as u64,
-            buffer: state,
-        };
-        let body = serde_json::to_vec(&hb).expect("heartbeat serializes");
-        if let Err(e) = client.publish(subject::heartbeat(&site), body.into()).await {
-            tracing::debug!(error = %e, "heartbeat not sent");
+            let state = match self.buffer.state().await {
+                Ok(s) => Some(s),
+                Err(e) => {
+                    tracing::debug!(error = %e, "cannot read the event buffer");
+                    None
+                }
+            };
+            let hb = Heartbeat {
+                site: self.site.clone(),
+                host: self.host.clone(),
+                sent_at_ms: edge_bus::time::now_ms(),
+                interval_ms: self.every.as_millis() as u64,
+                buffer: state,
+                leaf_recoveries: self.leaf_recoveries.load(std::sync::atomic::Ordering::Relaxed),
+            };
+            let body = serde_json::to_vec(&hb).expect("heartbeat serializes");
+            if let Err(e) = self.client.publish(subject::heartbeat(&self.site), body.into()).await {
+                tracing::debug!(error = %e, "heartbeat not sent");
+            }
         }
     }
 }

@@ -35,6 +35,17 @@ pub struct Config {
     /// counted and raise an alarm (old ones are never dropped).
     #[arg(long, env = "SITE_MANAGER_EVENTS_MAX_BYTES", default_value_t = 1 << 30, value_parser = clap::value_parser!(i64).range(4096..))]
     pub events_max_bytes: i64,
+    /// `host:port` of the hub's leafnode listener as this site reaches it; with
+    /// `--leaf-restart-cmd`, enables recovery of a leaf server that stopped reconnecting.
+    #[arg(long, env = "SITE_MANAGER_HUB_PROBE_ADDR")]
+    pub hub_probe_addr: Option<String>,
+    /// Shell command that restarts the site's leaf server, run when the leaf has not linked to a
+    /// reachable hub for `--leaf-stuck-secs`.
+    #[arg(long, env = "SITE_MANAGER_LEAF_RESTART_CMD")]
+    pub leaf_restart_cmd: Option<String>,
+    /// Seconds the leaf may stay unlinked while the hub answers a direct probe.
+    #[arg(long, env = "SITE_MANAGER_LEAF_STUCK_SECS", default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..=86400))]
+    pub leaf_stuck_secs: u64,
     /// Most events the site buffers for the hub; -1 (or 0) for no limit.
     #[arg(long, env = "SITE_MANAGER_EVENTS_MAX_MSGS", default_value_t = -1, value_parser = clap::value_parser!(i64).range(-1..))]
     pub events_max_msgs: i64,
@@ -52,6 +63,9 @@ impl Config {
             heartbeat_secs: 5,
             events_max_bytes: 1 << 30,
             events_max_msgs: -1,
+            hub_probe_addr: None,
+            leaf_restart_cmd: None,
+            leaf_stuck_secs: 60,
         }
     }
 

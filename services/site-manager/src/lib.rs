@@ -9,6 +9,7 @@ pub mod config;
 pub mod desired;
 pub mod inventory;
 pub mod labels;
+pub mod leafwatch;
 pub mod reconcile;
 pub mod runtime;
 pub mod sources;
@@ -37,18 +38,51 @@ pub enum SiteManagerError {
     Runtime(#[from] runtime::RuntimeError),
 }
 
+/// Retries a start-up step until it succeeds (the leaf server or Docker may come up after the
+/// site-manager at boot); `None` if shutdown came first.
+async fn until_ready<T, E: std::fmt::Display, F: std::future::Future<Output = Result<T, E>>>(
+    what: &str,
+    shutdown: &CancellationToken,
+    mut step: impl FnMut() -> F,
+) -> Option<T> {
+    let mut delay = std::time::Duration::from_millis(500);
+    loop {
+        match step().await {
+            Ok(v) => return Some(v),
+            Err(e) => tracing::warn!(error = %e, "{what} not ready; retrying in {delay:?}"),
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => return None,
+            _ = tokio::time::sleep(delay) => {}
+        }
+        delay = (delay * 2).min(std::time::Duration::from_secs(30));
+    }
+}
+
 /// Runs the site-manager until `shutdown` is cancelled.
 pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), SiteManagerError> {
     let site = config.site.clone();
     let host = config.host_name();
-    let runtime = runtime::DockerRuntime::connect(site.clone(), host.clone()).await?;
+    let Some(runtime) =
+        until_ready("docker", &shutdown, || runtime::DockerRuntime::connect(site.clone(), host.clone())).await
+    else {
+        return Ok(());
+    };
     let client = edge_bus::connect(&config.nats_url, &format!("site-manager/{site}/{host}"), true).await?;
     // The leaf's own JetStream domain: the site's streams live there, reachable with the WAN down.
     let js = jetstream::with_domain(client.clone(), site.as_str());
-    edge_bus::topology::ensure_site(&js, &site, &config.limits()).await?;
+    let limits = config.limits();
+    if until_ready("site streams", &shutdown, || edge_bus::topology::ensure_site(&js, &site, &limits)).await.is_none() {
+        return Ok(());
+    }
     tracing::info!(%site, %host, "site streams ready");
 
-    let inventory = inventory::read(&runtime, &host, &Default::default()).await?;
+    let host_labels = Default::default();
+    let Some(inventory) =
+        until_ready("host inventory", &shutdown, || inventory::read(&runtime, &host, &host_labels)).await
+    else {
+        return Ok(());
+    };
     let registration = SiteRegistration {
         site: site.clone(),
         labels: config.label_map(),
@@ -72,17 +106,28 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Site
 
     let mut tasks = tokio::task::JoinSet::new();
     tasks.spawn(callhome::register(client.clone(), buffer.clone(), registration, shutdown.clone()));
-    let beat = std::time::Duration::from_secs(config.heartbeat_secs);
-    tasks.spawn(callhome::heartbeats(
-        client.clone(),
-        buffer.clone(),
-        site.clone(),
-        host.clone(),
-        beat,
-        shutdown.clone(),
-    ));
+    let recoveries = Arc::new(AtomicU64::new(0));
+    let beats = callhome::Heartbeats {
+        client: client.clone(),
+        buffer: buffer.clone(),
+        site: site.clone(),
+        host: host.clone(),
+        every: std::time::Duration::from_secs(config.heartbeat_secs),
+        leaf_recoveries: recoveries.clone(),
+    };
+    tasks.spawn(beats.run(shutdown.clone()));
     tasks.spawn(follower.run(shutdown.clone()));
     tasks.spawn(sources::keep_flowing(client.clone(), js.clone(), shutdown.clone()));
+    if let (Some(probe_addr), Some(restart_cmd)) = (config.hub_probe_addr.clone(), config.leaf_restart_cmd.clone()) {
+        let watch = leafwatch::LeafWatch {
+            client: client.clone(),
+            probe_addr,
+            restart_cmd,
+            stuck_after: std::time::Duration::from_secs(config.leaf_stuck_secs),
+            recoveries: recoveries.clone(),
+        };
+        tasks.spawn(watch.run(shutdown.clone()));
+    }
     let agent = agent::Agent::new(site, host, runtime, desired, changed, config.resync(), buffer);
     tasks.spawn(agent.run(loaded_rx, shutdown.clone()));
 

@@ -18,7 +18,7 @@ const COOLDOWN: Duration = Duration::from_secs(3);
 const MAX_COOLDOWN: Duration = Duration::from_secs(60);
 
 /// Whether the hub's JetStream answers through the leaf link.
-async fn hub_reachable(client: &async_nats::Client) -> bool {
+pub async fn hub_reachable(client: &async_nats::Client) -> bool {
     let req = client.request(format!("{}.INFO", api_prefix(HUB_DOMAIN)), "".into());
     matches!(tokio::time::timeout(Duration::from_secs(1), req).await, Ok(Ok(_)))
 }

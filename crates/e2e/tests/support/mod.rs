@@ -24,6 +24,9 @@ use tokio_util::sync::CancellationToken;
 
 pub const TIMEOUT: Duration = Duration::from_secs(60);
 
+/// A change to a site-manager's configuration.
+pub type Tweak = std::sync::Arc<dyn Fn(&mut site_manager::Config) + Send + Sync>;
+
 pub struct Site {
     pub name: Name,
     pub leaf: NatsServer,
@@ -31,7 +34,7 @@ pub struct Site {
     pub wan: Relay,
     pub labels: Vec<(String, String)>,
     /// Adjusts the site-manager's configuration (limits, intervals) before each start.
-    tweak: fn(&mut site_manager::Config),
+    pub tweak: Tweak,
     manager: Option<(CancellationToken, JoinHandle<()>)>,
 }
 
@@ -51,7 +54,11 @@ impl Stack {
     }
 
     /// Like [`Stack::start`], with every site-manager's configuration adjusted by `tweak`.
-    pub async fn start_with(sites: &[&[(&str, &str)]], tweak: fn(&mut site_manager::Config)) -> Result<Self> {
+    pub async fn start_with(
+        sites: &[&[(&str, &str)]],
+        tweak: impl Fn(&mut site_manager::Config) + Send + Sync + 'static,
+    ) -> Result<Self> {
+        let tweak: Tweak = std::sync::Arc::new(tweak);
         let hub = NatsServer::hub().await?;
         let client = async_nats::connect(hub.url()).await?;
         let docker = Docker::connect_with_local_defaults()?.negotiate_version().await?;
@@ -62,7 +69,7 @@ impl Stack {
             let wan = Relay::start(&stack.hub.leaf_addr()).await?;
             let leaf = NatsServer::leaf_to(name.as_str(), &format!("nats-leaf://{}", wan.addr())).await?;
             let labels = labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
-            let mut site = Site { name, leaf, wan, labels, tweak, manager: None };
+            let mut site = Site { name, leaf, wan, labels, tweak: tweak.clone(), manager: None };
             site.start_manager();
             stack.sites.push(site);
         }
