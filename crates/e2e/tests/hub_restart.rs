@@ -53,3 +53,46 @@ async fn after_a_hub_restart_buffered_events_catch_up_fast() -> Result<()> {
     assert!(applied.elapsed() < Duration::from_secs(15), "took {:?}", applied.elapsed());
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn after_a_hub_restart_every_site_resyncs() -> Result<()> {
+    const SITES: usize = 6;
+    let labels: &[(&str, &str)] = &[("tier", "edge")];
+    let mut stack = Stack::start(&[labels; SITES]).await?;
+    let app = edge_testkit::unique("storm");
+    stack.apply(&sleeper(&app, "tier = edge", "edge/busybox:v1", &[])).await?;
+    let names: Vec<_> = stack.sites.iter().map(|s| s.name.clone()).collect();
+    stack.wait_running(&names.iter().collect::<Vec<_>>(), &app, 1).await?;
+
+    stack.hub.stop().await;
+    let mut last = Vec::new();
+    for i in 0..SITES {
+        let js = stack.site_js(i).await?;
+        for n in 0..20 {
+            js.publish(format!("edge.v1.site.{}.status.probe{n}", names[i]), "{}".into()).await?.await?;
+        }
+        last.push(stack.site_buffer(i).await?.1);
+    }
+    stack.hub.restart().await?;
+    let back = Instant::now();
+    let v2 = sleeper(&app, "tier = edge", "edge/busybox:v2", &[]);
+    stack.eventually("the scheduler takes the change", || async { Ok(stack.apply(&v2).await.is_ok()) }).await?;
+    for (i, site) in names.iter().enumerate() {
+        stack
+            .eventually("the site's events are at the hub", || async {
+                Ok(stack.hub_copies(site).await?.last().is_some_and(|(_, seq)| *seq >= last[i]))
+            })
+            .await?;
+        let seqs: Vec<u64> = stack.hub_copies(site).await?.iter().map(|(_, s)| *s).collect();
+        assert_eq!(seqs, (1..=last[i]).collect::<Vec<_>>(), "exactly once, in order, for {site}");
+        stack
+            .eventually("the site runs the change", || async {
+                let c = stack.containers(site, &app).await?;
+                Ok(c.len() == 1 && c[0].running && c[0].image == "edge/busybox:v2")
+            })
+            .await?;
+    }
+    eprintln!("{SITES} sites back in sync {:?} after the hub restart", back.elapsed());
+    assert!(back.elapsed() < Duration::from_secs(30), "took {:?}", back.elapsed());
+    Ok(())
+}
