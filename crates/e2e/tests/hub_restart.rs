@@ -66,10 +66,10 @@ async fn after_a_hub_restart_every_site_resyncs() -> Result<()> {
 
     stack.hub.stop().await;
     let mut last = Vec::new();
-    for i in 0..SITES {
+    for (i, site) in names.iter().enumerate() {
         let js = stack.site_js(i).await?;
         for n in 0..20 {
-            js.publish(format!("edge.v1.site.{}.status.probe{n}", names[i]), "{}".into()).await?.await?;
+            js.publish(format!("edge.v1.site.{site}.status.probe{n}"), "{}".into()).await?.await?;
         }
         last.push(stack.site_buffer(i).await?.1);
     }
