@@ -36,7 +36,7 @@ async fn after_a_hub_restart_buffered_events_catch_up_fast() -> Result<()> {
     eprintln!("catch-up of {last} events after a hub restart: {took:?}");
     assert!(took < Duration::from_secs(15), "catch-up took {took:?}");
     let seqs: Vec<u64> = stack.hub_copies(&site).await?.iter().map(|(_, s)| *s).collect();
-    assert_eq!(seqs, (1..=last).collect::<Vec<_>>(), "every site event exactly once, in order");
+    support::assert_exactly_once(&seqs, last, "hub restart");
     assert_eq!(stack.containers(&site, &app).await?, before, "the hub restart restarted nothing");
 
     // A change applied right after the restart reaches the site without waiting out the
@@ -84,7 +84,7 @@ async fn after_a_hub_restart_every_site_resyncs() -> Result<()> {
             })
             .await?;
         let seqs: Vec<u64> = stack.hub_copies(site).await?.iter().map(|(_, s)| *s).collect();
-        assert_eq!(seqs, (1..=last[i]).collect::<Vec<_>>(), "exactly once, in order, for {site}");
+        support::assert_exactly_once(&seqs, last[i], site.as_str());
         stack
             .eventually("the site runs the change", || async {
                 let c = stack.containers(site, &app).await?;

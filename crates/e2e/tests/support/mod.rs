@@ -306,6 +306,15 @@ impl Drop for Stack {
     }
 }
 
+/// Asserts that the upstream sequences the hub holds from a site are each there exactly once, in
+/// the site's order, with none missing, through at least `through` (the site may record more
+/// events while the test runs).
+pub fn assert_exactly_once(seqs: &[u64], through: u64, what: &str) {
+    let expected: Vec<u64> = (1..=seqs.len() as u64).collect();
+    assert_eq!(seqs, expected.as_slice(), "{what}: every site event exactly once, in order");
+    assert!(seqs.len() as u64 >= through, "{what}: the hub holds {} of at least {through} events", seqs.len());
+}
+
 /// Removes every container of a site (blocking; used on drop).
 pub fn remove_site_containers(site: &Name) {
     let out = std::process::Command::new("docker")
