@@ -13,6 +13,17 @@ async fn app_runs_exactly_where_placement_selects_and_follows_labels() -> Result
     let (a, b, c) = (stack.site(0).clone(), stack.site(1).clone(), stack.site(2).clone());
     let app = edge_testkit::unique("web");
 
+    // The preview names the matching sites and says why the third is excluded; it stores nothing.
+    let plan = stack.plan(&sleeper(&app, "customer = acme, cameras", "edge/busybox:v1", &[])).await?;
+    assert!(plan.sites.iter().all(|s| !s.selected), "no site has cameras");
+    assert_eq!(plan.unknown_labels, ["cameras"]);
+    let plan = stack.plan(&sleeper(&app, "customer = acme", "edge/busybox:v1", &[])).await?;
+    let selected: Vec<_> = plan.sites.iter().filter(|s| s.selected).map(|s| s.site.clone()).collect();
+    assert_eq!(selected.len(), 2);
+    let excluded = plan.sites.iter().find(|s| s.site == c).unwrap();
+    assert!(!excluded.selected && excluded.reasons[0].contains("customer=globex"), "{excluded:?}");
+    assert!(stack.apps().await?.apps.is_empty(), "a plan applies nothing");
+
     let reply = stack.apply(&sleeper(&app, "customer = acme", "edge/busybox:v1", &[])).await?;
     assert!(reply.changed);
     assert_eq!(reply.generation, 1);

@@ -117,6 +117,28 @@ pub struct AppStatusReply {
     pub sites: Vec<SiteAppStatus>,
 }
 
+/// Reply to `app.plan`: where a spec would run, and why every other site is excluded.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PlanReply {
+    pub name: Name,
+    pub sites: Vec<SitePlan>,
+    /// Labels the selector names that no registered site has (allowed, but often a typo).
+    pub unknown_labels: Vec<String>,
+}
+
+/// One site in a placement preview.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SitePlan {
+    pub site: Name,
+    pub selected: bool,
+    /// Connected now; a selected offline site gets the app when its link returns.
+    pub connected: bool,
+    /// For an excluded site, each failing term and what the site has instead.
+    pub reasons: Vec<String>,
+}
+
 /// Reply to `app.delete`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]

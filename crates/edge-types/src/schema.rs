@@ -57,6 +57,7 @@ messages!(
     AppListReply,
     AppStatusReply,
     DeleteReply,
+    PlanReply,
     SiteListReply,
     SiteLabelRequest,
     RegisterReply,

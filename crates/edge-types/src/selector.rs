@@ -1,5 +1,7 @@
-//! Site-label selectors: `customer = acme, tier != lab, region in (eu, us), gpu, !legacy`.
-//! Terms are joined by `,` and all must hold. An empty selector selects every site.
+//! Site-label selectors: `customer = acme, tier != lab, region in (eu, us), gpu, !legacy,
+//! cpus >= 4, memory >= 8Gi`. Terms are joined by `,` and all must hold. An empty selector
+//! selects every site. Comparisons (`>`, `>=`, `<`, `<=`) are numeric: both sides are numbers,
+//! optionally with a decimal (`k`, `M`, `G`, `T`) or binary (`Ki`, `Mi`, `Gi`, `Ti`) suffix.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -19,6 +21,53 @@ pub enum Term {
     NotIn(String, Vec<String>),
     Exists(String),
     NotExists(String),
+    Compare(String, CmpOp, String),
+}
+
+/// A numeric comparison.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CmpOp {
+    Gt,
+    Ge,
+    Lt,
+    Le,
+}
+
+impl CmpOp {
+    fn symbol(self) -> &'static str {
+        match self {
+            CmpOp::Gt => ">",
+            CmpOp::Ge => ">=",
+            CmpOp::Lt => "<",
+            CmpOp::Le => "<=",
+        }
+    }
+
+    fn holds(self, left: f64, right: f64) -> bool {
+        match self {
+            CmpOp::Gt => left > right,
+            CmpOp::Ge => left >= right,
+            CmpOp::Lt => left < right,
+            CmpOp::Le => left <= right,
+        }
+    }
+}
+
+/// A number with an optional decimal or binary unit suffix: `4`, `0.5`, `8Gi`, `2k`.
+pub fn quantity(s: &str) -> Option<f64> {
+    const UNITS: [(&str, f64); 8] = [
+        ("Ki", 1024.0),
+        ("Mi", 1048576.0),
+        ("Gi", 1073741824.0),
+        ("Ti", 1099511627776.0),
+        ("k", 1e3),
+        ("M", 1e6),
+        ("G", 1e9),
+        ("T", 1e12),
+    ];
+    let (number, factor) = UNITS.iter().find_map(|(u, f)| s.strip_suffix(u).map(|n| (n, *f))).unwrap_or((s, 1.0));
+    let n: f64 = number.parse().ok()?;
+    n.is_finite().then_some(n * factor)
 }
 
 /// A parse error with the byte position it was found at.
@@ -54,6 +103,30 @@ impl Selector {
         self.terms.iter().all(|t| t.matches(labels))
     }
 
+    /// Why a site with these labels is not selected: one sentence per failing term (empty when
+    /// it is selected).
+    pub fn explain(&self, labels: &BTreeMap<String, String>) -> Vec<String> {
+        self.terms
+            .iter()
+            .filter(|t| !t.matches(labels))
+            .map(|t| {
+                let key = t.key();
+                let has = match labels.get(key) {
+                    Some(v) if v.is_empty() => format!("the site has label {key} without a value"),
+                    Some(v) => format!("the site has {key}={v}"),
+                    None => format!("the site has no label {key}"),
+                };
+                let not_number =
+                    matches!(t, Term::Compare(..)) && labels.get(key).is_some_and(|v| quantity(v).is_none());
+                if not_number {
+                    format!("`{t}` fails: {has}, which is not a number")
+                } else {
+                    format!("`{t}` fails: {has}")
+                }
+            })
+            .collect()
+    }
+
     pub fn terms(&self) -> &[Term] {
         &self.terms
     }
@@ -68,6 +141,23 @@ impl Term {
             Term::NotIn(k, vs) => labels.get(k).is_none_or(|l| !vs.contains(l)),
             Term::Exists(k) => labels.contains_key(k),
             Term::NotExists(k) => !labels.contains_key(k),
+            Term::Compare(k, op, v) => match (labels.get(k).and_then(|l| quantity(l)), quantity(v)) {
+                (Some(left), Some(right)) => op.holds(left, right),
+                _ => false,
+            },
+        }
+    }
+
+    /// The label the term is about.
+    pub fn key(&self) -> &str {
+        match self {
+            Term::Eq(k, _)
+            | Term::Ne(k, _)
+            | Term::In(k, _)
+            | Term::NotIn(k, _)
+            | Term::Exists(k)
+            | Term::NotExists(k)
+            | Term::Compare(k, _, _) => k,
         }
     }
 }
@@ -81,6 +171,7 @@ impl fmt::Display for Term {
             Term::NotIn(k, vs) => write!(f, "{k} notin ({})", vs.join(", ")),
             Term::Exists(k) => write!(f, "{k}"),
             Term::NotExists(k) => write!(f, "!{k}"),
+            Term::Compare(k, op, v) => write!(f, "{k} {} {v}", op.symbol()),
         }
     }
 }
@@ -152,6 +243,18 @@ impl Parser<'_> {
         if self.eat("!=") {
             return Ok(Term::Ne(key, self.word("a value")?));
         }
+        for (tok, op) in [(">=", CmpOp::Ge), ("<=", CmpOp::Le), (">", CmpOp::Gt), ("<", CmpOp::Lt)] {
+            if self.eat(tok) {
+                let at = self.pos;
+                let value = self.word("a number")?;
+                if quantity(&value).is_none() {
+                    self.pos = at;
+                    self.skip_ws();
+                    return self.error(format!("{value:?} is not a number (e.g. 4, 0.5, 8Gi)"));
+                }
+                return Ok(Term::Compare(key, op, value));
+            }
+        }
         if self.eat("==") || self.eat("=") {
             return Ok(Term::Eq(key, self.word("a value")?));
         }
@@ -209,6 +312,33 @@ mod tests {
         for s in no {
             assert!(!Selector::parse(s).unwrap().matches(&l), "{s}");
         }
+    }
+
+    #[test]
+    fn compares_quantities() {
+        let l = labels(&[("cpus", "8"), ("memory", "16Gi"), ("name", "x")]);
+        for s in ["cpus >= 4", "cpus > 7.5", "memory >= 8Gi", "memory < 1T", "cpus <= 8"] {
+            assert!(Selector::parse(s).unwrap().matches(&l), "{s}");
+        }
+        for s in ["cpus > 8", "memory >= 32Gi", "name > 1", "absent >= 1"] {
+            assert!(!Selector::parse(s).unwrap().matches(&l), "{s}");
+        }
+        assert_eq!(quantity("2Ki"), Some(2048.0));
+        assert_eq!(quantity("1.5k"), Some(1500.0));
+        assert_eq!(quantity("Gi"), None);
+        let e = Selector::parse("cpus >= lots").unwrap_err();
+        assert_eq!(e.position, 8, "{e}");
+    }
+
+    #[test]
+    fn explains_every_failing_term() {
+        let l = labels(&[("customer", "globex"), ("cpus", "2")]);
+        let why = Selector::parse("customer = acme, cpus >= 4, camera, region").unwrap().explain(&l);
+        assert_eq!(why.len(), 4, "{why:?}");
+        assert!(why[0].contains("customer=globex"), "{why:?}");
+        assert!(why[1].contains("cpus >= 4") && why[1].contains("cpus=2"), "{why:?}");
+        assert!(why[2].contains("no label camera"), "{why:?}");
+        assert!(Selector::parse("cpus >= 2").unwrap().explain(&l).is_empty());
     }
 
     #[test]

@@ -23,18 +23,20 @@ pub enum ApiOp {
     AppGet,
     AppStatus,
     AppDelete,
+    AppPlan,
     SiteList,
     SiteLabel,
     SiteRegister,
 }
 
 impl ApiOp {
-    pub const ALL: [ApiOp; 8] = [
+    pub const ALL: [ApiOp; 9] = [
         ApiOp::AppApply,
         ApiOp::AppList,
         ApiOp::AppGet,
         ApiOp::AppStatus,
         ApiOp::AppDelete,
+        ApiOp::AppPlan,
         ApiOp::SiteList,
         ApiOp::SiteLabel,
         ApiOp::SiteRegister,
@@ -48,6 +50,7 @@ impl ApiOp {
             ApiOp::AppGet => ("app", "get"),
             ApiOp::AppStatus => ("app", "status"),
             ApiOp::AppDelete => ("app", "delete"),
+            ApiOp::AppPlan => ("app", "plan"),
             ApiOp::SiteList => ("site", "list"),
             ApiOp::SiteLabel => ("site", "label"),
             ApiOp::SiteRegister => ("site", "register"),

@@ -30,6 +30,26 @@ pub async fn run(cmd: AppCommand, global: &Global) -> Result<()> {
                 vec![vec![r.name.to_string(), what, sites.join(",")]],
             );
         }
+        AppCommand::Plan { file } => {
+            let body = read_spec(&file)?;
+            let r: PlanReply = request_raw(&client, ApiOp::AppPlan, body, REQUEST_TIMEOUT).await?;
+            let rows = r
+                .sites
+                .iter()
+                .map(|s| {
+                    vec![
+                        s.site.to_string(),
+                        if s.selected { "yes".into() } else { "no".into() },
+                        if s.connected { "yes".into() } else { "no".into() },
+                        s.reasons.join("; "),
+                    ]
+                })
+                .collect();
+            print(global.output, &r, &["SITE", "SELECTED", "CONNECTED", "WHY NOT"], rows);
+            if global.output == crate::cli::Format::Table && !r.unknown_labels.is_empty() {
+                println!("note: no site has the label(s) {}", r.unknown_labels.join(", "));
+            }
+        }
         AppCommand::List => {
             let r: AppListReply = request(&client, ApiOp::AppList, &Empty {}, REQUEST_TIMEOUT).await?;
             let rows = r

@@ -67,6 +67,12 @@ pub enum AppCommand {
         #[arg(short = 'f', long)]
         file: PathBuf,
     },
+    /// Show, without applying, which sites a spec would run at and why the others are excluded.
+    Plan {
+        /// Spec file, or - for standard input.
+        #[arg(short = 'f', long)]
+        file: PathBuf,
+    },
     /// List applications.
     List,
     /// Show an application's spec and placement.

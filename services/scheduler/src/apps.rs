@@ -4,6 +4,7 @@ use edge_bus::kv::{self, Change};
 use edge_types::api::*;
 use edge_types::app::AppSpec;
 use edge_types::schema::decode;
+use edge_types::selector::Selector;
 use edge_types::status::AppStatusReport;
 use edge_types::Name;
 
@@ -11,10 +12,36 @@ use crate::placement::{self, app_key, gen_key};
 use crate::sites::all_sites;
 use crate::Hub;
 
+/// Decodes and checks a spec as `apply` and `plan` take it.
+fn checked_spec(body: &[u8]) -> Result<(AppSpec, Selector), ApiError> {
+    let spec: AppSpec = decode(body).map_err(edge_bus::api::invalid)?;
+    let selector = spec.check().map_err(|e| ApiError::invalid(e.pointer.clone(), format!("invalid request: {e}")))?;
+    Ok((spec, selector))
+}
+
+/// Where a spec would run, and why every other site is excluded; changes nothing.
+pub async fn plan(hub: &Hub, body: &[u8]) -> Result<PlanReply, ApiError> {
+    let (spec, selector) = checked_spec(body)?;
+    let sites = all_sites(hub).await?;
+    let known: std::collections::BTreeSet<String> =
+        sites.iter().flat_map(|s| s.effective_labels().into_keys()).collect();
+    let mut unknown_labels: Vec<String> =
+        selector.terms().iter().map(|t| t.key().to_string()).filter(|k| !known.contains(k)).collect();
+    unknown_labels.dedup();
+    let mut plans: Vec<SitePlan> = sites
+        .iter()
+        .map(|s| {
+            let reasons = selector.explain(&s.effective_labels());
+            SitePlan { site: s.site.clone(), selected: reasons.is_empty(), connected: hub.connected(&s.site), reasons }
+        })
+        .collect();
+    plans.sort_by(|a, b| b.selected.cmp(&a.selected).then(a.site.cmp(&b.site)));
+    Ok(PlanReply { name: spec.name, sites: plans, unknown_labels })
+}
+
 /// Validates and stores a spec, then places it. An identical spec changes nothing.
 pub async fn apply(hub: &Hub, body: &[u8]) -> Result<ApplyReply, ApiError> {
-    let spec: AppSpec = decode(body).map_err(edge_bus::api::invalid)?;
-    spec.check().map_err(|e| ApiError::invalid(e.pointer.clone(), format!("invalid request: {e}")))?;
+    let (spec, _) = checked_spec(body)?;
     let _guard = hub.placement.lock().await;
     let key = app_key(&spec.name);
     let digest = spec.digest();

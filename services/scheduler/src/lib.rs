@@ -150,6 +150,7 @@ async fn serve(hub: &Hub, op: ApiOp, req: async_nats::service::Request) {
         ApiOp::AppGet => reply(hub, op, &req, apps::get(hub, body).await).await,
         ApiOp::AppStatus => reply(hub, op, &req, apps::status(hub, body).await).await,
         ApiOp::AppDelete => reply(hub, op, &req, apps::delete(hub, body).await).await,
+        ApiOp::AppPlan => reply(hub, op, &req, apps::plan(hub, body).await).await,
         ApiOp::SiteList => reply(hub, op, &req, sites::list(hub, body).await).await,
         ApiOp::SiteLabel => reply(hub, op, &req, sites::label(hub, body).await).await,
         ApiOp::SiteRegister => reply(hub, op, &req, sites::register(hub, body).await).await,

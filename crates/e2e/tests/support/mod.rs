@@ -106,6 +106,10 @@ impl Stack {
         request_raw(&self.client, op, body.to_vec(), Duration::from_secs(20)).await
     }
 
+    pub async fn plan(&self, spec: &serde_json::Value) -> Result<PlanReply, RequestError> {
+        request(&self.client, ApiOp::AppPlan, spec, Duration::from_secs(20)).await
+    }
+
     pub async fn delete(&self, app: &str) -> Result<DeleteReply, RequestError> {
         request(&self.client, ApiOp::AppDelete, &serde_json::json!({"name": app}), Duration::from_secs(20)).await
     }
