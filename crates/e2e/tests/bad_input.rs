@@ -61,6 +61,8 @@ async fn bad_specs_are_rejected_with_the_field_and_change_nothing() -> Result<()
         ),
         ("wrong type", with("/version", json!(3)), "/version"),
         ("bad selector", with("/placement/sites", json!("customer ~ acme")), "/placement/sites"),
+        ("undeclared order", with("/placement/sites", json!("colour >= red")), "/placement/sites"),
+        ("value outside the order", with("/placement/sites", json!("size >= huge")), "/placement/sites"),
         (
             "missing placement",
             {

@@ -23,6 +23,14 @@ async fn app_runs_exactly_where_placement_selects_and_follows_labels() -> Result
     let excluded = plan.sites.iter().find(|s| s.site == c).unwrap();
     assert!(!excluded.selected && excluded.reasons[0].contains("customer=globex"), "{excluded:?}");
     assert!(stack.apps().await?.apps.is_empty(), "a plan applies nothing");
+    // Ordered labels compare by the order the operator declared (size=small<medium<large).
+    stack.label(&c, "size", "large").await?;
+    stack.label(&a, "size", "small").await?;
+    let plan = stack.plan(&sleeper(&app, "size >= medium", "edge/busybox:v1", &[])).await?;
+    let selected: Vec<_> = plan.sites.iter().filter(|s| s.selected).map(|s| s.site.clone()).collect();
+    assert_eq!(selected, [c.clone()]);
+    let small = plan.sites.iter().find(|s| s.site == a).unwrap();
+    assert!(small.reasons[0].contains("size=small"), "{small:?}");
 
     let reply = stack.apply(&sleeper(&app, "customer = acme", "edge/busybox:v1", &[])).await?;
     assert!(reply.changed);

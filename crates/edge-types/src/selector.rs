@@ -1,7 +1,9 @@
 //! Site-label selectors: `customer = acme, tier != lab, region in (eu, us), gpu, !legacy,
 //! cpus >= 4, memory >= 8Gi`. Terms are joined by `,` and all must hold. An empty selector
-//! selects every site. Comparisons (`>`, `>=`, `<`, `<=`) are numeric: both sides are numbers,
-//! optionally with a decimal (`k`, `M`, `G`, `T`) or binary (`Ki`, `Mi`, `Gi`, `Ti`) suffix.
+//! selects every site. Comparisons (`>`, `>=`, `<`, `<=`) are numeric when both sides are
+//! numbers, optionally with a decimal (`k`, `M`, `G`, `T`) or binary (`Ki`, `Mi`, `Gi`, `Ti`)
+//! suffix, and otherwise follow an order the operator declares for the label
+//! (`size=small<medium<large`, see [`LabelOrders`]).
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -53,6 +55,31 @@ impl CmpOp {
     }
 }
 
+/// Orders the operator declares for label values, so `size >= medium` has a meaning.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct LabelOrders(BTreeMap<String, Vec<String>>);
+
+impl LabelOrders {
+    /// Parses `key=a<b<c;key2=x<y`; an empty string declares nothing.
+    pub fn parse(s: &str) -> Result<Self, String> {
+        let mut orders = BTreeMap::new();
+        for decl in s.split(';').map(str::trim).filter(|d| !d.is_empty()) {
+            let (key, values) = decl.split_once('=').ok_or_else(|| format!("{decl:?} is not key=a<b<c"))?;
+            let values: Vec<String> = values.split('<').map(|v| v.trim().to_string()).collect();
+            let ok = |w: &str| !w.is_empty() && w.chars().all(is_word_char);
+            if !ok(key.trim()) || !values.iter().all(|v| ok(v)) || values.len() < 2 {
+                return Err(format!("{decl:?} is not key=a<b<c with at least two values"));
+            }
+            orders.insert(key.trim().to_string(), values);
+        }
+        Ok(Self(orders))
+    }
+
+    fn rank(&self, key: &str, value: &str) -> Option<usize> {
+        self.0.get(key)?.iter().position(|v| v == value)
+    }
+}
+
 /// A number with an optional decimal or binary unit suffix: `4`, `0.5`, `8Gi`, `2k`.
 pub fn quantity(s: &str) -> Option<f64> {
     const UNITS: [(&str, f64); 8] = [
@@ -98,17 +125,39 @@ impl Selector {
         Ok(Self { terms })
     }
 
-    /// Whether a site with these labels is selected.
+    /// Whether a site with these labels is selected (no declared orders).
     pub fn matches(&self, labels: &BTreeMap<String, String>) -> bool {
-        self.terms.iter().all(|t| t.matches(labels))
+        self.matches_in(labels, &LabelOrders::default())
+    }
+
+    /// Whether a site with these labels is selected, comparing by the declared orders.
+    pub fn matches_in(&self, labels: &BTreeMap<String, String>, orders: &LabelOrders) -> bool {
+        self.terms.iter().all(|t| t.matches(labels, orders))
+    }
+
+    /// Checks that every comparison has a meaning: a number, or a value of a declared order.
+    pub fn check_orders(&self, orders: &LabelOrders) -> Result<(), String> {
+        for t in &self.terms {
+            if let Term::Compare(k, _, v) = t {
+                if quantity(v).is_none() && orders.rank(k, v).is_none() {
+                    return Err(match orders.0.get(k) {
+                        Some(vals) => {
+                            format!("`{t}`: {v:?} is not one of the declared values of {k}: {}", vals.join(" < "))
+                        }
+                        None => format!("`{t}`: {v:?} is not a number and no order is declared for label {k}"),
+                    });
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Why a site with these labels is not selected: one sentence per failing term (empty when
     /// it is selected).
-    pub fn explain(&self, labels: &BTreeMap<String, String>) -> Vec<String> {
+    pub fn explain(&self, labels: &BTreeMap<String, String>, orders: &LabelOrders) -> Vec<String> {
         self.terms
             .iter()
-            .filter(|t| !t.matches(labels))
+            .filter(|t| !t.matches(labels, orders))
             .map(|t| {
                 let key = t.key();
                 let has = match labels.get(key) {
@@ -116,10 +165,10 @@ impl Selector {
                     Some(v) => format!("the site has {key}={v}"),
                     None => format!("the site has no label {key}"),
                 };
-                let not_number =
-                    matches!(t, Term::Compare(..)) && labels.get(key).is_some_and(|v| quantity(v).is_none());
-                if not_number {
-                    format!("`{t}` fails: {has}, which is not a number")
+                let incomparable = matches!(t, Term::Compare(..))
+                    && labels.get(key).is_some_and(|v| quantity(v).is_none() && orders.rank(key, v).is_none());
+                if incomparable {
+                    format!("`{t}` fails: {has}, which is neither a number nor a declared value")
                 } else {
                     format!("`{t}` fails: {has}")
                 }
@@ -133,7 +182,7 @@ impl Selector {
 }
 
 impl Term {
-    fn matches(&self, labels: &BTreeMap<String, String>) -> bool {
+    fn matches(&self, labels: &BTreeMap<String, String>, orders: &LabelOrders) -> bool {
         match self {
             Term::Eq(k, v) => labels.get(k) == Some(v),
             Term::Ne(k, v) => labels.get(k) != Some(v),
@@ -141,10 +190,16 @@ impl Term {
             Term::NotIn(k, vs) => labels.get(k).is_none_or(|l| !vs.contains(l)),
             Term::Exists(k) => labels.contains_key(k),
             Term::NotExists(k) => !labels.contains_key(k),
-            Term::Compare(k, op, v) => match (labels.get(k).and_then(|l| quantity(l)), quantity(v)) {
-                (Some(left), Some(right)) => op.holds(left, right),
-                _ => false,
-            },
+            Term::Compare(k, op, v) => {
+                let Some(label) = labels.get(k) else { return false };
+                match (quantity(label), quantity(v)) {
+                    (Some(left), Some(right)) => op.holds(left, right),
+                    _ => match (orders.rank(k, label), orders.rank(k, v)) {
+                        (Some(left), Some(right)) => op.holds(left as f64, right as f64),
+                        _ => false,
+                    },
+                }
+            }
         }
     }
 
@@ -245,13 +300,7 @@ impl Parser<'_> {
         }
         for (tok, op) in [(">=", CmpOp::Ge), ("<=", CmpOp::Le), (">", CmpOp::Gt), ("<", CmpOp::Lt)] {
             if self.eat(tok) {
-                let at = self.pos;
-                let value = self.word("a number")?;
-                if quantity(&value).is_none() {
-                    self.pos = at;
-                    self.skip_ws();
-                    return self.error(format!("{value:?} is not a number (e.g. 4, 0.5, 8Gi)"));
-                }
+                let value = self.word("a number or an ordered value")?;
                 return Ok(Term::Compare(key, op, value));
             }
         }
@@ -326,19 +375,37 @@ mod tests {
         assert_eq!(quantity("2Ki"), Some(2048.0));
         assert_eq!(quantity("1.5k"), Some(1500.0));
         assert_eq!(quantity("Gi"), None);
-        let e = Selector::parse("cpus >= lots").unwrap_err();
+        let e = Selector::parse("cpus >= ,").unwrap_err();
         assert_eq!(e.position, 8, "{e}");
+    }
+
+    #[test]
+    fn compares_by_declared_orders() {
+        let orders = LabelOrders::parse("size=small<medium<large; tier = bronze<gold").unwrap();
+        let l = labels(&[("size", "large"), ("tier", "bronze")]);
+        let yes = Selector::parse("size >= medium, tier < gold").unwrap();
+        assert!(yes.matches_in(&l, &orders));
+        assert!(yes.check_orders(&orders).is_ok());
+        assert!(!yes.matches(&l), "without the declared order nothing compares");
+        let no = Selector::parse("size > large").unwrap();
+        assert!(!no.matches_in(&l, &orders));
+        assert!(no.explain(&l, &orders)[0].contains("size=large"));
+        assert!(Selector::parse("size >= huge").unwrap().check_orders(&orders).is_err());
+        assert!(Selector::parse("colour >= red").unwrap().check_orders(&orders).is_err());
+        assert!(LabelOrders::parse("size=small").is_err());
+        assert!(LabelOrders::parse("size").is_err());
     }
 
     #[test]
     fn explains_every_failing_term() {
         let l = labels(&[("customer", "globex"), ("cpus", "2")]);
-        let why = Selector::parse("customer = acme, cpus >= 4, camera, region").unwrap().explain(&l);
+        let why =
+            Selector::parse("customer = acme, cpus >= 4, camera, region").unwrap().explain(&l, &LabelOrders::default());
         assert_eq!(why.len(), 4, "{why:?}");
         assert!(why[0].contains("customer=globex"), "{why:?}");
         assert!(why[1].contains("cpus >= 4") && why[1].contains("cpus=2"), "{why:?}");
         assert!(why[2].contains("no label camera"), "{why:?}");
-        assert!(Selector::parse("cpus >= 2").unwrap().explain(&l).is_empty());
+        assert!(Selector::parse("cpus >= 2").unwrap().explain(&l, &LabelOrders::default()).is_empty());
     }
 
     #[test]

@@ -12,16 +12,20 @@ use crate::placement::{self, app_key, gen_key};
 use crate::sites::all_sites;
 use crate::Hub;
 
-/// Decodes and checks a spec as `apply` and `plan` take it.
-fn checked_spec(body: &[u8]) -> Result<(AppSpec, Selector), ApiError> {
+/// Decodes and checks a spec as `apply` and `plan` take it: schema, then what the schema cannot
+/// say (unique names, a parsable selector whose comparisons have a meaning).
+fn checked_spec(hub: &Hub, body: &[u8]) -> Result<(AppSpec, Selector), ApiError> {
     let spec: AppSpec = decode(body).map_err(edge_bus::api::invalid)?;
     let selector = spec.check().map_err(|e| ApiError::invalid(e.pointer.clone(), format!("invalid request: {e}")))?;
+    selector
+        .check_orders(&hub.orders)
+        .map_err(|e| ApiError::invalid("/placement/sites", format!("invalid request: /placement/sites: {e}")))?;
     Ok((spec, selector))
 }
 
 /// Where a spec would run, and why every other site is excluded; changes nothing.
 pub async fn plan(hub: &Hub, body: &[u8]) -> Result<PlanReply, ApiError> {
-    let (spec, selector) = checked_spec(body)?;
+    let (spec, selector) = checked_spec(hub, body)?;
     let sites = all_sites(hub).await?;
     let known: std::collections::BTreeSet<String> =
         sites.iter().flat_map(|s| s.effective_labels().into_keys()).collect();
@@ -31,7 +35,7 @@ pub async fn plan(hub: &Hub, body: &[u8]) -> Result<PlanReply, ApiError> {
     let mut plans: Vec<SitePlan> = sites
         .iter()
         .map(|s| {
-            let reasons = selector.explain(&s.effective_labels());
+            let reasons = selector.explain(&s.effective_labels(), &hub.orders);
             SitePlan { site: s.site.clone(), selected: reasons.is_empty(), connected: hub.connected(&s.site), reasons }
         })
         .collect();
@@ -41,7 +45,7 @@ pub async fn plan(hub: &Hub, body: &[u8]) -> Result<PlanReply, ApiError> {
 
 /// Validates and stores a spec, then places it. An identical spec changes nothing.
 pub async fn apply(hub: &Hub, body: &[u8]) -> Result<ApplyReply, ApiError> {
-    let (spec, _) = checked_spec(body)?;
+    let (spec, _) = checked_spec(hub, body)?;
     let _guard = hub.placement.lock().await;
     let key = app_key(&spec.name);
     let digest = spec.digest();

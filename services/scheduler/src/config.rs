@@ -2,6 +2,8 @@
 
 use std::time::Duration;
 
+use edge_types::selector::LabelOrders;
+
 /// scheduler: accepts applications, places them on sites by label, and writes each site's
 /// desired state.
 #[derive(Clone, Debug, clap::Parser)]
@@ -17,11 +19,16 @@ pub struct Config {
     /// A site is shown as connected while its last heartbeat is younger than this many seconds.
     #[arg(long, env = "SCHEDULER_SITE_TIMEOUT_SECS", default_value_t = 15, value_parser = clap::value_parser!(u64).range(1..=86400))]
     pub site_timeout_secs: u64,
+    /// Orders of label values that placement may compare, e.g.
+    /// `size=small<medium<large;tier=bronze<silver<gold` (then `size >= medium` means medium or
+    /// large).
+    #[arg(long, env = "SCHEDULER_LABEL_ORDERS", default_value = "", value_parser = LabelOrders::parse)]
+    pub label_orders: LabelOrders,
 }
 
 impl Config {
     pub fn new(nats_url: impl Into<String>) -> Self {
-        Self { nats_url: nats_url.into(), resync_secs: 30, site_timeout_secs: 15 }
+        Self { nats_url: nats_url.into(), resync_secs: 30, site_timeout_secs: 15, label_orders: LabelOrders::default() }
     }
     pub fn resync(&self) -> Duration {
         Duration::from_secs(self.resync_secs)

@@ -42,6 +42,8 @@ pub struct Hub {
     pub placement: Arc<tokio::sync::Mutex<()>>,
     pub liveness: liveness::LivenessMap,
     pub watermarks: watermark::Watermarks,
+    /// Declared orders of label values, for comparisons such as `size >= medium`.
+    pub orders: Arc<edge_types::selector::LabelOrders>,
     /// Site events rejected as malformed or forged.
     pub rejected: Arc<AtomicU64>,
     /// Failed requests per endpoint name (`app-apply`, ...), shown in `$SRV.STATS`.
@@ -72,6 +74,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Sche
         placement: Arc::new(tokio::sync::Mutex::new(())),
         liveness: liveness::LivenessMap::new(Duration::from_secs(config.site_timeout_secs)),
         watermarks: Default::default(),
+        orders: Arc::new(config.label_orders.clone()),
         rejected: Arc::new(AtomicU64::new(0)),
         failed: Arc::new(DashMap::new()),
     };

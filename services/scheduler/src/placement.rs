@@ -8,7 +8,7 @@ use edge_bus::kv::{self, Change};
 use edge_bus::topology::STREAM_DESIRED;
 use edge_types::api::AppRecord;
 use edge_types::desired::DesiredApp;
-use edge_types::selector::Selector;
+use edge_types::selector::{LabelOrders, Selector};
 use edge_types::site::SiteRecord;
 use edge_types::{subject, Name};
 
@@ -16,9 +16,9 @@ use crate::error::SchedulerError;
 use crate::Hub;
 
 /// Sites whose effective labels the selector matches, sorted.
-pub fn select_sites(selector: &Selector, sites: &[SiteRecord]) -> Vec<Name> {
+pub fn select_sites(selector: &Selector, orders: &LabelOrders, sites: &[SiteRecord]) -> Vec<Name> {
     let mut out: Vec<Name> =
-        sites.iter().filter(|s| selector.matches(&s.effective_labels())).map(|s| s.site.clone()).collect();
+        sites.iter().filter(|s| selector.matches_in(&s.effective_labels(), orders)).map(|s| s.site.clone()).collect();
     out.sort();
     out
 }
@@ -42,7 +42,7 @@ pub async fn place(hub: &Hub, app: &Name, sites: &[SiteRecord]) -> Result<Vec<Na
         return Ok(Vec::new());
     };
     let selector = Selector::parse(&record.spec.placement.sites).map_err(|e| SchedulerError::Corrupt(e.to_string()))?;
-    let matched = select_sites(&selector, sites);
+    let matched = select_sites(&selector, &hub.orders, sites);
     for site in &matched {
         ensure_desired(&hub.js, &desired(&record, site, true)).await?;
     }
@@ -73,7 +73,7 @@ pub async fn place_on_site(hub: &Hub, app: &Name, site: &SiteRecord) -> Result<(
         return Ok(());
     };
     let selector = Selector::parse(&record.spec.placement.sites).map_err(|e| SchedulerError::Corrupt(e.to_string()))?;
-    let matches = selector.matches(&site.effective_labels());
+    let matches = selector.matches_in(&site.effective_labels(), &hub.orders);
     let placed = record.sites.contains(&site.site);
     if matches || placed {
         ensure_desired(&hub.js, &desired(&record, &site.site, matches)).await?;

@@ -84,6 +84,7 @@ impl Stack {
         let mut config = scheduler::Config::new(self.hub.url());
         config.resync_secs = 5;
         config.site_timeout_secs = 3;
+        config.label_orders = edge_types::selector::LabelOrders::parse("size=small<medium<large").expect("valid");
         let token = CancellationToken::new();
         let t = token.clone();
         let handle = tokio::spawn(async move {
