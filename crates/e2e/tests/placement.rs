@@ -28,7 +28,7 @@ async fn app_runs_exactly_where_placement_selects_and_follows_labels() -> Result
     stack.label(&a, "size", "small").await?;
     let plan = stack.plan(&sleeper(&app, "size >= medium", "edge/busybox:v1", &[])).await?;
     let selected: Vec<_> = plan.sites.iter().filter(|s| s.selected).map(|s| s.site.clone()).collect();
-    assert_eq!(selected, [c.clone()]);
+    assert_eq!(selected, std::slice::from_ref(&c));
     let small = plan.sites.iter().find(|s| s.site == a).unwrap();
     assert!(small.reasons[0].contains("size=small"), "{small:?}");
 
