@@ -40,6 +40,7 @@ async fn a_cut_off_site_keeps_running_restarts_and_cold_boots_on_its_own() -> Re
     stack.restart_manager(0).await;
     tokio::time::sleep(Duration::from_secs(4)).await;
     assert_eq!(stack.containers(&site, &app).await?, running, "adopted, not restarted");
+    crash(&stack, &site, &app, 1).await?; // the new site-manager is at work, offline
 
     // Cold boot with no WAN: leaf server and site-manager restart; the containers are gone too,
     // as after a host reboot. The site brings the app back from its own store.

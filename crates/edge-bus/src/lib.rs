@@ -3,6 +3,7 @@
 //! KV updates, signals and logging.
 
 pub mod api;
+pub mod backoff;
 pub mod connect;
 pub mod health;
 pub mod kv;

@@ -76,7 +76,7 @@ pub async fn apply(hub: &Hub, body: &[u8]) -> Result<ApplyReply, ApiError> {
     .await
     .map_err(crate::SchedulerError::from)?
     .expect("a put leaves a value");
-    let sites = placement::place(hub, &spec.name, &all_sites(hub).await?).await?;
+    let sites = placement::place(hub, &stored, &all_sites(hub).await?).await?;
     tracing::info!(app = %spec.name, generation = stored.generation, sites = sites.len(), "applied");
     Ok(ApplyReply { name: spec.name, generation: stored.generation, changed: true, sites })
 }

@@ -56,8 +56,9 @@ async fn follow_once(hub: &Hub, shutdown: &CancellationToken) -> Result<(), Sche
                 None => return Ok(()),
             },
         };
-        let site = match subject::parse(&msg.subject) {
-            Ok(Subject::SiteStatus { site, .. } | Subject::SiteRegistration { site }) => Some(site),
+        let parsed = subject::parse(&msg.subject);
+        let site = match &parsed {
+            Ok(Subject::SiteStatus { site, .. } | Subject::SiteRegistration { site }) => Some(site.clone()),
             _ => None,
         };
         let upstream = crate::watermark::upstream_sequence(&msg);
@@ -66,7 +67,7 @@ async fn follow_once(hub: &Hub, shutdown: &CancellationToken) -> Result<(), Sche
                 hub.watermarks.processed(site, seq);
             }
         };
-        match handle(hub, &msg).await {
+        match handle(hub, parsed, &msg).await {
             Ok(()) => {
                 msg.ack().await.map_err(SchedulerError::js)?;
                 done(hub);
@@ -91,35 +92,31 @@ enum Handling {
     Retry(SchedulerError),
 }
 
-async fn handle(hub: &Hub, msg: &jetstream::Message) -> Result<(), Handling> {
+async fn handle(
+    hub: &Hub,
+    parsed: Result<Subject, subject::SubjectError>,
+    msg: &jetstream::Message,
+) -> Result<(), Handling> {
     let reject = |s: String| Handling::Reject(s);
-    match subject::parse(&msg.subject).map_err(|e| reject(e.to_string()))? {
+    match parsed.map_err(|e| reject(e.to_string()))? {
         Subject::SiteStatus { site, app } => {
             let r: AppStatusReport = decode(&msg.payload).map_err(|e| reject(e.to_string()))?;
             if r.site != site || r.app != app {
                 return Err(reject("site or app in the report does not match its subject".into()));
             }
-            let key = format!("{app}.{site}");
-            let result = if r.phase == Phase::Removed {
-                kv::update::<AppStatusReport, _>(&hub.buckets.status, &key, |cur| {
-                    if cur.is_some_and(|c| c.reported_at_ms > r.reported_at_ms) {
-                        Change::Keep
-                    } else {
-                        Change::Delete
-                    }
-                })
-                .await
-            } else {
-                kv::update::<AppStatusReport, _>(&hub.buckets.status, &key, |cur| {
-                    if cur.is_some_and(|c| c.reported_at_ms > r.reported_at_ms) {
-                        Change::Keep
-                    } else {
-                        Change::Put(r.clone())
-                    }
-                })
-                .await
-            };
-            result.map(|_| ()).map_err(|e| Handling::Retry(e.into()))
+            // The latest report wins; a site that has removed the app leaves no status behind.
+            kv::update::<AppStatusReport, _>(&hub.buckets.status, &format!("{app}.{site}"), |cur| {
+                if cur.is_some_and(|c| c.reported_at_ms > r.reported_at_ms) {
+                    Change::Keep
+                } else if r.phase == Phase::Removed {
+                    Change::Delete
+                } else {
+                    Change::Put(r.clone())
+                }
+            })
+            .await
+            .map(|_| ())
+            .map_err(|e| Handling::Retry(e.into()))
         }
         Subject::SiteRegistration { site } => {
             let reg: SiteRegistration = decode(&msg.payload).map_err(|e| reject(e.to_string()))?;

@@ -34,21 +34,23 @@ pub fn gen_key(app: &Name) -> String {
     format!("gen.{app}")
 }
 
+/// The selector of a stored application (checked when it was applied).
+fn selector_of(record: &AppRecord) -> Result<Selector, SchedulerError> {
+    Selector::parse(&record.spec.placement.sites).map_err(|e| SchedulerError::Corrupt(e.to_string()))
+}
+
 /// Places one application: publishes its desired state to every matching site that lacks the
 /// current generation, a tombstone to every site it no longer matches, and records the sites.
 /// Returns the sites it is placed at.
-pub async fn place(hub: &Hub, app: &Name, sites: &[SiteRecord]) -> Result<Vec<Name>, SchedulerError> {
-    let Some((record, _)) = kv::get::<AppRecord>(&hub.buckets.apps, &app_key(app)).await? else {
-        return Ok(Vec::new());
-    };
-    let selector = Selector::parse(&record.spec.placement.sites).map_err(|e| SchedulerError::Corrupt(e.to_string()))?;
-    let matched = select_sites(&selector, &hub.orders, sites);
+pub async fn place(hub: &Hub, record: &AppRecord, sites: &[SiteRecord]) -> Result<Vec<Name>, SchedulerError> {
+    let app = &record.spec.name;
+    let matched = select_sites(&selector_of(record)?, &hub.orders, sites);
     for site in &matched {
-        ensure_desired(&hub.js, &desired(&record, site, true)).await?;
+        ensure_desired(&hub.js, &desired(record, site, true)).await?;
     }
     let keep: BTreeSet<&Name> = matched.iter().collect();
     for site in record.sites.iter().filter(|s| !keep.contains(s)) {
-        ensure_desired(&hub.js, &desired(&record, site, false)).await?;
+        ensure_desired(&hub.js, &desired(record, site, false)).await?;
         tracing::info!(%app, %site, "app leaves site");
     }
     if record.sites != matched {
@@ -68,15 +70,12 @@ pub async fn place(hub: &Hub, app: &Name, sites: &[SiteRecord]) -> Result<Vec<Na
 
 /// Re-places one application for one site only (the site joined or its labels changed): the
 /// cost is one check for that site, whatever the size of the fleet.
-pub async fn place_on_site(hub: &Hub, app: &Name, site: &SiteRecord) -> Result<(), SchedulerError> {
-    let Some((record, _)) = kv::get::<AppRecord>(&hub.buckets.apps, &app_key(app)).await? else {
-        return Ok(());
-    };
-    let selector = Selector::parse(&record.spec.placement.sites).map_err(|e| SchedulerError::Corrupt(e.to_string()))?;
-    let matches = selector.matches_in(&site.effective_labels(), &hub.orders);
+pub async fn place_on_site(hub: &Hub, record: &AppRecord, site: &SiteRecord) -> Result<(), SchedulerError> {
+    let app = &record.spec.name;
+    let matches = selector_of(record)?.matches_in(&site.effective_labels(), &hub.orders);
     let placed = record.sites.contains(&site.site);
     if matches || placed {
-        ensure_desired(&hub.js, &desired(&record, &site.site, matches)).await?;
+        ensure_desired(&hub.js, &desired(record, &site.site, matches)).await?;
     }
     if matches != placed {
         tracing::info!(%app, site = %site.site, placed = matches, "placement changed");

@@ -18,7 +18,7 @@ pub async fn all_sites(hub: &Hub) -> Result<Vec<SiteRecord>, SchedulerError> {
 pub async fn place_all(hub: &Hub) -> Result<(), SchedulerError> {
     let sites = all_sites(hub).await?;
     for (_, r) in kv::list::<AppRecord>(&hub.buckets.apps, "app.").await? {
-        placement::place(hub, &r.spec.name, &sites).await?;
+        placement::place(hub, &r, &sites).await?;
     }
     Ok(())
 }
@@ -26,7 +26,7 @@ pub async fn place_all(hub: &Hub) -> Result<(), SchedulerError> {
 /// Re-places every application for one site.
 async fn place_site(hub: &Hub, site: &SiteRecord) -> Result<(), SchedulerError> {
     for (_, r) in kv::list::<AppRecord>(&hub.buckets.apps, "app.").await? {
-        placement::place_on_site(hub, &r.spec.name, site).await?;
+        placement::place_on_site(hub, &r, site).await?;
     }
     Ok(())
 }

@@ -7,6 +7,7 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
+use edge_bus::backoff::Backoff;
 use edge_bus::topology::{reattach_site_source, site_sources};
 use edge_types::Name;
 use tokio_util::sync::CancellationToken;
@@ -24,8 +25,8 @@ const COOLDOWN: Duration = Duration::from_secs(3);
 const MAX_COOLDOWN: Duration = Duration::from_secs(60);
 
 pub async fn keep_flowing(hub: Hub, client: async_nats::Client, shutdown: CancellationToken) {
-    // Per site: when it was last re-attached and the wait before the next attempt.
-    let mut last: HashMap<Name, (Instant, Duration)> = HashMap::new();
+    // Per stalled site: no re-attachment before this instant, and the back-off that sets it.
+    let mut waits: HashMap<Name, (Instant, Backoff)> = HashMap::new();
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => return,
@@ -43,15 +44,15 @@ pub async fn keep_flowing(hub: Hub, client: async_nats::Client, shutdown: Cancel
             let settled = hub.liveness.connected_for(&site).is_some_and(|d| d >= GRACE);
             let stalled = st.active.is_none_or(|a| a >= STALLED_AFTER);
             if !stalled {
-                last.remove(&site);
+                waits.remove(&site);
                 continue;
             }
-            let cooled = last.get(&site).is_none_or(|(t, wait)| t.elapsed() >= *wait);
-            if !(settled && cooled) {
+            let (not_before, backoff) =
+                waits.entry(site.clone()).or_insert_with(|| (Instant::now(), Backoff::new(COOLDOWN, MAX_COOLDOWN)));
+            if !settled || Instant::now() < *not_before {
                 continue;
             }
-            let wait = last.get(&site).map_or(COOLDOWN, |(_, w)| (*w * 2).min(MAX_COOLDOWN));
-            last.insert(site.clone(), (Instant::now(), wait));
+            *not_before = Instant::now() + backoff.next_delay();
             let _guard = hub.placement.lock().await; // the stream config is shared with registration
             match reattach_site_source(&hub.js, &site).await {
                 Ok(()) => tracing::info!(%site, idle = ?st.active, "re-attached stalled event source"),

@@ -19,6 +19,9 @@ use crate::status::{self, Facts, StatusPublisher};
 
 /// Longest wait between restarts of a container that keeps crashing.
 const MAX_RESTART_BACKOFF: Duration = Duration::from_secs(300);
+/// A container that ran this long since its last restart starts a fresh crash streak, so a
+/// workload that crashes once a week is not made to wait minutes.
+const CRASH_WINDOW: Duration = Duration::from_secs(600);
 
 /// State of the loop between passes.
 pub struct Agent {
@@ -29,7 +32,8 @@ pub struct Agent {
     pub changed: Arc<Notify>,
     pub resync: Duration,
     facts: Facts,
-    next_restart: HashMap<String, Instant>,
+    /// Per container: restarts in the current crash streak and when the last one was.
+    streaks: HashMap<String, (u32, Instant)>,
     publisher: StatusPublisher,
 }
 
@@ -51,7 +55,7 @@ impl Agent {
             changed,
             resync,
             facts: Facts::default(),
-            next_restart: HashMap::new(),
+            streaks: HashMap::new(),
             publisher: StatusPublisher::new(buffer),
         }
     }
@@ -103,7 +107,7 @@ impl Agent {
         };
         let live: std::collections::HashSet<&str> = observed.iter().map(|o| o.id.as_str()).collect();
         self.facts.restarts.retain(|id, _| live.contains(id.as_str()));
-        self.next_restart.retain(|id, _| live.contains(id.as_str()));
+        self.streaks.retain(|id, _| live.contains(id.as_str()));
         let reports = status::build(&self.site, &self.host, &desired, &observed, &self.facts);
         self.publisher.publish_changed(reports).await;
     }
@@ -120,22 +124,24 @@ impl Agent {
             }
             Action::Start { id } => {
                 let now = Instant::now();
-                if self.next_restart.get(&id).is_some_and(|t| *t > now) {
-                    return;
-                }
+                let streak = match self.streaks.get(&id) {
+                    Some((n, last)) if now.duration_since(*last) < CRASH_WINDOW => {
+                        let due = *last + restart_delay(*n);
+                        if now < due {
+                            self.wake_at(due);
+                            return;
+                        }
+                        *n
+                    }
+                    _ => 0,
+                };
+                self.streaks.insert(id.clone(), (streak + 1, now));
                 let n = self.facts.restarts.entry(id.clone()).or_insert(0);
                 *n += 1;
-                let backoff = Duration::from_secs(1u64 << (*n).min(9)).min(MAX_RESTART_BACKOFF);
                 tracing::info!(container = %short(&id), restarts = *n, "restarting stopped container");
-                self.next_restart.insert(id.clone(), now + backoff);
                 if let Err(e) = self.runtime.start(&id).await {
                     tracing::warn!(container = %short(&id), error = %e, "restart failed");
                 }
-                let changed = self.changed.clone();
-                tokio::spawn(async move {
-                    tokio::time::sleep(backoff).await;
-                    changed.notify_one();
-                });
             }
             Action::Remove { id } => {
                 tracing::info!(container = %short(&id), "removing container that is no longer desired");
@@ -160,9 +166,24 @@ impl Agent {
         }
     }
 
+    /// Runs a pass at `when` (a restart that waits out its back-off).
+    fn wake_at(&self, when: Instant) {
+        let changed = self.changed.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep_until(when.into()).await;
+            changed.notify_one();
+        });
+    }
+
     fn record_error(&mut self, w: &Wanted, message: String) {
         self.facts.errors.insert((w.app.clone(), w.service.name.clone(), w.replica), message);
     }
+}
+
+/// Wait before the next restart of a container already restarted `streak` times in a row:
+/// 1 s, 2 s, 4 s, ... up to 5 minutes.
+fn restart_delay(streak: u32) -> Duration {
+    Duration::from_secs(1u64 << streak.saturating_sub(1).min(9)).min(MAX_RESTART_BACKOFF)
 }
 
 fn short(id: &str) -> &str {
@@ -184,5 +205,16 @@ async fn forward_docker_events(runtime: DockerRuntime, changed: Arc<Notify>, shu
             }
         }
         tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn restart_delay_doubles_to_five_minutes() {
+        let secs: Vec<u64> = [1, 2, 3, 4, 9, 10, 40].iter().map(|n| restart_delay(*n).as_secs()).collect();
+        assert_eq!(secs, [1, 2, 4, 8, 256, 300, 300]);
     }
 }

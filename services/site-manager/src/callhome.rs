@@ -6,6 +6,7 @@ use std::time::Duration;
 use std::sync::Arc;
 
 use edge_bus::api::{request, RequestError};
+use edge_bus::backoff::Backoff;
 use edge_types::api::RegisterReply;
 use edge_types::app::digest_json;
 use edge_types::site::{Heartbeat, SiteRegistration};
@@ -27,7 +28,8 @@ pub async fn register(
     if let Err(e) = buffer.publish(subject::site_registration(&reg.site), body, id).await {
         tracing::warn!(error = %e, "registration not stored in the site stream");
     }
-    let mut delay = Duration::from_millis(500);
+    // Jittered back-off, so a fleet reconnecting at once does not stampede.
+    let mut backoff = Backoff::new(Duration::from_millis(500), Duration::from_secs(30));
     loop {
         match request::<_, RegisterReply>(&client, ApiOp::SiteRegister, &reg, Duration::from_secs(10)).await {
             Ok(reply) => {
@@ -39,21 +41,11 @@ pub async fn register(
             }
             Err(e) => tracing::info!(error = %e, "hub not reachable for call-home; retrying"),
         }
-        // Exponential back-off with jitter, so a fleet reconnecting at once does not stampede.
-        let jitter = Duration::from_millis(jitter_sample() * delay.as_millis() as u64 / 512);
         tokio::select! {
             _ = shutdown.cancelled() => return,
-            _ = tokio::time::sleep(delay + jitter) => {}
+            _ = tokio::time::sleep(backoff.next_delay()) => {}
         }
-        delay = (delay * 2).min(Duration::from_secs(30));
     }
-}
-
-/// A number in 0..512 that differs between processes and calls, for jitter.
-fn jitter_sample() -> u64 {
-    let nanos =
-        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(0);
-    u64::from(nanos ^ std::process::id()) % 512
 }
 
 /// Publishes a heartbeat every `every` on core NATS (liveness is not stored), with the state

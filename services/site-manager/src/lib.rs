@@ -45,17 +45,19 @@ async fn until_ready<T, E: std::fmt::Display, F: std::future::Future<Output = Re
     shutdown: &CancellationToken,
     mut step: impl FnMut() -> F,
 ) -> Option<T> {
-    let mut delay = std::time::Duration::from_millis(500);
+    let secs = std::time::Duration::from_secs;
+    let mut backoff = edge_bus::backoff::Backoff::new(secs(1) / 2, secs(30));
     loop {
-        match step().await {
+        let e = match step().await {
             Ok(v) => return Some(v),
-            Err(e) => tracing::warn!(error = %e, "{what} not ready; retrying in {delay:?}"),
-        }
+            Err(e) => e,
+        };
+        let delay = backoff.next_delay();
+        tracing::warn!(error = %e, "{what} not ready; retrying in {delay:?}");
         tokio::select! {
             _ = shutdown.cancelled() => return None,
             _ = tokio::time::sleep(delay) => {}
         }
-        delay = (delay * 2).min(std::time::Duration::from_secs(30));
     }
 }
 

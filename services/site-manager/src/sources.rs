@@ -7,6 +7,7 @@
 use std::time::{Duration, Instant};
 
 use async_nats::jetstream;
+use edge_bus::backoff::Backoff;
 use edge_bus::topology::{api_prefix, reattach_desired_source, HUB_DOMAIN, STREAM_DESIRED};
 use tokio_util::sync::CancellationToken;
 
@@ -24,7 +25,8 @@ pub async fn hub_reachable(client: &async_nats::Client) -> bool {
 }
 
 pub async fn keep_flowing(client: async_nats::Client, js: jetstream::Context, shutdown: CancellationToken) {
-    let mut last: Option<(Instant, Duration)> = None;
+    let mut backoff = Backoff::new(COOLDOWN, MAX_COOLDOWN);
+    let mut not_before = Instant::now();
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => return,
@@ -34,14 +36,13 @@ pub async fn keep_flowing(client: async_nats::Client, js: jetstream::Context, sh
         let Ok(info) = stream.info().await else { continue };
         let stalled = info.sources.first().is_some_and(|s| s.active.is_none_or(|a| a >= STALLED_AFTER));
         if !stalled {
-            last = None;
+            backoff.reset();
             continue;
         }
-        if last.is_some_and(|(t, wait)| t.elapsed() < wait) || !hub_reachable(&client).await {
+        if Instant::now() < not_before || !hub_reachable(&client).await {
             continue;
         }
-        let wait = last.map_or(COOLDOWN, |(_, w)| (w * 2).min(MAX_COOLDOWN));
-        last = Some((Instant::now(), wait));
+        not_before = Instant::now() + backoff.next_delay();
         match reattach_desired_source(&js).await {
             Ok(()) => tracing::info!("re-attached the stalled desired-state source"),
             Err(e) => tracing::warn!(error = %e, "cannot re-attach the desired-state source"),
