@@ -40,6 +40,7 @@ pub async fn publish(js: &jetstream::Context, site: &Name, round: usize, n: u64)
             version: "1".into(),
             phase: Phase::Running,
             containers: vec![],
+            unplaced: vec![],
             reported_at_ms: (round as u64) << 32 | i,
         };
         let msg = PublishMessage::build()

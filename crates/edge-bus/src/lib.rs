@@ -8,8 +8,10 @@ pub mod connect;
 pub mod health;
 pub mod kv;
 pub mod logging;
+pub mod mirror;
 pub mod natsconf;
 pub mod shutdown;
+pub mod signal;
 pub mod time;
 pub mod topology;
 

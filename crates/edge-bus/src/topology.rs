@@ -14,6 +14,8 @@
 //! - stream `SITE_EVENTS` binds `edge.v1.site.<site>.>`: status and registration, kept at the
 //!   site until the hub has processed them (the hub's watermark, `edge.v1.desired.<site>._watermark`,
 //!   arrives with the desired state and the site purges up to it). Full, it refuses new events.
+//! - KV buckets `edge_hosts`, `edge_leader`, `edge_assign`, `edge_host_status`: the site's own
+//!   cluster (hosts, leader lease, replica placement, per-host status), see `edge_types::cluster`.
 
 use std::time::Duration;
 
@@ -30,6 +32,10 @@ pub const STREAM_SITE_EVENTS: &str = "SITE_EVENTS";
 pub const BUCKET_APPS: &str = "edge_apps";
 pub const BUCKET_SITES: &str = "edge_sites";
 pub const BUCKET_STATUS: &str = "edge_status";
+pub const BUCKET_HOSTS: &str = "edge_hosts";
+pub const BUCKET_LEADER: &str = "edge_leader";
+pub const BUCKET_ASSIGN: &str = "edge_assign";
+pub const BUCKET_HOST_STATUS: &str = "edge_host_status";
 
 const DEDUPE_WINDOW: Duration = Duration::from_secs(120);
 const DAY: Duration = Duration::from_secs(24 * 3600);
@@ -94,32 +100,54 @@ pub async fn ensure_hub(js: &jetstream::Context) -> Result<HubBuckets, BusError>
     })
     .await
     .map_err(|e| BusError::js("ensure hub stream SITE_EVENTS", e))?;
-    let bucket = |name: &str, description: &str| kv::Config {
-        bucket: name.into(),
-        description: description.into(),
-        history: 1,
-        storage: stream::StorageType::File,
-        ..Default::default()
-    };
     let mut stores = Vec::new();
     for (name, description) in [
         (BUCKET_APPS, "Applied applications by name"),
         (BUCKET_SITES, "Registered sites by id"),
         (BUCKET_STATUS, "Latest status report per app and site, key <app>.<site>"),
     ] {
-        let store = match js.get_key_value(name).await {
-            Ok(s) => s,
-            Err(_) => js
-                .create_key_value(bucket(name, description))
-                .await
-                .map_err(|e| BusError::js(format!("ensure bucket {name}"), e))?,
-        };
-        stores.push(store);
+        stores.push(ensure_bucket(js, name, description).await?);
     }
     let status = stores.pop().expect("three buckets");
     let sites = stores.pop().expect("three buckets");
     let apps = stores.pop().expect("three buckets");
     Ok(HubBuckets { apps, sites, status })
+}
+
+/// Opens a KV bucket (file storage, one value per key), creating it if it does not exist.
+async fn ensure_bucket(js: &jetstream::Context, name: &str, description: &str) -> Result<kv::Store, BusError> {
+    match js.get_key_value(name).await {
+        Ok(s) => Ok(s),
+        Err(_) => js
+            .create_key_value(kv::Config {
+                bucket: name.into(),
+                description: description.into(),
+                history: 1,
+                storage: stream::StorageType::File,
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| BusError::js(format!("ensure bucket {name}"), e)),
+    }
+}
+
+/// Handles to a site's cluster buckets (see `edge_types::cluster`).
+#[derive(Clone)]
+pub struct SiteBuckets {
+    pub hosts: kv::Store,
+    pub leader: kv::Store,
+    pub assign: kv::Store,
+    pub host_status: kv::Store,
+}
+
+/// Ensures a site's cluster buckets in its own domain (`js` must be the site leaf's JetStream).
+pub async fn ensure_site_buckets(js: &jetstream::Context) -> Result<SiteBuckets, BusError> {
+    Ok(SiteBuckets {
+        hosts: ensure_bucket(js, BUCKET_HOSTS, "The site's hosts, rewritten by each every beat").await?,
+        leader: ensure_bucket(js, BUCKET_LEADER, "The site's leader lease").await?,
+        assign: ensure_bucket(js, BUCKET_ASSIGN, "Where each app's replicas run at the site").await?,
+        host_status: ensure_bucket(js, BUCKET_HOST_STATUS, "Each host's status per app, key <app>.<host>").await?,
+    })
 }
 
 /// Makes the hub's `SITE_EVENTS` source the site's `SITE_EVENTS`; a no-op when it already does.

@@ -137,6 +137,20 @@ pub struct SitePlan {
     pub connected: bool,
     /// For an excluded site, each failing term and what the site has instead.
     pub reasons: Vec<String>,
+    /// Each host of the site (as last registered): whether it can take the app, and why not.
+    #[serde(default)]
+    pub hosts: Vec<HostPlan>,
+}
+
+/// One host in a placement preview.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct HostPlan {
+    pub host: Name,
+    /// Matches the host selector and is big enough for at least one service.
+    pub selected: bool,
+    /// Failing host-selector terms, and per service what the host is short of.
+    pub reasons: Vec<String>,
 }
 
 /// Reply to `app.delete`.

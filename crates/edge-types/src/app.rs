@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::names::Name;
-use crate::selector::Selector;
+use crate::policy::Policy;
 
 /// A versioned aggregate of containers and config, with the placement that says where it runs.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -50,10 +50,35 @@ pub struct ServiceSpec {
     /// Resource limits.
     #[serde(default)]
     pub resources: Resources,
-    /// Containers of this service at each selected site.
+    /// Containers of this service at each selected site (mode `replicated`).
     #[serde(default = "one")]
     #[schemars(range(min = 1, max = 16))]
     pub replicas: u32,
+    /// `replicated` (default): `replicas` containers per site, spread over its hosts;
+    /// `one-per-matching-host`: one container on every host of the site that matches.
+    #[serde(default, skip_serializing_if = "Mode::is_default")]
+    pub mode: Mode,
+    /// Never run two replicas of this service on one host (a replica that has no host of its
+    /// own stays unplaced). Without it, replicas are still spread when hosts allow.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub anti_affinity: bool,
+}
+
+/// How many containers of a service run at a site.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum Mode {
+    /// `replicas` containers per site.
+    #[default]
+    Replicated,
+    /// One container on every matching host of the site.
+    OnePerMatchingHost,
+}
+
+impl Mode {
+    fn is_default(&self) -> bool {
+        *self == Mode::Replicated
+    }
 }
 
 /// One command-line argument.
@@ -107,6 +132,10 @@ pub struct Resources {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 6, max = 4194304))]
     pub memory_mb: Option<u64>,
+    /// GPUs the container needs for itself; a host's GPUs are never shared by two containers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 64))]
+    pub gpus: Option<u32>,
 }
 
 /// Where an application runs.
@@ -115,9 +144,16 @@ pub struct Resources {
 pub struct Placement {
     /// Site-label selector, e.g. `customer = acme, region in (eu, us), !legacy`. Terms are
     /// joined by `,`; operators are `=`, `!=`, `in (..)`, `notin (..)`, `key` (exists) and
-    /// `!key` (absent). An empty string selects every site.
+    /// `!key` (absent), and comparisons `>`, `>=`, `<`, `<=` (numbers with unit suffixes, or
+    /// values of an order the operator declares). An empty string selects every site.
     #[schemars(length(max = 1024))]
     pub sites: String,
+    /// Host selector, same language, over each host's labels and facts: `arch`, `os`, `cpus`,
+    /// `memory` (bytes), `disk`, `gpu` and `camera` (device counts, absent when zero), `host`.
+    /// A site is selected only if at least one of its hosts matches. Empty: every host.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    #[schemars(length(max = 1024))]
+    pub hosts: String,
 }
 
 /// A semantic problem in a spec that the schema cannot express.
@@ -130,8 +166,10 @@ pub struct SpecError {
 }
 
 impl AppSpec {
-    /// Checks what the schema cannot: unique service names, unique host ports, a parsable selector.
-    pub fn check(&self) -> Result<Selector, SpecError> {
+    /// Checks what the schema cannot: unique service names, unique host ports, mode and replica
+    /// counts that agree, and site and host selectors that parse and do not contradict
+    /// themselves. Comparisons over declared orders are checked by [`Policy::check_orders`].
+    pub fn check(&self) -> Result<Policy, SpecError> {
         let mut names = std::collections::BTreeSet::new();
         let mut host_ports = std::collections::BTreeSet::new();
         for (i, svc) in self.services.iter().enumerate() {
@@ -141,22 +179,27 @@ impl AppSpec {
                     message: format!("service name {:?} is used twice", svc.name.as_str()),
                 });
             }
+            if svc.mode == Mode::OnePerMatchingHost && svc.replicas != 1 {
+                return Err(SpecError {
+                    pointer: format!("/services/{i}/replicas"),
+                    message: "replicas has no meaning with mode one-per-matching-host (one per host)".into(),
+                });
+            }
+            // Several replicas may publish a port only if no two share a host.
+            let own_host = svc.replicas == 1 || svc.anti_affinity;
             for (j, p) in svc.ports.iter().enumerate() {
                 let host = p.host.unwrap_or(p.container);
-                if svc.replicas > 1 || !host_ports.insert((host, p.protocol)) {
+                if !own_host || !host_ports.insert((host, p.protocol)) {
                     return Err(SpecError {
                         pointer: format!("/services/{i}/ports/{j}"),
                         message: format!(
-                            "host port {host} is published more than once (a published port allows one replica per site)"
+                            "host port {host} is published more than once (replicas that publish a port need anti_affinity)"
                         ),
                     });
                 }
             }
         }
-        Selector::parse(&self.placement.sites).map_err(|e| SpecError {
-            pointer: "/placement/sites".into(),
-            message: format!("invalid selector {:?} {e}", self.placement.sites),
-        })
+        Policy::parse(&self.placement)
     }
 
     /// A stable digest of the whole spec; applying an identical spec is a no-op.

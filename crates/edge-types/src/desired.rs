@@ -1,6 +1,8 @@
 //! Desired state of one application at one site, written by the scheduler to the hub stream
 //! DESIRED and sourced into the site's own DESIRED stream.
 
+use std::collections::BTreeMap;
+
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
@@ -19,6 +21,11 @@ pub struct DesiredApp {
     pub generation: u64,
     /// The spec to run, or `null` when the app must leave the site.
     pub spec: Option<AppSpec>,
+    /// Value orders the operator declared for labels the host selector compares
+    /// (`size: [small, medium, large]`), so the site places on hosts as the hub would.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schemars(extend("maxProperties" = 64))]
+    pub orders: BTreeMap<String, Vec<String>>,
 }
 
 /// How far the hub has processed a site's events: the site may drop everything in its event

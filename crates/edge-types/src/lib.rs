@@ -3,8 +3,10 @@
 
 pub mod api;
 pub mod app;
+pub mod cluster;
 pub mod desired;
 pub mod names;
+pub mod policy;
 pub mod schema;
 pub mod selector;
 pub mod site;

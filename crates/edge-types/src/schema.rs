@@ -15,6 +15,7 @@ use serde_json::Value;
 
 use crate::api::*;
 use crate::app::AppSpec;
+use crate::cluster::{Assignment, HostState, LeaderLease};
 use crate::desired::{DesiredApp, EventsWatermark};
 use crate::site::{Heartbeat, SiteRecord, SiteRegistration};
 use crate::status::AppStatusReport;
@@ -62,6 +63,9 @@ messages!(
     SiteLabelRequest,
     RegisterReply,
     ApiError,
+    HostState,
+    LeaderLease,
+    Assignment,
 );
 
 /// The schema a type generates (draft 2020-12).

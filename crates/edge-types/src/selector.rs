@@ -75,6 +75,21 @@ impl LabelOrders {
         Ok(Self(orders))
     }
 
+    /// Orders given as a map from label to its values, smallest first (as carried in desired
+    /// state); a label with fewer than two values declares nothing.
+    pub fn from_map(map: BTreeMap<String, Vec<String>>) -> Self {
+        Self(map.into_iter().filter(|(_, v)| v.len() >= 2).collect())
+    }
+
+    pub fn as_map(&self) -> &BTreeMap<String, Vec<String>> {
+        &self.0
+    }
+
+    /// The orders of the given labels only.
+    pub fn subset<'a>(&self, keys: impl Iterator<Item = &'a str>) -> Self {
+        Self(keys.filter_map(|k| self.0.get_key_value(k)).map(|(k, v)| (k.clone(), v.clone())).collect())
+    }
+
     fn rank(&self, key: &str, value: &str) -> Option<usize> {
         self.0.get(key)?.iter().position(|v| v == value)
     }
@@ -155,15 +170,20 @@ impl Selector {
     /// Why a site with these labels is not selected: one sentence per failing term (empty when
     /// it is selected).
     pub fn explain(&self, labels: &BTreeMap<String, String>, orders: &LabelOrders) -> Vec<String> {
+        self.explain_for("site", labels, orders)
+    }
+
+    /// Like [`Selector::explain`], naming what the labels belong to (`site`, `host`).
+    pub fn explain_for(&self, noun: &str, labels: &BTreeMap<String, String>, orders: &LabelOrders) -> Vec<String> {
         self.terms
             .iter()
             .filter(|t| !t.matches(labels, orders))
             .map(|t| {
                 let key = t.key();
                 let has = match labels.get(key) {
-                    Some(v) if v.is_empty() => format!("the site has label {key} without a value"),
-                    Some(v) => format!("the site has {key}={v}"),
-                    None => format!("the site has no label {key}"),
+                    Some(v) if v.is_empty() => format!("the {noun} has label {key} without a value"),
+                    Some(v) => format!("the {noun} has {key}={v}"),
+                    None => format!("the {noun} has no label {key}"),
                 };
                 let incomparable = matches!(t, Term::Compare(..))
                     && labels.get(key).is_some_and(|v| quantity(v).is_none() && orders.rank(key, v).is_none());
@@ -176,9 +196,81 @@ impl Selector {
             .collect()
     }
 
+    /// Groups of terms on one label that no value can satisfy together (`a = x, a = y`,
+    /// `cpus > 8, cpus < 4`, `!gpu, gpu >= 1`): a selector with one selects nothing, ever.
+    pub fn contradictions(&self, orders: &LabelOrders) -> Vec<String> {
+        let mut keys: Vec<&str> = self.terms.iter().map(Term::key).collect();
+        keys.sort();
+        keys.dedup();
+        let mut out = Vec::new();
+        for key in keys {
+            let terms: Vec<&Term> = self.terms.iter().filter(|t| t.key() == key).collect();
+            if satisfiable(key, &terms, orders) {
+                continue;
+            }
+            let listed: Vec<String> = terms.iter().map(|t| format!("`{t}`")).collect();
+            out.push(match listed.as_slice() {
+                [one] => format!("{one} can never hold: no value of {key} satisfies it"),
+                _ => format!("{} cannot all hold: no value of {key} satisfies them", listed.join(", ")),
+            });
+        }
+        out
+    }
+
     pub fn terms(&self) -> &[Term] {
         &self.terms
     }
+}
+
+/// Whether some value (or absence) of `key` satisfies every one of `terms` (all on `key`).
+fn satisfiable(key: &str, terms: &[&Term], orders: &LabelOrders) -> bool {
+    let holds = |value: Option<&str>| {
+        let labels: BTreeMap<String, String> = value.map(|v| (key.to_string(), v.to_string())).into_iter().collect();
+        terms.iter().all(|t| t.matches(&labels, orders))
+    };
+    if holds(None) {
+        return true;
+    }
+    // Finite candidates: every value a term names, and every declared value of the label.
+    let mut candidates: Vec<&str> = Vec::new();
+    for t in terms {
+        match t {
+            Term::Eq(_, v) | Term::Ne(_, v) | Term::Compare(_, _, v) => candidates.push(v),
+            Term::In(_, vs) | Term::NotIn(_, vs) => candidates.extend(vs.iter().map(String::as_str)),
+            Term::Exists(_) | Term::NotExists(_) => {}
+        }
+    }
+    if let Some(declared) = orders.0.get(key) {
+        candidates.extend(declared.iter().map(String::as_str));
+    }
+    if candidates.iter().any(|v| holds(Some(v))) {
+        return true;
+    }
+    let pins = terms.iter().any(|t| matches!(t, Term::Eq(..) | Term::In(..) | Term::NotExists(_)));
+    if pins {
+        return false; // the value must be one of the named ones, and none works
+    }
+    if terms.iter().any(|t| matches!(t, Term::Compare(_, _, v) if quantity(v).is_none())) {
+        // Ordered values: the declared ones are all there is; undeclared, nothing can be said
+        // here (`check_orders` rejects the comparison).
+        return !orders.0.contains_key(key);
+    }
+    // Numeric comparisons: some number strictly inside the bounds, or the bound itself.
+    let mut lo = (f64::NEG_INFINITY, false);
+    let mut hi = (f64::INFINITY, false);
+    for t in terms {
+        if let Term::Compare(_, op, v) = t {
+            let n = quantity(v).expect("numeric");
+            match op {
+                CmpOp::Gt if n >= lo.0 => lo = (n, true),
+                CmpOp::Ge if n > lo.0 => lo = (n, false),
+                CmpOp::Lt if n <= hi.0 => hi = (n, true),
+                CmpOp::Le if n < hi.0 => hi = (n, false),
+                _ => {}
+            }
+        }
+    }
+    lo.0 < hi.0 || (lo.0 == hi.0 && !lo.1 && !hi.1)
 }
 
 impl Term {
@@ -406,6 +498,41 @@ mod tests {
         assert!(why[1].contains("cpus >= 4") && why[1].contains("cpus=2"), "{why:?}");
         assert!(why[2].contains("no label camera"), "{why:?}");
         assert!(Selector::parse("cpus >= 2").unwrap().explain(&l, &LabelOrders::default()).is_empty());
+    }
+
+    #[test]
+    fn finds_contradictions() {
+        let orders = LabelOrders::parse("size=small<medium<large").unwrap();
+        let bad = [
+            "customer = a, customer = b",
+            "customer = a, customer != a",
+            "region in (eu), region notin (eu, us)",
+            "region in (eu), region in (us)",
+            "!gpu, gpu >= 1",
+            "cpus > 8, cpus < 4",
+            "cpus > 4, cpus <= 4",
+            "size > large",
+            "size < small, size != x",
+            "memory >= 8Gi, memory < 4Gi",
+        ];
+        for s in bad {
+            let c = Selector::parse(s).unwrap().contradictions(&orders);
+            assert_eq!(c.len(), 1, "{s}: {c:?}");
+        }
+        let good = [
+            "customer = a, region = b",
+            "customer != a, customer != b",
+            "region in (eu, us), region notin (us)",
+            "cpus >= 4, cpus <= 4",
+            "cpus > 4, cpus < 5",
+            "size >= medium, size != large",
+            "!legacy, customer = a",
+            "gpu, gpu >= 1",
+        ];
+        for s in good {
+            let c = Selector::parse(s).unwrap().contradictions(&orders);
+            assert!(c.is_empty(), "{s}: {c:?}");
+        }
     }
 
     #[test]

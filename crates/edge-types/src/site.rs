@@ -125,6 +125,38 @@ impl SiteRecord {
     }
 }
 
+impl HostInventory {
+    /// What host selectors see: facts (`host`, `arch`, `os`, `cpus`, `memory` and `disk` in
+    /// bytes, `gpu` and `camera` counts when non-zero) overlaid by the host's labels, so an
+    /// operator can declare what detection cannot see (an IP camera, a size class).
+    pub fn attributes(&self) -> Labels {
+        let mut a = Labels::new();
+        a.insert("host".into(), self.host.to_string());
+        a.insert("arch".into(), self.arch.clone());
+        a.insert("os".into(), self.os.clone());
+        a.insert("cpus".into(), self.cpus.to_string());
+        a.insert("memory".into(), self.memory_bytes.to_string());
+        a.insert("disk".into(), self.disk_bytes.to_string());
+        if !self.gpus.is_empty() {
+            a.insert("gpu".into(), self.gpus.len().to_string());
+        }
+        let cameras = self.devices.iter().filter(|d| d.starts_with("/dev/video")).count();
+        if cameras > 0 {
+            a.insert("camera".into(), cameras.to_string());
+        }
+        a.extend(self.labels.iter().map(|(k, v)| (k.clone(), v.0.clone())));
+        a
+    }
+
+    /// GPUs usable by containers: the detected ones, or a `gpu` label's count.
+    pub fn gpu_count(&self) -> u32 {
+        match self.labels.get("gpu").and_then(|v| v.0.parse::<u32>().ok()) {
+            Some(n) => n,
+            None => self.gpus.len() as u32,
+        }
+    }
+}
+
 impl SiteRegistration {
     pub fn plain_labels(&self) -> Labels {
         self.labels.iter().map(|(k, v)| (k.clone(), v.0.clone())).collect()

@@ -49,6 +49,9 @@ pub struct AppStatusReport {
     pub version: String,
     pub phase: Phase,
     pub containers: Vec<ContainerStatus>,
+    /// Replicas no host of the site can take now, and why.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub unplaced: Vec<crate::cluster::Unplaced>,
     /// Milliseconds since the Unix epoch at the site.
     pub reported_at_ms: u64,
 }

@@ -33,21 +33,29 @@ pub async fn run(cmd: AppCommand, global: &Global) -> Result<()> {
         AppCommand::Plan { file } => {
             let body = read_spec(&file)?;
             let r: PlanReply = request_raw(&client, ApiOp::AppPlan, body, REQUEST_TIMEOUT).await?;
-            let rows = r
-                .sites
-                .iter()
-                .map(|s| {
-                    vec![
-                        s.site.to_string(),
-                        if s.selected { "yes".into() } else { "no".into() },
-                        if s.connected { "yes".into() } else { "no".into() },
-                        s.reasons.join("; "),
-                    ]
-                })
-                .collect();
-            print(global.output, &r, &["SITE", "SELECTED", "CONNECTED", "WHY NOT"], rows);
+            let yes_no = |b: bool| if b { "yes".to_string() } else { "no".to_string() };
+            let mut rows = Vec::new();
+            for s in &r.sites {
+                rows.push(vec![
+                    s.site.to_string(),
+                    "-".into(),
+                    yes_no(s.selected),
+                    yes_no(s.connected),
+                    s.reasons.join("; "),
+                ]);
+                for h in &s.hosts {
+                    rows.push(vec![
+                        String::new(),
+                        h.host.to_string(),
+                        yes_no(h.selected),
+                        String::new(),
+                        h.reasons.join("; "),
+                    ]);
+                }
+            }
+            print(global.output, &r, &["SITE", "HOST", "SELECTED", "CONNECTED", "WHY NOT"], rows);
             if global.output == crate::cli::Format::Table && !r.unknown_labels.is_empty() {
-                println!("note: no site has the label(s) {}", r.unknown_labels.join(", "));
+                println!("note: no site or host has the label(s) {}", r.unknown_labels.join(", "));
             }
         }
         AppCommand::List => {

@@ -4,7 +4,9 @@ use edge_bus::kv::{self, Change};
 use edge_types::api::*;
 use edge_types::app::AppSpec;
 use edge_types::schema::decode;
-use edge_types::selector::Selector;
+use std::collections::BTreeSet;
+
+use edge_types::policy::Policy;
 use edge_types::status::AppStatusReport;
 use edge_types::Name;
 
@@ -13,30 +15,49 @@ use crate::sites::all_sites;
 use crate::Hub;
 
 /// Decodes and checks a spec as `apply` and `plan` take it: schema, then what the schema cannot
-/// say (unique names, a parsable selector whose comparisons have a meaning).
-fn checked_spec(hub: &Hub, body: &[u8]) -> Result<(AppSpec, Selector), ApiError> {
+/// say (unique names, parsable selectors that do not contradict themselves, comparisons that
+/// have a meaning).
+fn checked_spec(hub: &Hub, body: &[u8]) -> Result<(AppSpec, Policy), ApiError> {
     let spec: AppSpec = decode(body).map_err(edge_bus::api::invalid)?;
-    let selector = spec.check().map_err(|e| ApiError::invalid(e.pointer.clone(), format!("invalid request: {e}")))?;
-    selector
-        .check_orders(&hub.orders)
-        .map_err(|e| ApiError::invalid("/placement/sites", format!("invalid request: /placement/sites: {e}")))?;
-    Ok((spec, selector))
+    let invalid = |e: edge_types::app::SpecError| ApiError::invalid(e.pointer.clone(), format!("invalid request: {e}"));
+    let policy = spec.check().map_err(invalid)?;
+    policy.check_orders(&hub.orders).map_err(invalid)?;
+    Ok((spec, policy))
 }
 
-/// Where a spec would run, and why every other site is excluded; changes nothing.
+/// Where a spec would run, and why every other site and host is excluded; changes nothing.
 pub async fn plan(hub: &Hub, body: &[u8]) -> Result<PlanReply, ApiError> {
-    let (spec, selector) = checked_spec(hub, body)?;
+    let (spec, policy) = checked_spec(hub, body)?;
     let sites = all_sites(hub).await?;
-    let known: std::collections::BTreeSet<String> =
-        sites.iter().flat_map(|s| s.effective_labels().into_keys()).collect();
-    let mut unknown_labels: Vec<String> =
-        selector.terms().iter().map(|t| t.key().to_string()).filter(|k| !known.contains(k)).collect();
+    let known_site: BTreeSet<String> = sites.iter().flat_map(|s| s.effective_labels().into_keys()).collect();
+    let known_host: BTreeSet<String> =
+        sites.iter().flat_map(|s| s.hosts.iter().flat_map(|h| h.attributes().into_keys())).collect();
+    let unknown = |sel: &edge_types::selector::Selector, known: &BTreeSet<String>| -> Vec<String> {
+        sel.terms().iter().map(|t| t.key().to_string()).filter(|k| !known.contains(k)).collect()
+    };
+    let mut unknown_labels = unknown(&policy.sites, &known_site);
+    unknown_labels.extend(unknown(&policy.hosts, &known_host).into_iter().map(|k| format!("hosts: {k}")));
     unknown_labels.dedup();
     let mut plans: Vec<SitePlan> = sites
         .iter()
         .map(|s| {
-            let reasons = selector.explain(&s.effective_labels(), &hub.orders);
-            SitePlan { site: s.site.clone(), selected: reasons.is_empty(), connected: hub.connected(&s.site), reasons }
+            let fit = policy.explain(&spec, s, &hub.orders);
+            let hosts = fit
+                .hosts
+                .iter()
+                .map(|h| HostPlan {
+                    host: h.host.clone(),
+                    selected: h.usable(spec.services.len()),
+                    reasons: h.reasons(),
+                })
+                .collect();
+            SitePlan {
+                site: s.site.clone(),
+                selected: fit.selected,
+                connected: hub.connected(&s.site),
+                reasons: fit.reasons,
+                hosts,
+            }
         })
         .collect();
     plans.sort_by(|a, b| b.selected.cmp(&a.selected).then(a.site.cmp(&b.site)));

@@ -7,18 +7,19 @@ use async_nats::jetstream::{self, message::PublishMessage, stream::DirectGetErro
 use edge_bus::kv::{self, Change};
 use edge_bus::topology::STREAM_DESIRED;
 use edge_types::api::AppRecord;
+use edge_types::app::AppSpec;
 use edge_types::desired::DesiredApp;
-use edge_types::selector::{LabelOrders, Selector};
+use edge_types::policy::Policy;
+use edge_types::selector::LabelOrders;
 use edge_types::site::SiteRecord;
 use edge_types::{subject, Name};
 
 use crate::error::SchedulerError;
 use crate::Hub;
 
-/// Sites whose effective labels the selector matches, sorted.
-pub fn select_sites(selector: &Selector, orders: &LabelOrders, sites: &[SiteRecord]) -> Vec<Name> {
-    let mut out: Vec<Name> =
-        sites.iter().filter(|s| selector.matches_in(&s.effective_labels(), orders)).map(|s| s.site.clone()).collect();
+/// Sites the policy selects for `spec` (site labels match, and hosts that match and fit), sorted.
+pub fn select_sites(spec: &AppSpec, policy: &Policy, orders: &LabelOrders, sites: &[SiteRecord]) -> Vec<Name> {
+    let mut out: Vec<Name> = sites.iter().filter(|s| policy.selects(spec, s, orders)).map(|s| s.site.clone()).collect();
     out.sort();
     out
 }
@@ -34,9 +35,9 @@ pub fn gen_key(app: &Name) -> String {
     format!("gen.{app}")
 }
 
-/// The selector of a stored application (checked when it was applied).
-fn selector_of(record: &AppRecord) -> Result<Selector, SchedulerError> {
-    Selector::parse(&record.spec.placement.sites).map_err(|e| SchedulerError::Corrupt(e.to_string()))
+/// The policy of a stored application (checked when it was applied).
+fn policy_of(record: &AppRecord) -> Result<Policy, SchedulerError> {
+    record.spec.check().map_err(|e| SchedulerError::Corrupt(e.to_string()))
 }
 
 /// Places one application: publishes its desired state to every matching site that lacks the
@@ -44,13 +45,15 @@ fn selector_of(record: &AppRecord) -> Result<Selector, SchedulerError> {
 /// Returns the sites it is placed at.
 pub async fn place(hub: &Hub, record: &AppRecord, sites: &[SiteRecord]) -> Result<Vec<Name>, SchedulerError> {
     let app = &record.spec.name;
-    let matched = select_sites(&selector_of(record)?, &hub.orders, sites);
+    let policy = policy_of(record)?;
+    let orders = policy.host_orders(&hub.orders);
+    let matched = select_sites(&record.spec, &policy, &hub.orders, sites);
     for site in &matched {
-        ensure_desired(&hub.js, &desired(record, site, true)).await?;
+        ensure_desired(&hub.js, &desired(record, site, Some(&orders))).await?;
     }
     let keep: BTreeSet<&Name> = matched.iter().collect();
     for site in record.sites.iter().filter(|s| !keep.contains(s)) {
-        ensure_desired(&hub.js, &desired(record, site, false)).await?;
+        ensure_desired(&hub.js, &desired(record, site, None)).await?;
         tracing::info!(%app, %site, "app leaves site");
     }
     if record.sites != matched {
@@ -72,10 +75,12 @@ pub async fn place(hub: &Hub, record: &AppRecord, sites: &[SiteRecord]) -> Resul
 /// cost is one check for that site, whatever the size of the fleet.
 pub async fn place_on_site(hub: &Hub, record: &AppRecord, site: &SiteRecord) -> Result<(), SchedulerError> {
     let app = &record.spec.name;
-    let matches = selector_of(record)?.matches_in(&site.effective_labels(), &hub.orders);
+    let policy = policy_of(record)?;
+    let matches = policy.selects(&record.spec, site, &hub.orders);
     let placed = record.sites.contains(&site.site);
     if matches || placed {
-        ensure_desired(&hub.js, &desired(record, &site.site, matches)).await?;
+        let orders = policy.host_orders(&hub.orders);
+        ensure_desired(&hub.js, &desired(record, &site.site, matches.then_some(&orders))).await?;
     }
     if matches != placed {
         tracing::info!(%app, site = %site.site, placed = matches, "placement changed");
@@ -100,7 +105,7 @@ pub async fn place_on_site(hub: &Hub, record: &AppRecord, site: &SiteRecord) -> 
 pub async fn remove(hub: &Hub, record: &AppRecord) -> Result<(), SchedulerError> {
     let app = &record.spec.name;
     for site in &record.sites {
-        ensure_desired(&hub.js, &desired(record, site, false)).await?;
+        ensure_desired(&hub.js, &desired(record, site, None)).await?;
     }
     let generation = record.generation;
     kv::update::<u64, _>(&hub.buckets.apps, &gen_key(app), |cur| {
@@ -115,13 +120,15 @@ pub async fn remove(hub: &Hub, record: &AppRecord) -> Result<(), SchedulerError>
     Ok(())
 }
 
-/// The desired state of `record` at `site`: its spec when `present`, else a tombstone.
-fn desired(record: &AppRecord, site: &Name, present: bool) -> DesiredApp {
+/// The desired state of `record` at `site`: its spec, with the host selector's label orders,
+/// when placed there (`orders` given), else a tombstone.
+fn desired(record: &AppRecord, site: &Name, orders: Option<&LabelOrders>) -> DesiredApp {
     DesiredApp {
         site: site.clone(),
         app: record.spec.name.clone(),
         generation: record.generation,
-        spec: present.then(|| record.spec.clone()),
+        spec: orders.map(|_| record.spec.clone()),
+        orders: orders.map(|o| o.as_map().clone()).unwrap_or_default(),
     }
 }
 
@@ -132,7 +139,7 @@ async fn ensure_desired(js: &jetstream::Context, d: &DesiredApp) -> Result<(), S
     let after = match stream.direct_get_last_for_subject(&subj).await {
         Ok(msg) => {
             if let Ok(current) = serde_json::from_slice::<DesiredApp>(&msg.payload) {
-                if current.generation == d.generation && current.spec == d.spec {
+                if current.generation == d.generation && current.spec == d.spec && current.orders == d.orders {
                     return Ok(());
                 }
             }

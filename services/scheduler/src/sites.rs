@@ -32,11 +32,11 @@ async fn place_site(hub: &Hub, site: &SiteRecord) -> Result<(), SchedulerError> 
 }
 
 /// Stores a site's registration (keeping centrally set labels), makes the hub source the
-/// site's events, and re-places apps if the site is new or its labels changed.
+/// site's events, and re-places apps if the site is new or its labels or hosts changed.
 pub async fn upsert_registration(hub: &Hub, reg: &SiteRegistration) -> Result<bool, SchedulerError> {
     let _guard = hub.placement.lock().await;
     let mut is_new = false;
-    let mut labels_changed = false;
+    let mut placement_changed = false;
     let key = reg.site.to_string();
     let stored = kv::update::<SiteRecord, _>(&hub.buckets.sites, &key, |cur| {
         is_new = cur.is_none();
@@ -48,7 +48,8 @@ pub async fn upsert_registration(hub: &Hub, reg: &SiteRegistration) -> Result<bo
             agent_version: reg.agent_version.clone(),
             registered_at_ms: cur.map(|c| c.registered_at_ms).unwrap_or_else(edge_bus::time::now_ms),
         };
-        labels_changed = cur.is_none_or(|c| c.effective_labels() != next.effective_labels());
+        placement_changed =
+            cur.is_none_or(|c| c.effective_labels() != next.effective_labels() || c.hosts != next.hosts);
         if cur.is_some_and(|c| {
             c.reported_labels == next.reported_labels && c.hosts == next.hosts && c.agent_version == next.agent_version
         }) {
@@ -61,7 +62,7 @@ pub async fn upsert_registration(hub: &Hub, reg: &SiteRegistration) -> Result<bo
     if edge_bus::topology::add_site_source(&hub.js, &reg.site).await? {
         tracing::info!(site = %reg.site, "hub now sources the site's events");
     }
-    if labels_changed {
+    if placement_changed {
         tracing::info!(site = %reg.site, new = is_new, "site registered");
         if let Some(site) = stored {
             place_site(hub, &site).await?;

@@ -1,21 +1,21 @@
-//! The reconcile loop and its executor: wake on a desired-state change, a Docker event or the
-//! resync tick, plan, act, report. One loop per site-manager, so one replica is never
-//! reconciled twice at once.
+//! The reconcile loop and its executor: wake on a change of desired state or of the site's
+//! assignments, a Docker event or the resync tick; plan this host's share, act, report to the
+//! leader. One loop per site-manager, so one replica is never reconciled twice at once.
 
 use std::collections::HashMap;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use edge_bus::signal::Signal;
 use edge_types::Name;
 use futures::StreamExt;
-use tokio::sync::{watch, Notify};
+use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-use crate::buffer::EventBuffer;
+use crate::cluster::ClusterView;
 use crate::desired::DesiredMap;
-use crate::reconcile::{plan, Action, Wanted};
+use crate::reconcile::{plan, wanted, Action, Wanted};
 use crate::runtime::DockerRuntime;
-use crate::status::{self, Facts, StatusPublisher};
+use crate::status::{self, Facts, HostStatusWriter};
 
 /// Longest wait between restarts of a container that keeps crashing.
 const MAX_RESTART_BACKOFF: Duration = Duration::from_secs(300);
@@ -29,12 +29,13 @@ pub struct Agent {
     pub host: Name,
     pub runtime: DockerRuntime,
     pub desired: DesiredMap,
-    pub changed: Arc<Notify>,
+    pub view: ClusterView,
+    pub changed: Signal,
     pub resync: Duration,
     facts: Facts,
     /// Per container: restarts in the current crash streak and when the last one was.
     streaks: HashMap<String, (u32, Instant)>,
-    publisher: StatusPublisher,
+    status: HostStatusWriter,
 }
 
 impl Agent {
@@ -43,37 +44,43 @@ impl Agent {
         host: Name,
         runtime: DockerRuntime,
         desired: DesiredMap,
-        changed: Arc<Notify>,
+        view: ClusterView,
+        changed: Signal,
         resync: Duration,
-        buffer: Arc<EventBuffer>,
     ) -> Self {
+        let status = HostStatusWriter::new(view.buckets.host_status.clone(), host.clone());
         Self {
             site,
             host,
             runtime,
             desired,
+            view,
             changed,
             resync,
             facts: Facts::default(),
             streaks: HashMap::new(),
-            publisher: StatusPublisher::new(buffer),
+            status,
         }
     }
 
-    /// Runs until shutdown. Nothing is done before the desired state stored at the site has
-    /// been read in full (`loaded`), so a restart never removes containers it has not yet
-    /// matched to their desired state.
+    /// Runs until shutdown. Nothing is done before the desired state and the assignments
+    /// stored at the site have been read in full, so a restart never removes containers it has
+    /// not yet matched to their desired state.
     pub async fn run(mut self, mut loaded: watch::Receiver<bool>, shutdown: CancellationToken) {
+        let mut waiter = self.changed.waiter();
         tokio::select! {
             _ = shutdown.cancelled() => return,
-            _ = loaded.wait_for(|l| *l) => {}
+            _ = async {
+                let _ = loaded.wait_for(|l| *l).await;
+                self.view.assignments.loaded().await;
+            } => {}
         }
         tokio::spawn(forward_docker_events(self.runtime.clone(), self.changed.clone(), shutdown.clone()));
         loop {
             self.pass().await;
             tokio::select! {
                 _ = shutdown.cancelled() => return,
-                _ = self.changed.notified() => {}
+                _ = waiter.changed() => {}
                 _ = tokio::time::sleep(self.resync) => {}
             }
         }
@@ -82,6 +89,7 @@ impl Agent {
     /// One reconcile pass.
     pub async fn pass(&mut self) {
         let desired = self.desired.lock().expect("desired lock").clone();
+        let (wanted, held) = wanted(&desired, &self.view.assignments(), &self.host);
         let observed = match self.runtime.list().await {
             Ok(o) => o,
             Err(e) => {
@@ -89,7 +97,7 @@ impl Agent {
                 return;
             }
         };
-        let actions = plan(&desired, &observed);
+        let actions = plan(&wanted, &held, &observed);
         let acted = !actions.is_empty();
         for action in actions {
             self.execute(action).await;
@@ -108,8 +116,8 @@ impl Agent {
         let live: std::collections::HashSet<&str> = observed.iter().map(|o| o.id.as_str()).collect();
         self.facts.restarts.retain(|id, _| live.contains(id.as_str()));
         self.streaks.retain(|id, _| live.contains(id.as_str()));
-        let reports = status::build(&self.site, &self.host, &desired, &observed, &self.facts);
-        self.publisher.publish_changed(reports).await;
+        let reports = status::build(&self.site, &self.host, &desired, &wanted, &held, &observed, &self.facts);
+        self.status.write_changed(reports).await;
     }
 
     async fn execute(&mut self, action: Action) {
@@ -171,7 +179,7 @@ impl Agent {
         let changed = self.changed.clone();
         tokio::spawn(async move {
             tokio::time::sleep_until(when.into()).await;
-            changed.notify_one();
+            changed.raise();
         });
     }
 
@@ -192,14 +200,14 @@ fn short(id: &str) -> &str {
 
 /// Wakes the loop on every lifecycle event of our containers; re-subscribes if Docker's event
 /// stream breaks.
-async fn forward_docker_events(runtime: DockerRuntime, changed: Arc<Notify>, shutdown: CancellationToken) {
+async fn forward_docker_events(runtime: DockerRuntime, changed: Signal, shutdown: CancellationToken) {
     while !shutdown.is_cancelled() {
         let mut events = Box::pin(runtime.events());
         loop {
             tokio::select! {
                 _ = shutdown.cancelled() => return,
                 e = events.next() => match e {
-                    Some(()) => changed.notify_one(),
+                    Some(()) => changed.raise(),
                     None => break,
                 },
             }

@@ -48,6 +48,38 @@ pub async fn register(
     }
 }
 
+/// Registers the site whenever the leader's view of it changes (hosts joining or leaving): the
+/// newest registration always wins, also over one still being retried.
+pub async fn registrar(
+    client: async_nats::Client,
+    buffer: Arc<EventBuffer>,
+    mut latest: tokio::sync::watch::Receiver<Option<SiteRegistration>>,
+    shutdown: CancellationToken,
+) {
+    let mut done: Option<SiteRegistration> = None;
+    loop {
+        let next = latest.borrow_and_update().clone();
+        if let Some(reg) = next.filter(|r| done.as_ref() != Some(r)) {
+            let attempt = shutdown.child_token();
+            tokio::select! {
+                _ = register(client.clone(), buffer.clone(), reg.clone(), attempt.clone()) => {
+                    if !shutdown.is_cancelled() {
+                        done = Some(reg);
+                    }
+                }
+                _ = latest.changed() => {
+                    attempt.cancel();
+                    continue;
+                }
+            }
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            r = latest.changed() => if r.is_err() { return },
+        }
+    }
+}
+
 /// Publishes a heartbeat every `every` on core NATS (liveness is not stored), with the state
 /// of the event buffer and the leaf recoveries, so the hub sees fill, alarm and recoveries.
 pub struct Heartbeats {

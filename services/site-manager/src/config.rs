@@ -24,6 +24,17 @@ pub struct Config {
     /// Site labels reported at call-home, as `key=value`, comma separated or repeated.
     #[arg(long = "label", env = "SITE_MANAGER_LABELS", value_delimiter = ',', value_parser = parse_label)]
     pub labels: Vec<(String, LabelValue)>,
+    /// Labels of this host, for host selectors (`size=large`, `camera=1` for a camera detection
+    /// cannot see), as `key=value`, comma separated or repeated. They override detected facts.
+    #[arg(long = "host-label", env = "SITE_MANAGER_HOST_LABELS", value_delimiter = ',', value_parser = parse_label)]
+    pub host_labels: Vec<(String, LabelValue)>,
+    /// Seconds the site's leader lease lasts: a dead leader is replaced within about this long.
+    #[arg(long, env = "SITE_MANAGER_LEASE_SECS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(3..=3600))]
+    pub lease_secs: u64,
+    /// Seconds without a beat after which the leader presumes a host down and moves its
+    /// replicas to other hosts (hosts beat every `--heartbeat-secs`).
+    #[arg(long, env = "SITE_MANAGER_HOST_DEAD_SECS", default_value_t = 20, value_parser = clap::value_parser!(u64).range(2..=86400))]
+    pub host_dead_secs: u64,
     /// Seconds between full reconciles (a safety net; Docker events and desired-state changes
     /// trigger a reconcile at once).
     #[arg(long, env = "SITE_MANAGER_RESYNC_SECS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=3600))]
@@ -59,6 +70,9 @@ impl Config {
             site,
             host: None,
             labels: Vec::new(),
+            host_labels: Vec::new(),
+            lease_secs: 10,
+            host_dead_secs: 20,
             resync_secs: 10,
             heartbeat_secs: 5,
             events_max_bytes: 1 << 30,
@@ -81,6 +95,10 @@ impl Config {
 
     pub fn label_map(&self) -> BTreeMap<String, LabelValue> {
         self.labels.iter().cloned().collect()
+    }
+
+    pub fn host_label_map(&self) -> BTreeMap<String, LabelValue> {
+        self.host_labels.iter().cloned().collect()
     }
 
     pub fn limits(&self) -> SiteStreamLimits {

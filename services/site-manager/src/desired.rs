@@ -7,13 +7,14 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use async_nats::jetstream::{self, consumer};
+use edge_bus::signal::Signal;
 use edge_bus::topology::STREAM_DESIRED;
 use edge_types::desired::{DesiredApp, EventsWatermark};
 use edge_types::schema::decode;
 use edge_types::subject::{self, Subject};
 use edge_types::Name;
 use futures::StreamExt;
-use tokio::sync::{watch, Notify};
+use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use crate::buffer::EventBuffer;
@@ -26,7 +27,7 @@ pub struct DesiredFollower {
     pub js: jetstream::Context,
     pub site: Name,
     pub desired: DesiredMap,
-    pub changed: Arc<Notify>,
+    pub changed: Signal,
     /// Turns true once everything stored at start has been read: until then the reconcile loop
     /// must not act, or it would remove containers whose desired state it has not read yet.
     pub loaded: watch::Sender<bool>,
@@ -80,7 +81,7 @@ impl DesiredFollower {
                 Ok(Incoming::App(d)) => {
                     tracing::debug!(app = %d.app, generation = d.generation, removed = d.spec.is_none(), "desired state");
                     self.desired.lock().expect("desired lock").insert(d.app.clone(), d);
-                    self.changed.notify_one();
+                    self.changed.raise();
                 }
                 Ok(Incoming::Watermark(w)) => match self.buffer.purge_through(w.through).await {
                     Ok(n) => tracing::debug!(through = w.through, purged = n, "hub has processed site events"),
@@ -93,7 +94,7 @@ impl DesiredFollower {
             }
             if pending == 0 && !*self.loaded.borrow() {
                 self.loaded.send_replace(true);
-                self.changed.notify_one();
+                self.changed.raise();
             }
         }
     }

@@ -1,10 +1,13 @@
-//! site-manager: runs at each site. It calls home, follows the site's own desired state (held
-//! by the site's leaf server, so it works with the WAN down) and turns it into Docker containers,
-//! restarting crashed ones and reporting status up through the site's event stream.
+//! site-manager: runs on every host of a site. It follows the site's own desired state (held by
+//! the site's leaf server, so it works with the WAN down) and runs the replicas the site's
+//! leader assigned to its host as Docker containers, restarting crashed ones. The host elected
+//! leader also assigns replicas to live hosts, merges status, reports it up through the site's
+//! event stream and calls home.
 
 pub mod agent;
 pub mod buffer;
 pub mod callhome;
+pub mod cluster;
 pub mod config;
 pub mod desired;
 pub mod inventory;
@@ -19,9 +22,10 @@ use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex};
 
 use async_nats::jetstream;
+use edge_bus::signal::Signal;
 use edge_bus::BusError;
-use edge_types::site::SiteRegistration;
-use tokio::sync::{watch, Notify};
+use edge_types::cluster::HostState;
+use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 pub use config::Config;
@@ -79,42 +83,69 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Site
     }
     tracing::info!(%site, %host, "site streams ready");
 
-    let host_labels = Default::default();
+    let Some(buckets) =
+        until_ready("site cluster buckets", &shutdown, || edge_bus::topology::ensure_site_buckets(&js)).await
+    else {
+        return Ok(());
+    };
+    let host_labels = config.host_label_map();
     let Some(inventory) =
         until_ready("host inventory", &shutdown, || inventory::read(&runtime, &host, &host_labels)).await
     else {
         return Ok(());
     };
-    let registration = SiteRegistration {
-        site: site.clone(),
-        labels: config.label_map(),
-        hosts: vec![inventory],
-        agent_version: VERSION.into(),
-    };
 
+    // Wakes this host's reconcile loop, and the leader's loop.
+    let (changed, leader_changed) = (Signal::new(), Signal::new());
+    let view = cluster::ClusterView::follow(buckets.clone(), &changed, &leader_changed, &shutdown);
     let desired = Arc::new(Mutex::new(Default::default()));
-    let changed = Arc::new(Notify::new());
     let (loaded_tx, loaded_rx) = watch::channel(false);
     let buffer = Arc::new(buffer::EventBuffer::new(js.clone()));
     let follower = desired::DesiredFollower {
         js: js.clone(),
         site: site.clone(),
         desired: desired.clone(),
-        changed: changed.clone(),
+        changed: changed.with(&leader_changed),
         loaded: loaded_tx,
         buffer: buffer.clone(),
         rejected: Arc::new(AtomicU64::new(0)),
     };
 
     let mut tasks = tokio::task::JoinSet::new();
-    tasks.spawn(callhome::register(client.clone(), buffer.clone(), registration, shutdown.clone()));
+    let beat = std::time::Duration::from_secs(config.heartbeat_secs);
+    let state = HostState { inventory, beat_ms: beat.as_millis() as u64, agent_version: VERSION.into() };
+    tasks.spawn(cluster::hosts::HostBeat { kv: buckets.hosts.clone(), state, every: beat }.run(shutdown.clone()));
+    let (leading_tx, leading_rx) = watch::channel(false);
+    let election = cluster::lease::Election {
+        kv: buckets.leader.clone(),
+        me: host.clone(),
+        lease: std::time::Duration::from_secs(config.lease_secs),
+        leading: leading_tx,
+    };
+    tasks.spawn(election.run(shutdown.clone()));
+    let (registration_tx, registration_rx) = watch::channel(None);
+    let leader = cluster::leader::Leader {
+        site: site.clone(),
+        me: host.clone(),
+        view: view.clone(),
+        desired: desired.clone(),
+        desired_loaded: loaded_rx.clone(),
+        leading: leading_rx,
+        changed: leader_changed.waiter(),
+        dead_after: std::time::Duration::from_secs(config.host_dead_secs),
+        publisher: status::StatusPublisher::new(buffer.clone()),
+        registration: registration_tx,
+        site_labels: config.label_map(),
+    };
+    tasks.spawn(leader.run(shutdown.clone()));
+    tasks.spawn(callhome::registrar(client.clone(), buffer.clone(), registration_rx, shutdown.clone()));
     let recoveries = Arc::new(AtomicU64::new(0));
     let beats = callhome::Heartbeats {
         client: client.clone(),
         buffer: buffer.clone(),
         site: site.clone(),
         host: host.clone(),
-        every: std::time::Duration::from_secs(config.heartbeat_secs),
+        every: beat,
         leaf_recoveries: recoveries.clone(),
     };
     tasks.spawn(beats.run(shutdown.clone()));
@@ -130,7 +161,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Site
         };
         tasks.spawn(watch.run(shutdown.clone()));
     }
-    let agent = agent::Agent::new(site, host, runtime, desired, changed, config.resync(), buffer);
+    let agent = agent::Agent::new(site, host, runtime, desired, view, changed, config.resync());
     tasks.spawn(agent.run(loaded_rx, shutdown.clone()));
 
     shutdown.cancelled().await;

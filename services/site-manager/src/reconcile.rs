@@ -4,6 +4,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use edge_types::app::ServiceSpec;
+use edge_types::cluster::Assignment;
 use edge_types::desired::DesiredApp;
 use edge_types::Name;
 
@@ -38,6 +39,9 @@ pub struct Wanted {
     pub digest: String,
 }
 
+/// The containers a host must run, keyed by (app, service, replica).
+pub type WantedSet = BTreeMap<(Name, Name, u32), Wanted>;
+
 /// One step of convergence.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Action {
@@ -51,39 +55,48 @@ pub enum Action {
     Remove { id: String },
 }
 
-/// Every container the desired state asks for, keyed by (app, service, replica).
-pub fn wanted(desired: &BTreeMap<Name, DesiredApp>) -> BTreeMap<(Name, Name, u32), Wanted> {
+/// The containers this host must run, keyed by (app, service, replica): the replicas the
+/// site's leader assigned to `host`, made from the current desired spec. Apps that have a spec
+/// but no assignment yet are `held`: their containers are left exactly as they are.
+pub fn wanted(
+    desired: &BTreeMap<Name, DesiredApp>,
+    assignments: &BTreeMap<Name, Assignment>,
+    host: &Name,
+) -> (WantedSet, BTreeSet<Name>) {
     let mut out = BTreeMap::new();
+    let mut held = BTreeSet::new();
     for d in desired.values() {
         let Some(spec) = &d.spec else { continue };
-        for svc in &spec.services {
-            let digest = svc.digest();
-            for replica in 0..svc.replicas {
-                out.insert(
-                    (d.app.clone(), svc.name.clone(), replica),
-                    Wanted {
-                        app: d.app.clone(),
-                        version: spec.version.clone(),
-                        generation: d.generation,
-                        service: svc.clone(),
-                        replica,
-                        digest: digest.clone(),
-                    },
-                );
-            }
+        let Some(a) = assignments.get(&d.app) else {
+            held.insert(d.app.clone());
+            continue;
+        };
+        for p in a.replicas.iter().filter(|p| &p.host == host) {
+            let Some(svc) = spec.services.iter().find(|s| s.name == p.service) else { continue };
+            out.insert(
+                (d.app.clone(), svc.name.clone(), p.replica),
+                Wanted {
+                    app: d.app.clone(),
+                    version: spec.version.clone(),
+                    generation: d.generation,
+                    service: svc.clone(),
+                    replica: p.replica,
+                    digest: svc.digest(),
+                },
+            );
         }
     }
-    out
+    (out, held)
 }
 
-/// The actions that take `observed` to `desired`. Healthy containers of an unchanged spec are
-/// never touched, whatever else changed (generation, other services, a reconnect).
-pub fn plan(desired: &BTreeMap<Name, DesiredApp>, observed: &[Observed]) -> Vec<Action> {
-    let wanted = wanted(desired);
+/// The actions that take `observed` to `wanted`. Healthy containers of an unchanged spec are
+/// never touched, whatever else changed (generation, other services, a reconnect), and
+/// containers of `held` apps are not touched at all.
+pub fn plan(wanted: &BTreeMap<(Name, Name, u32), Wanted>, held: &BTreeSet<Name>, observed: &[Observed]) -> Vec<Action> {
     let mut actions = Vec::new();
     let mut seen: BTreeSet<(Name, Name, u32)> = BTreeSet::new();
     // Prefer a running container with the right digest when there are several for one replica.
-    let mut ordered: Vec<&Observed> = observed.iter().collect();
+    let mut ordered: Vec<&Observed> = observed.iter().filter(|o| !held.contains(&o.app)).collect();
     ordered.sort_by_key(|o| {
         let w = wanted.get(&(o.app.clone(), o.service.clone(), o.replica));
         (w.is_none_or(|w| w.digest != o.digest), !o.running(), o.id.clone())
@@ -104,8 +117,8 @@ pub fn plan(desired: &BTreeMap<Name, DesiredApp>, observed: &[Observed]) -> Vec<
         }
     }
     for (key, w) in wanted {
-        if !seen.contains(&key) {
-            actions.push(Action::Create(w));
+        if !seen.contains(key) {
+            actions.push(Action::Create(w.clone()));
         }
     }
     actions
@@ -115,6 +128,7 @@ pub fn plan(desired: &BTreeMap<Name, DesiredApp>, observed: &[Observed]) -> Vec<
 mod tests {
     use super::*;
     use edge_types::app::{AppSpec, Placement};
+    use edge_types::cluster::Placed;
 
     fn n(s: &str) -> Name {
         Name::new(s).unwrap()
@@ -125,10 +139,58 @@ mod tests {
     }
 
     fn desired(app: &str, generation: u64, services: Vec<ServiceSpec>) -> BTreeMap<Name, DesiredApp> {
-        let spec =
-            AppSpec { name: n(app), version: "1".into(), services, placement: Placement { sites: String::new() } };
-        let d = DesiredApp { site: n("s1"), app: n(app), generation, spec: Some(spec) };
+        let placement = Placement { sites: String::new(), hosts: String::new() };
+        let spec = AppSpec { name: n(app), version: "1".into(), services, placement };
+        let d = DesiredApp { site: n("s1"), app: n(app), generation, spec: Some(spec), orders: Default::default() };
         BTreeMap::from([(n(app), d)])
+    }
+
+    /// Everything of `desired` assigned to host h1, as a single-host site's leader does.
+    fn plan(desired: &BTreeMap<Name, DesiredApp>, observed: &[Observed]) -> Vec<Action> {
+        let assignments: BTreeMap<Name, Assignment> = desired
+            .values()
+            .filter_map(|d| {
+                let spec = d.spec.as_ref()?;
+                let replicas = spec
+                    .services
+                    .iter()
+                    .flat_map(|s| {
+                        (0..s.replicas).map(|r| Placed { service: s.name.clone(), replica: r, host: n("h1") })
+                    })
+                    .collect();
+                let a = Assignment {
+                    app: d.app.clone(),
+                    generation: d.generation,
+                    leader: n("h1"),
+                    replicas,
+                    unplaced: vec![],
+                };
+                Some((d.app.clone(), a))
+            })
+            .collect();
+        let (wanted, held) = wanted(desired, &assignments, &n("h1"));
+        super::plan(&wanted, &held, observed)
+    }
+
+    #[test]
+    fn only_this_hosts_replicas_and_held_apps_are_untouched() {
+        let web = svc("web", "img:1", 2);
+        let d = desired("a", 1, vec![web.clone()]);
+        let placed = |r, h: &str| Placed { service: web.name.clone(), replica: r, host: n(h) };
+        let a = Assignment {
+            app: n("a"),
+            generation: 1,
+            leader: n("h1"),
+            replicas: vec![placed(0, "h1"), placed(1, "h2")],
+            unplaced: vec![],
+        };
+        let (w, held) = wanted(&d, &BTreeMap::from([(n("a"), a)]), &n("h1"));
+        assert_eq!(w.keys().map(|k| k.2).collect::<Vec<_>>(), [0]);
+        let observed = [obs("c1", "a", &web, 0, "running"), obs("c2", "a", &web, 1, "running")];
+        assert_eq!(super::plan(&w, &held, &observed), vec![Action::Remove { id: "c2".into() }]);
+        // No assignment yet (a new leader has not written one): nothing is created or removed.
+        let (w, held) = wanted(&d, &BTreeMap::new(), &n("h1"));
+        assert!(super::plan(&w, &held, &observed).is_empty());
     }
 
     fn obs(id: &str, app: &str, s: &ServiceSpec, replica: u32, state: &str) -> Observed {

@@ -1,16 +1,17 @@
-//! Turns desired state plus observed containers into per-app status reports, and publishes a
-//! report only when it changed, to the site's own SITE_EVENTS stream (copied to the hub by
-//! sourcing whenever the link is up).
+//! Status: each host turns its assigned replicas plus its observed containers into per-app
+//! reports for the site's leader (`edge_host_status`); the leader merges them into the site's
+//! report and publishes it, only when it changed, to the site's own SITE_EVENTS stream.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 
+use edge_types::cluster::Assignment;
 use edge_types::desired::DesiredApp;
 use edge_types::status::{AppStatusReport, ContainerStatus, Phase};
 use edge_types::{subject, Name};
 
 use crate::buffer::EventBuffer;
-use crate::reconcile::{wanted, Observed};
+use crate::reconcile::{Observed, WantedSet};
 
 /// A container that is down and has been restarted this often is reported as failed.
 const CRASH_LOOP_RESTARTS: u32 = 5;
@@ -23,17 +24,19 @@ pub struct Facts {
     pub restarts: HashMap<String, u32>,
 }
 
-/// The report of every app in the desired state.
+/// This host's report of every app in the desired state that it acts on (held apps excluded):
+/// its own containers only. The site's leader merges the hosts' reports into the site's.
 pub fn build(
     site: &Name,
     host: &Name,
     desired: &BTreeMap<Name, DesiredApp>,
+    wanted: &WantedSet,
+    held: &BTreeSet<Name>,
     observed: &[Observed],
     facts: &Facts,
 ) -> Vec<AppStatusReport> {
-    let wanted = wanted(desired);
     let mut reports = Vec::new();
-    for d in desired.values() {
+    for d in desired.values().filter(|d| !held.contains(&d.app)) {
         let mine: Vec<&Observed> = observed.iter().filter(|o| o.app == d.app).collect();
         let Some(spec) = &d.spec else {
             let phase = if mine.is_empty() { Phase::Removed } else { Phase::Progressing };
@@ -74,6 +77,57 @@ pub fn build(
     reports
 }
 
+/// The site's report of one app, merged by the leader from the reports of the live hosts and
+/// the app's assignment: running when every assigned replica runs the desired generation and no
+/// host still has leftovers; failed when a host reports failure or a replica has no host.
+pub fn merge(
+    site: &Name,
+    d: &DesiredApp,
+    assignment: Option<&Assignment>,
+    host_reports: &[&AppStatusReport],
+) -> AppStatusReport {
+    let current: Vec<&&AppStatusReport> = host_reports.iter().filter(|r| r.generation == d.generation).collect();
+    let Some(spec) = &d.spec else {
+        let containers = host_reports.iter().flat_map(|r| r.containers.clone()).collect();
+        let done = host_reports.iter().all(|r| r.phase == Phase::Removed);
+        let phase = if done { Phase::Removed } else { Phase::Progressing };
+        return report(site, d, String::new(), phase, containers);
+    };
+    let mut containers = Vec::new();
+    let mut all_ok = assignment.is_some_and(|a| a.generation == d.generation);
+    for p in assignment.map(|a| a.replicas.as_slice()).unwrap_or_default() {
+        let found = current
+            .iter()
+            .flat_map(|r| r.containers.iter())
+            .find(|c| c.service == p.service && c.replica == p.replica && c.host == p.host);
+        let c = found.cloned().unwrap_or_else(|| ContainerStatus {
+            service: p.service.clone(),
+            replica: p.replica,
+            host: p.host.clone(),
+            container_id: String::new(),
+            image: spec.services.iter().find(|s| s.name == p.service).map(|s| s.image.clone()).unwrap_or_default(),
+            state: "pending".into(),
+            restarts: 0,
+            error: None,
+        });
+        all_ok &= c.state == "running";
+        containers.push(c);
+    }
+    let unplaced = assignment.map(|a| a.unplaced.clone()).unwrap_or_default();
+    let failed = !unplaced.is_empty() || current.iter().any(|r| r.phase == Phase::Failed);
+    let settled = host_reports.iter().all(|r| r.generation == d.generation && r.phase == Phase::Running);
+    let phase = if failed {
+        Phase::Failed
+    } else if all_ok && settled {
+        Phase::Running
+    } else {
+        Phase::Progressing
+    };
+    let mut r = report(site, d, spec.version.clone(), phase, containers);
+    r.unplaced = unplaced;
+    r
+}
+
 fn report(
     site: &Name,
     d: &DesiredApp,
@@ -88,19 +142,43 @@ fn report(
         version,
         phase,
         containers,
+        unplaced: Vec::new(),
         reported_at_ms: edge_bus::time::now_ms(),
     }
 }
 
-/// Publishes reports that differ from the last one published for their app.
+/// Remembers the last report written per key, so only changes are written.
+#[derive(Default)]
+struct Changes {
+    last: HashMap<String, AppStatusReport>,
+}
+
+impl Changes {
+    fn changed(&self, key: &str, r: &AppStatusReport) -> bool {
+        !self.last.get(key).is_some_and(|l| {
+            l.generation == r.generation
+                && l.phase == r.phase
+                && l.containers == r.containers
+                && l.unplaced == r.unplaced
+        })
+    }
+}
+
+/// The leader's publisher: the site's reports, to the site's own SITE_EVENTS stream (copied to
+/// the hub by sourcing whenever the link is up).
 pub struct StatusPublisher {
     buffer: Arc<EventBuffer>,
-    last: HashMap<Name, AppStatusReport>,
+    changes: Changes,
 }
 
 impl StatusPublisher {
     pub fn new(buffer: Arc<EventBuffer>) -> Self {
-        Self { buffer, last: HashMap::new() }
+        Self { buffer, changes: Changes::default() }
+    }
+
+    /// Forgets what was published, so the next pass publishes everything (a new leader).
+    pub fn forget(&mut self) {
+        self.changes.last.clear();
     }
 
     /// Publishes what changed. A report that cannot be stored (buffer full, JetStream down) is
@@ -108,11 +186,7 @@ impl StatusPublisher {
     /// with the latest state.
     pub async fn publish_changed(&mut self, reports: Vec<AppStatusReport>) {
         for r in reports {
-            let unchanged = self
-                .last
-                .get(&r.app)
-                .is_some_and(|l| l.generation == r.generation && l.phase == r.phase && l.containers == r.containers);
-            if unchanged {
+            if !self.changes.changed(r.app.as_str(), &r) {
                 continue;
             }
             let id = format!("status.{}.{}.{}.{}", r.site, r.app, r.generation, r.reported_at_ms);
@@ -120,9 +194,40 @@ impl StatusPublisher {
             match self.buffer.publish(subject::site_status(&r.site, &r.app), body, id).await {
                 Ok(()) => {
                     tracing::info!(app = %r.app, generation = r.generation, phase = ?r.phase, "status reported");
-                    self.last.insert(r.app.clone(), r);
+                    self.changes.last.insert(r.app.to_string(), r);
                 }
                 Err(e) => tracing::warn!(error = %e, app = %r.app, "status not stored; will retry"),
+            }
+        }
+    }
+}
+
+/// A host's publisher: its own reports, to the site's `edge_host_status` bucket for the leader.
+pub struct HostStatusWriter {
+    kv: async_nats::jetstream::kv::Store,
+    host: Name,
+    changes: Changes,
+}
+
+impl HostStatusWriter {
+    pub fn new(kv: async_nats::jetstream::kv::Store, host: Name) -> Self {
+        Self { kv, host, changes: Changes::default() }
+    }
+
+    /// Writes the reports that changed; a failed write is retried on the next pass.
+    pub async fn write_changed(&mut self, reports: Vec<AppStatusReport>) {
+        for r in reports {
+            let key = format!("{}.{}", r.app, self.host);
+            if !self.changes.changed(&key, &r) {
+                continue;
+            }
+            let body = serde_json::to_vec(&r).expect("reports serialize");
+            match self.kv.put(&key, body.into()).await {
+                Ok(_) => {
+                    tracing::debug!(app = %r.app, phase = ?r.phase, "host status written");
+                    self.changes.last.insert(key, r);
+                }
+                Err(e) => tracing::warn!(error = %e, app = %r.app, "host status not stored; will retry"),
             }
         }
     }

@@ -59,6 +59,9 @@ impl Stack {
         tweak: impl Fn(&mut site_manager::Config) + Send + Sync + 'static,
     ) -> Result<Self> {
         let tweak: Tweak = std::sync::Arc::new(tweak);
+        if std::env::var_os("RUST_LOG").is_some() {
+            edge_bus::logging::init("info"); // RUST_LOG=info shows every service's log
+        }
         let hub = NatsServer::hub().await?;
         let client = async_nats::connect(hub.url()).await?;
         let docker = Docker::connect_with_local_defaults()?.negotiate_version().await?;
