@@ -35,8 +35,22 @@ pub struct Site {
     pub labels: Vec<(String, String)>,
     /// Adjusts the site-manager's configuration (limits, intervals) before each start.
     pub tweak: Tweak,
+    /// The site's hosts, each with its own site-manager sharing the site's leaf server.
+    pub hosts: Vec<Host>,
+}
+
+/// One host of a site (simulated on the shared Docker Engine, scoped by the host label).
+pub struct Host {
+    pub name: Name,
+    pub labels: Vec<(String, String)>,
     manager: Option<(CancellationToken, JoinHandle<()>)>,
 }
+
+/// A host to start: its name and host labels.
+pub type HostDef<'a> = (&'a str, &'a [(&'a str, &'a str)]);
+
+/// A site to start: its labels and hosts.
+pub type SiteDef<'a> = (&'a [(&'a str, &'a str)], &'a [HostDef<'a>]);
 
 pub struct Stack {
     pub hub: NatsServer,
@@ -58,6 +72,16 @@ impl Stack {
         sites: &[&[(&str, &str)]],
         tweak: impl Fn(&mut site_manager::Config) + Send + Sync + 'static,
     ) -> Result<Self> {
+        let one: &[HostDef] = &[("host-1", &[])];
+        let defs: Vec<SiteDef> = sites.iter().map(|labels| (*labels, one)).collect();
+        Self::start_sites(&defs, tweak).await
+    }
+
+    /// Starts sites with several hosts each.
+    pub async fn start_sites(
+        sites: &[SiteDef<'_>],
+        tweak: impl Fn(&mut site_manager::Config) + Send + Sync + 'static,
+    ) -> Result<Self> {
         let tweak: Tweak = std::sync::Arc::new(tweak);
         if std::env::var_os("RUST_LOG").is_some() {
             edge_bus::logging::init("info"); // RUST_LOG=info shows every service's log
@@ -67,12 +91,16 @@ impl Stack {
         let docker = Docker::connect_with_local_defaults()?.negotiate_version().await?;
         let mut stack = Stack { hub, sites: Vec::new(), client, docker, scheduler: None };
         stack.start_scheduler();
-        for labels in sites {
+        let owned = |l: &[(&str, &str)]| l.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        for (labels, hosts) in sites {
             let name = Name::site(unique("s"))?;
             let wan = Relay::start(&stack.hub.leaf_addr()).await?;
             let leaf = NatsServer::leaf_to(name.as_str(), &format!("nats-leaf://{}", wan.addr())).await?;
-            let labels = labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
-            let mut site = Site { name, leaf, wan, labels, tweak: tweak.clone(), manager: None };
+            let hosts = hosts
+                .iter()
+                .map(|(h, l)| Ok(Host { name: Name::new(*h)?, labels: owned(l), manager: None }))
+                .collect::<Result<Vec<_>>>()?;
+            let mut site = Site { name, leaf, wan, labels: owned(labels), tweak: tweak.clone(), hosts };
             site.start_manager();
             stack.sites.push(site);
         }
@@ -159,10 +187,25 @@ impl Stack {
                 started_at: state.started_at.unwrap_or_default(),
                 env: inspect.config.and_then(|c| c.env).unwrap_or_default(),
                 service: labels.get("io.edge.service").cloned().unwrap_or_default(),
+                host: labels.get("io.edge.host").cloned().unwrap_or_default(),
             });
         }
         out.sort_by(|a, b| a.id.cmp(&b.id));
         Ok(out)
+    }
+
+    /// Removes every container of one host of a site, as a power loss would.
+    pub async fn power_off_containers(&self, site: &Name, host: &str) -> Result<()> {
+        let filters = HashMap::from([(
+            "label".to_string(),
+            vec![format!("io.edge.site={site}"), format!("io.edge.host={host}")],
+        )]);
+        let opts = ListContainersOptionsBuilder::default().all(true).filters(&filters).build();
+        for c in self.docker.list_containers(Some(opts)).await? {
+            let remove = bollard::query_parameters::RemoveContainerOptionsBuilder::default().force(true).build();
+            self.docker.remove_container(&c.id.unwrap_or_default(), Some(remove)).await?;
+        }
+        Ok(())
     }
 
     /// Waits until every listed site runs exactly `n` running containers of `app`.
@@ -212,6 +255,15 @@ impl Stack {
     pub async fn restore(&self, i: usize) -> Result<()> {
         self.sites[i].wan.restore();
         self.eventually("the hub sees the site connected", || async { self.connected(i).await }).await
+    }
+
+    /// The host holding site `i`'s leader lease, read at the site.
+    pub async fn leader(&self, i: usize) -> Result<Option<String>> {
+        let kv = self.site_js(i).await?.get_key_value("edge_leader").await?;
+        Ok(match kv.get("leader").await? {
+            Some(v) => Some(serde_json::from_slice::<edge_types::cluster::LeaderLease>(&v)?.host.to_string()),
+            None => None,
+        })
     }
 
     /// The site's own JetStream (its leaf's domain).
@@ -275,12 +327,22 @@ impl Site {
         Ok(())
     }
 
+    /// Starts the site-manager of every host.
     fn start_manager(&mut self) {
+        for j in 0..self.hosts.len() {
+            self.start_host(j);
+        }
+    }
+
+    /// Starts host `j`'s site-manager.
+    pub fn start_host(&mut self, j: usize) {
+        let host = &mut self.hosts[j];
         let mut config = site_manager::Config::new(self.name.clone(), self.leaf.url());
-        config.host = Some(Name::new("host-1").unwrap());
+        config.host = Some(host.name.clone());
         config.resync_secs = 2;
         config.heartbeat_secs = 1;
         config.labels = self.labels.iter().map(|(k, v)| (k.clone(), LabelValue(v.clone()))).collect();
+        config.host_labels = host.labels.iter().map(|(k, v)| (k.clone(), LabelValue(v.clone()))).collect();
         (self.tweak)(&mut config);
         let token = CancellationToken::new();
         let t = token.clone();
@@ -289,22 +351,47 @@ impl Site {
                 panic!("site-manager failed: {e}");
             }
         });
-        self.manager = Some((token, handle));
+        host.manager = Some((token, handle));
     }
 
+    /// Stops every host's site-manager cleanly (containers keep running).
     pub async fn stop_manager(&mut self) {
-        if let Some((token, handle)) = self.manager.take() {
+        for j in 0..self.hosts.len() {
+            self.stop_host(j).await;
+        }
+    }
+
+    /// Stops host `j`'s site-manager cleanly (a leader hands its lease over).
+    pub async fn stop_host(&mut self, j: usize) {
+        if let Some((token, handle)) = self.hosts[j].manager.take() {
             token.cancel();
             let _ = handle.await;
         }
+    }
+
+    /// Kills host `j`'s site-manager: no clean-up at all, as if the host lost power (its
+    /// containers stay, as Docker's, until the test removes them).
+    pub async fn kill_host(&mut self, j: usize) {
+        if let Some((token, handle)) = self.hosts[j].manager.take() {
+            handle.abort();
+            let _ = handle.await;
+            token.cancel(); // only stops the detached readers that outlive the aborted task
+        }
+    }
+
+    /// Index of the host named `name`.
+    pub fn host_index(&self, name: &str) -> usize {
+        self.hosts.iter().position(|h| h.name.as_str() == name).expect("known host")
     }
 }
 
 impl Drop for Stack {
     fn drop(&mut self) {
         for site in &self.sites {
-            if let Some((t, _)) = &site.manager {
-                t.cancel();
+            for h in &site.hosts {
+                if let Some((t, _)) = &h.manager {
+                    t.cancel();
+                }
             }
             remove_site_containers(&site.name);
         }
@@ -344,6 +431,7 @@ pub struct Container {
     pub started_at: String,
     pub env: Vec<String>,
     pub service: String,
+    pub host: String,
 }
 
 /// An app spec running busybox `sleep`, placed by `selector`.
