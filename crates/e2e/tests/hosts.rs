@@ -12,10 +12,18 @@ use anyhow::Result;
 use edge_types::api::SitePhase;
 use support::{sleeper, Container, Stack};
 
-/// Fast failure detection for tests: a lease of 3 s, a host presumed down after 3 s silent.
+/// Fast failure detection for tests: a lease of 3 s, a host presumed down after 4 s silent
+/// (hosts beat every second).
 fn fast(c: &mut site_manager::Config) {
     c.lease_secs = 3;
-    c.host_dead_secs = 3;
+    c.host_dead_secs = 4;
+}
+
+/// No host failures expected: a host is presumed down only after 30 s (a loaded machine may
+/// delay beats by seconds, and a presumed-down host would change the placement under test).
+fn steady(c: &mut site_manager::Config) {
+    c.lease_secs = 3;
+    c.host_dead_secs = 30;
 }
 
 fn with_hosts(mut spec: serde_json::Value, hosts: &str) -> serde_json::Value {
@@ -40,7 +48,7 @@ async fn the_briefs_example_places_by_host_across_a_mixed_fleet() -> Result<()> 
             (&[("customer", "acme")], &[("h1", &[("size", "large")])]),
             (&[("customer", "globex")], &[("h1", &[("size", "large"), ("camera", "1")])]),
         ],
-        fast,
+        steady,
     )
     .await?;
     let (a, b, c) = (stack.site(0).clone(), stack.site(1).clone(), stack.site(2).clone());
@@ -176,11 +184,7 @@ async fn wait_moved(
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_dead_leader_is_replaced_without_restarting_anything() -> Result<()> {
     // Hosts are presumed down only after 30 s, so this test sees the leader change alone.
-    let mut stack = Stack::start_sites(&[(&[], &[("h1", &[]), ("h2", &[])])], |c| {
-        c.lease_secs = 3;
-        c.host_dead_secs = 30;
-    })
-    .await?;
+    let mut stack = Stack::start_sites(&[(&[], &[("h1", &[]), ("h2", &[])])], steady).await?;
     let site = stack.site(0).clone();
     stack.eventually("both hosts registered", || async { Ok(stack.site_summary(0).await?.hosts.len() == 2) }).await?;
     let app = edge_testkit::unique("web");

@@ -46,6 +46,9 @@ pub struct AppRecord {
     /// Sites the application is currently placed at.
     pub sites: Vec<Name>,
     pub updated_at_ms: u64,
+    /// The latest rollout of a new version, if one was made.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollout: Option<crate::rollout::RolloutState>,
 }
 
 /// One line of `app.list`.
@@ -75,6 +78,9 @@ pub struct SiteAppStatus {
     pub site: Name,
     /// `pending` until the site has reported on the current generation.
     pub phase: SitePhase,
+    /// The generation the site should run now (older than the app's while a rollout holds it).
+    #[serde(default)]
+    pub target_generation: u64,
     /// The site is not connected now, so a pending change waits for its link to return.
     #[serde(default)]
     pub offline: bool,
@@ -92,6 +98,8 @@ pub enum SitePhase {
     Progressing,
     Running,
     Failed,
+    /// The site holds the change until its maintenance window opens.
+    Deferred,
     /// Being removed from a site it no longer matches.
     Removing,
 }
@@ -102,6 +110,7 @@ impl From<Phase> for SitePhase {
             Phase::Progressing => SitePhase::Progressing,
             Phase::Running => SitePhase::Running,
             Phase::Failed => SitePhase::Failed,
+            Phase::Deferred => SitePhase::Deferred,
             Phase::Removed => SitePhase::Removing,
         }
     }

@@ -24,6 +24,9 @@ pub struct AppSpec {
     pub services: Vec<ServiceSpec>,
     /// Where the application runs.
     pub placement: Placement,
+    /// How a new version rolls out over the sites running an older one; absent: all at once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollout: Option<crate::rollout::RolloutPolicy>,
 }
 
 /// One container of an application, run `replicas` times at every selected site.
@@ -198,6 +201,12 @@ impl AppSpec {
                     });
                 }
             }
+        }
+        if let Some(r) = &self.rollout {
+            crate::selector::Selector::parse(&r.canary).map_err(|e| SpecError {
+                pointer: "/rollout/canary".into(),
+                message: format!("invalid selector {:?} {e}", r.canary),
+            })?;
         }
         Policy::parse(&self.placement)
     }

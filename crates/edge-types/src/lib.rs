@@ -7,6 +7,7 @@ pub mod cluster;
 pub mod desired;
 pub mod names;
 pub mod policy;
+pub mod rollout;
 pub mod schema;
 pub mod selector;
 pub mod site;

@@ -17,6 +17,7 @@ use crate::api::*;
 use crate::app::AppSpec;
 use crate::cluster::{Assignment, HostState, LeaderLease};
 use crate::desired::{DesiredApp, EventsWatermark};
+use crate::rollout::{HistoryReply, RollbackRequest, RolloutControl, RolloutControlReply, RolloutStatusReply};
 use crate::site::{Heartbeat, SiteRecord, SiteRegistration};
 use crate::status::AppStatusReport;
 
@@ -66,6 +67,11 @@ messages!(
     HostState,
     LeaderLease,
     Assignment,
+    RolloutStatusReply,
+    RolloutControl,
+    RolloutControlReply,
+    HistoryReply,
+    RollbackRequest,
 );
 
 /// The schema a type generates (draft 2020-12).

@@ -15,6 +15,8 @@ pub enum Phase {
     Running,
     /// A container cannot be created or keeps failing.
     Failed,
+    /// An update waits for the site's maintenance window; the previous version keeps running.
+    Deferred,
     /// The app was removed from the site.
     Removed,
 }

@@ -141,6 +141,11 @@ pub async fn run(cmd: AppCommand, global: &Global) -> Result<()> {
                 vec![vec![r.name.to_string(), "deleted".into(), sites.join(",")]],
             );
         }
+        AppCommand::Rollout(cmd) => crate::rollout::run(&client, cmd, global).await?,
+        AppCommand::History { name } => crate::rollout::history(&client, name, global).await?,
+        AppCommand::Rollback { name, to_version } => {
+            crate::rollout::rollback(&client, name, to_version, global).await?
+        }
     }
     Ok(())
 }

@@ -81,6 +81,42 @@ pub enum AppCommand {
     Status { name: String },
     /// Delete an application and remove its containers everywhere.
     Delete { name: String },
+    /// Rollouts of new versions: progress, pause, resume.
+    #[command(subcommand)]
+    Rollout(RolloutCommand),
+    /// Every applied version of an application, newest first, with what became of it.
+    History { name: String },
+    /// Roll an application back at once on every site, to the previous version or `--to` one.
+    Rollback {
+        name: String,
+        /// Version to go back to (default: the one before the current version).
+        #[arg(long = "to")]
+        to_version: Option<String>,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum RolloutCommand {
+    /// Show a rollout's waves with a progress bar each; `--watch` redraws until it ends.
+    Status {
+        name: String,
+        #[arg(long, short = 'w')]
+        watch: bool,
+    },
+    /// Pause the rollout of one application, or of every application (`--all`).
+    Pause {
+        #[arg(required_unless_present = "all", conflicts_with = "all")]
+        name: Option<String>,
+        #[arg(long)]
+        all: bool,
+    },
+    /// Resume paused rollouts.
+    Resume {
+        #[arg(required_unless_present = "all", conflicts_with = "all")]
+        name: Option<String>,
+        #[arg(long)]
+        all: bool,
+    },
 }
 
 #[derive(Subcommand, Debug)]

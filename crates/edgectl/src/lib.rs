@@ -5,6 +5,7 @@ pub mod app;
 pub mod cli;
 pub mod dev;
 pub mod output;
+pub mod rollout;
 pub mod site;
 
 use std::time::Duration;

@@ -7,10 +7,12 @@ use edge_types::schema::decode;
 use std::collections::BTreeSet;
 
 use edge_types::policy::Policy;
+use edge_types::rollout::{Revision, RolloutPhase};
 use edge_types::status::AppStatusReport;
 use edge_types::Name;
 
 use crate::placement::{self, app_key, gen_key};
+use crate::rollout;
 use crate::sites::all_sites;
 use crate::Hub;
 
@@ -66,7 +68,7 @@ pub async fn plan(hub: &Hub, body: &[u8]) -> Result<PlanReply, ApiError> {
 
 /// Validates and stores a spec, then places it. An identical spec changes nothing.
 pub async fn apply(hub: &Hub, body: &[u8]) -> Result<ApplyReply, ApiError> {
-    let (spec, _) = checked_spec(hub, body)?;
+    let (spec, policy) = checked_spec(hub, body)?;
     let _guard = hub.placement.lock().await;
     let key = app_key(&spec.name);
     let digest = spec.digest();
@@ -84,22 +86,51 @@ pub async fn apply(hub: &Hub, body: &[u8]) -> Result<ApplyReply, ApiError> {
     let last_deleted =
         kv::get::<u64>(&hub.buckets.apps, &gen_key(&spec.name)).await.map_err(crate::SchedulerError::from)?;
     let floor = last_deleted.map(|(g, _)| g).unwrap_or(0);
-    let stored = kv::update::<AppRecord, _>(&hub.buckets.apps, &key, |cur| {
-        let generation = cur.map(|r| r.generation).unwrap_or(floor).max(floor) + 1;
-        Change::Put(AppRecord {
-            spec: spec.clone(),
-            generation,
-            digest: digest.clone(),
-            sites: cur.map(|r| r.sites.clone()).unwrap_or_default(),
-            updated_at_ms: edge_bus::time::now_ms(),
-        })
+    let previous = existing.map(|(r, _)| r);
+    let generation = previous.as_ref().map(|r| r.generation).unwrap_or(floor).max(floor) + 1;
+    let sites = all_sites(hub).await?;
+    let mut next = AppRecord {
+        spec: spec.clone(),
+        generation,
+        digest: digest.clone(),
+        sites: previous.as_ref().map(|r| r.sites.clone()).unwrap_or_default(),
+        updated_at_ms: edge_bus::time::now_ms(),
+        rollout: None,
+    };
+    let matched = placement::select_sites(&spec, &policy, &hub.orders, &sites);
+    next.rollout = rollout::start(hub, previous.as_ref(), &next, &matched, &sites);
+    // The revision first: a rollout holds sites at older revisions, which must be readable.
+    let revision = Revision {
+        generation,
+        version: spec.version.clone(),
+        spec: spec.clone(),
+        applied_at_ms: next.updated_at_ms,
+        outcome: if next.rollout.is_some() { "rolling out".into() } else { "applied".into() },
+    };
+    rollout::record_revision(hub, &revision, &spec.name).await?;
+    let expected = previous.as_ref().map(|r| r.generation);
+    let mut conflict = false;
+    kv::update::<AppRecord, _>(&hub.buckets.apps, &key, |cur| {
+        conflict = cur.map(|r| r.generation) != expected;
+        if conflict {
+            Change::Keep
+        } else {
+            Change::Put(next.clone())
+        }
     })
     .await
-    .map_err(crate::SchedulerError::from)?
-    .expect("a put leaves a value");
-    let sites = placement::place(hub, &stored, &all_sites(hub).await?).await?;
-    tracing::info!(app = %spec.name, generation = stored.generation, sites = sites.len(), "applied");
-    Ok(ApplyReply { name: spec.name, generation: stored.generation, changed: true, sites })
+    .map_err(crate::SchedulerError::from)?;
+    if conflict {
+        return Err(ApiError::new(ErrorCode::Conflict, format!("{} changed concurrently; apply again", spec.name)));
+    }
+    if let Some(prev) =
+        previous.as_ref().filter(|p| p.rollout.as_ref().is_some_and(|r| r.phase == RolloutPhase::Progressing))
+    {
+        rollout::set_outcome(hub, &spec.name, prev.generation, "superseded").await?;
+    }
+    let placed = placement::place(hub, &next, &sites).await?;
+    tracing::info!(app = %spec.name, generation, sites = placed.len(), rollout = next.rollout.is_some(), "applied");
+    Ok(ApplyReply { name: spec.name, generation, changed: true, sites: placed })
 }
 
 async fn get_record(hub: &Hub, name: &Name) -> Result<AppRecord, ApiError> {
@@ -124,15 +155,22 @@ async fn reports(hub: &Hub, app: &Name) -> Result<Vec<AppStatusReport>, ApiError
 }
 
 fn site_status(hub: &Hub, record: &AppRecord, site: &Name, report: Option<&AppStatusReport>) -> SiteAppStatus {
+    let target = record.rollout.as_ref().and_then(|r| r.held.get(site).copied()).unwrap_or(record.generation);
     let phase = if !record.sites.contains(site) {
         SitePhase::Removing
     } else {
         match report {
-            Some(r) if r.generation == record.generation => r.phase.into(),
+            Some(r) if r.generation == target => r.phase.into(),
             _ => SitePhase::Pending,
         }
     };
-    SiteAppStatus { site: site.clone(), phase, offline: !hub.connected(site), report: report.cloned() }
+    SiteAppStatus {
+        site: site.clone(),
+        phase,
+        target_generation: target,
+        offline: !hub.connected(site),
+        report: report.cloned(),
+    }
 }
 
 pub async fn status(hub: &Hub, body: &[u8]) -> Result<AppStatusReply, ApiError> {

@@ -8,6 +8,8 @@ pub mod error;
 pub mod events;
 pub mod liveness;
 pub mod placement;
+pub mod rollout;
+pub mod rollout_api;
 pub mod sites;
 pub mod sources;
 pub mod watermark;
@@ -115,6 +117,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Sche
     });
     tasks.spawn(watermark::publish_loop(hub.clone(), Duration::from_secs(1), shutdown.clone()));
     tasks.spawn(sources::keep_flowing(hub.clone(), client.clone(), shutdown.clone()));
+    tasks.spawn(rollout::drive(hub.clone(), shutdown.clone()));
     let (h, sd, every) = (hub.clone(), shutdown.clone(), config.resync());
     tasks.spawn(async move { resync(h, every, sd).await });
     tracing::info!("scheduler ready");
@@ -154,6 +157,11 @@ async fn serve(hub: &Hub, op: ApiOp, req: async_nats::service::Request) {
         ApiOp::AppStatus => reply(hub, op, &req, apps::status(hub, body).await).await,
         ApiOp::AppDelete => reply(hub, op, &req, apps::delete(hub, body).await).await,
         ApiOp::AppPlan => reply(hub, op, &req, apps::plan(hub, body).await).await,
+        ApiOp::AppRollout => reply(hub, op, &req, rollout_api::status(hub, body).await).await,
+        ApiOp::AppPause => reply(hub, op, &req, rollout_api::control(hub, body, true).await).await,
+        ApiOp::AppResume => reply(hub, op, &req, rollout_api::control(hub, body, false).await).await,
+        ApiOp::AppHistory => reply(hub, op, &req, rollout_api::history(hub, body).await).await,
+        ApiOp::AppRollback => reply(hub, op, &req, rollout_api::rollback(hub, body).await).await,
         ApiOp::SiteList => reply(hub, op, &req, sites::list(hub, body).await).await,
         ApiOp::SiteLabel => reply(hub, op, &req, sites::label(hub, body).await).await,
         ApiOp::SiteRegister => reply(hub, op, &req, sites::register(hub, body).await).await,

@@ -1,7 +1,7 @@
 //! Placement: which sites an application belongs on, and making the hub's DESIRED stream say
 //! exactly that. Every function here is idempotent, so a retry or a resync pass is always safe.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use async_nats::jetstream::{self, message::PublishMessage, stream::DirectGetErrorKind};
 use edge_bus::kv::{self, Change};
@@ -48,8 +48,9 @@ pub async fn place(hub: &Hub, record: &AppRecord, sites: &[SiteRecord]) -> Resul
     let policy = policy_of(record)?;
     let orders = policy.host_orders(&hub.orders);
     let matched = select_sites(&record.spec, &policy, &hub.orders, sites);
+    let held = held_specs(hub, record).await?;
     for site in &matched {
-        ensure_desired(&hub.js, &desired(record, site, Some(&orders))).await?;
+        ensure_desired(&hub.js, &target(record, &held, site, &orders)).await?;
     }
     let keep: BTreeSet<&Name> = matched.iter().collect();
     for site in record.sites.iter().filter(|s| !keep.contains(s)) {
@@ -80,7 +81,12 @@ pub async fn place_on_site(hub: &Hub, record: &AppRecord, site: &SiteRecord) -> 
     let placed = record.sites.contains(&site.site);
     if matches || placed {
         let orders = policy.host_orders(&hub.orders);
-        ensure_desired(&hub.js, &desired(record, &site.site, matches.then_some(&orders))).await?;
+        let d = if matches {
+            target(record, &held_specs(hub, record).await?, &site.site, &orders)
+        } else {
+            desired(record, &site.site, None)
+        };
+        ensure_desired(&hub.js, &d).await?;
     }
     if matches != placed {
         tracing::info!(%app, site = %site.site, placed = matches, "placement changed");
@@ -129,6 +135,39 @@ fn desired(record: &AppRecord, site: &Name, orders: Option<&LabelOrders>) -> Des
         generation: record.generation,
         spec: orders.map(|_| record.spec.clone()),
         orders: orders.map(|o| o.as_map().clone()).unwrap_or_default(),
+    }
+}
+
+/// Specs of the generations a rollout holds sites at, by generation.
+async fn held_specs(hub: &Hub, record: &AppRecord) -> Result<BTreeMap<u64, AppSpec>, SchedulerError> {
+    let mut out = BTreeMap::new();
+    let Some(r) = &record.rollout else { return Ok(out) };
+    for g in r.held.values().copied().collect::<BTreeSet<u64>>() {
+        let key = crate::rollout::rev_key(&record.spec.name, g);
+        match kv::get::<edge_types::rollout::Revision>(&hub.buckets.apps, &key).await? {
+            Some((rev, _)) => {
+                out.insert(g, rev.spec);
+            }
+            None => {
+                tracing::error!(app = %record.spec.name, generation = g, "held revision missing; site gets the new one")
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// What `site` should run: the generation a rollout holds it at, or the record's.
+fn target(record: &AppRecord, held: &BTreeMap<u64, AppSpec>, site: &Name, orders: &LabelOrders) -> DesiredApp {
+    let at = record.rollout.as_ref().and_then(|r| r.held.get(site)).and_then(|g| held.get(g).map(|s| (*g, s)));
+    match at {
+        Some((generation, spec)) => DesiredApp {
+            site: site.clone(),
+            app: record.spec.name.clone(),
+            generation,
+            spec: Some(spec.clone()),
+            orders: orders.as_map().clone(),
+        },
+        None => desired(record, site, Some(orders)),
     }
 }
 

@@ -6,6 +6,7 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use edge_bus::signal::Signal;
+use edge_types::status::Phase;
 use edge_types::Name;
 use futures::StreamExt;
 use tokio::sync::watch;
@@ -32,6 +33,8 @@ pub struct Agent {
     pub view: ClusterView,
     pub changed: Signal,
     pub resync: Duration,
+    /// Updates that replace running containers wait for this window.
+    pub window: Option<crate::window::Window>,
     facts: Facts,
     /// Per container: restarts in the current crash streak and when the last one was.
     streaks: HashMap<String, (u32, Instant)>,
@@ -57,6 +60,7 @@ impl Agent {
             view,
             changed,
             resync,
+            window: None,
             facts: Facts::default(),
             streaks: HashMap::new(),
             status,
@@ -97,7 +101,18 @@ impl Agent {
                 return;
             }
         };
-        let actions = plan(&wanted, &held, &observed);
+        let mut actions = plan(&wanted, &held, &observed);
+        // Outside the maintenance window, replacements wait (the old containers keep running).
+        let mut deferred = std::collections::BTreeSet::new();
+        if self.window.is_some_and(|w| !w.open_at(edge_bus::time::now_ms())) {
+            actions.retain(|a| match a {
+                Action::Replace { wanted, .. } => {
+                    deferred.insert(wanted.app.clone());
+                    false
+                }
+                _ => true,
+            });
+        }
         let acted = !actions.is_empty();
         for action in actions {
             self.execute(action).await;
@@ -116,7 +131,10 @@ impl Agent {
         let live: std::collections::HashSet<&str> = observed.iter().map(|o| o.id.as_str()).collect();
         self.facts.restarts.retain(|id, _| live.contains(id.as_str()));
         self.streaks.retain(|id, _| live.contains(id.as_str()));
-        let reports = status::build(&self.site, &self.host, &desired, &wanted, &held, &observed, &self.facts);
+        let mut reports = status::build(&self.site, &self.host, &desired, &wanted, &held, &observed, &self.facts);
+        for r in reports.iter_mut().filter(|r| deferred.contains(&r.app) && r.phase != Phase::Failed) {
+            r.phase = Phase::Deferred;
+        }
         self.status.write_changed(reports).await;
     }
 

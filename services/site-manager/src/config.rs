@@ -35,6 +35,13 @@ pub struct Config {
     /// replicas to other hosts (hosts beat every `--heartbeat-secs`).
     #[arg(long, env = "SITE_MANAGER_HOST_DEAD_SECS", default_value_t = 20, value_parser = clap::value_parser!(u64).range(2..=86400))]
     pub host_dead_secs: u64,
+    /// Daily maintenance window on the site's clock, `HH:MM-HH:MM` (may cross midnight).
+    /// Outside it, updates that would replace running containers wait; absent: always open.
+    #[arg(long, env = "SITE_MANAGER_MAINTENANCE_WINDOW", value_parser = parse_window)]
+    pub maintenance_window: Option<String>,
+    /// The site clock's offset from UTC for the maintenance window, `+HH:MM` or `-HH:MM`.
+    #[arg(long, env = "SITE_MANAGER_UTC_OFFSET", default_value = "+00:00", allow_hyphen_values = true)]
+    pub utc_offset: String,
     /// Seconds between full reconciles (a safety net; Docker events and desired-state changes
     /// trigger a reconcile at once).
     #[arg(long, env = "SITE_MANAGER_RESYNC_SECS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=3600))]
@@ -73,6 +80,8 @@ impl Config {
             host_labels: Vec::new(),
             lease_secs: 10,
             host_dead_secs: 20,
+            maintenance_window: None,
+            utc_offset: "+00:00".into(),
             resync_secs: 10,
             heartbeat_secs: 5,
             events_max_bytes: 1 << 30,
@@ -105,6 +114,11 @@ impl Config {
         SiteStreamLimits { max_bytes: self.events_max_bytes, max_messages: self.events_max_msgs, ..Default::default() }
     }
 
+    /// The maintenance window, if one is configured (checked at parse time).
+    pub fn window(&self) -> Result<Option<crate::window::Window>, String> {
+        self.maintenance_window.as_deref().map(|w| crate::window::Window::parse(w, &self.utc_offset)).transpose()
+    }
+
     pub fn resync(&self) -> Duration {
         Duration::from_secs(self.resync_secs)
     }
@@ -112,6 +126,10 @@ impl Config {
 
 fn parse_site(s: &str) -> Result<Name, String> {
     Name::site(s).map_err(|e| e.to_string())
+}
+
+fn parse_window(s: &str) -> Result<String, String> {
+    crate::window::Window::parse(s, "").map(|_| s.to_string())
 }
 
 fn parse_name(s: &str) -> Result<Name, String> {

@@ -38,7 +38,7 @@ pub struct DesiredFollower {
 
 /// A message of the site's DESIRED stream.
 enum Incoming {
-    App(DesiredApp),
+    App(Box<DesiredApp>),
     Watermark(EventsWatermark),
 }
 
@@ -80,7 +80,7 @@ impl DesiredFollower {
             match accept(&self.site, &msg.subject, &msg.payload) {
                 Ok(Incoming::App(d)) => {
                     tracing::debug!(app = %d.app, generation = d.generation, removed = d.spec.is_none(), "desired state");
-                    self.desired.lock().expect("desired lock").insert(d.app.clone(), d);
+                    self.desired.lock().expect("desired lock").insert(d.app.clone(), *d);
                     self.changed.raise();
                 }
                 Ok(Incoming::Watermark(w)) => match self.buffer.purge_through(w.through).await {
@@ -109,7 +109,7 @@ fn accept(site: &Name, subj: &str, payload: &[u8]) -> Result<Incoming, String> {
             if &s != site || d.site != s || d.app != app || d.spec.as_ref().is_some_and(|spec| spec.name != app) {
                 return Err("site or app in the message does not match its subject".into());
             }
-            Ok(Incoming::App(d))
+            Ok(Incoming::App(Box::new(d)))
         }
         Ok(Subject::EventsWatermark { site: s }) => {
             let w = decode::<EventsWatermark>(payload).map_err(|e| e.to_string())?;

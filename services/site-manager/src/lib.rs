@@ -17,6 +17,7 @@ pub mod reconcile;
 pub mod runtime;
 pub mod sources;
 pub mod status;
+pub mod window;
 
 use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex};
@@ -40,6 +41,8 @@ pub enum SiteManagerError {
     Bus(#[from] BusError),
     #[error("container runtime: {0}")]
     Runtime(#[from] runtime::RuntimeError),
+    #[error("configuration: {0}")]
+    Config(String),
 }
 
 /// Retries a start-up step until it succeeds (the leaf server or Docker may come up after the
@@ -67,6 +70,7 @@ async fn until_ready<T, E: std::fmt::Display, F: std::future::Future<Output = Re
 
 /// Runs the site-manager until `shutdown` is cancelled.
 pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), SiteManagerError> {
+    let window = config.window().map_err(SiteManagerError::Config)?;
     let site = config.site.clone();
     let host = config.host_name();
     let Some(runtime) =
@@ -161,7 +165,8 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Site
         };
         tasks.spawn(watch.run(shutdown.clone()));
     }
-    let agent = agent::Agent::new(site, host, runtime, desired, view, changed, config.resync());
+    let mut agent = agent::Agent::new(site, host, runtime, desired, view, changed, config.resync());
+    agent.window = window;
     tasks.spawn(agent.run(loaded_rx, shutdown.clone()));
 
     shutdown.cancelled().await;

@@ -140,7 +140,7 @@ mod tests {
 
     fn desired(app: &str, generation: u64, services: Vec<ServiceSpec>) -> BTreeMap<Name, DesiredApp> {
         let placement = Placement { sites: String::new(), hosts: String::new() };
-        let spec = AppSpec { name: n(app), version: "1".into(), services, placement };
+        let spec = AppSpec { name: n(app), version: "1".into(), services, placement, rollout: None };
         let d = DesiredApp { site: n("s1"), app: n(app), generation, spec: Some(spec), orders: Default::default() };
         BTreeMap::from([(n(app), d)])
     }

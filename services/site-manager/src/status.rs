@@ -116,8 +116,11 @@ pub fn merge(
     let unplaced = assignment.map(|a| a.unplaced.clone()).unwrap_or_default();
     let failed = !unplaced.is_empty() || current.iter().any(|r| r.phase == Phase::Failed);
     let settled = host_reports.iter().all(|r| r.generation == d.generation && r.phase == Phase::Running);
+    let deferred = current.iter().any(|r| r.phase == Phase::Deferred);
     let phase = if failed {
         Phase::Failed
+    } else if deferred {
+        Phase::Deferred
     } else if all_ok && settled {
         Phase::Running
     } else {

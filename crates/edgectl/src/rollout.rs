@@ -1,0 +1,112 @@
+//! `edgectl app rollout ...`, `app history` and `app rollback`.
+
+use std::time::Duration;
+
+use anyhow::Result;
+use edge_bus::api::request;
+use edge_types::api::AppRecord;
+use edge_types::rollout::*;
+use edge_types::subject::ApiOp;
+
+use crate::cli::{Format, Global, RolloutCommand};
+use crate::output::{print, table};
+use crate::REQUEST_TIMEOUT;
+
+pub async fn run(client: &async_nats::Client, cmd: RolloutCommand, global: &Global) -> Result<()> {
+    match cmd {
+        RolloutCommand::Status { name, watch } => loop {
+            let r: RolloutStatusReply =
+                request(client, ApiOp::AppRollout, &serde_json::json!({ "name": name }), REQUEST_TIMEOUT).await?;
+            let done = r.rollout.as_ref().is_none_or(|ro| ro.phase != RolloutPhase::Progressing);
+            match global.output {
+                Format::Json => println!("{}", serde_json::to_string_pretty(&r)?),
+                Format::Table => {
+                    if watch {
+                        print!("\x1b[2J\x1b[H"); // clear the terminal and redraw
+                    }
+                    print!("{}", render(&r));
+                }
+            }
+            if !watch || done {
+                return Ok(());
+            }
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        },
+        RolloutCommand::Pause { name, all } => control(client, ApiOp::AppPause, name, all, global).await,
+        RolloutCommand::Resume { name, all } => control(client, ApiOp::AppResume, name, all, global).await,
+    }
+}
+
+async fn control(
+    client: &async_nats::Client,
+    op: ApiOp,
+    name: Option<String>,
+    all: bool,
+    global: &Global,
+) -> Result<()> {
+    let body = serde_json::json!({ "name": name, "all": all });
+    let r: RolloutControlReply = request(client, op, &body, REQUEST_TIMEOUT).await?;
+    let verb = if op == ApiOp::AppPause { "paused" } else { "resumed" };
+    let rows = r.apps.iter().map(|a| vec![a.to_string(), verb.to_string()]).collect();
+    print(global.output, &r, &["APP", "ROLLOUT"], rows);
+    Ok(())
+}
+
+/// A progress bar of `width` cells for `done` of `total`.
+pub fn bar(done: u32, total: u32, width: usize) -> String {
+    let filled = if total == 0 { width } else { (done as usize * width) / total as usize };
+    format!("[{}{}]", "#".repeat(filled), "-".repeat(width - filled))
+}
+
+/// The rollout as people read it: a header line, then one line per wave with its bar.
+pub fn render(r: &RolloutStatusReply) -> String {
+    let Some(ro) = &r.rollout else {
+        return format!("{}: no rollout (every version so far went out at once)\n", r.name);
+    };
+    let mut out = format!(
+        "{} {} -> {} (generation {}): {:?}{}\n",
+        r.name,
+        ro.from_version,
+        ro.version,
+        ro.generation,
+        ro.phase,
+        if ro.message.is_empty() { String::new() } else { format!(" - {}", ro.message) }
+    )
+    .to_lowercase();
+    let rows: Vec<Vec<String>> = r
+        .waves
+        .iter()
+        .map(|w| {
+            vec![
+                w.name.clone(),
+                w.state.clone(),
+                format!("{} {}/{}", bar(w.running, w.sites, 20), w.running, w.sites),
+                w.failed.to_string(),
+                w.progressing.to_string(),
+                w.waiting.to_string(),
+            ]
+        })
+        .collect();
+    out += &table(&["WAVE", "STATE", "RUNNING", "FAILED", "PROGRESSING", "WAITING"], &rows);
+    out
+}
+
+pub async fn history(client: &async_nats::Client, name: String, global: &Global) -> Result<()> {
+    let r: HistoryReply =
+        request(client, ApiOp::AppHistory, &serde_json::json!({ "name": name }), REQUEST_TIMEOUT).await?;
+    let rows = r
+        .revisions
+        .iter()
+        .map(|v| vec![v.generation.to_string(), v.version.clone(), v.applied_at_ms.to_string(), v.outcome.clone()])
+        .collect();
+    print(global.output, &r, &["GENERATION", "VERSION", "APPLIED_AT_MS", "OUTCOME"], rows);
+    Ok(())
+}
+
+pub async fn rollback(client: &async_nats::Client, name: String, to: Option<String>, global: &Global) -> Result<()> {
+    let body = RollbackRequest { name: edge_types::Name::new(name)?, to_version: to };
+    let r: AppRecord = request(client, ApiOp::AppRollback, &body, REQUEST_TIMEOUT).await?;
+    let rows = vec![vec![r.spec.name.to_string(), r.spec.version.clone(), r.generation.to_string()]];
+    print(global.output, &r, &["APP", "NOW AT VERSION", "GENERATION"], rows);
+    Ok(())
+}
