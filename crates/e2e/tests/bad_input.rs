@@ -29,6 +29,11 @@ async fn bad_specs_are_rejected_with_the_field_and_change_nothing() -> Result<()
         *v.pointer_mut(pointer).unwrap() = value;
         v
     };
+    let with_hosts = |hosts: &str| {
+        let mut v = good.clone();
+        v["placement"]["hosts"] = json!(hosts);
+        v
+    };
     let mut unknown = good.clone();
     unknown["services"][0]["imagee"] = json!("x");
     let mut unknown_top = good.clone();
@@ -63,6 +68,39 @@ async fn bad_specs_are_rejected_with_the_field_and_change_nothing() -> Result<()
         ("bad selector", with("/placement/sites", json!("customer ~ acme")), "/placement/sites"),
         ("undeclared order", with("/placement/sites", json!("colour >= red")), "/placement/sites"),
         ("value outside the order", with("/placement/sites", json!("size >= huge")), "/placement/sites"),
+        ("contradictory sites", with("/placement/sites", json!("customer = acme, customer = x")), "/placement/sites"),
+        ("unsatisfiable order", with("/placement/sites", json!("size > large")), "/placement/sites"),
+        ("contradictory hosts", with_hosts("cpus > 8, cpus < 4"), "/placement/hosts"),
+        ("bad host selector", with_hosts("camera,"), "/placement/hosts"),
+        (
+            "gpus no host may have",
+            {
+                let mut v = good.clone();
+                v["placement"]["hosts"] = json!("!gpu");
+                v["services"][0]["resources"]["gpus"] = json!(1);
+                v
+            },
+            "/services/0/resources/gpus",
+        ),
+        (
+            "replicas with one-per-matching-host",
+            {
+                let mut v = good.clone();
+                v["services"][0]["mode"] = json!("one-per-matching-host");
+                v["services"][0]["replicas"] = json!(3);
+                v
+            },
+            "/services/0/replicas",
+        ),
+        (
+            "bad canary selector",
+            {
+                let mut v = good.clone();
+                v["rollout"] = json!({"canary": "canary ="});
+                v
+            },
+            "/rollout/canary",
+        ),
         (
             "missing placement",
             {
@@ -77,6 +115,11 @@ async fn bad_specs_are_rejected_with_the_field_and_change_nothing() -> Result<()
         let (p, msg) = invalid(stack.apply(&spec).await);
         assert_eq!(p, pointer, "{what}: {msg}");
         assert!(msg.starts_with("invalid request"), "{what}: {msg}");
+        // The preview says the same.
+        match stack.plan(&spec).await {
+            Err(RequestError::Api(e)) => assert_eq!(e.pointer.unwrap_or_default(), pointer, "{what}"),
+            other => panic!("{what}: plan accepted a bad spec: {other:?}"),
+        }
     }
 
     // Duplicate service names are caught beyond the schema, still naming the field.

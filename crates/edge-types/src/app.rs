@@ -208,7 +208,18 @@ impl AppSpec {
                 message: format!("invalid selector {:?} {e}", r.canary),
             })?;
         }
-        Policy::parse(&self.placement)
+        let policy = Policy::parse(&self.placement)?;
+        for (i, svc) in self.services.iter().enumerate() {
+            let Some(gpus) = svc.resources.gpus else { continue };
+            let needs = crate::selector::Term::Compare("gpu".into(), crate::selector::CmpOp::Ge, gpus.to_string());
+            if !policy.hosts.and(needs).contradictions(&Default::default()).is_empty() {
+                return Err(SpecError {
+                    pointer: format!("/services/{i}/resources/gpus"),
+                    message: format!("unsatisfiable: the host selector excludes every host with {gpus} GPUs"),
+                });
+            }
+        }
+        Ok(policy)
     }
 
     /// A stable digest of the whole spec; applying an identical spec is a no-op.

@@ -266,6 +266,9 @@ mod tests {
         assert!(ok.check().is_ok());
         let e = spec("", "", serde_json::json!({"replicas": 2, "ports": [{"container": 80}]})).check().unwrap_err();
         assert_eq!(e.pointer, "/services/0/ports/0");
+        let e = spec("", "!gpu", serde_json::json!({"resources": {"gpus": 1}})).check().unwrap_err();
+        assert_eq!(e.pointer, "/services/0/resources/gpus");
+        assert!(spec("", "gpu >= 2", serde_json::json!({"resources": {"gpus": 1}})).check().is_ok());
         let orders = LabelOrders::parse("size=small<medium<large").unwrap();
         let p = spec("", "size > large", serde_json::json!({})).check().unwrap();
         assert!(p.check_orders(&orders).unwrap_err().message.contains("can never hold"));

@@ -217,6 +217,13 @@ impl Selector {
         out
     }
 
+    /// This selector and one more term.
+    pub fn and(&self, term: Term) -> Selector {
+        let mut terms = self.terms.clone();
+        terms.push(term);
+        Selector { terms }
+    }
+
     pub fn terms(&self) -> &[Term] {
         &self.terms
     }

@@ -128,6 +128,9 @@ pub async fn apply(hub: &Hub, body: &[u8]) -> Result<ApplyReply, ApiError> {
     {
         rollout::set_outcome(hub, &spec.name, prev.generation, "superseded").await?;
     }
+    if next.rollout.is_some() {
+        hub.rolling.insert(&spec.name);
+    }
     let placed = placement::place(hub, &next, &sites).await?;
     tracing::info!(app = %spec.name, generation, sites = placed.len(), rollout = next.rollout.is_some(), "applied");
     Ok(ApplyReply { name: spec.name, generation, changed: true, sites: placed })

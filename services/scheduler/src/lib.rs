@@ -48,6 +48,8 @@ pub struct Hub {
     pub orders: Arc<edge_types::selector::LabelOrders>,
     /// Site events rejected as malformed or forged.
     pub rejected: Arc<AtomicU64>,
+    /// Apps whose rollout may need a step (`None` until the first full scan).
+    pub rolling: rollout::Rolling,
     /// Failed requests per endpoint name (`app-apply`, ...), shown in `$SRV.STATS`.
     pub failed: Arc<DashMap<String, u64>>,
 }
@@ -78,6 +80,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Sche
         watermarks: Default::default(),
         orders: Arc::new(config.label_orders.clone()),
         rejected: Arc::new(AtomicU64::new(0)),
+        rolling: Default::default(),
         failed: Arc::new(DashMap::new()),
     };
     let (failed, rejected) = (hub.failed.clone(), hub.rejected.clone());

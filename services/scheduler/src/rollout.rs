@@ -237,11 +237,45 @@ pub async fn drive(hub: Hub, shutdown: CancellationToken) {
     }
 }
 
+/// Names of the apps whose rollout is progressing, so a step reads only those records; filled
+/// by one full scan at start, then by apply and resume.
+#[derive(Clone, Default)]
+pub struct Rolling(std::sync::Arc<std::sync::Mutex<Option<std::collections::BTreeSet<Name>>>>);
+
+impl Rolling {
+    /// Marks an app as rolling out (a no-op before the first scan, which will find it).
+    pub fn insert(&self, app: &Name) {
+        if let Some(set) = self.0.lock().expect("rolling lock").as_mut() {
+            set.insert(app.clone());
+        }
+    }
+}
+
 async fn step_all(hub: &Hub) -> Result<(), SchedulerError> {
     let _guard = hub.placement.lock().await;
-    for (_, record) in kv::list::<AppRecord>(&hub.buckets.apps, "app.").await? {
-        if record.rollout.as_ref().is_some_and(|r| r.phase == RolloutPhase::Progressing) {
-            step(hub, record).await?;
+    let known = hub.rolling.0.lock().expect("rolling lock").clone();
+    let names = match known {
+        Some(names) => names,
+        None => {
+            let all = kv::list::<AppRecord>(&hub.buckets.apps, "app.").await?;
+            let names: std::collections::BTreeSet<Name> = all
+                .into_iter()
+                .filter(|(_, r)| r.rollout.as_ref().is_some_and(|ro| ro.phase == RolloutPhase::Progressing))
+                .map(|(_, r)| r.spec.name)
+                .collect();
+            *hub.rolling.0.lock().expect("rolling lock") = Some(names.clone());
+            names
+        }
+    };
+    for name in names {
+        let record = kv::get::<AppRecord>(&hub.buckets.apps, &app_key(&name)).await?.map(|(r, _)| r);
+        match record.filter(|r| r.rollout.as_ref().is_some_and(|ro| ro.phase == RolloutPhase::Progressing)) {
+            Some(r) => step(hub, r).await?,
+            None => {
+                if let Some(set) = hub.rolling.0.lock().expect("rolling lock").as_mut() {
+                    set.remove(&name);
+                }
+            }
         }
     }
     Ok(())

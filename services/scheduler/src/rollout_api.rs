@@ -74,6 +74,7 @@ pub async fn control(hub: &Hub, body: &[u8], pause: bool) -> Result<RolloutContr
         .await
         .map_err(SchedulerError::from)?;
         if hit {
+            hub.rolling.insert(&name);
             tracing::info!(app = %name, paused = pause, "rollout {}", if pause { "paused" } else { "resumed" });
             changed.push(name);
         }
