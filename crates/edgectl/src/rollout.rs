@@ -63,16 +63,15 @@ pub fn render(r: &RolloutStatusReply) -> String {
     let Some(ro) = &r.rollout else {
         return format!("{}: no rollout (every version so far went out at once)\n", r.name);
     };
+    let phase = format!("{:?}", ro.phase).to_lowercase();
     let mut out = format!(
-        "{} {} -> {} (generation {}): {:?}{}\n",
+        "{} {} -> {} (generation {}): {phase}{}\n",
         r.name,
         ro.from_version,
         ro.version,
         ro.generation,
-        ro.phase,
         if ro.message.is_empty() { String::new() } else { format!(" - {}", ro.message) }
-    )
-    .to_lowercase();
+    );
     let rows: Vec<Vec<String>> = r
         .waves
         .iter()
@@ -109,4 +108,50 @@ pub async fn rollback(client: &async_nats::Client, name: String, to: Option<Stri
     let rows = vec![vec![r.spec.name.to_string(), r.spec.version.clone(), r.generation.to_string()]];
     print(global.output, &r, &["APP", "NOW AT VERSION", "GENERATION"], rows);
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn waves_render_with_a_bar_each() {
+        assert_eq!(bar(0, 4, 8), "[--------]");
+        assert_eq!(bar(2, 4, 8), "[####----]");
+        assert_eq!(bar(4, 4, 8), "[########]");
+        let name = edge_types::Name::new("shop").unwrap();
+        let wave = |n: &str, state: &str, running| WaveStatus {
+            name: n.into(),
+            state: state.into(),
+            sites: 2,
+            running,
+            failed: 0,
+            progressing: 2 - running,
+            waiting: 0,
+        };
+        let r = RolloutStatusReply {
+            name: name.clone(),
+            rollout: Some(RolloutState {
+                generation: 2,
+                version: "2.0.0".into(),
+                from_generation: 1,
+                from_version: "1.0.0".into(),
+                waves: vec![],
+                current: 1,
+                phase: RolloutPhase::Progressing,
+                held: Default::default(),
+                started_at_ms: 0,
+                wave_started_at_ms: 0,
+                healthy_since_ms: None,
+                message: "wave 2 started".into(),
+            }),
+            waves: vec![wave("canary", "done", 2), wave("wave 2", "in progress", 1)],
+        };
+        let text = render(&r);
+        assert!(text.starts_with("shop 1.0.0 -> 2.0.0 (generation 2): progressing - wave 2 started\n"), "{text}");
+        assert!(text.contains("canary  done         [####################] 2/2"), "{text}");
+        assert!(text.contains("[##########----------] 1/2"), "{text}");
+        let none = RolloutStatusReply { name, rollout: None, waves: vec![] };
+        assert!(render(&none).contains("no rollout"));
+    }
 }
