@@ -148,3 +148,55 @@ async fn waves_pause_resume_and_a_closed_maintenance_window_defers_the_change() 
         .await?;
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_offline_site_is_counted_and_queued_and_a_rollback_goes_to_the_version_asked() -> Result<()> {
+    let stack = Stack::start(&[&[("canary", "true")], &[], &[]]).await?;
+    let all: Vec<_> = stack.sites.iter().map(|s| s.name.clone()).collect();
+    let app = edge_testkit::unique("kiosk");
+    stack.apply(&versioned(&app, "1.0.0", "edge/busybox:v1")).await?;
+    stack.wait_running(&all.iter().collect::<Vec<_>>(), &app, 1).await?;
+
+    // Site 2 is cut off: within max_offline (1) it does not hold the rollout.
+    stack.cut(2).await?;
+    stack.apply(&versioned(&app, "2.0.0", "edge/busybox:v2")).await?;
+    stack
+        .eventually("the rollout completes without the offline site", || async {
+            Ok(rollout(&stack, &app).await?.rollout.is_some_and(|r| r.phase == RolloutPhase::Complete))
+        })
+        .await?;
+    let waiting: u32 = rollout(&stack, &app).await?.waves.iter().map(|w| w.waiting).sum();
+    assert_eq!(waiting, 1, "the offline site is counted");
+    let c = stack.containers(&all[2], &app).await?;
+    assert_eq!(c[0].image, "edge/busybox:v1", "cut off, the site still runs what it had");
+
+    // The change was queued: back online, the site applies it.
+    stack.restore(2).await?;
+    stack
+        .eventually("the returning site runs version 2", || async {
+            let c = stack.containers(&all[2], &app).await?;
+            Ok(c.len() == 1 && c[0].running && c[0].image == "edge/busybox:v2")
+        })
+        .await?;
+
+    // An explicit rollback to 1.0.0 goes out at once, everywhere, as a new generation.
+    let body = serde_json::to_vec(&serde_json::json!({"name": app, "to_version": "1.0.0"}))?;
+    let record: edge_types::api::AppRecord = stack.raw(ApiOp::AppRollback, &body).await?;
+    assert_eq!((record.generation, record.spec.version.as_str()), (3, "1.0.0"));
+    stack
+        .eventually("every site runs version 1 again", || async {
+            let s = stack.status(&app).await?;
+            Ok(s.generation == 3 && s.sites.iter().all(|s| s.phase == SitePhase::Running))
+        })
+        .await?;
+    for s in &all {
+        assert_eq!(stack.containers(s, &app).await?[0].image, "edge/busybox:v1");
+    }
+    let bad = serde_json::to_vec(&serde_json::json!({"name": app, "to_version": "9.9.9"}))?;
+    let r: Result<edge_types::api::AppRecord, _> = stack.raw(ApiOp::AppRollback, &bad).await;
+    assert!(
+        matches!(r, Err(edge_bus::api::RequestError::Api(ref e)) if e.pointer.as_deref() == Some("/to_version")),
+        "{r:?}"
+    );
+    Ok(())
+}
