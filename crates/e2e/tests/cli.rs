@@ -85,6 +85,37 @@ async fn edgectl_drives_a_dev_stack() -> Result<()> {
     let status = dev.ok(&["app", "status", "cli-demo"])?;
     assert!(status.contains("site-2") && status.contains("running") && !status.contains("site-1"), "{status}");
 
+    // The preview lists each site's hosts; version 2 goes out through a rollout; history and
+    // rollback work from the CLI.
+    let plan = dev.ok(&["app", "plan", "-f", spec.to_str().unwrap()])?;
+    assert!(
+        plan.starts_with("SITE ")
+            && plan.contains("HOST")
+            && plan.contains("`region = us` fails: the site has region=eu"),
+        "{plan}"
+    );
+    let v2 = std::fs::read_to_string(&spec)?.replace("version: \"1\"", "version: \"2\"")
+        + "rollout:\n  sites_in_parallel: 1\n  healthy_time_secs: 1\n";
+    std::fs::write(&spec, v2)?;
+    dev.ok(&["app", "apply", "-f", spec.to_str().unwrap()])?;
+    let start = Instant::now();
+    let rollout = loop {
+        let out = dev.ok(&["app", "rollout", "status", "cli-demo"])?;
+        if out.contains("complete") {
+            break out;
+        }
+        if start.elapsed() > Duration::from_secs(60) {
+            bail!("the rollout never completed: {out}");
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    };
+    assert!(rollout.starts_with("cli-demo 1 -> 2 (generation 2): complete"), "{rollout}");
+    assert!(rollout.contains("[####################] 1/1"), "{rollout}");
+    let history = dev.ok(&["app", "history", "cli-demo"])?;
+    assert!(history.contains("rolled out") && history.lines().count() == 3, "{history}");
+    let back = dev.json(&["app", "rollback", "cli-demo"])?;
+    assert_eq!((back["generation"].as_u64(), back["spec"]["version"].as_str()), (Some(3), Some("1")));
+
     // Errors are one sentence on stderr and a non-zero exit.
     let missing = dev.edgectl(&["app", "status", "nope"]);
     assert!(!missing.status.success());

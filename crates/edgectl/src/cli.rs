@@ -97,11 +97,14 @@ pub enum AppCommand {
 
 #[derive(Subcommand, Debug)]
 pub enum RolloutCommand {
-    /// Show a rollout's waves with a progress bar each; `--watch` redraws until it ends.
+    /// Show a rollout's waves with a progress bar each, redrawn live on a terminal until the
+    /// rollout ends (`--watch` also elsewhere, `--once` never).
     Status {
         name: String,
-        #[arg(long, short = 'w')]
+        #[arg(long, short = 'w', conflicts_with = "once")]
         watch: bool,
+        #[arg(long)]
+        once: bool,
     },
     /// Pause the rollout of one application, or of every application (`--all`).
     Pause {

@@ -14,7 +14,9 @@ use crate::REQUEST_TIMEOUT;
 
 pub async fn run(client: &async_nats::Client, cmd: RolloutCommand, global: &Global) -> Result<()> {
     match cmd {
-        RolloutCommand::Status { name, watch } => loop {
+        RolloutCommand::Status { name, watch, once } => loop {
+            use std::io::IsTerminal;
+            let watch = !once && (watch || (std::io::stdout().is_terminal() && global.output == Format::Table));
             let r: RolloutStatusReply =
                 request(client, ApiOp::AppRollout, &serde_json::json!({ "name": name }), REQUEST_TIMEOUT).await?;
             let done = r.rollout.as_ref().is_none_or(|ro| ro.phase != RolloutPhase::Progressing);
