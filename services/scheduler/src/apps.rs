@@ -98,6 +98,10 @@ pub async fn apply(hub: &Hub, body: &[u8]) -> Result<ApplyReply, ApiError> {
         rollout: None,
     };
     let matched = placement::select_sites(&spec, &policy, &hub.orders, &sites);
+    if let Some(prev) = &previous {
+        // Records stored before revisions existed: keep the running version restorable.
+        rollout::ensure_revision(hub, prev).await?;
+    }
     next.rollout = rollout::start(hub, previous.as_ref(), &next, &matched, &sites);
     // The revision first: a rollout holds sites at older revisions, which must be readable.
     let revision = Revision {

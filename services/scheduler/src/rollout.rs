@@ -125,6 +125,23 @@ pub async fn record_revision(hub: &Hub, rev: &Revision, app: &Name) -> Result<()
     Ok(())
 }
 
+/// Stores the revision of `record`'s current generation if none is stored.
+pub async fn ensure_revision(hub: &Hub, record: &AppRecord) -> Result<(), SchedulerError> {
+    let rev = Revision {
+        generation: record.generation,
+        version: record.spec.version.clone(),
+        spec: record.spec.clone(),
+        applied_at_ms: record.updated_at_ms,
+        outcome: "applied".into(),
+    };
+    kv::update::<Revision, _>(&hub.buckets.apps, &rev_key(&record.spec.name, record.generation), |cur| match cur {
+        Some(_) => Change::Keep,
+        None => Change::Put(rev.clone()),
+    })
+    .await?;
+    Ok(())
+}
+
 /// Sets the outcome of a stored revision.
 pub async fn set_outcome(hub: &Hub, app: &Name, generation: u64, outcome: &str) -> Result<(), SchedulerError> {
     kv::update::<Revision, _>(&hub.buckets.apps, &rev_key(app, generation), |cur| match cur {

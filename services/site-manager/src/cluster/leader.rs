@@ -64,7 +64,7 @@ impl Leader {
     }
 
     async fn pass(&mut self) {
-        let live = hosts::live(&self.view, self.dead_after);
+        let live = hosts::live(&self.view, self.dead_after, &self.me);
         let desired = self.desired.lock().expect("desired lock").clone();
         let stored = self.view.assignments.snapshot();
         let previous: BTreeMap<Name, Assignment> =
