@@ -3,6 +3,7 @@
 
 mod catchup;
 mod durability;
+mod placement;
 mod report;
 mod storm;
 
@@ -23,6 +24,15 @@ struct Args {
     /// Leaf sites in the reconnect storm.
     #[arg(long, default_value_t = 50)]
     storm_sites: usize,
+    /// Applications in the placement benchmark.
+    #[arg(long, default_value_t = 1_000)]
+    placement_apps: usize,
+    /// Sites in the placement benchmark.
+    #[arg(long, default_value_t = 10_000)]
+    placement_sites: usize,
+    /// Publish acks outstanding while writing desired state (and in its raw ceiling).
+    #[arg(long, default_value_t = scheduler::writer::DesiredWriter::DEFAULT_WINDOW)]
+    placement_window: usize,
     /// Run only the scenarios whose name contains this.
     #[arg(long)]
     only: Option<String>,
@@ -47,6 +57,10 @@ async fn main() -> anyhow::Result<()> {
     if wanted("storm") {
         let s = storm::run(args.storm_sites).await?;
         table.storm(args.storm_sites, &s);
+    }
+    if wanted("placement") {
+        let p = placement::run(args.placement_apps, args.placement_sites, args.placement_window).await?;
+        table.placement(&p);
     }
     table.print();
     Ok(())

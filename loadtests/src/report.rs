@@ -3,6 +3,7 @@
 use std::time::Duration;
 
 use crate::catchup::Catchup;
+use crate::placement::PlacementRun;
 use crate::storm::Storm;
 
 #[derive(Default)]
@@ -86,6 +87,58 @@ impl Table {
             format!("{:.1} CPU-s", s.hub_cpu_secs),
             format!("over {}", secs(s.window)),
             format!("{:.0}% of one core", 100.0 * s.hub_cpu_secs / s.window.as_secs_f64().max(1e-9)),
+        );
+    }
+
+    pub fn placement(&mut self, p: &PlacementRun) {
+        let share = 100.0 * p.matched as f64 / p.decisions.max(1) as f64;
+        self.row(
+            &format!("placement, {} apps x {} sites: select_sites", p.apps, p.sites),
+            format!("{:.0} dec/s", p.rate(p.decisions, p.select_sites)),
+            "target 1000000 dec/s".into(),
+            format!("{} matched ({share:.1}%), {}", p.matched, secs(p.select_sites)),
+        );
+        self.row(
+            "placement: labels merged once per site",
+            format!("{:.0} dec/s", p.rate(p.decisions, p.precomputed)),
+            "target 1000000 dec/s".into(),
+            format!("{} decisions in {}", p.decisions, secs(p.precomputed)),
+        );
+        let (w, c, l) = (&p.write_pass, &p.ceiling, &p.like_desired);
+        let ours = p.rate(p.written, w.wall);
+        let raw = p.rate(p.written, c.wall);
+        let like = p.rate(p.written, l.wall);
+        self.row(
+            "placement: desired states written (acked, file)",
+            format!("{ours:.0} msg/s"),
+            format!("{raw:.0} msg/s raw JetStream"),
+            format!("ratio {:.2}; target 100000 msg/s", ours / raw.max(1e-9)),
+        );
+        self.row(
+            "placement: the same, beside a stream like DESIRED",
+            format!("{ours:.0} msg/s"),
+            format!("{like:.0} msg/s raw, msg ids, 1/subject"),
+            format!("ratio {:.2}", ours / like.max(1e-9)),
+        );
+        self.row(
+            "placement: whole write pass, decisions / wall time",
+            format!("{:.0} dec/s", p.rate(p.decisions, w.wall)),
+            format!("{} for {} writes", secs(w.wall), p.written),
+            format!("payload {} B avg, window {}", p.avg_payload(), p.window),
+        );
+        let us = |cpu: f64| 1e6 * cpu / p.written.max(1) as f64;
+        let busy = |x: &crate::placement::Pass| (x.hub_cpu + x.client_cpu) / x.wall.as_secs_f64().max(1e-9);
+        self.row(
+            "placement: CPU per write, hub + client",
+            format!("{:.1} + {:.1} us", us(w.hub_cpu), us(w.client_cpu)),
+            format!(
+                "{:.1} + {:.1} us raw, {:.1} + {:.1} like",
+                us(c.hub_cpu),
+                us(c.client_cpu),
+                us(l.hub_cpu),
+                us(l.client_cpu)
+            ),
+            format!("{:.1} cores busy (raw {:.1})", busy(w), busy(c)),
         );
     }
 

@@ -13,6 +13,7 @@ pub mod rollout_api;
 pub mod sites;
 pub mod sources;
 pub mod watermark;
+pub mod writer;
 
 use std::sync::atomic::AtomicU64;
 use std::sync::Arc;

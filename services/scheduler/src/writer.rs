@@ -1,0 +1,159 @@
+//! Writes many desired states at once (a full placement pass over a large fleet) into the hub's
+//! DESIRED stream: publishes are pipelined with a bounded number of acks outstanding, so memory
+//! stays bounded, and every ack is awaited and checked, so a write counts only once JetStream
+//! has stored it.
+
+use std::future::IntoFuture;
+
+use async_nats::jetstream::{self, context::PublishAckFuture, message::PublishMessage, publish::PublishAck};
+use edge_bus::topology::STREAM_DESIRED;
+use edge_types::desired::DesiredApp;
+use edge_types::{subject, Name};
+use futures::stream::{FuturesUnordered, StreamExt};
+
+use crate::error::SchedulerError;
+
+type AckFuture = <PublishAckFuture as IntoFuture>::IntoFuture;
+
+/// How the JSON of every desired state begins: its first field is the site.
+const SITE_PREFIX: &[u8] = br#"{"site":""#;
+
+/// Pipelined, acknowledged writer of [`DesiredApp`]s to the DESIRED stream.
+///
+/// [`write`](Self::write) returns once the message is sent and at most `window` acks are
+/// outstanding; [`flush`](Self::flush) waits for the rest, and only then is everything written.
+/// The first failed, timed-out or unexpected ack is returned as an error: drop the writer then,
+/// since the acks still outstanding are abandoned. What was acked stays written, and every
+/// message carries a deterministic `Nats-Msg-Id`, so writing the same states again is safe.
+pub struct DesiredWriter {
+    js: jetstream::Context,
+    window: usize,
+    acks: FuturesUnordered<AckFuture>,
+    written: u64,
+    duplicates: u64,
+    payload_bytes: u64,
+}
+
+impl DesiredWriter {
+    /// Acks outstanding by default: enough to keep one connection busy on loopback.
+    pub const DEFAULT_WINDOW: usize = 1024;
+    /// Largest window: below async-nats' default `max_ack_inflight` (5,000), whose permits
+    /// are held until an ack is consumed here, so a larger window could wait on itself.
+    pub const MAX_WINDOW: usize = 4096;
+
+    /// A writer on the hub's JetStream context with at most `window` acks outstanding
+    /// (clamped to 1..=[`MAX_WINDOW`](Self::MAX_WINDOW); the context's `max_ack_inflight`
+    /// must not be smaller).
+    pub fn new(js: jetstream::Context, window: usize) -> Self {
+        Self {
+            js,
+            window: window.clamp(1, Self::MAX_WINDOW),
+            acks: FuturesUnordered::new(),
+            written: 0,
+            duplicates: 0,
+            payload_bytes: 0,
+        }
+    }
+
+    /// Sends `d` to its subject with `Nats-Msg-Id` = `d.msg_id(after)`, where `after` is the
+    /// stream sequence of its subject it replaces (0 for none). Waits for acks while the
+    /// window is full.
+    pub async fn write(&mut self, d: &DesiredApp, after: u64) -> Result<(), SchedulerError> {
+        let payload = serde_json::to_vec(d).expect("desired state serializes");
+        self.send(d, payload, after).await
+    }
+
+    /// Writes `template` to each of `sites` in turn (its `site` replaced), as [`write`](Self::write)
+    /// would, but serializes the spec once: a placement pass writes one spec to many sites, and
+    /// serializing it again for each would cost about as much as the publish itself.
+    pub async fn write_to_sites<'a>(
+        &mut self,
+        template: &DesiredApp,
+        sites: impl IntoIterator<Item = &'a Name>,
+        after: u64,
+    ) -> Result<(), SchedulerError> {
+        let mut d = template.clone();
+        let json = serde_json::to_vec(&d).expect("desired state serializes");
+        // `site` is the first field and a name needs no escaping, so the JSON at another site is
+        // SITE_PREFIX + site + rest. Checked against serde on the first site; if the layout ever
+        // differs, every message is serialized whole.
+        let head = SITE_PREFIX.len() + d.site.as_str().len();
+        let mut splice =
+            json.starts_with(SITE_PREFIX) && json[SITE_PREFIX.len()..].starts_with(d.site.as_str().as_bytes());
+        let rest = &json[head.min(json.len())..];
+        let spliced = |site: &Name| {
+            let mut p = Vec::with_capacity(SITE_PREFIX.len() + site.as_str().len() + rest.len());
+            p.extend_from_slice(SITE_PREFIX);
+            p.extend_from_slice(site.as_str().as_bytes());
+            p.extend_from_slice(rest);
+            p
+        };
+        let mut checked = false;
+        for site in sites {
+            d.site = site.clone();
+            let payload = if splice && checked {
+                spliced(site)
+            } else {
+                let whole = serde_json::to_vec(&d).expect("desired state serializes");
+                splice = splice && spliced(site) == whole;
+                checked = true;
+                whole
+            };
+            self.send(&d, payload, after).await?;
+        }
+        Ok(())
+    }
+
+    async fn send(&mut self, d: &DesiredApp, payload: Vec<u8>, after: u64) -> Result<(), SchedulerError> {
+        while self.acks.len() >= self.window {
+            self.next_ack().await?;
+        }
+        self.payload_bytes += payload.len() as u64;
+        let msg = PublishMessage::build().payload(payload.into()).message_id(d.msg_id(after));
+        let ack = self.js.send_publish(subject::desired(&d.site, &d.app), msg).await.map_err(SchedulerError::js)?;
+        self.acks.push(ack.into_future());
+        Ok(())
+    }
+
+    /// Waits until every message sent so far is acked.
+    pub async fn flush(&mut self) -> Result<(), SchedulerError> {
+        while !self.acks.is_empty() {
+            self.next_ack().await?;
+        }
+        Ok(())
+    }
+
+    async fn next_ack(&mut self) -> Result<(), SchedulerError> {
+        let Some(ack) = self.acks.next().await else { return Ok(()) };
+        let ack: PublishAck = ack.map_err(SchedulerError::js)?;
+        if ack.stream != STREAM_DESIRED {
+            return Err(SchedulerError::JetStream(format!("desired state stored in stream {}", ack.stream)));
+        }
+        if ack.duplicate {
+            self.duplicates += 1;
+        } else {
+            self.written += 1;
+        }
+        Ok(())
+    }
+
+    /// Messages acked as newly stored.
+    pub fn written(&self) -> u64 {
+        self.written
+    }
+
+    /// Messages acked as duplicates of one already stored (same `Nats-Msg-Id`).
+    pub fn duplicates(&self) -> u64 {
+        self.duplicates
+    }
+
+    /// Payload bytes sent (JSON, without headers).
+    pub fn payload_bytes(&self) -> u64 {
+        self.payload_bytes
+    }
+
+    /// Acks not yet received.
+    pub fn outstanding(&self) -> usize {
+        self.acks.len()
+    }
+}
