@@ -3,7 +3,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use async_nats::jetstream::{self, message::PublishMessage, stream::DirectGetErrorKind};
+use async_nats::jetstream::{self, stream::DirectGetErrorKind};
 use edge_bus::kv::{self, Change};
 use edge_bus::topology::STREAM_DESIRED;
 use edge_types::api::AppRecord;
@@ -13,8 +13,10 @@ use edge_types::policy::Policy;
 use edge_types::selector::LabelOrders;
 use edge_types::site::SiteRecord;
 use edge_types::{subject, Name};
+use futures::StreamExt;
 
 use crate::error::SchedulerError;
+use crate::writer::DesiredWriter;
 use crate::Hub;
 
 /// Sites the policy selects for `spec` (site labels match, and hosts that match and fit), sorted.
@@ -49,14 +51,13 @@ pub async fn place(hub: &Hub, record: &AppRecord, sites: &[SiteRecord]) -> Resul
     let orders = policy.host_orders(&hub.orders);
     let matched = select_sites(&record.spec, &policy, &hub.orders, sites);
     let held = held_specs(hub, record).await?;
-    for site in &matched {
-        ensure_desired(&hub.js, &target(record, &held, site, &orders)).await?;
-    }
+    let mut states: Vec<DesiredApp> = matched.iter().map(|site| target(record, &held, site, &orders)).collect();
     let keep: BTreeSet<&Name> = matched.iter().collect();
     for site in record.sites.iter().filter(|s| !keep.contains(s)) {
-        ensure_desired(&hub.js, &desired(record, site, None)).await?;
+        states.push(desired(record, site, None));
         tracing::info!(%app, %site, "app leaves site");
     }
+    ensure_all(&hub.js, states).await?;
     if record.sites != matched {
         let m = matched.clone();
         kv::update::<AppRecord, _>(&hub.buckets.apps, &app_key(app), |cur| match cur {
@@ -86,7 +87,7 @@ pub async fn place_on_site(hub: &Hub, record: &AppRecord, site: &SiteRecord) -> 
         } else {
             desired(record, &site.site, None)
         };
-        ensure_desired(&hub.js, &d).await?;
+        ensure_all(&hub.js, vec![d]).await?;
     }
     if matches != placed {
         tracing::info!(%app, site = %site.site, placed = matches, "placement changed");
@@ -110,9 +111,7 @@ pub async fn place_on_site(hub: &Hub, record: &AppRecord, site: &SiteRecord) -> 
 /// Removes an application from every site it is placed at, then forgets it.
 pub async fn remove(hub: &Hub, record: &AppRecord) -> Result<(), SchedulerError> {
     let app = &record.spec.name;
-    for site in &record.sites {
-        ensure_desired(&hub.js, &desired(record, site, None)).await?;
-    }
+    ensure_all(&hub.js, record.sites.iter().map(|site| desired(record, site, None)).collect()).await?;
     let generation = record.generation;
     kv::update::<u64, _>(&hub.buckets.apps, &gen_key(app), |cur| {
         if cur.is_some_and(|g| *g >= generation) {
@@ -171,31 +170,50 @@ fn target(record: &AppRecord, held: &BTreeMap<u64, AppSpec>, site: &Name, orders
     }
 }
 
-/// Publishes `d` unless the DESIRED stream already holds the same thing for its subject.
-async fn ensure_desired(js: &jetstream::Context, d: &DesiredApp) -> Result<(), SchedulerError> {
-    let subj = subject::desired(&d.site, &d.app);
+/// Writes every state of `states` that the DESIRED stream does not already hold for its subject:
+/// the current states are read concurrently (direct get), the changed ones written through the
+/// pipelined [`DesiredWriter`], each acked. Idempotent: a retry rewrites nothing already there.
+pub async fn ensure_all(js: &jetstream::Context, states: Vec<DesiredApp>) -> Result<(), SchedulerError> {
+    if states.is_empty() {
+        return Ok(());
+    }
     let stream = js.get_stream(STREAM_DESIRED).await.map_err(SchedulerError::js)?;
-    let after = match stream.direct_get_last_for_subject(&subj).await {
-        Ok(msg) => {
-            if let Ok(current) = serde_json::from_slice::<DesiredApp>(&msg.payload) {
-                if current.generation == d.generation && current.spec == d.spec && current.orders == d.orders {
-                    return Ok(());
-                }
-            }
-            msg.sequence
+    let checks = futures::stream::iter(states)
+        .map(|d| {
+            let stream = stream.clone();
+            async move { write_after(&stream, &d).await.map(|after| (d, after)) }
+        })
+        .buffered(CONCURRENT_CHECKS);
+    futures::pin_mut!(checks);
+    let mut writer = DesiredWriter::new(js.clone(), DesiredWriter::DEFAULT_WINDOW);
+    while let Some(checked) = checks.next().await {
+        let (d, after) = checked?;
+        if let Some(after) = after {
+            writer.write(&d, after).await?;
+            tracing::debug!(app = %d.app, site = %d.site, generation = d.generation, removed = d.spec.is_none(), "desired state written");
         }
-        Err(e) if e.kind() == DirectGetErrorKind::NotFound => {
-            if d.spec.is_none() {
-                return Ok(()); // never placed there: nothing to remove
-            }
-            0
-        }
-        Err(e) => return Err(SchedulerError::js(e)),
-    };
-    let msg = PublishMessage::build()
-        .payload(serde_json::to_vec(d).expect("desired state serializes").into())
-        .message_id(d.msg_id(after));
-    js.send_publish(subj, msg).await.map_err(SchedulerError::js)?.await.map_err(SchedulerError::js)?;
-    tracing::info!(app = %d.app, site = %d.site, generation = d.generation, removed = d.spec.is_none(), "desired state written");
+    }
+    writer.flush().await?;
+    if writer.written() > 0 {
+        tracing::info!(written = writer.written(), "desired state written");
+    }
     Ok(())
+}
+
+/// Direct gets in flight at once while checking what a placement must write.
+const CONCURRENT_CHECKS: usize = 64;
+
+/// The stream sequence `d` replaces if it must be written (0: its subject is empty), or `None`
+/// if the stream already holds it (or it is a removal of something never placed).
+async fn write_after(stream: &jetstream::stream::Stream, d: &DesiredApp) -> Result<Option<u64>, SchedulerError> {
+    match stream.direct_get_last_for_subject(subject::desired(&d.site, &d.app)).await {
+        Ok(msg) => {
+            let same = serde_json::from_slice::<DesiredApp>(&msg.payload).is_ok_and(|current| {
+                current.generation == d.generation && current.spec == d.spec && current.orders == d.orders
+            });
+            Ok((!same).then_some(msg.sequence))
+        }
+        Err(e) if e.kind() == DirectGetErrorKind::NotFound => Ok(d.spec.is_some().then_some(0)),
+        Err(e) => Err(SchedulerError::js(e)),
+    }
 }
