@@ -210,13 +210,19 @@ pub async fn reports(hub: &Hub, app: &Name) -> Result<BTreeMap<Name, AppStatusRe
     Ok(all.into_iter().map(|(_, r)| r).filter(|r| &r.app == app).map(|r| (r.site.clone(), r)).collect())
 }
 
-/// Progress of every wave of a rollout.
-pub fn wave_statuses(hub: &Hub, r: &RolloutState, reports: &BTreeMap<Name, AppStatusReport>) -> Vec<WaveStatus> {
+/// Progress of every wave of a rollout, over the sites the app is still `placed` at.
+pub fn wave_statuses(
+    hub: &Hub,
+    r: &RolloutState,
+    placed: &[Name],
+    reports: &BTreeMap<Name, AppStatusReport>,
+) -> Vec<WaveStatus> {
     r.waves
         .iter()
         .enumerate()
         .map(|(i, w)| {
-            let c = census(&w.sites, r.generation, reports, |s| hub.connected(s));
+            let sites: Vec<Name> = w.sites.iter().filter(|s| placed.contains(s)).cloned().collect();
+            let c = census(&sites, r.generation, reports, |s| hub.connected(s));
             let state = if i < r.current {
                 "done"
             } else if i > r.current {
@@ -231,7 +237,7 @@ pub fn wave_statuses(hub: &Hub, r: &RolloutState, reports: &BTreeMap<Name, AppSt
             WaveStatus {
                 name: w.name.clone(),
                 state: state.into(),
-                sites: w.sites.len() as u32,
+                sites: sites.len() as u32,
                 running: c.running,
                 failed: c.failed,
                 progressing: c.progressing,
@@ -306,7 +312,9 @@ async fn step(hub: &Hub, record: AppRecord) -> Result<(), SchedulerError> {
     let now = edge_bus::time::now_ms();
     let Some(wave) = ro.waves.get(ro.current).cloned() else { return Ok(()) };
     let reports = reports(hub, &app).await?;
-    let c = census(&wave.sites, ro.generation, &reports, |s| hub.connected(s));
+    // A site the app left during the rollout no longer counts.
+    let sites: Vec<Name> = wave.sites.iter().filter(|s| record.sites.contains(s)).cloned().collect();
+    let c = census(&sites, ro.generation, &reports, |s| hub.connected(s));
     let elapsed = Duration::from_millis(now.saturating_sub(ro.wave_started_at_ms));
     match gate(&policy, c, elapsed) {
         Gate::Failed(why) => {

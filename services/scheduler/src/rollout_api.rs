@@ -23,7 +23,7 @@ pub async fn status(hub: &Hub, body: &[u8]) -> Result<RolloutStatusReply, ApiErr
     let req: AppRef = decode(body).map_err(edge_bus::api::invalid)?;
     let r = record(hub, &req.name).await?;
     let waves = match &r.rollout {
-        Some(ro) => wave_statuses(hub, ro, &reports(hub, &req.name).await?),
+        Some(ro) => wave_statuses(hub, ro, &r.sites, &reports(hub, &req.name).await?),
         None => Vec::new(),
     };
     Ok(RolloutStatusReply { name: req.name, rollout: r.rollout, waves })
