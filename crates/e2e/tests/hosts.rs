@@ -72,6 +72,14 @@ async fn the_briefs_example_places_by_host_across_a_mixed_fleet() -> Result<()> 
     let pc = site_plan(&c);
     assert!(!pc.selected && pc.reasons[0].contains("customer=globex"), "{pc:?}");
 
+    // A container that needs the camera device itself needs a /dev/video* node: the labelled
+    // (IP) cameras of these hosts do not give it one, and the preview says so.
+    let mut wired = spec.clone();
+    wired["services"][0]["devices"] = serde_json::json!(["camera"]);
+    let p = stack.plan(&wired).await?;
+    let pa = p.sites.iter().find(|s| s.site == a).unwrap();
+    assert!(!pa.selected && pa.hosts.iter().all(|h| h.reasons.iter().any(|r| r.contains("camera device"))), "{pa:?}");
+
     let reply = stack.apply(&spec).await?;
     assert_eq!(reply.sites, std::slice::from_ref(&a));
     stack.wait_running(&[&a], &app, 1).await?;

@@ -65,6 +65,19 @@ pub struct ServiceSpec {
     /// own stays unplaced). Without it, replicas are still spread when hosts allow.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub anti_affinity: bool,
+    /// Device nodes of the host the container gets: `camera` (every `/dev/video*`), `gpu`
+    /// (every GPU node). The service runs only on hosts that have them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 2))]
+    pub devices: Vec<DeviceKind>,
+}
+
+/// A kind of device node a container can be given.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum DeviceKind {
+    Camera,
+    Gpu,
 }
 
 /// How many containers of a service run at a site.

@@ -121,7 +121,8 @@ fn contradiction(pointer: &str, sel: &Selector, orders: &LabelOrders) -> Result<
 }
 
 fn needs_capacity(s: &ServiceSpec) -> bool {
-    s.resources.cpus.is_some() || s.resources.memory_mb.is_some() || s.resources.gpus.is_some() || s.anti_affinity
+    let r = &s.resources;
+    r.cpus.is_some() || r.memory_mb.is_some() || r.gpus.is_some() || s.anti_affinity || !s.devices.is_empty()
 }
 
 /// For each service that cannot run at the site: why (no host matches and fits, or too few for
@@ -169,6 +170,15 @@ pub fn shortfall(svc: &ServiceSpec, host: &HostInventory) -> Option<String> {
         let have = host.gpu_count();
         if gpus > have {
             return Some(format!("needs {gpus} GPUs, the host has {have}"));
+        }
+    }
+    for kind in &svc.devices {
+        if host.device_nodes(*kind).is_empty() {
+            let what = match kind {
+                crate::app::DeviceKind::Camera => "a camera device (/dev/video*)",
+                crate::app::DeviceKind::Gpu => "a GPU device node",
+            };
+            return Some(format!("needs {what}, the host has none"));
         }
     }
     None
@@ -251,6 +261,14 @@ mod tests {
         assert!(p.explain(&spread, &s, &orders).reasons[0].contains("only 2 hosts fit"));
         let gpu = spec("", "gpu", serde_json::json!({"resources": {"gpus": 1}}));
         assert!(!gpu.check().unwrap().selects(&gpu, &s, &orders));
+        // A container that needs the camera device runs only where a /dev/video* node exists
+        // (a `camera` label alone, for an IP camera, does not give it one).
+        let cam = spec("", "", serde_json::json!({"devices": ["camera"]}));
+        let labelled = site(&[], vec![host("h1", 4, &[("camera", "1")], &[])]);
+        assert!(!cam.check().unwrap().selects(&cam, &labelled, &orders));
+        let wired = site(&[], vec![host("h1", 4, &[], &["/dev/video0"])]);
+        assert!(cam.check().unwrap().selects(&cam, &wired, &orders));
+        assert!(cam.check().unwrap().explain(&cam, &labelled, &orders).hosts[0].reasons()[0].contains("camera device"));
     }
 
     #[test]

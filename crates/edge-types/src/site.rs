@@ -148,6 +148,16 @@ impl HostInventory {
         a
     }
 
+    /// The device nodes of a kind this host has.
+    pub fn device_nodes(&self, kind: crate::app::DeviceKind) -> Vec<String> {
+        match kind {
+            crate::app::DeviceKind::Gpu => self.gpus.clone(),
+            crate::app::DeviceKind::Camera => {
+                self.devices.iter().filter(|d| d.starts_with("/dev/video")).cloned().collect()
+            }
+        }
+    }
+
     /// GPUs usable by containers: the detected ones, or a `gpu` label's count.
     pub fn gpu_count(&self) -> u32 {
         match self.labels.get("gpu").and_then(|v| v.0.parse::<u32>().ok()) {

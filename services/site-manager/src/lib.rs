@@ -73,7 +73,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Site
     let window = config.window().map_err(SiteManagerError::Config)?;
     let site = config.site.clone();
     let host = config.host_name();
-    let Some(runtime) =
+    let Some(mut runtime) =
         until_ready("docker", &shutdown, || runtime::DockerRuntime::connect(site.clone(), host.clone())).await
     else {
         return Ok(());
@@ -99,6 +99,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Site
         return Ok(());
     };
 
+    runtime.set_devices(&inventory);
     // Wakes this host's reconcile loop, and the leader's loop.
     let (changed, leader_changed) = (Signal::new(), Signal::new());
     let view = cluster::ClusterView::follow(buckets.clone(), &changed, &leader_changed, &shutdown);
@@ -117,7 +118,8 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Site
 
     let mut tasks = tokio::task::JoinSet::new();
     let beat = std::time::Duration::from_secs(config.heartbeat_secs);
-    let state = HostState { inventory, beat_ms: beat.as_millis() as u64, agent_version: VERSION.into() };
+    let state =
+        HostState { inventory: inventory.clone(), beat_ms: beat.as_millis() as u64, agent_version: VERSION.into() };
     tasks.spawn(cluster::hosts::HostBeat { kv: buckets.hosts.clone(), state, every: beat }.run(shutdown.clone()));
     let (leading_tx, leading_rx) = watch::channel(false);
     let election = cluster::lease::Election {
@@ -140,6 +142,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Site
         publisher: status::StatusPublisher::new(buffer.clone()),
         registration: registration_tx,
         site_labels: config.label_map(),
+        own: inventory.clone(),
     };
     tasks.spawn(leader.run(shutdown.clone()));
     tasks.spawn(callhome::registrar(client.clone(), buffer.clone(), registration_rx, shutdown.clone()));

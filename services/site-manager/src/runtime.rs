@@ -3,12 +3,12 @@
 
 use std::collections::HashMap;
 
-use bollard::models::{ContainerCreateBody, HostConfig, PortBinding, SystemInfo};
+use bollard::models::{ContainerCreateBody, DeviceMapping, HostConfig, PortBinding, SystemInfo};
 use bollard::query_parameters::{
     CreateContainerOptionsBuilder, EventsOptionsBuilder, ListContainersOptionsBuilder, RemoveContainerOptionsBuilder,
 };
 use bollard::Docker;
-use edge_types::app::Protocol;
+use edge_types::app::{DeviceKind, Protocol};
 use edge_types::Name;
 use futures::{Stream, StreamExt};
 
@@ -30,6 +30,8 @@ pub struct DockerRuntime {
     docker: Docker,
     site: Name,
     host: Name,
+    /// The host's device nodes by kind, given to containers that ask for the kind.
+    devices: HashMap<DeviceKind, Vec<String>>,
 }
 
 impl DockerRuntime {
@@ -37,7 +39,13 @@ impl DockerRuntime {
     /// an API version the engine speaks.
     pub async fn connect(site: Name, host: Name) -> Result<Self, RuntimeError> {
         let docker = Docker::connect_with_local_defaults()?.negotiate_version().await?;
-        Ok(Self { docker, site, host })
+        Ok(Self { docker, site, host, devices: HashMap::new() })
+    }
+
+    /// Sets the device nodes containers may be given (from the host inventory).
+    pub fn set_devices(&mut self, inventory: &edge_types::site::HostInventory) {
+        self.devices =
+            [DeviceKind::Camera, DeviceKind::Gpu].into_iter().map(|k| (k, inventory.device_nodes(k))).collect();
     }
 
     fn scope_filters(&self) -> HashMap<String, Vec<String>> {
@@ -120,6 +128,16 @@ impl DockerRuntime {
             labels: Some(lbl),
             exposed_ports: (!exposed.is_empty()).then_some(exposed),
             host_config: Some(HostConfig {
+                devices: (!svc.devices.is_empty()).then(|| {
+                    let nodes = svc.devices.iter().flat_map(|k| self.devices.get(k).into_iter().flatten());
+                    nodes
+                        .map(|path| DeviceMapping {
+                            path_on_host: Some(path.clone()),
+                            path_in_container: Some(path.clone()),
+                            cgroup_permissions: Some("rwm".into()),
+                        })
+                        .collect()
+                }),
                 port_bindings: (!bindings.is_empty()).then_some(bindings),
                 memory: svc.resources.memory_mb.map(|m| (m * 1024 * 1024) as i64),
                 nano_cpus: svc.resources.cpus.map(|c| (c * 1e9) as i64),

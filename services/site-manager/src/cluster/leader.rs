@@ -30,6 +30,8 @@ pub struct Leader {
     /// The site's registration as the leader sees it, for the registrar.
     pub registration: watch::Sender<Option<SiteRegistration>>,
     pub site_labels: BTreeMap<String, LabelValue>,
+    /// This host's inventory: live by definition, also before its first beat is read back.
+    pub own: edge_types::site::HostInventory,
 }
 
 impl Leader {
@@ -64,7 +66,11 @@ impl Leader {
     }
 
     async fn pass(&mut self) {
-        let live = hosts::live(&self.view, self.dead_after, &self.me);
+        let mut live = hosts::live(&self.view, self.dead_after, &self.me);
+        if !live.iter().any(|h| h.host == self.me) {
+            live.push(self.own.clone());
+            live.sort_by(|a, b| a.host.cmp(&b.host));
+        }
         let desired = self.desired.lock().expect("desired lock").clone();
         let stored = self.view.assignments.snapshot();
         let previous: BTreeMap<Name, Assignment> =
