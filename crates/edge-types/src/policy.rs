@@ -82,7 +82,11 @@ impl Policy {
 
     /// How `host` fits `spec`: the selector's failing terms and, per service, a capacity shortfall.
     pub fn host_fit(&self, spec: &AppSpec, host: &HostInventory, orders: &LabelOrders) -> HostFit {
-        let unmatched = self.hosts.explain_for("host", &host.attributes(), orders);
+        let unmatched = if self.hosts.terms().is_empty() {
+            Vec::new() // no host selector: skip building the host's attributes
+        } else {
+            self.hosts.explain_for("host", &host.attributes(), orders)
+        };
         let short = spec.services.iter().filter_map(|s| shortfall(s, host).map(|why| (s.name.clone(), why))).collect();
         HostFit { host: host.host.clone(), unmatched, short }
     }
