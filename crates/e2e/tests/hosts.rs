@@ -131,15 +131,7 @@ async fn a_failed_hosts_replicas_move_with_and_without_the_wan() -> Result<()> {
     let leader = stack.leader(0).await?.expect("a leader");
 
     // A host that is not the leader loses power: its replica moves, the other one stays put.
-    let fail = |before: &[Container], leader: &str| {
-        before.iter().find(|c| c.host != leader).map(|c| c.host.clone()).expect("a replica off the leader")
-    };
-    let before = stack.containers(&site, &app).await?;
-    let victim = fail(&before, &leader);
-    let j = stack.sites[0].host_index(&victim);
-    stack.sites[0].kill_host(j).await;
-    stack.power_off_containers(&site, &victim).await?;
-    wait_moved(&stack, &site, &app, &before, &victim).await?;
+    let j = power_off_a_replica_host(&mut stack, &app, &leader).await?;
 
     // The host comes back: it runs nothing (its replica lives elsewhere now).
     stack.sites[0].start_host(j);
@@ -148,12 +140,8 @@ async fn a_failed_hosts_replicas_move_with_and_without_the_wan() -> Result<()> {
 
     // With the WAN down, another host fails: the site moves its replica on its own.
     stack.cut(0).await?;
-    let before = stack.containers(&site, &app).await?;
-    let victim = fail(&before, &leader);
-    let j = stack.sites[0].host_index(&victim);
-    stack.sites[0].kill_host(j).await;
-    stack.power_off_containers(&site, &victim).await?;
-    wait_moved(&stack, &site, &app, &before, &victim).await?;
+    let j = power_off_a_replica_host(&mut stack, &app, &leader).await?;
+    let victim = stack.sites[0].hosts[j].name.to_string();
 
     // Back online, the hub sees the app running on the hosts that are left.
     stack.restore(0).await?;
@@ -165,6 +153,20 @@ async fn a_failed_hosts_replicas_move_with_and_without_the_wan() -> Result<()> {
         })
         .await?;
     Ok(())
+}
+
+/// Cuts the power of a host of site 0 that runs a replica of `app` and is not the `leader`
+/// (its site-manager is killed, its containers removed), then waits until the replica has moved;
+/// returns the host's index.
+async fn power_off_a_replica_host(stack: &mut Stack, app: &str, leader: &str) -> Result<usize> {
+    let site = stack.site(0).clone();
+    let before = stack.containers(&site, app).await?;
+    let victim = before.iter().find(|c| c.host != leader).map(|c| c.host.clone()).expect("a replica off the leader");
+    let j = stack.sites[0].host_index(&victim);
+    stack.sites[0].kill_host(j).await;
+    stack.power_off_containers(&site, &victim).await?;
+    wait_moved(stack, &site, app, &before, &victim).await?;
+    Ok(j)
 }
 
 /// Waits until `app` runs 2 containers again, none on `victim`, and the replicas on other
