@@ -121,16 +121,8 @@ impl<T: Message + Clone + Send + 'static> Mirror<T> {
         let _ = l.wait_for(|v| *v).await;
     }
 
-    pub fn is_loaded(&self) -> bool {
-        *self.loaded.borrow()
-    }
-
     /// Every value now, by key.
     pub fn snapshot(&self) -> BTreeMap<String, Entry<T>> {
         self.map.lock().expect("mirror lock").clone()
-    }
-
-    pub fn get(&self, key: &str) -> Option<Entry<T>> {
-        self.map.lock().expect("mirror lock").get(key).cloned()
     }
 }

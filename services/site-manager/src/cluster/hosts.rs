@@ -35,13 +35,7 @@ impl HostBeat {
     }
 }
 
-/// The hosts that beat within `dead_after`, sorted by name. `me` counts as live whatever its
-/// last beat: a leader busy enough to delay its own beat is still there to run its replicas.
-pub fn live(view: &ClusterView, dead_after: Duration, me: &edge_types::Name) -> Vec<HostInventory> {
-    view.hosts
-        .snapshot()
-        .into_values()
-        .filter(|e| e.seen.elapsed() < dead_after || &e.value.inventory.host == me)
-        .map(|e| e.value.inventory)
-        .collect()
+/// The hosts that beat within `dead_after`, sorted by name.
+pub fn live(view: &ClusterView, dead_after: Duration) -> Vec<HostInventory> {
+    view.hosts.snapshot().into_values().filter(|e| e.seen.elapsed() < dead_after).map(|e| e.value.inventory).collect()
 }

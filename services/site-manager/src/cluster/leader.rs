@@ -66,11 +66,11 @@ impl Leader {
     }
 
     async fn pass(&mut self) {
-        let mut live = hosts::live(&self.view, self.dead_after, &self.me);
-        if !live.iter().any(|h| h.host == self.me) {
-            live.push(self.own.clone());
-            live.sort_by(|a, b| a.host.cmp(&b.host));
-        }
+        // This host is live by definition, also before its first beat is read back.
+        let mut live = hosts::live(&self.view, self.dead_after);
+        live.retain(|h| h.host != self.me);
+        live.push(self.own.clone());
+        live.sort_by(|a, b| a.host.cmp(&b.host));
         let desired = self.desired.lock().expect("desired lock").clone();
         let stored = self.view.assignments.snapshot();
         let previous: BTreeMap<Name, Assignment> =
