@@ -240,7 +240,7 @@ async fn write_pass(
 enum Ceiling {
     /// A plain file stream, one subject, no message ids: what JetStream does at least per message.
     Plain,
-    /// A file stream configured as DESIRED (one message per subject, 2-minute dedupe window),
+    /// A file stream configured as DESIRED (one message per subject, its dedupe window),
     /// a subject and a `Nats-Msg-Id` of the same shape per message.
     LikeDesired,
 }
@@ -257,7 +257,7 @@ async fn ceiling(kind: Ceiling, n: u64, size: usize, window: usize) -> Result<Pa
         subjects: vec!["bench.>".into()],
         storage: stream::StorageType::File,
         max_messages_per_subject: if like { 1 } else { 0 },
-        duplicate_window: Duration::from_secs(120),
+        duplicate_window: if like { topology::DESIRED_DEDUPE_WINDOW } else { Duration::from_secs(120) },
         allow_direct: like,
         ..Default::default()
     })
