@@ -188,7 +188,7 @@ fn decide_precomputed(specs: &[AppSpec], policies: &[Policy], orders: &LabelOrde
     let mut matched = 0;
     for (spec, policy) in specs.iter().zip(policies) {
         for (site, l) in sites.iter().zip(&labels) {
-            if policy.sites.matches_in(l, orders) && policy.selects(spec, site, orders) {
+            if policy.sites.matches_in(l, orders) && policy.hosts_fit(spec, site, orders) {
                 matched += 1;
             }
         }
@@ -217,7 +217,7 @@ async fn write_pass(
     for (spec, policy) in specs.iter().zip(policies) {
         matched.clear();
         for (site, l) in sites.iter().zip(&labels) {
-            if policy.sites.matches_in(l, orders) && policy.selects(spec, site, orders) {
+            if policy.sites.matches_in(l, orders) && policy.hosts_fit(spec, site, orders) {
                 matched.push(&site.site);
             }
         }

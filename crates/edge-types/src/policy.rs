@@ -94,11 +94,19 @@ impl Policy {
     /// Whether the site is selected: its labels match, and every service has enough hosts that
     /// match and are big enough.
     pub fn selects(&self, spec: &AppSpec, site: &SiteRecord, orders: &LabelOrders) -> bool {
-        if !self.sites.matches_in(&site.effective_labels(), orders) {
-            return false;
-        }
+        self.sites.matches_in(&site.effective_labels(), orders) && self.hosts_fit(spec, site, orders)
+    }
+
+    /// The host half of [`Policy::selects`], for a caller that has matched the site's labels
+    /// already (with labels it merged once for many apps).
+    pub fn hosts_fit(&self, spec: &AppSpec, site: &SiteRecord, orders: &LabelOrders) -> bool {
         if self.hosts.terms().is_empty() && !spec.services.iter().any(needs_capacity) {
             return true; // the common case: no host constraint at all
+        }
+        if self.hosts.terms().is_empty() && !spec.services.iter().any(|s| s.anti_affinity) {
+            // Sizes only: some host big enough for each service, without building reasons.
+            let fits = |s: &ServiceSpec| site.hosts.iter().any(|h| shortfall(s, h).is_none());
+            return !site.hosts.is_empty() && spec.services.iter().all(fits);
         }
         let fits: Vec<HostFit> = site.hosts.iter().map(|h| self.host_fit(spec, h, orders)).collect();
         service_gaps(spec, &fits).is_empty()
