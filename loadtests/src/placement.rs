@@ -213,18 +213,21 @@ async fn write_pass(
 
     let meter = Meter::start(hub.pid().unwrap_or(0));
     let labels: Vec<Labels> = sites.iter().map(SiteRecord::effective_labels).collect();
-    let mut matched = Vec::with_capacity(sites.len());
     for (spec, policy) in specs.iter().zip(policies) {
-        matched.clear();
+        let mut d: Option<DesiredApp> = None;
         for (site, l) in sites.iter().zip(&labels) {
             if policy.sites.matches_in(l, orders) && policy.hosts_fit(spec, site, orders) {
-                matched.push(&site.site);
+                // What the scheduler writes: one whole state per selected site.
+                let d = match d.as_mut() {
+                    Some(d) => d,
+                    None => d.insert(serde_json::from_value(
+                        json!({"site": site.site, "app": spec.name, "generation": 1, "spec": spec}),
+                    )?),
+                };
+                d.site = site.site.clone();
+                writer.write(d, 0).await?;
             }
         }
-        let Some(first) = matched.first() else { continue };
-        let d: DesiredApp =
-            serde_json::from_value(json!({"site": first, "app": spec.name, "generation": 1, "spec": spec}))?;
-        writer.write_to_sites(&d, matched.iter().copied(), 0).await?;
     }
     writer.flush().await?;
     let pass = meter.stop();

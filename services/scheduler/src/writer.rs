@@ -8,15 +8,12 @@ use std::future::IntoFuture;
 use async_nats::jetstream::{self, context::PublishAckFuture, message::PublishMessage, publish::PublishAck};
 use edge_bus::topology::STREAM_DESIRED;
 use edge_types::desired::DesiredApp;
-use edge_types::{subject, Name};
+use edge_types::subject;
 use futures::stream::{FuturesUnordered, StreamExt};
 
 use crate::error::SchedulerError;
 
 type AckFuture = <PublishAckFuture as IntoFuture>::IntoFuture;
-
-/// How the JSON of every desired state begins: its first field is the site.
-const SITE_PREFIX: &[u8] = br#"{"site":""#;
 
 /// Pipelined, acknowledged writer of [`DesiredApp`]s to the DESIRED stream.
 ///
@@ -61,47 +58,6 @@ impl DesiredWriter {
     pub async fn write(&mut self, d: &DesiredApp, after: u64) -> Result<(), SchedulerError> {
         let payload = serde_json::to_vec(d).expect("desired state serializes");
         self.send(d, payload, after).await
-    }
-
-    /// Writes `template` to each of `sites` in turn (its `site` replaced), as [`write`](Self::write)
-    /// would, but serializes the spec once: a placement pass writes one spec to many sites, and
-    /// serializing it again for each would cost about as much as the publish itself.
-    pub async fn write_to_sites<'a>(
-        &mut self,
-        template: &DesiredApp,
-        sites: impl IntoIterator<Item = &'a Name>,
-        after: u64,
-    ) -> Result<(), SchedulerError> {
-        let mut d = template.clone();
-        let json = serde_json::to_vec(&d).expect("desired state serializes");
-        // `site` is the first field and a name needs no escaping, so the JSON at another site is
-        // SITE_PREFIX + site + rest. Checked against serde on the first site; if the layout ever
-        // differs, every message is serialized whole.
-        let head = SITE_PREFIX.len() + d.site.as_str().len();
-        let mut splice =
-            json.starts_with(SITE_PREFIX) && json[SITE_PREFIX.len()..].starts_with(d.site.as_str().as_bytes());
-        let rest = &json[head.min(json.len())..];
-        let spliced = |site: &Name| {
-            let mut p = Vec::with_capacity(SITE_PREFIX.len() + site.as_str().len() + rest.len());
-            p.extend_from_slice(SITE_PREFIX);
-            p.extend_from_slice(site.as_str().as_bytes());
-            p.extend_from_slice(rest);
-            p
-        };
-        let mut checked = false;
-        for site in sites {
-            d.site = site.clone();
-            let payload = if splice && checked {
-                spliced(site)
-            } else {
-                let whole = serde_json::to_vec(&d).expect("desired state serializes");
-                splice = splice && spliced(site) == whole;
-                checked = true;
-                whole
-            };
-            self.send(&d, payload, after).await?;
-        }
-        Ok(())
     }
 
     async fn send(&mut self, d: &DesiredApp, payload: Vec<u8>, after: u64) -> Result<(), SchedulerError> {
@@ -150,10 +106,5 @@ impl DesiredWriter {
     /// Payload bytes sent (JSON, without headers).
     pub fn payload_bytes(&self) -> u64 {
         self.payload_bytes
-    }
-
-    /// Acks not yet received.
-    pub fn outstanding(&self) -> usize {
-        self.acks.len()
     }
 }
