@@ -121,8 +121,8 @@ impl Leader {
         for d in desired.values() {
             let of_app: Vec<&AppStatusReport> =
                 by_host.iter().filter(|(_, r)| r.app == d.app).map(|(_, r)| r).collect();
-            let a = next.get(&d.app).or_else(|| previous.get(&d.app));
-            merged.push(merge(&self.site, d, a.filter(|_| d.spec.is_some()), &of_app));
+            // `next` holds an assignment for every app with a spec, none for tombstones.
+            merged.push(merge(&self.site, d, next.get(&d.app), &of_app));
         }
         self.publisher.publish_changed(merged).await;
 
