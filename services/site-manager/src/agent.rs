@@ -38,6 +38,8 @@ pub struct Agent {
     facts: Facts,
     /// Per container: restarts in the current crash streak and when the last one was.
     streaks: HashMap<String, (u32, Instant)>,
+    /// Passes already scheduled for the end of a back-off, so each is scheduled once.
+    wakes: std::collections::BTreeSet<Instant>,
     status: HostStatusWriter,
 }
 
@@ -63,6 +65,7 @@ impl Agent {
             window: None,
             facts: Facts::default(),
             streaks: HashMap::new(),
+            wakes: Default::default(),
             status,
         }
     }
@@ -192,8 +195,13 @@ impl Agent {
         }
     }
 
-    /// Runs a pass at `when` (a restart that waits out its back-off).
-    fn wake_at(&self, when: Instant) {
+    /// Runs a pass at `when` (a restart that waits out its back-off), once per instant.
+    fn wake_at(&mut self, when: Instant) {
+        let now = Instant::now();
+        self.wakes.retain(|w| *w > now);
+        if !self.wakes.insert(when) {
+            return;
+        }
         let changed = self.changed.clone();
         tokio::spawn(async move {
             tokio::time::sleep_until(when.into()).await;
