@@ -70,6 +70,11 @@ pub struct ServiceSpec {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 2))]
     pub devices: Vec<DeviceKind>,
+    /// Secrets the container receives: as the file `/run/secrets/<name>` (tmpfs, read-only)
+    /// or as an environment variable. A container starts only once its secrets are at the site.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 16))]
+    pub secrets: Vec<crate::secret::SecretRef>,
 }
 
 /// A kind of device node a container can be given.
@@ -215,6 +220,9 @@ impl AppSpec {
                 }
             }
         }
+        for (i, svc) in self.services.iter().enumerate() {
+            check_secrets(i, svc)?;
+        }
         if let Some(r) = &self.rollout {
             crate::selector::Selector::parse(&r.canary).map_err(|e| SpecError {
                 pointer: "/rollout/canary".into(),
@@ -235,6 +243,11 @@ impl AppSpec {
         Ok(policy)
     }
 
+    /// Names of the secrets any service references (tenant `default`), sorted, once each.
+    pub fn secret_names(&self) -> std::collections::BTreeSet<Name> {
+        self.services.iter().flat_map(|s| s.secrets.iter().map(|r| r.name.clone())).collect()
+    }
+
     /// A stable digest of the whole spec; applying an identical spec is a no-op.
     pub fn digest(&self) -> String {
         digest_json(self)
@@ -249,8 +262,64 @@ impl ServiceSpec {
     }
 }
 
+/// A service's secret references: each secret once, no variable set twice, `in-place` only
+/// for files (a process cannot see its environment change).
+fn check_secrets(i: usize, svc: &ServiceSpec) -> Result<(), SpecError> {
+    let mut names = std::collections::BTreeSet::new();
+    for (j, r) in svc.secrets.iter().enumerate() {
+        let err = |field: &str, message: String| SpecError { pointer: format!("/services/{i}/secrets/{j}{field}"), message };
+        if !names.insert(&r.name) {
+            return Err(err("/name", format!("secret {:?} is referenced twice", r.name.as_str())));
+        }
+        if let Some(var) = &r.env {
+            if svc.env.contains_key(var) || svc.secrets[..j].iter().any(|o| o.env.as_ref() == Some(var)) {
+                return Err(err("/env", format!("environment variable {var} is set twice")));
+            }
+            if r.on_rotate == crate::secret::OnRotate::InPlace {
+                return Err(err(
+                    "/on_rotate",
+                    "in-place needs a file: a running process cannot see its environment change".into(),
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Hex SHA-256 (first 16 bytes) of a value's canonical JSON (maps are ordered).
 pub fn digest_json<T: Serialize>(value: &T) -> String {
     let bytes = serde_json::to_vec(value).expect("wire types always serialize");
     hex::encode(&Sha256::digest(bytes)[..16])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(secrets: serde_json::Value) -> AppSpec {
+        serde_json::from_value(serde_json::json!({
+            "name": "web", "version": "1", "placement": {"sites": ""},
+            "services": [{"name": "api", "image": "edge/busybox:v1", "env": {"MODE": "x"}, "secrets": secrets}],
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn secret_references_are_checked() {
+        let ok = spec(serde_json::json!([{"name": "db"}, {"name": "token", "env": "TOKEN"}]));
+        ok.check().unwrap();
+        assert_eq!(ok.secret_names().into_iter().map(|n| n.to_string()).collect::<Vec<_>>(), ["db", "token"]);
+        let pointer = |v| spec(v).check().unwrap_err().pointer;
+        assert_eq!(pointer(serde_json::json!([{"name": "db"}, {"name": "db", "env": "X"}])), "/services/0/secrets/1/name");
+        assert_eq!(pointer(serde_json::json!([{"name": "db", "env": "MODE"}])), "/services/0/secrets/0/env");
+        assert_eq!(
+            pointer(serde_json::json!([{"name": "a", "env": "X"}, {"name": "b", "env": "X"}])),
+            "/services/0/secrets/1/env"
+        );
+        assert_eq!(
+            pointer(serde_json::json!([{"name": "a", "env": "X", "on_rotate": "in-place"}])),
+            "/services/0/secrets/0/on_rotate"
+        );
+        spec(serde_json::json!([{"name": "a", "on_rotate": "in-place"}])).check().unwrap();
+    }
 }

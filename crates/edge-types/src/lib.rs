@@ -9,6 +9,7 @@ pub mod names;
 pub mod policy;
 pub mod rollout;
 pub mod schema;
+pub mod secret;
 pub mod selector;
 pub mod site;
 pub mod status;

@@ -18,6 +18,7 @@ use crate::app::AppSpec;
 use crate::cluster::{Assignment, HostState, LeaderLease};
 use crate::desired::{DesiredApp, EventsWatermark};
 use crate::rollout::{HistoryReply, RollbackRequest, RolloutControl, RolloutControlReply, RolloutStatusReply};
+use crate::secret::{AuditEvent, SealedSecret, SecretDeleteReply, SecretInfo, SecretListReply, SecretListRequest, SecretName, SecretWrite};
 use crate::site::{Heartbeat, SiteRecord, SiteRegistration};
 use crate::status::AppStatusReport;
 
@@ -72,6 +73,14 @@ messages!(
     RolloutControlReply,
     HistoryReply,
     RollbackRequest,
+    SecretWrite,
+    SecretName,
+    SecretListRequest,
+    SecretInfo,
+    SecretListReply,
+    SecretDeleteReply,
+    SealedSecret,
+    AuditEvent,
 );
 
 /// The schema a type generates (draft 2020-12).

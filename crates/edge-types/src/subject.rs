@@ -5,8 +5,11 @@
 //! edge.v1.api.<noun>.<verb>            request/reply API of the central services
 //! edge.v1.desired.<site>.<app>         desired state of one app at one site (hub stream DESIRED)
 //! edge.v1.desired.<site>._watermark    how far the hub has processed the site's events
+//! edge.v1.desired.<site>._secret.<tenant>.<name>   a secret sealed to the site (or withdrawn)
 //! edge.v1.site.<site>.status.<app>     an app's observed status at a site (site stream SITE_EVENTS)
 //! edge.v1.site.<site>.registration     call-home record of a site and its hosts (SITE_EVENTS)
+//! edge.v1.site.<site>.audit            audit events of a site: secrets read, refused (SITE_EVENTS)
+//! edge.v1.audit.secret.<tenant>.<name> audit events of the secrets service (hub stream AUDIT)
 //! edge.v1.hb.<site>                    liveness heartbeat, core NATS only (not stored)
 //! ```
 
@@ -32,10 +35,15 @@ pub enum ApiOp {
     SiteList,
     SiteLabel,
     SiteRegister,
+    SecretPut,
+    SecretRotate,
+    SecretList,
+    SecretDescribe,
+    SecretDelete,
 }
 
 impl ApiOp {
-    pub const ALL: [ApiOp; 14] = [
+    pub const ALL: [ApiOp; 19] = [
         ApiOp::AppApply,
         ApiOp::AppList,
         ApiOp::AppGet,
@@ -50,6 +58,11 @@ impl ApiOp {
         ApiOp::SiteList,
         ApiOp::SiteLabel,
         ApiOp::SiteRegister,
+        ApiOp::SecretPut,
+        ApiOp::SecretRotate,
+        ApiOp::SecretList,
+        ApiOp::SecretDescribe,
+        ApiOp::SecretDelete,
     ];
 
     /// `(noun, verb)` of the operation.
@@ -69,6 +82,19 @@ impl ApiOp {
             ApiOp::SiteList => ("site", "list"),
             ApiOp::SiteLabel => ("site", "label"),
             ApiOp::SiteRegister => ("site", "register"),
+            ApiOp::SecretPut => ("secret", "put"),
+            ApiOp::SecretRotate => ("secret", "rotate"),
+            ApiOp::SecretList => ("secret", "list"),
+            ApiOp::SecretDescribe => ("secret", "describe"),
+            ApiOp::SecretDelete => ("secret", "delete"),
+        }
+    }
+
+    /// The service that answers the operation: `secrets` for `secret.*`, else `scheduler`.
+    pub fn service(self) -> &'static str {
+        match self.parts().0 {
+            "secret" => "secrets",
+            _ => "scheduler",
         }
     }
 
@@ -93,6 +119,32 @@ pub fn desired(site: &Name, app: &Name) -> String {
 /// from app names, which cannot start with one).
 pub fn events_watermark(site: &Name) -> String {
     format!("{PREFIX}.desired.{site}._watermark")
+}
+
+/// `edge.v1.desired.<site>._secret.<tenant>.<name>`: a secret sealed to one site, travelling
+/// with its desired state (the `_` keeps it apart from app names).
+pub fn sealed_secret(site: &Name, tenant: &Name, name: &Name) -> String {
+    format!("{PREFIX}.desired.{site}._secret.{tenant}.{name}")
+}
+
+/// Every sealed secret of every site (a filter of the hub's DESIRED).
+pub fn sealed_secret_all() -> String {
+    format!("{PREFIX}.desired.*._secret.>")
+}
+
+/// `edge.v1.site.<site>.audit`
+pub fn site_audit(site: &Name) -> String {
+    format!("{PREFIX}.site.{site}.audit")
+}
+
+/// `edge.v1.audit.secret.<tenant>.<name>`
+pub fn audit_secret(tenant: &Name, name: &Name) -> String {
+    format!("{PREFIX}.audit.secret.{tenant}.{name}")
+}
+
+/// Every audit subject: what the hub stream AUDIT binds.
+pub fn audit_all() -> String {
+    format!("{PREFIX}.audit.>")
 }
 
 /// Every desired-state subject: what the hub stream DESIRED binds.
@@ -141,6 +193,9 @@ pub enum Subject {
     Api(ApiOp),
     Desired { site: Name, app: Name },
     EventsWatermark { site: Name },
+    SealedSecret { site: Name, tenant: Name, name: Name },
+    SiteAudit { site: Name },
+    AuditSecret { tenant: Name, name: Name },
     SiteStatus { site: Name, app: Name },
     SiteRegistration { site: Name },
     Heartbeat { site: Name },
@@ -167,6 +222,11 @@ pub fn parse(subject: &str) -> Result<Subject, SubjectError> {
             .map(Subject::Api)
             .ok_or_else(|| err("unknown operation")),
         ["desired", site, "_watermark"] => Ok(Subject::EventsWatermark { site: name(site)? }),
+        ["desired", site, "_secret", tenant, secret] => {
+            Ok(Subject::SealedSecret { site: name(site)?, tenant: name(tenant)?, name: name(secret)? })
+        }
+        ["site", site, "audit"] => Ok(Subject::SiteAudit { site: name(site)? }),
+        ["audit", "secret", tenant, secret] => Ok(Subject::AuditSecret { tenant: name(tenant)?, name: name(secret)? }),
         ["desired", site, app] => Ok(Subject::Desired { site: name(site)?, app: name(app)? }),
         ["site", site, "status", app] => Ok(Subject::SiteStatus { site: name(site)?, app: name(app)? }),
         ["site", site, "registration"] => Ok(Subject::SiteRegistration { site: name(site)? }),
@@ -190,6 +250,13 @@ mod tests {
         assert_eq!(parse(&site_status(&s, &a)).unwrap(), Subject::SiteStatus { site: s.clone(), app: a });
         assert_eq!(parse(&site_registration(&s)).unwrap(), Subject::SiteRegistration { site: s.clone() });
         assert_eq!(parse(&events_watermark(&s)).unwrap(), Subject::EventsWatermark { site: s.clone() });
+        let (t, x) = (n("default"), n("db-password"));
+        assert_eq!(
+            parse(&sealed_secret(&s, &t, &x)).unwrap(),
+            Subject::SealedSecret { site: s.clone(), tenant: t.clone(), name: x.clone() }
+        );
+        assert_eq!(parse(&site_audit(&s)).unwrap(), Subject::SiteAudit { site: s.clone() });
+        assert_eq!(parse(&audit_secret(&t, &x)).unwrap(), Subject::AuditSecret { tenant: t, name: x });
         assert_eq!(parse(&heartbeat(&s)).unwrap(), Subject::Heartbeat { site: s });
         for op in ApiOp::ALL {
             assert_eq!(parse(&op.subject()).unwrap(), Subject::Api(op));
