@@ -1,5 +1,5 @@
-//! The services whose capabilities come later still register with the NATS service API and
-//! answer health.
+//! Every central service besides the scheduler registers with the NATS service API and answers
+//! health.
 
 use std::time::Duration;
 
@@ -13,10 +13,16 @@ async fn secrets_registry_sync_and_telemetry_answer_ping_and_health() -> Result<
     let hub = NatsServer::hub().await?;
     let shutdown = CancellationToken::new();
     let url = hub.url();
+    let (url_for_secrets, sd_secrets) = (url.clone(), shutdown.clone());
     let mut tasks = tokio::task::JoinSet::new();
-    tasks.spawn(secrets::run(secrets::Config { nats_url: url.clone() }, shutdown.clone()));
-    tasks.spawn(registry_sync::run(registry_sync::Config { nats_url: url.clone() }, shutdown.clone()));
-    tasks.spawn(telemetry::run(telemetry::Config { nats_url: url.clone() }, shutdown.clone()));
+    let keys = tempfile::tempdir()?;
+    tasks.spawn(async move {
+        secrets::run(secrets::Config::new(url_for_secrets, keys.path().join("master.key")), sd_secrets).await.map_err(|e| e.to_string())
+    });
+    let (u, sd) = (url.clone(), shutdown.clone());
+    tasks.spawn(async move { registry_sync::run(registry_sync::Config { nats_url: u }, sd).await.map_err(|e| e.to_string()) });
+    let (u, sd) = (url.clone(), shutdown.clone());
+    tasks.spawn(async move { telemetry::run(telemetry::Config { nats_url: u }, sd).await.map_err(|e| e.to_string()) });
 
     let client = async_nats::connect(&url).await?;
     for name in ["secrets", "registry-sync", "telemetry"] {
@@ -43,7 +49,7 @@ async fn secrets_registry_sync_and_telemetry_answer_ping_and_health() -> Result<
 
     shutdown.cancel();
     while let Some(r) = tasks.join_next().await {
-        r??;
+        r?.map_err(anyhow::Error::msg)?;
     }
     Ok(())
 }

@@ -13,6 +13,11 @@ struct Health<'a> {
     version: &'a str,
 }
 
+/// The body of a health reply.
+pub fn health_body(name: &str, version: &str) -> Vec<u8> {
+    serde_json::to_vec(&Health { status: "ok", service: name, version }).expect("health serializes")
+}
+
 /// Serves `edge.v1.<name>.health` until `shutdown` is cancelled.
 pub async fn serve_health(
     client: &async_nats::Client,
@@ -28,7 +33,7 @@ pub async fn serve_health(
             _ = shutdown.cancelled() => break,
             req = endpoint.next() => {
                 let Some(req) = req else { break };
-                let body = serde_json::to_vec(&Health { status: "ok", service: name, version })?;
+                let body = health_body(name, version);
                 if let Err(e) = req.respond(Ok(body.into())).await {
                     tracing::warn!(error = %e, "health reply failed");
                 }

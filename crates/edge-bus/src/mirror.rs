@@ -36,12 +36,18 @@ pub struct Mirror<T> {
 impl<T: Message + Clone + Send + 'static> Mirror<T> {
     /// Starts following `kv`; `changed` is notified after every change.
     pub fn follow(kv: Store, changed: Signal, shutdown: CancellationToken) -> Self {
+        Self::follow_prefix(kv, "", changed, shutdown)
+    }
+
+    /// Starts following the keys of `kv` that start with `prefix` (which ends with `.`, or is
+    /// empty for every key), for buckets that hold values of several types.
+    pub fn follow_prefix(kv: Store, prefix: &'static str, changed: Signal, shutdown: CancellationToken) -> Self {
         let (loaded_tx, loaded) = watch::channel(false);
         let mirror = Self { map: Default::default(), loaded, rejected: Default::default() };
         let m = mirror.clone();
         tokio::spawn(async move {
             while !shutdown.is_cancelled() {
-                if let Err(e) = m.follow_once(&kv, &changed, &loaded_tx, &shutdown).await {
+                if let Err(e) = m.follow_once(&kv, prefix, &changed, &loaded_tx, &shutdown).await {
                     tracing::warn!(bucket = %kv.name, error = %e, "KV watch failed; restarting it");
                 }
                 tokio::select! {
@@ -56,13 +62,20 @@ impl<T: Message + Clone + Send + 'static> Mirror<T> {
     async fn follow_once(
         &self,
         kv: &Store,
+        prefix: &str,
         changed: &Signal,
         loaded: &watch::Sender<bool>,
         shutdown: &CancellationToken,
     ) -> Result<(), async_nats::Error> {
         // The watch delivers the last value of every key, then each change.
-        let mut watch = kv.watch_with_history(">").await?;
-        let empty = kv.status().await?.values() == 0;
+        let mut watch = kv.watch_with_history(format!("{prefix}>")).await?;
+        let empty = if prefix.is_empty() {
+            kv.status().await?.values() == 0
+        } else {
+            use futures::TryStreamExt;
+            let keys: Vec<String> = kv.keys().await?.try_collect().await?;
+            !keys.iter().any(|k| k.starts_with(prefix))
+        };
         if empty {
             loaded.send_replace(true);
         }

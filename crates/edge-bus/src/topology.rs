@@ -6,7 +6,10 @@
 //!   of each (site, app).
 //! - stream `SITE_EVENTS` binds nothing; it sources every registered site's `SITE_EVENTS` through
 //!   `$JS.<site>.API`, so site events reach the hub once the link is up, however long it was down.
-//! - KV buckets `edge_apps`, `edge_sites`, `edge_status`.
+//! - KV buckets `edge_apps`, `edge_sites`, `edge_status`, `edge_secrets` (secrets, encrypted
+//!   with their tenant's data key) and `edge_secret_keys` (data keys wrapped by the master key).
+//! - stream `AUDIT` binds `edge.v1.audit.>`: who did what to which secret, kept a year.
+//! - sealed secrets travel in `DESIRED` too, as `edge.v1.desired.<site>._secret.<tenant>.<name>`.
 //!
 //! Site (domain = site id):
 //! - stream `DESIRED` binds nothing; it sources the hub's `DESIRED` filtered to
@@ -32,6 +35,9 @@ pub const STREAM_SITE_EVENTS: &str = "SITE_EVENTS";
 pub const BUCKET_APPS: &str = "edge_apps";
 pub const BUCKET_SITES: &str = "edge_sites";
 pub const BUCKET_STATUS: &str = "edge_status";
+pub const BUCKET_SECRETS: &str = "edge_secrets";
+pub const BUCKET_SECRET_KEYS: &str = "edge_secret_keys";
+pub const STREAM_AUDIT: &str = "AUDIT";
 pub const BUCKET_HOSTS: &str = "edge_hosts";
 pub const BUCKET_LEADER: &str = "edge_leader";
 pub const BUCKET_ASSIGN: &str = "edge_assign";
@@ -79,6 +85,7 @@ pub struct HubBuckets {
     pub apps: kv::Store,
     pub sites: kv::Store,
     pub status: kv::Store,
+    pub secrets: kv::Store,
 }
 
 /// Ensures the hub's streams and buckets.
@@ -105,18 +112,28 @@ pub async fn ensure_hub(js: &jetstream::Context) -> Result<HubBuckets, BusError>
     })
     .await
     .map_err(|e| BusError::js("ensure hub stream SITE_EVENTS", e))?;
-    let mut stores = Vec::new();
-    for (name, description) in [
-        (BUCKET_APPS, "Applied applications by name"),
-        (BUCKET_SITES, "Registered sites by id"),
-        (BUCKET_STATUS, "Latest status report per app and site, key <app>.<site>"),
-    ] {
-        stores.push(ensure_bucket(js, name, description).await?);
-    }
-    let status = stores.pop().expect("three buckets");
-    let sites = stores.pop().expect("three buckets");
-    let apps = stores.pop().expect("three buckets");
-    Ok(HubBuckets { apps, sites, status })
+    Ok(HubBuckets {
+        apps: ensure_bucket(js, BUCKET_APPS, "Applied applications by name").await?,
+        sites: ensure_bucket(js, BUCKET_SITES, "Registered sites by id").await?,
+        status: ensure_bucket(js, BUCKET_STATUS, "Latest status report per app and site, key <app>.<site>").await?,
+        secrets: ensure_bucket(js, BUCKET_SECRETS, "Secrets per tenant, key <tenant>.<name>, values encrypted").await?,
+    })
+}
+
+/// Ensures what only the `secrets` service uses: the wrapped data keys and the audit stream.
+pub async fn ensure_secret_store(js: &jetstream::Context) -> Result<kv::Store, BusError> {
+    js.get_or_create_stream(stream::Config {
+        name: STREAM_AUDIT.into(),
+        description: Some("Audit trail: who stored, rotated, distributed or withdrew which secret".into()),
+        subjects: vec![subject::audit_all()],
+        storage: stream::StorageType::File,
+        max_age: 365 * DAY,
+        duplicate_window: DEDUPE_WINDOW,
+        ..Default::default()
+    })
+    .await
+    .map_err(|e| BusError::js("ensure hub stream AUDIT", e))?;
+    ensure_bucket(js, BUCKET_SECRET_KEYS, "Data keys per tenant and the sealing key, wrapped by the master key").await
 }
 
 /// Opens a KV bucket (file storage, one value per key), creating it if it does not exist.

@@ -44,6 +44,11 @@ impl Key {
         Ok(Self(Zeroizing::new(arr)))
     }
 
+    /// The key as 64 hex digits, for a key file.
+    pub fn to_hex(&self) -> zeroize::Zeroizing<String> {
+        Zeroizing::new(self.0.iter().map(|b| format!("{b:02x}")).collect())
+    }
+
     /// Encrypts `plaintext` bound to `context`: base64 of nonce and box.
     pub fn seal(&self, context: &str, plaintext: &[u8]) -> String {
         let cipher = XSalsa20Poly1305::new((&*self.0).into());

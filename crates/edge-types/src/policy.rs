@@ -223,6 +223,7 @@ mod tests {
             hosts,
             agent_version: "t".into(),
             registered_at_ms: 0,
+            public_key: None,
         }
     }
 

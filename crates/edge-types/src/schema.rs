@@ -18,7 +18,7 @@ use crate::app::AppSpec;
 use crate::cluster::{Assignment, HostState, LeaderLease};
 use crate::desired::{DesiredApp, EventsWatermark};
 use crate::rollout::{HistoryReply, RollbackRequest, RolloutControl, RolloutControlReply, RolloutStatusReply};
-use crate::secret::{AuditEvent, SealedSecret, SecretDeleteReply, SecretInfo, SecretListReply, SecretListRequest, SecretName, SecretWrite};
+use crate::secret::{AuditEvent, SealedSecret, SecretDeleteReply, SecretInfo, SecretListReply, SecretListRequest, SecretName, SecretWrite, StoredSecret};
 use crate::site::{Heartbeat, SiteRecord, SiteRegistration};
 use crate::status::AppStatusReport;
 
@@ -81,6 +81,7 @@ messages!(
     SecretDeleteReply,
     SealedSecret,
     AuditEvent,
+    StoredSecret,
 );
 
 /// The schema a type generates (draft 2020-12).

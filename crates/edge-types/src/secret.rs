@@ -136,6 +136,21 @@ pub struct SecretDeleteReply {
     pub name: Name,
 }
 
+/// A secret as the hub stores it (bucket `edge_secrets`, key `<tenant>.<name>`): metadata and
+/// the current value encrypted with the tenant's data key, which the master key wraps.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct StoredSecret {
+    pub tenant: Name,
+    pub name: Name,
+    pub version: u64,
+    pub versions: Vec<SecretVersion>,
+    /// Base64 of nonce and XSalsa20-Poly1305 box of the current value, bound to
+    /// `<tenant>/<name>/<version>`.
+    #[schemars(length(max = 131072))]
+    pub ciphertext: String,
+}
+
 /// A secret on its way to one site (`edge.v1.desired.<site>._secret.<tenant>.<name>`): sealed
 /// to the site's public key by the `secrets` service, or a withdrawal (no `sealed`), which
 /// replaces the ciphertext at the site.

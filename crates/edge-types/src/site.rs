@@ -24,6 +24,10 @@ pub struct SiteRegistration {
     /// site-manager version.
     #[schemars(length(max = 64))]
     pub agent_version: String,
+    /// The site's public xkey (curve25519): secrets reach the site sealed to it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(equal = 56), regex(pattern = r"^X[A-Z2-7]{55}$"))]
+    pub public_key: Option<String>,
 }
 
 /// A label value: up to 63 characters.
@@ -114,6 +118,9 @@ pub struct SiteRecord {
     pub agent_version: String,
     /// When the site last called home, ms since the Unix epoch.
     pub registered_at_ms: u64,
+    /// The site's public xkey, as it last registered it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub public_key: Option<String>,
 }
 
 impl SiteRecord {

@@ -27,9 +27,29 @@ fn checked_spec(hub: &Hub, body: &[u8]) -> Result<(AppSpec, Policy), ApiError> {
     Ok((spec, policy))
 }
 
+/// Every secret the spec references must exist (they are stored by the `secrets` service), so
+/// a typo fails here and not at the sites.
+async fn check_secrets(hub: &Hub, spec: &AppSpec) -> Result<(), ApiError> {
+    let tenant = edge_types::secret::DEFAULT_TENANT;
+    for (i, svc) in spec.services.iter().enumerate() {
+        for (j, r) in svc.secrets.iter().enumerate() {
+            let key = format!("{tenant}.{}", r.name);
+            let exists = hub.buckets.secrets.get(&key).await.map_err(crate::SchedulerError::js)?.is_some();
+            if !exists {
+                return Err(ApiError::invalid(
+                    format!("/services/{i}/secrets/{j}/name"),
+                    format!("invalid request: secret {:?} does not exist; store it first (edgectl secret put)", r.name.as_str()),
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Where a spec would run, and why every other site and host is excluded; changes nothing.
 pub async fn plan(hub: &Hub, body: &[u8]) -> Result<PlanReply, ApiError> {
     let (spec, policy) = checked_spec(hub, body)?;
+    check_secrets(hub, &spec).await?;
     let sites = all_sites(hub).await?;
     let known_site: BTreeSet<String> = sites.iter().flat_map(|s| s.effective_labels().into_keys()).collect();
     let known_host: BTreeSet<String> =
@@ -69,6 +89,7 @@ pub async fn plan(hub: &Hub, body: &[u8]) -> Result<PlanReply, ApiError> {
 /// Validates and stores a spec, then places it. An identical spec changes nothing.
 pub async fn apply(hub: &Hub, body: &[u8]) -> Result<ApplyReply, ApiError> {
     let (spec, policy) = checked_spec(hub, body)?;
+    check_secrets(hub, &spec).await?;
     let _guard = hub.placement.lock().await;
     let key = app_key(&spec.name);
     let digest = spec.digest();

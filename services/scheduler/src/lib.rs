@@ -99,7 +99,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Sche
         .await
         .map_err(SchedulerError::js)?;
     let mut endpoints = Vec::new();
-    for op in ApiOp::ALL {
+    for op in ApiOp::ALL.into_iter().filter(|op| op.service() == "scheduler") {
         let ep = service
             .group(op.group())
             .endpoint_builder()
@@ -169,6 +169,9 @@ async fn serve(hub: &Hub, op: ApiOp, req: async_nats::service::Request) {
         ApiOp::SiteList => reply(hub, op, &req, sites::list(hub, body).await).await,
         ApiOp::SiteLabel => reply(hub, op, &req, sites::label(hub, body).await).await,
         ApiOp::SiteRegister => reply(hub, op, &req, sites::register(hub, body).await).await,
+        ApiOp::SecretPut | ApiOp::SecretRotate | ApiOp::SecretList | ApiOp::SecretDescribe | ApiOp::SecretDelete => {
+            unreachable!("secret operations are the secrets service's; no endpoint is registered here")
+        }
     }
 }
 

@@ -455,6 +455,7 @@ mod tests {
             hosts: vec![],
             agent_version: "t".into(),
             registered_at_ms: 0,
+            public_key: None,
         }
     }
 

@@ -47,11 +47,15 @@ pub async fn upsert_registration(hub: &Hub, reg: &SiteRegistration) -> Result<bo
             hosts: reg.hosts.clone(),
             agent_version: reg.agent_version.clone(),
             registered_at_ms: cur.map(|c| c.registered_at_ms).unwrap_or_else(edge_bus::time::now_ms),
+            public_key: reg.public_key.clone(),
         };
         placement_changed =
             cur.is_none_or(|c| c.effective_labels() != next.effective_labels() || c.hosts != next.hosts);
         if cur.is_some_and(|c| {
-            c.reported_labels == next.reported_labels && c.hosts == next.hosts && c.agent_version == next.agent_version
+            c.reported_labels == next.reported_labels
+                && c.hosts == next.hosts
+                && c.agent_version == next.agent_version
+                && c.public_key == next.public_key
         }) {
             Change::Keep
         } else {

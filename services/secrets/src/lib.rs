@@ -1,24 +1,165 @@
-//! secrets: Stores tenant secrets and delivers them sealed to the sites that need them.
-//!
-//! This release registers the service on the NATS service API (`$SRV.PING`, `$SRV.INFO`,
-//! `$SRV.STATS`) and answers `edge.v1.secrets.health`; its capabilities land in later releases.
+//! secrets: stores tenant secrets encrypted (envelope encryption under a master key) and
+//! delivers each one sealed to the sites whose applications reference it, withdrawing it when
+//! none does. Every action is on the audit trail.
 
+pub mod audit;
+pub mod config;
+pub mod distribute;
+pub mod error;
+pub mod keyring;
+pub mod store;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_nats::jetstream;
+use async_nats::service::ServiceExt;
+use edge_bus::api::respond;
+use edge_bus::mirror::Mirror;
+use edge_bus::signal::Signal;
+use edge_bus::topology::HubBuckets;
+use edge_types::api::AppRecord;
+use edge_types::secret::{SecretInfo, StoredSecret, DEFAULT_TENANT};
+use edge_types::site::SiteRecord;
+use edge_types::subject::ApiOp;
+use edge_types::Name;
+use futures::StreamExt;
 use tokio_util::sync::CancellationToken;
+
+pub use config::Config;
+pub use error::SecretsError;
 
 /// Version announced on the NATS service API.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+const NAME: &str = "secrets";
 
-/// Configuration, from flags or `SECRETS_*` environment variables.
-#[derive(Clone, Debug, clap::Parser)]
-#[command(name = "secrets", version)]
-pub struct Config {
-    /// URL of the hub NATS server.
-    #[arg(long, env = "SECRETS_NATS_URL", default_value = "nats://127.0.0.1:4222")]
-    pub nats_url: String,
+/// Shared state of the service.
+#[derive(Clone)]
+pub struct Secrets {
+    pub js: jetstream::Context,
+    pub buckets: HubBuckets,
+    pub keys: Arc<keyring::Keyring>,
+    pub audit: audit::Audit,
+    pub apps: Mirror<AppRecord>,
+    pub sites: Mirror<SiteRecord>,
+    pub stored: Mirror<StoredSecret>,
+    pub delivered: distribute::Delivered,
+    /// Raised on every change that may change what a site needs.
+    pub changed: Signal,
 }
 
-/// Runs until `shutdown` is cancelled.
-pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), edge_bus::BusError> {
-    let description = "Stores tenant secrets and delivers them sealed to the sites that need them";
-    edge_bus::health::run_health_only(&config.nats_url, "secrets", VERSION, description, shutdown).await
+impl Secrets {
+    /// Applications whose spec references a secret (tenant `default` only, for now).
+    pub fn apps_using(&self, tenant: &Name, name: &Name) -> Vec<Name> {
+        if tenant.as_str() != DEFAULT_TENANT {
+            return Vec::new();
+        }
+        let apps = self.apps.snapshot();
+        apps.values().filter(|e| e.value.spec.secret_names().contains(name)).map(|e| e.value.spec.name.clone()).collect()
+    }
+
+    /// What a reply shows of a secret: metadata, users and sites, never the value.
+    pub fn info(&self, r: &StoredSecret) -> SecretInfo {
+        let delivered = self.delivered.lock().expect("delivered lock");
+        let sites = delivered
+            .iter()
+            .filter(|(t, d)| t.tenant == r.tenant && t.name == r.name && !d.withdrawn)
+            .map(|(t, _)| t.site.clone())
+            .collect();
+        SecretInfo {
+            tenant: r.tenant.clone(),
+            name: r.name.clone(),
+            version: r.version,
+            versions: r.versions.clone(),
+            apps: self.apps_using(&r.tenant, &r.name),
+            sites,
+        }
+    }
+}
+
+/// Runs the service until `shutdown` is cancelled.
+pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), SecretsError> {
+    let master = config.master_key()?;
+    let client = edge_bus::connect(&config.nats_url, NAME, true).await?;
+    let js = edge_bus::topology::hub_js(&client);
+    let buckets = edge_bus::topology::ensure_hub(&js).await?;
+    let key_store = edge_bus::topology::ensure_secret_store(&js).await?;
+    let keys = Arc::new(keyring::Keyring::open(master, key_store).await?);
+    let changed = Signal::new();
+    let s = Secrets {
+        js: js.clone(),
+        apps: Mirror::follow_prefix(buckets.apps.clone(), "app.", changed.clone(), shutdown.clone()),
+        sites: Mirror::follow(buckets.sites.clone(), changed.clone(), shutdown.clone()),
+        stored: Mirror::follow(buckets.secrets.clone(), changed.clone(), shutdown.clone()),
+        buckets,
+        keys,
+        audit: audit::Audit::new(js),
+        delivered: Default::default(),
+        changed,
+    };
+
+    let service = client
+        .service_builder()
+        .description("Stores tenant secrets encrypted and delivers them sealed to the sites that need them")
+        .start(NAME, VERSION)
+        .await
+        .map_err(SecretsError::js)?;
+    let health = service.group(format!("{}.{NAME}", edge_types::subject::PREFIX)).endpoint("health").await;
+    let mut endpoints = vec![health.map_err(SecretsError::js)?.map(|req| (None, req)).boxed()];
+    for op in ApiOp::ALL.into_iter().filter(|op| op.service() == NAME) {
+        let (noun, verb) = op.parts();
+        let ep = service
+            .group(op.group())
+            .endpoint_builder()
+            .name(format!("{noun}-{verb}"))
+            .add(verb)
+            .await
+            .map_err(SecretsError::js)?;
+        endpoints.push(ep.map(move |req| (Some(op), req)).boxed());
+    }
+    let mut requests = futures::stream::select_all(endpoints);
+    let distributor = tokio::spawn(distribute::run(s.clone(), Duration::from_secs(30), shutdown.clone()));
+    tracing::info!(sealing_key = %s.keys.sender.public_key(), "secrets ready");
+
+    let mut inflight = tokio::task::JoinSet::new();
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => break,
+            r = requests.next() => {
+                let Some((op, req)) = r else { break };
+                let s = s.clone();
+                inflight.spawn(async move { serve(&s, op, req).await });
+            }
+        }
+    }
+    drop(requests);
+    while inflight.join_next().await.is_some() {}
+    use edge_bus::shutdown::bounded;
+    bounded("stopping the service API", service.stop()).await;
+    bounded("distribution", distributor).await;
+    bounded("flushing", client.flush()).await;
+    tracing::info!("secrets stopped");
+    Ok(())
+}
+
+async fn serve(s: &Secrets, op: Option<ApiOp>, req: async_nats::service::Request) {
+    let Some(op) = op else {
+        if let Err(e) = req.respond(Ok(edge_bus::health::health_body(NAME, VERSION).into())).await {
+            tracing::warn!(error = %e, "health reply failed");
+        }
+        return;
+    };
+    let body = &req.message.payload;
+    if body.len() > edge_types::schema::MAX_MESSAGE_BYTES {
+        let e = edge_types::schema::DecodeError::TooLarge(body.len());
+        return respond::<()>(&req, Err(edge_bus::api::invalid(e))).await;
+    }
+    match op {
+        ApiOp::SecretPut => respond(&req, store::write(s, body, false).await).await,
+        ApiOp::SecretRotate => respond(&req, store::write(s, body, true).await).await,
+        ApiOp::SecretList => respond(&req, store::list(s, body).await).await,
+        ApiOp::SecretDescribe => respond(&req, store::describe(s, body).await).await,
+        ApiOp::SecretDelete => respond(&req, store::delete(s, body).await).await,
+        other => unreachable!("{other:?} is not registered by the secrets service"),
+    }
 }

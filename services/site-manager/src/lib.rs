@@ -143,6 +143,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Site
         registration: registration_tx,
         site_labels: config.label_map(),
         own: inventory.clone(),
+        public_key: watch::channel(None).1,
     };
     tasks.spawn(leader.run(shutdown.clone()));
     tasks.spawn(callhome::registrar(client.clone(), buffer.clone(), registration_rx, shutdown.clone()));

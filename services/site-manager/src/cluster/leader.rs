@@ -32,6 +32,8 @@ pub struct Leader {
     pub site_labels: BTreeMap<String, LabelValue>,
     /// This host's inventory: live by definition, also before its first beat is read back.
     pub own: edge_types::site::HostInventory,
+    /// The site's public key once this host holds the site key; registered for sealing.
+    pub public_key: tokio::sync::watch::Receiver<Option<String>>,
 }
 
 impl Leader {
@@ -131,6 +133,7 @@ impl Leader {
             labels: self.site_labels.clone(),
             hosts: live,
             agent_version: crate::VERSION.into(),
+            public_key: self.public_key.borrow().clone(),
         };
         self.registration.send_if_modified(|cur| {
             if cur.as_ref() == Some(&reg) {
