@@ -17,10 +17,14 @@ async fn secrets_registry_sync_and_telemetry_answer_ping_and_health() -> Result<
     let mut tasks = tokio::task::JoinSet::new();
     let keys = tempfile::tempdir()?;
     tasks.spawn(async move {
-        secrets::run(secrets::Config::new(url_for_secrets, keys.path().join("master.key")), sd_secrets).await.map_err(|e| e.to_string())
+        secrets::run(secrets::Config::new(url_for_secrets, keys.path().join("master.key")), sd_secrets)
+            .await
+            .map_err(|e| e.to_string())
     });
     let (u, sd) = (url.clone(), shutdown.clone());
-    tasks.spawn(async move { registry_sync::run(registry_sync::Config { nats_url: u }, sd).await.map_err(|e| e.to_string()) });
+    tasks.spawn(async move {
+        registry_sync::run(registry_sync::Config { nats_url: u }, sd).await.map_err(|e| e.to_string())
+    });
     let (u, sd) = (url.clone(), shutdown.clone());
     tasks.spawn(async move { telemetry::run(telemetry::Config { nats_url: u }, sd).await.map_err(|e| e.to_string()) });
 

@@ -2,8 +2,16 @@
 
 use tracing_subscriber::EnvFilter;
 
-/// Installs the global subscriber; `RUST_LOG` wins over `default_filter`.
-pub fn init(default_filter: &str) {
+/// The filter every component logs with: `RUST_LOG` if set, else `default_filter`, with the
+/// Docker client capped at `info` whatever is asked, because its debug lines carry request
+/// and response bodies, and a container's environment holds the secrets given to it as
+/// variables. Secrets never reach a log line.
+pub fn filter(default_filter: &str) -> EnvFilter {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_filter));
-    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_target(false).try_init();
+    filter.add_directive("bollard=info".parse().expect("valid directive"))
+}
+
+/// Installs the global subscriber (see [`filter`]).
+pub fn init(default_filter: &str) {
+    let _ = tracing_subscriber::fmt().with_env_filter(filter(default_filter)).with_target(false).try_init();
 }

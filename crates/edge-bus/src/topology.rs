@@ -18,7 +18,8 @@
 //!   site until the hub has processed them (the hub's watermark, `edge.v1.desired.<site>._watermark`,
 //!   arrives with the desired state and the site purges up to it). Full, it refuses new events.
 //! - KV buckets `edge_hosts`, `edge_leader`, `edge_assign`, `edge_host_status`: the site's own
-//!   cluster (hosts, leader lease, replica placement, per-host status), see `edge_types::cluster`.
+//!   cluster (hosts, leader lease, replica placement, per-host status), see `edge_types::cluster`;
+//!   `edge_keys`: each host's public key and the site key sealed to each host.
 
 use std::time::Duration;
 
@@ -42,6 +43,7 @@ pub const BUCKET_HOSTS: &str = "edge_hosts";
 pub const BUCKET_LEADER: &str = "edge_leader";
 pub const BUCKET_ASSIGN: &str = "edge_assign";
 pub const BUCKET_HOST_STATUS: &str = "edge_host_status";
+pub const BUCKET_KEYS: &str = "edge_keys";
 
 const DEDUPE_WINDOW: Duration = Duration::from_secs(120);
 /// Dedupe window of DESIRED: a writer re-reads a subject's state before writing again, so the
@@ -160,6 +162,7 @@ pub struct SiteBuckets {
     pub leader: kv::Store,
     pub assign: kv::Store,
     pub host_status: kv::Store,
+    pub keys: kv::Store,
 }
 
 /// Ensures a site's cluster buckets in its own domain (`js` must be the site leaf's JetStream).
@@ -169,6 +172,7 @@ pub async fn ensure_site_buckets(js: &jetstream::Context) -> Result<SiteBuckets,
         leader: ensure_bucket(js, BUCKET_LEADER, "The site's leader lease").await?,
         assign: ensure_bucket(js, BUCKET_ASSIGN, "Where each app's replicas run at the site").await?,
         host_status: ensure_bucket(js, BUCKET_HOST_STATUS, "Each host's status per app, key <app>.<host>").await?,
+        keys: ensure_bucket(js, BUCKET_KEYS, "Hosts' public keys and the site key sealed to each host").await?,
     })
 }
 

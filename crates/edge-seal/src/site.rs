@@ -14,7 +14,8 @@ const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STA
 
 /// Seals `payload` from `sender` to the site public key `recipient`.
 pub fn seal(sender: &XKey, recipient: &str, payload: &SecretPayload) -> Result<SealedSecret, SealError> {
-    let to = XKey::from_public_key(recipient).map_err(|_| SealError::BadKey("recipient is not a public xkey".into()))?;
+    let to =
+        XKey::from_public_key(recipient).map_err(|_| SealError::BadKey("recipient is not a public xkey".into()))?;
     let plain = Zeroizing::new(serde_json::to_vec(payload).expect("payload serializes"));
     let boxed = sender.seal(&plain, &to).map_err(|_| SealError::BadKey("sender has no private key".into()))?;
     Ok(SealedSecret {

@@ -267,7 +267,8 @@ impl ServiceSpec {
 fn check_secrets(i: usize, svc: &ServiceSpec) -> Result<(), SpecError> {
     let mut names = std::collections::BTreeSet::new();
     for (j, r) in svc.secrets.iter().enumerate() {
-        let err = |field: &str, message: String| SpecError { pointer: format!("/services/{i}/secrets/{j}{field}"), message };
+        let err =
+            |field: &str, message: String| SpecError { pointer: format!("/services/{i}/secrets/{j}{field}"), message };
         if !names.insert(&r.name) {
             return Err(err("/name", format!("secret {:?} is referenced twice", r.name.as_str())));
         }
@@ -310,7 +311,10 @@ mod tests {
         ok.check().unwrap();
         assert_eq!(ok.secret_names().into_iter().map(|n| n.to_string()).collect::<Vec<_>>(), ["db", "token"]);
         let pointer = |v| spec(v).check().unwrap_err().pointer;
-        assert_eq!(pointer(serde_json::json!([{"name": "db"}, {"name": "db", "env": "X"}])), "/services/0/secrets/1/name");
+        assert_eq!(
+            pointer(serde_json::json!([{"name": "db"}, {"name": "db", "env": "X"}])),
+            "/services/0/secrets/1/name"
+        );
         assert_eq!(pointer(serde_json::json!([{"name": "db", "env": "MODE"}])), "/services/0/secrets/0/env");
         assert_eq!(
             pointer(serde_json::json!([{"name": "a", "env": "X"}, {"name": "b", "env": "X"}])),

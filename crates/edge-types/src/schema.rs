@@ -18,7 +18,10 @@ use crate::app::AppSpec;
 use crate::cluster::{Assignment, HostState, LeaderLease};
 use crate::desired::{DesiredApp, EventsWatermark};
 use crate::rollout::{HistoryReply, RollbackRequest, RolloutControl, RolloutControlReply, RolloutStatusReply};
-use crate::secret::{AuditEvent, SealedSecret, SecretDeleteReply, SecretInfo, SecretListReply, SecretListRequest, SecretName, SecretWrite, StoredSecret};
+use crate::secret::{
+    AuditEvent, SealedSecret, SecretDeleteReply, SecretInfo, SecretListReply, SecretListRequest, SecretName,
+    SecretWrite, StoredSecret,
+};
 use crate::site::{Heartbeat, SiteRecord, SiteRegistration};
 use crate::status::AppStatusReport;
 

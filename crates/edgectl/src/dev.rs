@@ -157,7 +157,13 @@ async fn up(dir: &Path, n: u32) -> Result<()> {
 
     for svc in SERVICES {
         let var = format!("{}_NATS_URL", svc.to_uppercase().replace('-', "_"));
-        state.processes.push(spawn(&dir, svc, &bin(svc)?, &[], &[(var, hub_url.clone())])?);
+        let mut env = vec![(var, hub_url.clone())];
+        if svc == "secrets" {
+            // A development master key, created on first start next to the hub's store.
+            env.push(("SECRETS_MASTER_KEY_FILE".into(), dir.join("hub/master.key").display().to_string()));
+            env.push(("SECRETS_CREATE_MASTER_KEY".into(), "true".into()));
+        }
+        state.processes.push(spawn(&dir, svc, &bin(svc)?, &[], &env)?);
         state.save(&dir)?;
     }
 
@@ -180,6 +186,7 @@ async fn up(dir: &Path, n: u32) -> Result<()> {
             ("SITE_MANAGER_NATS_URL".to_string(), leaf_url.clone()),
             ("SITE_MANAGER_HOST".to_string(), "host-1".to_string()),
             ("SITE_MANAGER_LABELS".to_string(), site_labels(i)),
+            ("SITE_MANAGER_KEY_DIR".to_string(), dir.join(&site).join("keys").display().to_string()),
         ];
         state.processes.push(spawn(&dir, &format!("{site}-manager"), &bin("site-manager")?, &[], &env)?);
         state.save(&dir)?;

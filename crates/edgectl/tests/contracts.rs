@@ -87,7 +87,11 @@ fn asyncapi_addresses_follow_the_grammar() {
             assert!(known.contains(&bucket), "channel {id}: bucket {bucket} is not in the topology");
             continue;
         }
-        let concrete = address.replace("{site}", "site-1").replace("{app}", "web");
+        let concrete = address
+            .replace("{site}", "site-1")
+            .replace("{app}", "web")
+            .replace("{tenant}", "default")
+            .replace("{name}", "db");
         assert!(subject::parse(&concrete).is_ok(), "channel {id}: {address} is not in the grammar");
     }
 }

@@ -38,7 +38,10 @@ async fn check_secrets(hub: &Hub, spec: &AppSpec) -> Result<(), ApiError> {
             if !exists {
                 return Err(ApiError::invalid(
                     format!("/services/{i}/secrets/{j}/name"),
-                    format!("invalid request: secret {:?} does not exist; store it first (edgectl secret put)", r.name.as_str()),
+                    format!(
+                        "invalid request: secret {:?} does not exist; store it first (edgectl secret put)",
+                        r.name.as_str()
+                    ),
                 ));
             }
         }

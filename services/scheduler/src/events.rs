@@ -58,7 +58,9 @@ async fn follow_once(hub: &Hub, shutdown: &CancellationToken) -> Result<(), Sche
         };
         let parsed = subject::parse(&msg.subject);
         let site = match &parsed {
-            Ok(Subject::SiteStatus { site, .. } | Subject::SiteRegistration { site }) => Some(site.clone()),
+            Ok(Subject::SiteStatus { site, .. } | Subject::SiteRegistration { site } | Subject::SiteAudit { site }) => {
+                Some(site.clone())
+            }
             _ => None,
         };
         let upstream = crate::watermark::upstream_sequence(&msg);
@@ -124,6 +126,19 @@ async fn handle(
                 return Err(reject("site in the registration does not match its subject".into()));
             }
             sites::upsert_registration(hub, &reg).await.map(|_| ()).map_err(Handling::Retry)
+        }
+        Subject::SiteAudit { site } => {
+            // Kept in the hub's SITE_EVENTS, where audits are read; validated so a forged one is
+            // counted, and a site's refusal of a sealed secret is logged centrally (no values
+            // travel in audit events).
+            let e: edge_types::secret::AuditEvent = decode(&msg.payload).map_err(|e| reject(e.to_string()))?;
+            if e.site.as_ref() != Some(&site) {
+                return Err(reject("site in the audit event does not match its subject".into()));
+            }
+            if e.action == edge_types::secret::AuditAction::Rejected {
+                tracing::warn!(%site, tenant = %e.tenant, secret = %e.name, version = e.version, detail = ?e.detail, "site refused a sealed secret");
+            }
+            Ok(())
         }
         other => Err(reject(format!("unexpected subject kind {other:?}"))),
     }

@@ -22,7 +22,14 @@ pub struct Audit {
 }
 
 /// An event of `action` on a secret, now.
-pub fn event(actor: &str, action: AuditAction, tenant: &Name, name: &Name, version: u64, site: Option<&Name>) -> AuditEvent {
+pub fn event(
+    actor: &str,
+    action: AuditAction,
+    tenant: &Name,
+    name: &Name,
+    version: u64,
+    site: Option<&Name>,
+) -> AuditEvent {
     AuditEvent {
         at_ms: edge_bus::time::now_ms(),
         actor: actor.chars().take(128).collect(),

@@ -157,7 +157,9 @@ async fn load(js: &jetstream::Context, delivered: &Delivered) -> Result<usize, S
                     let d = Delivery { version: e.version, recipient: e.recipient, withdrawn: e.sealed.is_none(), seq };
                     out.insert(Target { site, tenant, name }, d);
                 }
-                _ => tracing::error!(subject = %msg.subject, "unreadable sealed-secret envelope in DESIRED; it will be rewritten"),
+                _ => {
+                    tracing::error!(subject = %msg.subject, "unreadable sealed-secret envelope in DESIRED; it will be rewritten")
+                }
             }
             if pending == 0 {
                 break;
@@ -276,7 +278,8 @@ pub async fn pass(s: &Secrets) -> Result<(), SecretsError> {
             }
         };
         let kind = if envelope.sealed.is_some() { "seal" } else { "withdraw" };
-        let id = format!("secret.{}.{}.{}.{}.{kind}.{after}", target.site, target.tenant, target.name, envelope.version);
+        let id =
+            format!("secret.{}.{}.{}.{}.{kind}.{after}", target.site, target.tenant, target.name, envelope.version);
         let body = serde_json::to_vec(&envelope).expect("envelopes serialize");
         let msg = PublishMessage::build().payload(body.into()).message_id(id);
         let subj = subject::sealed_secret(&target.site, &target.tenant, &target.name);
@@ -304,7 +307,12 @@ pub async fn pass(s: &Secrets) -> Result<(), SecretsError> {
 type Done = (Target, Delivery, Result<jetstream::publish::PublishAck, jetstream::context::PublishError>);
 
 /// Records an acked write as delivered (and its audit event); keeps the first failure.
-fn settle(s: &Secrets, (target, mut d, ack): Done, audit: &mut Vec<edge_types::secret::AuditEvent>, err: &mut Option<SecretsError>) {
+fn settle(
+    s: &Secrets,
+    (target, mut d, ack): Done,
+    audit: &mut Vec<edge_types::secret::AuditEvent>,
+    err: &mut Option<SecretsError>,
+) {
     match ack {
         Ok(ack) => {
             d.seq = ack.sequence;

@@ -60,7 +60,8 @@ impl Keyring {
 async fn get_or_create(kv: &Store, key: &str, make: impl Fn() -> String) -> Result<String, SecretsError> {
     for _ in 0..3 {
         if let Some(v) = kv.get(key).await.map_err(SecretsError::js)? {
-            return String::from_utf8(v.to_vec()).map_err(|_| SecretsError::MasterKey(format!("stored {key} is not text")));
+            return String::from_utf8(v.to_vec())
+                .map_err(|_| SecretsError::MasterKey(format!("stored {key} is not text")));
         }
         let fresh = make();
         match kv.create(key, fresh.clone().into()).await {

@@ -55,7 +55,10 @@ impl Secrets {
             return Vec::new();
         }
         let apps = self.apps.snapshot();
-        apps.values().filter(|e| e.value.spec.secret_names().contains(name)).map(|e| e.value.spec.name.clone()).collect()
+        apps.values()
+            .filter(|e| e.value.spec.secret_names().contains(name))
+            .map(|e| e.value.spec.name.clone())
+            .collect()
     }
 
     /// What a reply shows of a secret: metadata, users and sites, never the value.

@@ -88,9 +88,8 @@ pub async fn describe(s: &Secrets, body: &[u8]) -> Result<SecretInfo, ApiError> 
 pub async fn list(s: &Secrets, body: &[u8]) -> Result<SecretListReply, ApiError> {
     let req: SecretListRequest = decode(body).map_err(invalid)?;
     let tenant = req.tenant.unwrap_or_else(|| Name::new(DEFAULT_TENANT).expect("valid"));
-    let all = kv::list::<StoredSecret>(&s.buckets.secrets, &format!("{tenant}."))
-        .await
-        .map_err(crate::SecretsError::from)?;
+    let all =
+        kv::list::<StoredSecret>(&s.buckets.secrets, &format!("{tenant}.")).await.map_err(crate::SecretsError::from)?;
     let secrets = all.iter().filter(|(_, r)| r.tenant == tenant).map(|(_, r)| s.info(r)).collect();
     Ok(SecretListReply { secrets })
 }

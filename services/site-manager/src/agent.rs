@@ -14,9 +14,12 @@ use tokio_util::sync::CancellationToken;
 
 use crate::cluster::ClusterView;
 use crate::desired::DesiredMap;
-use crate::reconcile::{plan, wanted, Action, Wanted};
-use crate::runtime::DockerRuntime;
+use crate::reconcile::{gate_secrets, plan, wanted, Action, Wanted};
+use crate::runtime::{DockerRuntime, Resolved};
+use crate::secrets::SiteSecrets;
 use crate::status::{self, Facts, HostStatusWriter};
+use edge_types::secret::OnRotate;
+use std::sync::Arc;
 
 /// Longest wait between restarts of a container that keeps crashing.
 const MAX_RESTART_BACKOFF: Duration = Duration::from_secs(300);
@@ -41,6 +44,8 @@ pub struct Agent {
     /// Passes already scheduled for the end of a back-off, so each is scheduled once.
     wakes: std::collections::BTreeSet<Instant>,
     status: HostStatusWriter,
+    /// The secrets sealed to this site, opened.
+    pub secrets: Arc<SiteSecrets>,
 }
 
 impl Agent {
@@ -51,7 +56,7 @@ impl Agent {
         desired: DesiredMap,
         view: ClusterView,
         changed: Signal,
-        resync: Duration,
+        secrets: Arc<SiteSecrets>,
     ) -> Self {
         let status = HostStatusWriter::new(view.buckets.host_status.clone(), host.clone());
         Self {
@@ -61,12 +66,13 @@ impl Agent {
             desired,
             view,
             changed,
-            resync,
+            resync: Duration::from_secs(10),
             window: None,
             facts: Facts::default(),
             streaks: HashMap::new(),
             wakes: Default::default(),
             status,
+            secrets,
         }
     }
 
@@ -96,7 +102,10 @@ impl Agent {
     /// One reconcile pass.
     pub async fn pass(&mut self) {
         let desired = self.desired.lock().expect("desired lock").clone();
-        let (wanted, held) = wanted(&desired, &self.view.assignments(), &self.host);
+        let (mut wanted, held) = wanted(&desired, &self.view.assignments(), &self.host);
+        // Replicas whose secrets have not arrived wait; their old containers keep running.
+        let waiting = gate_secrets(&mut wanted, &self.secrets.versions());
+        self.facts.waiting = waiting.clone();
         let observed = match self.runtime.list().await {
             Ok(o) => o,
             Err(e) => {
@@ -105,6 +114,12 @@ impl Agent {
             }
         };
         let mut actions = plan(&wanted, &held, &observed);
+        actions.retain(|a| match a {
+            Action::Create(w) | Action::Replace { wanted: w, .. } => {
+                !waiting.contains_key(&(w.app.clone(), w.service.name.clone(), w.replica))
+            }
+            _ => true,
+        });
         // Outside the maintenance window, replacements wait (the old containers keep running).
         let mut deferred = std::collections::BTreeSet::new();
         if self.window.is_some_and(|w| !w.open_at(edge_bus::time::now_ms())) {
@@ -131,6 +146,9 @@ impl Agent {
         } else {
             observed
         };
+        self.refresh_secret_files(&wanted, &observed).await;
+        let names = observed.iter().map(|o| self.runtime.replica_name(&o.app, &o.service, o.replica)).collect();
+        self.runtime.remove_stale_secret_dirs(&names);
         let live: std::collections::HashSet<&str> = observed.iter().map(|o| o.id.as_str()).collect();
         self.facts.restarts.retain(|id, _| live.contains(id.as_str()));
         self.streaks.retain(|id, _| live.contains(id.as_str()));
@@ -181,12 +199,52 @@ impl Agent {
         }
     }
 
+    /// The secrets a replica uses, opened; `None` if one is missing (it then waits).
+    fn resolve<'a>(&self, w: &'a Wanted) -> Option<Vec<Resolved<'a>>> {
+        w.service.secrets.iter().map(|r| Some(Resolved { by: r, secret: self.secrets.get(&r.name)? })).collect()
+    }
+
+    /// Rewrites the files of running replicas' `in-place` secrets that were rotated.
+    async fn refresh_secret_files(
+        &self,
+        wanted: &crate::reconcile::WantedSet,
+        observed: &[crate::reconcile::Observed],
+    ) {
+        for o in observed.iter().filter(|o| o.running()) {
+            let Some(w) = wanted.get(&(o.app.clone(), o.service.clone(), o.replica)) else { continue };
+            if w.digest != o.digest || !w.service.secrets.iter().any(|r| r.on_rotate == OnRotate::InPlace) {
+                continue;
+            }
+            let Some(resolved) = self.resolve(w) else { continue };
+            let in_place: Vec<Resolved> =
+                resolved.into_iter().filter(|r| r.by.on_rotate == OnRotate::InPlace).collect();
+            let name = self.runtime.container_name(w);
+            match self.runtime.write_secret_files(&name, &in_place) {
+                Ok(changed) => {
+                    for s in in_place.iter().filter(|s| changed.contains(&s.by.name)) {
+                        tracing::info!(container = %name, secret = %s.by.name, version = s.secret.version, "secret file updated in place");
+                        self.secrets.read_by(&s.by.name, s.secret.version, &name).await;
+                    }
+                }
+                Err(e) => tracing::warn!(container = %name, error = %e, "cannot update secret files"),
+            }
+        }
+    }
+
     async fn create(&mut self, w: &Wanted) {
         let key = (w.app.clone(), w.service.name.clone(), w.replica);
-        match self.runtime.create(w).await {
+        let Some(secrets) = self.resolve(w) else {
+            tracing::info!(app = %w.app, service = %w.service.name, "a secret was withdrawn before the container was made");
+            return;
+        };
+        match self.runtime.create(w, &secrets).await {
             Ok(id) => {
                 tracing::info!(app = %w.app, service = %w.service.name, replica = w.replica, container = %short(&id), "container started");
                 self.facts.errors.remove(&key);
+                let name = self.runtime.container_name(w);
+                for s in &secrets {
+                    self.secrets.read_by(&s.by.name, s.secret.version, &name).await;
+                }
             }
             Err(e) => {
                 tracing::warn!(app = %w.app, service = %w.service.name, error = %e, "cannot create container");

@@ -2,6 +2,7 @@
 //! Bad configuration fails here, before any connection is made.
 
 use std::collections::BTreeMap;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use edge_bus::topology::SiteStreamLimits;
@@ -67,6 +68,19 @@ pub struct Config {
     /// Most events the site buffers for the hub; -1 (or 0) for no limit.
     #[arg(long, env = "SITE_MANAGER_EVENTS_MAX_MSGS", default_value_t = -1, value_parser = clap::value_parser!(i64).range(-1..))]
     pub events_max_msgs: i64,
+    /// Directory of this host's private key (`<site>-<host>.xk`, mode 0600), created at first
+    /// start. Secrets reach the site sealed to the site key, which the hosts share sealed to
+    /// each host's key.
+    #[arg(long, env = "SITE_MANAGER_KEY_DIR", default_value = "/var/lib/edge/site-manager")]
+    pub key_dir: PathBuf,
+    /// Where containers' secret files are written, one directory per container, mounted at
+    /// `/run/secrets`. Must be a tmpfs, so secrets never reach a disk.
+    #[arg(long, env = "SITE_MANAGER_SECRETS_DIR", default_value = "/dev/shm/edge-secrets")]
+    pub secrets_dir: PathBuf,
+    /// The secrets service's public key (`edgectl secret key` shows it): when set, only
+    /// secrets sealed by it are opened.
+    #[arg(long, env = "SITE_MANAGER_SECRETS_SENDER")]
+    pub secrets_sender: Option<String>,
 }
 
 impl Config {
@@ -89,6 +103,9 @@ impl Config {
             hub_probe_addr: None,
             leaf_restart_cmd: None,
             leaf_stuck_secs: 60,
+            key_dir: std::env::temp_dir().join("edge-site-manager"),
+            secrets_dir: PathBuf::from("/dev/shm/edge-secrets"),
+            secrets_sender: None,
         }
     }
 
@@ -117,6 +134,11 @@ impl Config {
     /// The maintenance window, if one is configured (checked at parse time).
     pub fn window(&self) -> Result<Option<crate::window::Window>, String> {
         self.maintenance_window.as_deref().map(|w| crate::window::Window::parse(w, &self.utc_offset)).transpose()
+    }
+
+    /// This host's key file.
+    pub fn key_file(&self) -> PathBuf {
+        self.key_dir.join(format!("{}-{}.xk", self.site, self.host_name()))
     }
 
     pub fn resync(&self) -> Duration {

@@ -11,6 +11,7 @@ use edge_bus::signal::Signal;
 use edge_bus::topology::STREAM_DESIRED;
 use edge_types::desired::{DesiredApp, EventsWatermark};
 use edge_types::schema::decode;
+use edge_types::secret::SealedSecret;
 use edge_types::subject::{self, Subject};
 use edge_types::Name;
 use futures::StreamExt;
@@ -34,12 +35,15 @@ pub struct DesiredFollower {
     pub buffer: Arc<EventBuffer>,
     /// Messages rejected as malformed or addressed to another site.
     pub rejected: Arc<AtomicU64>,
+    /// Where sealed secrets go.
+    pub secrets: Arc<crate::secrets::SiteSecrets>,
 }
 
 /// A message of the site's DESIRED stream.
 enum Incoming {
     App(Box<DesiredApp>),
     Watermark(EventsWatermark),
+    Secret(Box<SealedSecret>),
 }
 
 impl DesiredFollower {
@@ -83,6 +87,11 @@ impl DesiredFollower {
                     self.desired.lock().expect("desired lock").insert(d.app.clone(), *d);
                     self.changed.raise();
                 }
+                Ok(Incoming::Secret(e)) => {
+                    if self.secrets.receive(*e).await == crate::secrets::Received::Changed {
+                        self.changed.raise();
+                    }
+                }
                 Ok(Incoming::Watermark(w)) => match self.buffer.purge_through(w.through).await {
                     Ok(n) => tracing::debug!(through = w.through, purged = n, "hub has processed site events"),
                     Err(e) => tracing::warn!(error = %e, "cannot purge processed events; next watermark retries"),
@@ -117,6 +126,13 @@ fn accept(site: &Name, subj: &str, payload: &[u8]) -> Result<Incoming, String> {
                 return Err("site in the watermark does not match its subject".into());
             }
             Ok(Incoming::Watermark(w))
+        }
+        Ok(Subject::SealedSecret { site: s, tenant, name }) => {
+            let e = decode::<SealedSecret>(payload).map_err(|e| e.to_string())?;
+            if &s != site || e.site != s || e.tenant != tenant || e.name != name {
+                return Err("site or secret in the envelope does not match its subject".into());
+            }
+            Ok(Incoming::Secret(Box::new(e)))
         }
         _ => Err("not a desired-state subject".into()),
     }

@@ -11,10 +11,12 @@ pub mod cluster;
 pub mod config;
 pub mod desired;
 pub mod inventory;
+pub mod keys;
 pub mod labels;
 pub mod leafwatch;
 pub mod reconcile;
 pub mod runtime;
+pub mod secrets;
 pub mod sources;
 pub mod status;
 pub mod window;
@@ -100,12 +102,22 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Site
     };
 
     runtime.set_devices(&inventory);
+    runtime.set_secrets_dir(config.secrets_dir.clone());
+    warn_unless_tmpfs(&config.secrets_dir);
     // Wakes this host's reconcile loop, and the leader's loop.
     let (changed, leader_changed) = (Signal::new(), Signal::new());
     let view = cluster::ClusterView::follow(buckets.clone(), &changed, &leader_changed, &shutdown);
     let desired = Arc::new(Mutex::new(Default::default()));
     let (loaded_tx, loaded_rx) = watch::channel(false);
     let buffer = Arc::new(buffer::EventBuffer::new(js.clone()));
+    let (site_key_tx, site_key_rx) = watch::channel(None);
+    let secrets = Arc::new(secrets::SiteSecrets::new(
+        site.clone(),
+        &host,
+        site_key_rx.clone(),
+        config.secrets_sender.clone(),
+        buffer.clone(),
+    ));
     let follower = desired::DesiredFollower {
         js: js.clone(),
         site: site.clone(),
@@ -114,9 +126,14 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Site
         loaded: loaded_tx,
         buffer: buffer.clone(),
         rejected: Arc::new(AtomicU64::new(0)),
+        secrets: secrets.clone(),
     };
 
     let mut tasks = tokio::task::JoinSet::new();
+    let site_keys =
+        keys::SiteKeys { kv: buckets.keys.clone(), host: host.clone(), key_file: config.key_file(), out: site_key_tx };
+    tasks.spawn(site_keys.run(std::time::Duration::from_secs(2), shutdown.clone()));
+    tasks.spawn(open_when_key_arrives(secrets.clone(), site_key_rx.clone(), changed.clone(), shutdown.clone()));
     let beat = std::time::Duration::from_secs(config.heartbeat_secs);
     let state =
         HostState { inventory: inventory.clone(), beat_ms: beat.as_millis() as u64, agent_version: VERSION.into() };
@@ -143,7 +160,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Site
         registration: registration_tx,
         site_labels: config.label_map(),
         own: inventory.clone(),
-        public_key: watch::channel(None).1,
+        public_key: public_key_of(site_key_rx.clone(), &shutdown),
     };
     tasks.spawn(leader.run(shutdown.clone()));
     tasks.spawn(callhome::registrar(client.clone(), buffer.clone(), registration_rx, shutdown.clone()));
@@ -169,7 +186,8 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Site
         };
         tasks.spawn(watch.run(shutdown.clone()));
     }
-    let mut agent = agent::Agent::new(site, host, runtime, desired, view, changed, config.resync());
+    let mut agent = agent::Agent::new(site, host, runtime, desired, view, changed, secrets);
+    agent.resync = config.resync();
     agent.window = window;
     tasks.spawn(agent.run(loaded_rx, shutdown.clone()));
 
@@ -180,4 +198,56 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Site
     bounded("flushing", client.flush()).await;
     tracing::info!("site-manager stopped; containers left running");
     Ok(())
+}
+
+/// The site's public key, once this host holds the site key.
+fn public_key_of(
+    mut key: watch::Receiver<Option<keys::SiteKey>>,
+    shutdown: &CancellationToken,
+) -> watch::Receiver<Option<String>> {
+    let (tx, rx) = watch::channel(key.borrow().as_ref().map(|k| k.public.clone()));
+    let shutdown = shutdown.clone();
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                r = key.changed() => if r.is_err() { return },
+            }
+            tx.send_replace(key.borrow().as_ref().map(|k| k.public.clone()));
+        }
+    });
+    rx
+}
+
+/// Opens the secrets that arrived before the site key, as soon as it is held.
+async fn open_when_key_arrives(
+    secrets: Arc<secrets::SiteSecrets>,
+    mut key: watch::Receiver<Option<keys::SiteKey>>,
+    changed: Signal,
+    shutdown: CancellationToken,
+) {
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            r = key.changed() => if r.is_err() { return },
+        }
+        if secrets.key_arrived().await {
+            changed.raise();
+        }
+    }
+}
+
+/// Secret files belong on a tmpfs; say so loudly when the directory is not on one.
+fn warn_unless_tmpfs(dir: &std::path::Path) {
+    const TMPFS_MAGIC: u64 = 0x0102_1994;
+    let probe = dir.ancestors().find(|p| p.exists()).unwrap_or(dir);
+    match rustix::fs::statfs(probe) {
+        Ok(s) if s.f_type as u64 == TMPFS_MAGIC => {}
+        Ok(_) => {
+            tracing::warn!(dir = %dir.display(), "the secrets directory is not on a tmpfs: secret files may reach a disk")
+        }
+        Err(e) => {
+            tracing::warn!(dir = %dir.display(), error = %e, "cannot tell whether the secrets directory is a tmpfs")
+        }
+    }
 }

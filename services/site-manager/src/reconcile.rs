@@ -89,6 +89,36 @@ pub fn wanted(
     (out, held)
 }
 
+/// Ties replicas to the secrets they use. A replica whose secrets are not all at the site yet
+/// waits (returned, with why); the others get the versions of their `restart` secrets folded
+/// into their digest, so a rotation replaces their containers (`in-place` secrets are
+/// rewritten in the running container instead).
+pub fn gate_secrets(
+    wanted: &mut WantedSet,
+    versions: &std::collections::HashMap<Name, u64>,
+) -> BTreeMap<(Name, Name, u32), String> {
+    use edge_types::secret::OnRotate;
+    let mut waiting = BTreeMap::new();
+    for (key, w) in wanted.iter_mut() {
+        let refs = &w.service.secrets;
+        let missing: Vec<&str> =
+            refs.iter().filter(|r| !versions.contains_key(&r.name)).map(|r| r.name.as_str()).collect();
+        if !missing.is_empty() {
+            waiting.insert(key.clone(), format!("waiting for secret {} to reach the site", missing.join(", ")));
+            continue;
+        }
+        let restart: Vec<String> = refs
+            .iter()
+            .filter(|r| r.on_rotate == OnRotate::Restart)
+            .map(|r| format!("{}={}", r.name, versions[&r.name]))
+            .collect();
+        if !restart.is_empty() {
+            w.digest = format!("{}-{}", w.digest, edge_types::app::digest_json(&restart));
+        }
+    }
+    waiting
+}
+
 /// The actions that take `observed` to `wanted`. Healthy containers of an unchanged spec are
 /// never touched, whatever else changed (generation, other services, a reconnect), and
 /// containers of `held` apps are not touched at all.
@@ -134,6 +164,36 @@ mod tests {
         Name::new(s).unwrap()
     }
 
+    #[test]
+    fn replicas_wait_for_their_secrets_and_restart_secrets_change_the_digest() {
+        let mut with = svc("api", "img:1", 1);
+        with.secrets = serde_json::from_value(serde_json::json!([
+            {"name": "db"}, {"name": "cert", "on_rotate": "in-place"}
+        ]))
+        .unwrap();
+        let d = desired("web", 1, vec![with, svc("plain", "img:1", 1)]);
+        let (base, _) = super::wanted(&d, &assign_all(&d), &n("h1"));
+        let key = (n("web"), n("api"), 0);
+
+        let mut w = base.clone();
+        let waiting = gate_secrets(&mut w, &[(n("db"), 1)].into());
+        assert_eq!(waiting[&key], "waiting for secret cert to reach the site");
+        assert_eq!(waiting.len(), 1, "services without secrets never wait");
+
+        let digest = |db: u64, cert: u64| {
+            let mut w = base.clone();
+            assert!(gate_secrets(&mut w, &[(n("db"), db), (n("cert"), cert)].into()).is_empty());
+            w[&key].digest.clone()
+        };
+        assert_ne!(digest(1, 1), base[&key].digest);
+        assert_ne!(digest(1, 1), digest(2, 1), "a rotated restart secret replaces the container");
+        assert_eq!(digest(1, 1), digest(1, 2), "an in-place secret does not");
+        let mut w = base.clone();
+        gate_secrets(&mut w, &[(n("db"), 1), (n("cert"), 1)].into());
+        let plain = (n("web"), n("plain"), 0);
+        assert_eq!(w[&plain].digest, base[&plain].digest);
+    }
+
     fn svc(name: &str, image: &str, replicas: u32) -> ServiceSpec {
         serde_json::from_value(serde_json::json!({"name": name, "image": image, "replicas": replicas})).unwrap()
     }
@@ -147,7 +207,12 @@ mod tests {
 
     /// Everything of `desired` assigned to host h1, as a single-host site's leader does.
     fn plan(desired: &BTreeMap<Name, DesiredApp>, observed: &[Observed]) -> Vec<Action> {
-        let assignments: BTreeMap<Name, Assignment> = desired
+        let (wanted, held) = wanted(desired, &assign_all(desired), &n("h1"));
+        super::plan(&wanted, &held, observed)
+    }
+
+    fn assign_all(desired: &BTreeMap<Name, DesiredApp>) -> BTreeMap<Name, Assignment> {
+        desired
             .values()
             .filter_map(|d| {
                 let spec = d.spec.as_ref()?;
@@ -167,9 +232,7 @@ mod tests {
                 };
                 Some((d.app.clone(), a))
             })
-            .collect();
-        let (wanted, held) = wanted(desired, &assignments, &n("h1"));
-        super::plan(&wanted, &held, observed)
+            .collect()
     }
 
     #[test]

@@ -2,6 +2,7 @@
 //! this site and host by label, so several sites (or simulated hosts) can share one engine.
 
 use std::collections::HashMap;
+use std::path::PathBuf;
 
 use bollard::models::{ContainerCreateBody, DeviceMapping, HostConfig, PortBinding, SystemInfo};
 use bollard::query_parameters::{
@@ -9,11 +10,13 @@ use bollard::query_parameters::{
 };
 use bollard::Docker;
 use edge_types::app::{DeviceKind, Protocol};
+use edge_types::secret::SecretRef;
 use edge_types::Name;
 use futures::{Stream, StreamExt};
 
 use crate::labels;
 use crate::reconcile::{Observed, Wanted};
+use crate::secrets::Opened;
 
 /// Errors talking to the container runtime.
 #[derive(Debug, thiserror::Error)]
@@ -22,6 +25,8 @@ pub enum RuntimeError {
     Docker(#[from] bollard::errors::Error),
     #[error("image {0} is not present on this host")]
     ImageMissing(String),
+    #[error("cannot write secret files: {0}")]
+    SecretFiles(std::io::Error),
 }
 
 /// Docker, scoped to one site and host.
@@ -32,14 +37,79 @@ pub struct DockerRuntime {
     host: Name,
     /// The host's device nodes by kind, given to containers that ask for the kind.
     devices: HashMap<DeviceKind, Vec<String>>,
+    /// Where secret files are written (a tmpfs), one directory per container.
+    secrets_dir: PathBuf,
 }
+
+/// A secret a container gets, opened.
+pub struct Resolved<'a> {
+    pub by: &'a SecretRef,
+    pub secret: Opened,
+}
+
+/// Where a container sees its file secrets.
+pub const SECRETS_MOUNT: &str = "/run/secrets";
 
 impl DockerRuntime {
     /// Connects to the local Docker Engine (`DOCKER_HOST` or the default socket) and agrees on
     /// an API version the engine speaks.
     pub async fn connect(site: Name, host: Name) -> Result<Self, RuntimeError> {
         let docker = Docker::connect_with_local_defaults()?.negotiate_version().await?;
-        Ok(Self { docker, site, host, devices: HashMap::new() })
+        Ok(Self { docker, site, host, devices: HashMap::new(), secrets_dir: std::env::temp_dir().join("edge-secrets") })
+    }
+
+    /// Sets the directory secret files are written under (it should be a tmpfs).
+    pub fn set_secrets_dir(&mut self, dir: PathBuf) {
+        self.secrets_dir = dir;
+    }
+
+    /// The directory of one container's secret files.
+    fn secret_dir(&self, container: &str) -> PathBuf {
+        self.secrets_dir.join(container)
+    }
+
+    /// Writes a container's file secrets (mode 0444 in a 0755 directory; the parent is 0700),
+    /// each replaced atomically. Returns the names whose content changed.
+    pub fn write_secret_files(&self, container: &str, secrets: &[Resolved<'_>]) -> std::io::Result<Vec<Name>> {
+        use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+        let files: Vec<&Resolved> = secrets.iter().filter(|s| s.by.env.is_none()).collect();
+        let mut changed = Vec::new();
+        if files.is_empty() {
+            return Ok(changed);
+        }
+        std::fs::create_dir_all(&self.secrets_dir)?;
+        std::fs::set_permissions(&self.secrets_dir, std::fs::Permissions::from_mode(0o700))?;
+        let dir = self.secret_dir(container);
+        std::fs::create_dir_all(&dir)?;
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755))?;
+        for s in files {
+            let path = dir.join(s.by.name.as_str());
+            let current = std::fs::read(&path).ok().map(zeroize::Zeroizing::new);
+            if current.as_deref().map(Vec::as_slice) == Some(s.secret.value.as_bytes()) {
+                continue;
+            }
+            let tmp = dir.join(format!(".{}.tmp", s.by.name));
+            let _ = std::fs::remove_file(&tmp);
+            let mut f = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o444).open(&tmp)?;
+            std::io::Write::write_all(&mut f, s.secret.value.as_bytes())?;
+            std::fs::rename(&tmp, &path)?;
+            changed.push(s.by.name.clone());
+        }
+        Ok(changed)
+    }
+
+    /// Removes the secret directories of this host's containers that no longer exist.
+    pub fn remove_stale_secret_dirs(&self, live: &std::collections::HashSet<String>) {
+        let prefix = format!("edge-{}-{}-", self.site, self.host);
+        let Ok(entries) = std::fs::read_dir(&self.secrets_dir) else { return };
+        for e in entries.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if name.starts_with(&prefix) && !live.contains(&name) {
+                if let Err(err) = std::fs::remove_dir_all(e.path()) {
+                    tracing::warn!(dir = %name, error = %err, "cannot remove a stale secrets directory");
+                }
+            }
+        }
     }
 
     /// Sets the device nodes containers may be given (from the host inventory).
@@ -92,12 +162,25 @@ impl DockerRuntime {
     /// Container name of a replica: stable, so a second create of the same replica conflicts
     /// instead of duplicating it.
     pub fn container_name(&self, w: &Wanted) -> String {
-        format!("edge-{}-{}-{}-{}-{}", self.site, self.host, w.app, w.service.name, w.replica)
+        self.replica_name(&w.app, &w.service.name, w.replica)
     }
 
-    /// Creates and starts a replica; returns its id.
-    pub async fn create(&self, w: &Wanted) -> Result<String, RuntimeError> {
+    /// The container name of a replica (see [`container_name`](Self::container_name)).
+    pub fn replica_name(&self, app: &Name, service: &Name, replica: u32) -> String {
+        format!("edge-{}-{}-{app}-{service}-{replica}", self.site, self.host)
+    }
+
+    /// Creates and starts a replica with its secrets; returns its id.
+    pub async fn create(&self, w: &Wanted, secrets: &[Resolved<'_>]) -> Result<String, RuntimeError> {
         let svc = &w.service;
+        let name = self.container_name(w);
+        self.write_secret_files(&name, secrets).map_err(RuntimeError::SecretFiles)?;
+        let mut env: Vec<String> = svc.env.iter().map(|(k, v)| format!("{k}={}", v.0)).collect();
+        env.extend(secrets.iter().filter_map(|s| Some(format!("{}={}", s.by.env.as_ref()?, s.secret.value.as_str()))));
+        let binds = secrets
+            .iter()
+            .any(|s| s.by.env.is_none())
+            .then(|| vec![format!("{}:{SECRETS_MOUNT}:ro", self.secret_dir(&name).display())]);
         let lbl = HashMap::from([
             (labels::MANAGED.to_string(), "true".to_string()),
             (labels::SITE.to_string(), self.site.to_string()),
@@ -124,7 +207,7 @@ impl DockerRuntime {
         let body = ContainerCreateBody {
             image: Some(svc.image.clone()),
             cmd: (!svc.command.is_empty()).then(|| svc.command.iter().map(|a| a.0.clone()).collect()),
-            env: Some(svc.env.iter().map(|(k, v)| format!("{k}={}", v.0)).collect()),
+            env: Some(env),
             labels: Some(lbl),
             exposed_ports: (!exposed.is_empty()).then_some(exposed),
             host_config: Some(HostConfig {
@@ -139,13 +222,13 @@ impl DockerRuntime {
                         .collect()
                 }),
                 port_bindings: (!bindings.is_empty()).then_some(bindings),
+                binds,
                 memory: svc.resources.memory_mb.map(|m| (m * 1024 * 1024) as i64),
                 nano_cpus: svc.resources.cpus.map(|c| (c * 1e9) as i64),
                 ..Default::default()
             }),
             ..Default::default()
         };
-        let name = self.container_name(w);
         let opts = CreateContainerOptionsBuilder::default().name(&name).build();
         let created = self.docker.create_container(Some(opts), body).await.map_err(|e| match e {
             bollard::errors::Error::DockerResponseServerError { status_code: 404, .. } => {

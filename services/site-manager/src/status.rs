@@ -22,6 +22,8 @@ pub struct Facts {
     pub errors: HashMap<(Name, Name, u32), String>,
     /// Restarts done by this site-manager, by container id.
     pub restarts: HashMap<String, u32>,
+    /// Replicas not started yet, and what they wait for (a secret that has not arrived).
+    pub waiting: BTreeMap<(Name, Name, u32), String>,
 }
 
 /// This host's report of every app in the desired state that it acts on (held apps excluded):
@@ -59,7 +61,11 @@ pub fn build(
                 host: host.clone(),
                 container_id: o.map(|o| o.id.clone()).unwrap_or_default(),
                 image: w.service.image.clone(),
-                state: o.map(|o| o.state.clone()).unwrap_or_else(|| "missing".into()),
+                state: match (o, facts.waiting.get(&key)) {
+                    (Some(o), _) => o.state.clone(),
+                    (None, Some(why)) => why.clone(),
+                    (None, None) => "missing".into(),
+                },
                 restarts,
                 error,
             });

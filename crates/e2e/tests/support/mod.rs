@@ -37,6 +37,9 @@ pub struct Site {
     pub tweak: Tweak,
     /// The site's hosts, each with its own site-manager sharing the site's leaf server.
     pub hosts: Vec<Host>,
+    /// Where the hosts keep their keys, and write containers' secret files.
+    pub key_dir: std::path::PathBuf,
+    pub secrets_dir: std::path::PathBuf,
 }
 
 /// One host of a site (simulated on the shared Docker Engine, scoped by the host label).
@@ -58,6 +61,11 @@ pub struct Stack {
     pub client: async_nats::Client,
     pub docker: Docker,
     scheduler: Option<(CancellationToken, JoinHandle<()>)>,
+    secrets: Option<(CancellationToken, JoinHandle<()>)>,
+    /// Keys of this stack (the secrets master key, the hosts' keys).
+    pub keys: tempfile::TempDir,
+    /// Secret files of every host of the stack, on the machine's tmpfs.
+    pub secrets_dir: std::path::PathBuf,
 }
 
 impl Stack {
@@ -89,8 +97,12 @@ impl Stack {
         let hub = NatsServer::hub().await?;
         let client = async_nats::connect(hub.url()).await?;
         let docker = Docker::connect_with_local_defaults()?.negotiate_version().await?;
-        let mut stack = Stack { hub, sites: Vec::new(), client, docker, scheduler: None };
+        let secrets_dir = std::path::PathBuf::from(format!("/dev/shm/{}", unique("edge-test-secrets")));
+        let keys = tempfile::tempdir()?;
+        let mut stack =
+            Stack { hub, sites: Vec::new(), client, docker, scheduler: None, secrets: None, keys, secrets_dir };
         stack.start_scheduler();
+        stack.start_secrets();
         let owned = |l: &[(&str, &str)]| l.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
         for (labels, hosts) in sites {
             let name = Name::site(unique("s"))?;
@@ -100,7 +112,16 @@ impl Stack {
                 .iter()
                 .map(|(h, l)| Ok(Host { name: Name::new(*h)?, labels: owned(l), manager: None }))
                 .collect::<Result<Vec<_>>>()?;
-            let mut site = Site { name, leaf, wan, labels: owned(labels), tweak: tweak.clone(), hosts };
+            let mut site = Site {
+                name,
+                leaf,
+                wan,
+                labels: owned(labels),
+                tweak: tweak.clone(),
+                hosts,
+                key_dir: stack.keys.path().join("hosts"),
+                secrets_dir: stack.secrets_dir.clone(),
+            };
             site.start_manager();
             stack.sites.push(site);
         }
@@ -116,14 +137,27 @@ impl Stack {
         config.resync_secs = 5;
         config.site_timeout_secs = 3;
         config.label_orders = edge_types::selector::LabelOrders::parse("size=small<medium<large").expect("valid");
-        let token = CancellationToken::new();
-        let t = token.clone();
-        let handle = tokio::spawn(async move {
-            if let Err(e) = scheduler::run(config, t).await {
-                panic!("scheduler failed: {e}");
-            }
-        });
-        self.scheduler = Some((token, handle));
+        self.scheduler = Some(service("scheduler", |t| scheduler::run(config, t)));
+    }
+
+    fn start_secrets(&mut self) {
+        let config = secrets::Config::new(self.hub.url(), self.keys.path().join("master.key"));
+        self.secrets = Some(service("secrets", |t| secrets::run(config, t)));
+    }
+
+    /// Stores a secret (`put`) or gives it a new value (`rotate`).
+    pub async fn secret(
+        &self,
+        op: ApiOp,
+        name: &str,
+        value: &str,
+    ) -> Result<edge_types::secret::SecretInfo, RequestError> {
+        let body = serde_json::json!({"name": name, "value": value, "actor": "e2e"});
+        request(&self.client, op, &body, Duration::from_secs(20)).await
+    }
+
+    pub async fn secret_describe(&self, name: &str) -> Result<edge_types::secret::SecretInfo, RequestError> {
+        request(&self.client, ApiOp::SecretDescribe, &serde_json::json!({"name": name}), Duration::from_secs(20)).await
     }
 
     pub fn site(&self, i: usize) -> &Name {
@@ -343,6 +377,8 @@ impl Site {
         config.heartbeat_secs = 1;
         config.labels = self.labels.iter().map(|(k, v)| (k.clone(), LabelValue(v.clone()))).collect();
         config.host_labels = host.labels.iter().map(|(k, v)| (k.clone(), LabelValue(v.clone()))).collect();
+        config.key_dir = self.key_dir.clone();
+        config.secrets_dir = self.secrets_dir.clone();
         (self.tweak)(&mut config);
         let token = CancellationToken::new();
         let t = token.clone();
@@ -398,6 +434,10 @@ impl Drop for Stack {
         if let Some((t, _)) = &self.scheduler {
             t.cancel();
         }
+        if let Some((t, _)) = &self.secrets {
+            t.cancel();
+        }
+        let _ = std::fs::remove_dir_all(&self.secrets_dir);
     }
 }
 
@@ -450,4 +490,20 @@ pub fn sleeper(name: &str, selector: &str, image: &str, env: &[(&str, &str)]) ->
         }],
         "placement": {"sites": selector}
     })
+}
+
+/// Runs a central service in this process until its token is cancelled; it must not fail.
+fn service<F, E>(name: &'static str, run: impl FnOnce(CancellationToken) -> F) -> (CancellationToken, JoinHandle<()>)
+where
+    F: Future<Output = Result<(), E>> + Send + 'static,
+    E: std::fmt::Display,
+{
+    let token = CancellationToken::new();
+    let fut = run(token.clone());
+    let handle = tokio::spawn(async move {
+        if let Err(e) = fut.await {
+            panic!("{name} failed: {e}");
+        }
+    });
+    (token, handle)
 }
