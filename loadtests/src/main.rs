@@ -5,6 +5,7 @@ mod catchup;
 mod durability;
 mod placement;
 mod report;
+mod secrets;
 mod storm;
 
 use clap::Parser;
@@ -33,6 +34,12 @@ struct Args {
     /// Publish acks outstanding while writing desired state (and in its raw ceiling).
     #[arg(long, default_value_t = scheduler::writer::DesiredWriter::DEFAULT_WINDOW)]
     placement_window: usize,
+    /// Simulated sites a rotated secret propagates to.
+    #[arg(long, default_value_t = 1_000)]
+    secret_sites: usize,
+    /// Rotations measured.
+    #[arg(long, default_value_t = 20)]
+    secret_rounds: usize,
     /// Run only the scenarios whose name contains this.
     #[arg(long)]
     only: Option<String>,
@@ -61,6 +68,10 @@ async fn main() -> anyhow::Result<()> {
     if wanted("placement") {
         let p = placement::run(args.placement_apps, args.placement_sites, args.placement_window).await?;
         table.placement(&p);
+    }
+    if wanted("secrets") {
+        let s = secrets::run(args.secret_sites, args.secret_rounds).await?;
+        table.secrets(&s);
     }
     table.print();
     Ok(())

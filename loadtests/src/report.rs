@@ -4,6 +4,7 @@ use std::time::Duration;
 
 use crate::catchup::Catchup;
 use crate::placement::PlacementRun;
+use crate::secrets::SecretsRun;
 use crate::storm::Storm;
 
 #[derive(Default)]
@@ -87,6 +88,26 @@ impl Table {
             format!("{:.1} CPU-s", s.hub_cpu_secs),
             format!("over {}", secs(s.window)),
             format!("{:.0}% of one core", 100.0 * s.hub_cpu_secs / s.window.as_secs_f64().max(1e-9)),
+        );
+    }
+
+    pub fn secrets(&mut self, s: &SecretsRun) {
+        let ms = |d: Duration| format!("{:.1} ms", d.as_secs_f64() * 1e3);
+        let (rt50, rt99) = (quantile(&s.round_trip, 0.5), quantile(&s.round_trip, 0.99));
+        self.row(
+            &format!("secret rotation to all {} sites, p50 / p99", s.sites),
+            format!("{} / {}", ms(quantile(&s.all_sites, 0.5)), ms(quantile(&s.all_sites, 0.99))),
+            format!("{} / {} request/reply", ms(rt50), ms(rt99)),
+            format!("target p99 < 250 ms; {} rotations", s.all_sites.len()),
+        );
+        self.row(
+            "secret rotation, per site, p50 / p99",
+            format!("{} / {}", ms(quantile(&s.per_site, 0.5)), ms(quantile(&s.per_site, 0.99))),
+            format!(
+                "ratio p99 {:.0}x a round trip",
+                quantile(&s.per_site, 0.99).as_secs_f64() / rt99.as_secs_f64().max(1e-9)
+            ),
+            format!("{} site deliveries, each opened with the site's key", s.per_site.len()),
         );
     }
 

@@ -43,6 +43,48 @@ pub enum Command {
     /// Sites.
     #[command(subcommand)]
     Site(SiteCommand),
+    /// Secrets: stored encrypted, delivered sealed to the sites whose apps use them.
+    #[command(subcommand)]
+    Secret(SecretCommand),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum SecretCommand {
+    /// Store a new secret; the value comes from --from-file or standard input (one trailing
+    /// newline dropped), never from the command line.
+    Put {
+        name: String,
+        #[arg(long)]
+        from_file: Option<PathBuf>,
+        #[arg(long)]
+        tenant: Option<String>,
+    },
+    /// Give a secret a new value; every site holding it gets it, and its containers are
+    /// restarted or have the file updated in place, as their spec says.
+    Rotate {
+        name: String,
+        #[arg(long)]
+        from_file: Option<PathBuf>,
+        #[arg(long)]
+        tenant: Option<String>,
+    },
+    /// List secrets (never their values), the apps that use them and the sites holding them.
+    List {
+        #[arg(long)]
+        tenant: Option<String>,
+    },
+    /// Show a secret's versions, who made each, its apps and sites.
+    Describe {
+        name: String,
+        #[arg(long)]
+        tenant: Option<String>,
+    },
+    /// Delete a secret that no application uses; it is withdrawn from every site.
+    Delete {
+        name: String,
+        #[arg(long)]
+        tenant: Option<String>,
+    },
 }
 
 #[derive(Subcommand, Debug)]

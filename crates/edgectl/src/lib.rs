@@ -6,6 +6,7 @@ pub mod cli;
 pub mod dev;
 pub mod output;
 pub mod rollout;
+pub mod secret;
 pub mod site;
 
 use std::time::Duration;
@@ -21,6 +22,7 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Dev(cmd) => dev::run(cmd, &cli.global).await,
         Command::App(cmd) => app::run(cmd, &cli.global).await,
         Command::Site(cmd) => site::run(cmd, &cli.global).await,
+        Command::Secret(cmd) => secret::run(cmd, &cli.global).await,
     }
 }
 
