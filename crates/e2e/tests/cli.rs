@@ -130,6 +130,21 @@ async fn edgectl_drives_a_dev_stack() -> Result<()> {
     assert!(stderr.starts_with("error: invalid request: /name:"), "{stderr}");
 
     dev.ok(&["app", "delete", "cli-demo"])?;
+
+    // Secrets: the value from a file; list and describe never show it; a second put conflicts.
+    let value_file = dev.dir.path().join("pw.txt");
+    std::fs::write(&value_file, "cli-plaintext-value")?;
+    let put = dev.ok(&["secret", "put", "cli-pw", "--from-file", value_file.to_str().unwrap()])?;
+    assert!(put.contains("default/cli-pw") && !put.contains("cli-plaintext-value"), "{put}");
+    dev.ok(&["secret", "rotate", "cli-pw", "--from-file", value_file.to_str().unwrap()])?;
+    let listed = dev.json(&["secret", "list"])?;
+    assert_eq!(listed["secrets"][0]["version"], 2, "{listed}");
+    let described = dev.ok(&["secret", "describe", "cli-pw"])?;
+    assert!(described.contains("VERSION") && !described.contains("cli-plaintext-value"), "{described}");
+    let again = dev.edgectl(&["secret", "put", "cli-pw", "--from-file", value_file.to_str().unwrap()]);
+    assert!(!again.status.success() && String::from_utf8_lossy(&again.stderr).contains("rotate it"));
+    dev.ok(&["secret", "delete", "cli-pw"])?;
+
     let down = dev.ok(&["dev", "down"])?;
     assert!(down.contains("stopped"));
     assert!(!dev.dir.path().join("state").exists());

@@ -281,5 +281,118 @@ async fn bad_secret_requests_are_refused_naming_the_field() -> Result<()> {
     let info = stack.secret_describe("once").await?;
     assert_eq!(info.version, 1, "refused requests changed nothing");
     assert_eq!(info.versions[0].created_by, "e2e");
+
+    // Deleted and put again, a secret continues its versions (a site never sees an old number).
+    let _: edge_types::secret::SecretDeleteReply =
+        edge_bus::api::request(&stack.client, ApiOp::SecretDelete, &json!({"name": "once"}), Duration::from_secs(10))
+            .await?;
+    assert_eq!(stack.secret(ApiOp::SecretPut, "once", "again").await?.version, 2);
+    Ok(())
+}
+
+#[tokio::test]
+async fn every_host_of_a_site_opens_its_secrets_also_with_the_wan_down() -> Result<()> {
+    let mut stack = Stack::start_sites(&[(&[], &[("h1", &[]), ("h2", &[])])], |_| {}).await?;
+    let site = stack.site(0).clone();
+    stack.eventually("both hosts registered", || async { Ok(stack.site_summary(0).await?.hosts.len() == 2) }).await?;
+    let value = unique("plain-shared");
+    stack.secret(ApiOp::SecretPut, "shared", &value).await?;
+    let app = unique("everywhere");
+    let spec = json!({
+        "name": app, "version": "1", "placement": {"sites": ""},
+        "services": [{
+            "name": "agent", "image": "edge/busybox:v1", "command": ["sleep", "3600"],
+            "mode": "one-per-matching-host", "secrets": [{"name": "shared"}]
+        }]
+    });
+    stack.apply(&spec).await?;
+    stack.wait_running(&[&site], &app, 2).await?;
+    let on_hosts = |containers: &[Container]| -> Result<Vec<String>> {
+        let mut hosts = Vec::new();
+        for c in containers {
+            ensure!(cat(&c.id, "/run/secrets/shared")? == value, "host {} lacks the secret", c.host);
+            hosts.push(c.host.clone());
+        }
+        hosts.sort();
+        Ok(hosts)
+    };
+    assert_eq!(on_hosts(&stack.containers(&site, &app).await?)?, ["h1", "h2"], "both hosts opened it");
+
+    // With the WAN down, h2 loses power and comes back: its site-manager opens the secret again
+    // from what the site holds (its key in the site's bucket, the sealed secret in its stream).
+    stack.cut(0).await?;
+    stack.sites[0].kill_host(1).await;
+    stack.power_off_containers(&site, "h2").await?;
+    stack.sites[0].start_host(1);
+    stack
+        .eventually("h2's container back with its secret, WAN down", || async {
+            let c = stack.containers(&site, &app).await?;
+            Ok(c.len() == 2 && c.iter().all(|c| c.running) && on_hosts(&c).is_ok())
+        })
+        .await?;
+    stack.restore(0).await?;
+
+    // A new site key reaches both hosts: after it, a new value opens and runs on each.
+    let old_key = envelope(&stack, &site, "shared").await?.recipient;
+    let _: edge_types::secret::SiteRekey =
+        edge_bus::api::request(&stack.client, ApiOp::SiteRotateKey, &json!({"site": site}), Duration::from_secs(10))
+            .await?;
+    stack
+        .eventually("re-sealed to the new site key", || async {
+            Ok(envelope(&stack, &site, "shared").await?.recipient != old_key)
+        })
+        .await?;
+    let value = unique("plain-shared2");
+    stack.secret(ApiOp::SecretRotate, "shared", &value).await?;
+    stack
+        .eventually("both hosts run the new value", || async {
+            let c = stack.containers(&site, &app).await?;
+            let mut ok = c.len() == 2;
+            for c in &c {
+                ok &= c.running && cat(&c.id, "/run/secrets/shared").is_ok_and(|v| v == value);
+            }
+            Ok(ok)
+        })
+        .await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_rotated_site_key_reseals_what_the_site_holds() -> Result<()> {
+    let stack = Stack::start(&[&[]]).await?;
+    let site = stack.site(0).clone();
+    stack.secret(ApiOp::SecretPut, "cert", &unique("plain-cert")).await?;
+    let app = unique("keyed");
+    let spec = json!({
+        "name": app, "version": "1", "placement": {"sites": ""},
+        "services": [{
+            "name": "web", "image": "edge/busybox:v1", "command": ["sleep", "3600"],
+            "secrets": [{"name": "cert", "on_rotate": "in-place"}]
+        }]
+    });
+    stack.apply(&spec).await?;
+    stack.wait_running(&[&site], &app, 1).await?;
+    let old_key = envelope(&stack, &site, "cert").await?.recipient;
+    let container = stack.containers(&site, &app).await?[0].id.clone();
+
+    let _: edge_types::secret::SiteRekey =
+        edge_bus::api::request(&stack.client, ApiOp::SiteRotateKey, &json!({"site": site}), Duration::from_secs(10))
+            .await?;
+    stack
+        .eventually("the secret re-sealed to the site's new key", || async {
+            Ok(envelope(&stack, &site, "cert").await?.recipient != old_key)
+        })
+        .await?;
+    // The site opens what is sealed to its new key: a new value reaches the running container.
+    let value = unique("plain-cert2");
+    stack.secret(ApiOp::SecretRotate, "cert", &value).await?;
+    stack
+        .eventually("the new value in the container", || async {
+            Ok(cat(&container, "/run/secrets/cert").is_ok_and(|v| v == value))
+        })
+        .await?;
+    assert_eq!(stack.containers(&site, &app).await?[0].id, container, "a key rotation restarts nothing");
+    let refused = audits(&stack).await?.iter().filter(|e| e.action == AuditAction::Rejected).count();
+    assert_eq!(refused, 0, "nothing was refused during the rotation");
     Ok(())
 }

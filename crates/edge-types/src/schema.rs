@@ -20,7 +20,7 @@ use crate::desired::{DesiredApp, EventsWatermark};
 use crate::rollout::{HistoryReply, RollbackRequest, RolloutControl, RolloutControlReply, RolloutStatusReply};
 use crate::secret::{
     AuditEvent, SealedSecret, SecretDeleteReply, SecretInfo, SecretListReply, SecretListRequest, SecretName,
-    SecretWrite, StoredSecret,
+    SecretWrite, SiteRef, SiteRekey, StoredSecret,
 };
 use crate::site::{Heartbeat, SiteRecord, SiteRegistration};
 use crate::status::AppStatusReport;
@@ -85,6 +85,8 @@ messages!(
     SealedSecret,
     AuditEvent,
     StoredSecret,
+    SiteRef,
+    SiteRekey,
 );
 
 /// The schema a type generates (draft 2020-12).

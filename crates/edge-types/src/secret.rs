@@ -187,6 +187,24 @@ pub struct SecretPayload {
     pub value: SecretValue,
 }
 
+/// Request of `site.rotate-key`: the site makes a new key pair, registers its public half, and
+/// the secrets service re-seals everything the site holds to it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SiteRef {
+    pub site: Name,
+}
+
+/// Travels to the site with its desired state (`edge.v1.desired.<site>._rekey`); reply to
+/// `site.rotate-key`. A site rotates once per request: it records the last `requested_at_ms`
+/// it acted on.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SiteRekey {
+    pub site: Name,
+    pub requested_at_ms: u64,
+}
+
 /// What happened to a secret, for the audit trail (hub stream `AUDIT`, and the site's events).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]

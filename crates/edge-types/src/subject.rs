@@ -6,6 +6,7 @@
 //! edge.v1.desired.<site>.<app>         desired state of one app at one site (hub stream DESIRED)
 //! edge.v1.desired.<site>._watermark    how far the hub has processed the site's events
 //! edge.v1.desired.<site>._secret.<tenant>.<name>   a secret sealed to the site (or withdrawn)
+//! edge.v1.desired.<site>._rekey        the site must make a new key pair
 //! edge.v1.site.<site>.status.<app>     an app's observed status at a site (site stream SITE_EVENTS)
 //! edge.v1.site.<site>.registration     call-home record of a site and its hosts (SITE_EVENTS)
 //! edge.v1.site.<site>.audit            audit events of a site: secrets read, refused (SITE_EVENTS)
@@ -35,6 +36,7 @@ pub enum ApiOp {
     SiteList,
     SiteLabel,
     SiteRegister,
+    SiteRotateKey,
     SecretPut,
     SecretRotate,
     SecretList,
@@ -43,7 +45,7 @@ pub enum ApiOp {
 }
 
 impl ApiOp {
-    pub const ALL: [ApiOp; 19] = [
+    pub const ALL: [ApiOp; 20] = [
         ApiOp::AppApply,
         ApiOp::AppList,
         ApiOp::AppGet,
@@ -58,6 +60,7 @@ impl ApiOp {
         ApiOp::SiteList,
         ApiOp::SiteLabel,
         ApiOp::SiteRegister,
+        ApiOp::SiteRotateKey,
         ApiOp::SecretPut,
         ApiOp::SecretRotate,
         ApiOp::SecretList,
@@ -82,6 +85,7 @@ impl ApiOp {
             ApiOp::SiteList => ("site", "list"),
             ApiOp::SiteLabel => ("site", "label"),
             ApiOp::SiteRegister => ("site", "register"),
+            ApiOp::SiteRotateKey => ("site", "rotate-key"),
             ApiOp::SecretPut => ("secret", "put"),
             ApiOp::SecretRotate => ("secret", "rotate"),
             ApiOp::SecretList => ("secret", "list"),
@@ -125,6 +129,11 @@ pub fn events_watermark(site: &Name) -> String {
 /// with its desired state (the `_` keeps it apart from app names).
 pub fn sealed_secret(site: &Name, tenant: &Name, name: &Name) -> String {
     format!("{PREFIX}.desired.{site}._secret.{tenant}.{name}")
+}
+
+/// `edge.v1.desired.<site>._rekey`
+pub fn site_rekey(site: &Name) -> String {
+    format!("{PREFIX}.desired.{site}._rekey")
 }
 
 /// Every sealed secret of every site (a filter of the hub's DESIRED).
@@ -194,6 +203,7 @@ pub enum Subject {
     Desired { site: Name, app: Name },
     EventsWatermark { site: Name },
     SealedSecret { site: Name, tenant: Name, name: Name },
+    SiteRekey { site: Name },
     SiteAudit { site: Name },
     AuditSecret { tenant: Name, name: Name },
     SiteStatus { site: Name, app: Name },
@@ -221,6 +231,7 @@ pub fn parse(subject: &str) -> Result<Subject, SubjectError> {
             .find(|op| op.parts() == (*noun, *verb))
             .map(Subject::Api)
             .ok_or_else(|| err("unknown operation")),
+        ["desired", site, "_rekey"] => Ok(Subject::SiteRekey { site: name(site)? }),
         ["desired", site, "_watermark"] => Ok(Subject::EventsWatermark { site: name(site)? }),
         ["desired", site, "_secret", tenant, secret] => {
             Ok(Subject::SealedSecret { site: name(site)?, tenant: name(tenant)?, name: name(secret)? })
@@ -256,6 +267,7 @@ mod tests {
             Subject::SealedSecret { site: s.clone(), tenant: t.clone(), name: x.clone() }
         );
         assert_eq!(parse(&site_audit(&s)).unwrap(), Subject::SiteAudit { site: s.clone() });
+        assert_eq!(parse(&site_rekey(&s)).unwrap(), Subject::SiteRekey { site: s.clone() });
         assert_eq!(parse(&audit_secret(&t, &x)).unwrap(), Subject::AuditSecret { tenant: t, name: x });
         assert_eq!(parse(&heartbeat(&s)).unwrap(), Subject::Heartbeat { site: s });
         for op in ApiOp::ALL {

@@ -174,4 +174,7 @@ pub enum SiteCommand {
         #[arg(required = true)]
         labels: Vec<String>,
     },
+    /// Make the site create a new key pair; everything sealed to it is re-sealed to the new
+    /// key (an offline site rotates when its link returns).
+    RotateKey { site: String },
 }

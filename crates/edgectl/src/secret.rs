@@ -49,24 +49,10 @@ pub async fn run(cmd: SecretCommand, global: &Global) -> Result<()> {
     let client = connect(global).await?;
     match cmd {
         SecretCommand::Put { name: n, from_file, tenant: t } => {
-            let req = SecretWrite {
-                tenant: tenant(&t)?,
-                name: name("secret", &n)?,
-                value: read_value(&from_file)?,
-                actor: Some(actor()),
-            };
-            let r: SecretInfo = request(&client, ApiOp::SecretPut, &req, REQUEST_TIMEOUT).await?;
-            show(global, &[r]);
+            write(&client, global, ApiOp::SecretPut, &n, &from_file, &t).await?
         }
         SecretCommand::Rotate { name: n, from_file, tenant: t } => {
-            let req = SecretWrite {
-                tenant: tenant(&t)?,
-                name: name("secret", &n)?,
-                value: read_value(&from_file)?,
-                actor: Some(actor()),
-            };
-            let r: SecretInfo = request(&client, ApiOp::SecretRotate, &req, REQUEST_TIMEOUT).await?;
-            show(global, &[r]);
+            write(&client, global, ApiOp::SecretRotate, &n, &from_file, &t).await?
         }
         SecretCommand::List { tenant: t } => {
             let req = SecretListRequest { tenant: Some(tenant(&t)?) };
@@ -104,6 +90,22 @@ pub async fn run(cmd: SecretCommand, global: &Global) -> Result<()> {
             print(global.output, &r, &["DELETED"], vec![vec![format!("{}/{}", r.tenant, r.name)]]);
         }
     }
+    Ok(())
+}
+
+/// `put` or `rotate`.
+async fn write(
+    client: &async_nats::Client,
+    global: &Global,
+    op: ApiOp,
+    n: &str,
+    file: &Option<PathBuf>,
+    t: &Option<String>,
+) -> Result<()> {
+    let req =
+        SecretWrite { tenant: tenant(t)?, name: name("secret", n)?, value: read_value(file)?, actor: Some(actor()) };
+    let r: SecretInfo = request(client, op, &req, REQUEST_TIMEOUT).await?;
+    show(global, &[r]);
     Ok(())
 }
 

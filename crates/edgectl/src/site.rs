@@ -39,6 +39,15 @@ pub async fn run(cmd: SiteCommand, global: &Global) -> Result<()> {
                 .collect();
             print(global.output, &r, &["SITE", "CONNECTED", "LAST SEEN", "BUFFER", "LABELS", "HOSTS", "APPS"], rows);
         }
+        SiteCommand::RotateKey { site } => {
+            let req = edge_types::secret::SiteRef {
+                site: Name::new(&site).map_err(|e| anyhow::anyhow!("site {site:?}: {e}"))?,
+            };
+            let client = connect(global).await?;
+            let r: edge_types::secret::SiteRekey =
+                request(&client, ApiOp::SiteRotateKey, &req, REQUEST_TIMEOUT).await?;
+            print(global.output, &r, &["SITE", "ROTATION REQUESTED"], vec![vec![r.site.to_string(), "yes".into()]]);
+        }
         SiteCommand::Label { site, labels } => {
             let mut req = SiteLabelRequest {
                 site: Name::new(&site).map_err(|e| anyhow::anyhow!("site {site:?}: {e}"))?,

@@ -47,7 +47,9 @@ pub async fn upsert_registration(hub: &Hub, reg: &SiteRegistration) -> Result<bo
             hosts: reg.hosts.clone(),
             agent_version: reg.agent_version.clone(),
             registered_at_ms: cur.map(|c| c.registered_at_ms).unwrap_or_else(edge_bus::time::now_ms),
-            public_key: reg.public_key.clone(),
+            // A site's key is replaced, never removed: a registration sent before the host
+            // held the key keeps the one known.
+            public_key: reg.public_key.clone().or_else(|| cur.and_then(|c| c.public_key.clone())),
         };
         placement_changed =
             cur.is_none_or(|c| c.effective_labels() != next.effective_labels() || c.hosts != next.hosts);
@@ -147,4 +149,22 @@ pub async fn list(hub: &Hub, body: &[u8]) -> Result<SiteListReply, ApiError> {
         .collect();
     sites.sort_by(|a, b| a.site.cmp(&b.site));
     Ok(SiteListReply { sites })
+}
+
+/// Asks a site to make a new key pair: a `_rekey` message travels with its desired state (so an
+/// offline site rotates when its link returns); the site registers the new public key and the
+/// secrets service re-seals what the site holds to it.
+pub async fn rotate_key(hub: &Hub, body: &[u8]) -> Result<edge_types::secret::SiteRekey, ApiError> {
+    let req: edge_types::secret::SiteRef = decode(body).map_err(edge_bus::api::invalid)?;
+    if kv::get::<SiteRecord>(&hub.buckets.sites, req.site.as_str()).await.map_err(SchedulerError::from)?.is_none() {
+        return Err(ApiError::not_found(format!("site {} is not registered", req.site)));
+    }
+    let rekey = edge_types::secret::SiteRekey { site: req.site.clone(), requested_at_ms: edge_bus::time::now_ms() };
+    let msg = async_nats::jetstream::message::PublishMessage::build()
+        .payload(serde_json::to_vec(&rekey).expect("serializes").into())
+        .message_id(format!("rekey.{}.{}", rekey.site, rekey.requested_at_ms));
+    let ack = hub.js.send_publish(edge_types::subject::site_rekey(&req.site), msg).await.map_err(SchedulerError::js)?;
+    ack.await.map_err(SchedulerError::js)?;
+    tracing::info!(site = %req.site, "asked the site to rotate its key");
+    Ok(rekey)
 }

@@ -79,8 +79,13 @@ pub fn needed(
 }
 
 /// What to write: seals for targets whose delivery differs from what they need, withdrawals
-/// for targets delivered but no longer needed.
-pub fn diff(want: &BTreeMap<Target, Want>, have: &BTreeMap<Target, Delivery>) -> Vec<(Target, Option<Want>)> {
+/// for targets delivered but no longer used (a site still using a secret whose key is not
+/// known right now keeps what it has).
+pub fn diff(
+    want: &BTreeMap<Target, Want>,
+    have: &BTreeMap<Target, Delivery>,
+    uses: &BTreeSet<(Name, Name)>,
+) -> Vec<(Target, Option<Want>)> {
     let mut out = Vec::new();
     for (t, w) in want {
         let current = have.get(t).is_some_and(|d| !d.withdrawn && d.version == w.version && d.recipient == w.recipient);
@@ -89,7 +94,8 @@ pub fn diff(want: &BTreeMap<Target, Want>, have: &BTreeMap<Target, Delivery>) ->
         }
     }
     for (t, d) in have {
-        if !d.withdrawn && !want.contains_key(t) {
+        let used = t.tenant.as_str() == DEFAULT_TENANT && uses.contains(&(t.site.clone(), t.name.clone()));
+        if !d.withdrawn && !want.contains_key(t) && !used {
             out.push((t.clone(), None));
         }
     }
@@ -215,7 +221,7 @@ pub async fn pass(s: &Secrets) -> Result<(), SecretsError> {
     let versions = stored.iter().map(|(n, r)| (n.clone(), r.version)).collect();
     let want = needed(&uses, &keys, &versions);
     let have = s.delivered.lock().expect("delivered lock").clone();
-    let todo = diff(&want, &have);
+    let todo = diff(&want, &have, &uses);
     if todo.is_empty() {
         return Ok(());
     }
@@ -357,14 +363,22 @@ mod tests {
             (t("e", "db"), Delivery { version: 1, recipient: "XE".into(), withdrawn: true, seq: 8 }),
         ]
         .into();
-        let todo = diff(&want, &have);
+        let todo = diff(&want, &have, &uses);
         // a is current; b gets the rotated version; d is withdrawn; e was withdrawn already.
         assert_eq!(todo, vec![(t("b", "db"), Some(Want { version: 2, recipient: "XB".into() })), (t("d", "db"), None)]);
 
         // A site that registered a new key gets the same version re-sealed.
         let mut rekeyed = keys.clone();
         rekeyed.insert(n("a"), "XA2".into());
-        let todo = diff(&needed(&uses, &rekeyed, &versions), &have);
+        let todo = diff(&needed(&uses, &rekeyed, &versions), &have, &uses);
+        assert!(todo.contains(&(t("a", "db"), Some(Want { version: 2, recipient: "XA2".into() }))));
+
+        // A site whose key is unknown for a moment keeps what it holds.
+        let mut keyless = keys.clone();
+        keyless.remove(&n("a"));
+        let todo = diff(&needed(&uses, &keyless, &versions), &have, &uses);
+        assert!(!todo.iter().any(|(t, _)| t.site == n("a")), "{todo:?}");
+        let todo = diff(&needed(&uses, &rekeyed, &versions), &have, &uses);
         assert!(todo.contains(&(t("a", "db"), Some(Want { version: 2, recipient: "XA2".into() }))));
     }
 }

@@ -56,6 +56,23 @@ impl Keyring {
     }
 }
 
+impl Keyring {
+    /// The last version a deleted secret had: a secret put again continues after it, so a site
+    /// that still remembers the old versions never takes the new one for a replay.
+    pub async fn version_floor(&self, tenant: &Name, name: &Name) -> Result<u64, SecretsError> {
+        match self.kv.get(format!("last.{tenant}.{name}")).await.map_err(SecretsError::js)? {
+            Some(v) => Ok(std::str::from_utf8(&v).ok().and_then(|s| s.parse().ok()).unwrap_or(0)),
+            None => Ok(0),
+        }
+    }
+
+    /// Records the last version of a secret being deleted.
+    pub async fn set_version_floor(&self, tenant: &Name, name: &Name, version: u64) -> Result<(), SecretsError> {
+        self.kv.put(format!("last.{tenant}.{name}"), version.to_string().into()).await.map_err(SecretsError::js)?;
+        Ok(())
+    }
+}
+
 /// The stored string under `key`, or `make()`'s, stored if nobody stored one first.
 async fn get_or_create(kv: &Store, key: &str, make: impl Fn() -> String) -> Result<String, SecretsError> {
     for _ in 0..3 {

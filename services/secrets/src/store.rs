@@ -37,6 +37,7 @@ pub async fn write(s: &Secrets, body: &[u8], rotate: bool) -> Result<SecretInfo,
     }
     let (tenant, name, by) = (req.tenant.clone(), req.name.clone(), actor(&req.actor));
     let dek = s.keys.tenant(&tenant).await?;
+    let floor = if rotate { 0 } else { s.keys.version_floor(&tenant, &name).await? };
     let now = edge_bus::time::now_ms();
     let mut refused: Option<ApiError> = None;
     let stored = kv::update::<StoredSecret, _>(&s.buckets.secrets, &secret_key(&tenant, &name), |cur| {
@@ -51,7 +52,7 @@ pub async fn write(s: &Secrets, body: &[u8], rotate: bool) -> Result<SecretInfo,
         if refused.is_some() {
             return Change::Keep;
         }
-        let version = cur.map(|c| c.version).unwrap_or(0) + 1;
+        let version = cur.map(|c| c.version).unwrap_or(floor) + 1;
         let mut versions = cur.map(|c| c.versions.clone()).unwrap_or_default();
         versions.push(SecretVersion { version, created_at_ms: now, created_by: by.clone(), size_bytes: size as u64 });
         let skip = versions.len().saturating_sub(KEPT_VERSIONS);
@@ -106,6 +107,7 @@ pub async fn delete(s: &Secrets, body: &[u8]) -> Result<SecretDeleteReply, ApiEr
             format!("secret {}/{} is used by {}; remove it from them first", req.tenant, req.name, names.join(", ")),
         ));
     }
+    s.keys.set_version_floor(&req.tenant, &req.name, current.version).await?;
     kv::update::<StoredSecret, _>(&s.buckets.secrets, &secret_key(&req.tenant, &req.name), |_| Change::Delete)
         .await
         .map_err(crate::SecretsError::from)?;

@@ -11,7 +11,7 @@ use edge_bus::signal::Signal;
 use edge_bus::topology::STREAM_DESIRED;
 use edge_types::desired::{DesiredApp, EventsWatermark};
 use edge_types::schema::decode;
-use edge_types::secret::SealedSecret;
+use edge_types::secret::{SealedSecret, SiteRekey};
 use edge_types::subject::{self, Subject};
 use edge_types::Name;
 use futures::StreamExt;
@@ -37,6 +37,8 @@ pub struct DesiredFollower {
     pub rejected: Arc<AtomicU64>,
     /// Where sealed secrets go.
     pub secrets: Arc<crate::secrets::SiteSecrets>,
+    /// The latest key rotation the hub asked for.
+    pub rekey: watch::Sender<u64>,
 }
 
 /// A message of the site's DESIRED stream.
@@ -44,6 +46,7 @@ enum Incoming {
     App(Box<DesiredApp>),
     Watermark(EventsWatermark),
     Secret(Box<SealedSecret>),
+    Rekey(SiteRekey),
 }
 
 impl DesiredFollower {
@@ -86,6 +89,15 @@ impl DesiredFollower {
                     tracing::debug!(app = %d.app, generation = d.generation, removed = d.spec.is_none(), "desired state");
                     self.desired.lock().expect("desired lock").insert(d.app.clone(), *d);
                     self.changed.raise();
+                }
+                Ok(Incoming::Rekey(r)) => {
+                    self.rekey.send_if_modified(|cur| {
+                        let newer = r.requested_at_ms > *cur;
+                        if newer {
+                            *cur = r.requested_at_ms;
+                        }
+                        newer
+                    });
                 }
                 Ok(Incoming::Secret(e)) => {
                     if self.secrets.receive(*e).await == crate::secrets::Received::Changed {
@@ -133,6 +145,13 @@ fn accept(site: &Name, subj: &str, payload: &[u8]) -> Result<Incoming, String> {
                 return Err("site or secret in the envelope does not match its subject".into());
             }
             Ok(Incoming::Secret(Box::new(e)))
+        }
+        Ok(Subject::SiteRekey { site: s }) => {
+            let r = decode::<SiteRekey>(payload).map_err(|e| e.to_string())?;
+            if &s != site || r.site != s {
+                return Err("site in the rotation request does not match its subject".into());
+            }
+            Ok(Incoming::Rekey(r))
         }
         _ => Err("not a desired-state subject".into()),
     }

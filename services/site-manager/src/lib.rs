@@ -111,12 +111,14 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Site
     let (loaded_tx, loaded_rx) = watch::channel(false);
     let buffer = Arc::new(buffer::EventBuffer::new(js.clone()));
     let (site_key_tx, site_key_rx) = watch::channel(None);
+    let (rekey_tx, rekey_rx) = watch::channel(0u64);
     let secrets = Arc::new(secrets::SiteSecrets::new(
         site.clone(),
         &host,
         site_key_rx.clone(),
         config.secrets_sender.clone(),
         buffer.clone(),
+        buckets.keys.clone(),
     ));
     let follower = desired::DesiredFollower {
         js: js.clone(),
@@ -127,11 +129,17 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Site
         buffer: buffer.clone(),
         rejected: Arc::new(AtomicU64::new(0)),
         secrets: secrets.clone(),
+        rekey: rekey_tx,
     };
 
     let mut tasks = tokio::task::JoinSet::new();
-    let site_keys =
-        keys::SiteKeys { kv: buckets.keys.clone(), host: host.clone(), key_file: config.key_file(), out: site_key_tx };
+    let site_keys = keys::SiteKeys {
+        kv: buckets.keys.clone(),
+        host: host.clone(),
+        key_file: config.key_file(),
+        out: site_key_tx,
+        rekey: rekey_rx,
+    };
     tasks.spawn(site_keys.run(std::time::Duration::from_secs(2), shutdown.clone()));
     tasks.spawn(open_when_key_arrives(secrets.clone(), site_key_rx.clone(), changed.clone(), shutdown.clone()));
     let beat = std::time::Duration::from_secs(config.heartbeat_secs);

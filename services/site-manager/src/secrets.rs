@@ -40,6 +40,8 @@ pub struct SiteSecrets {
     trusted_sender: Option<String>,
     inner: Mutex<Inner>,
     buffer: Arc<EventBuffer>,
+    /// The site's key bucket: tells a key being rotated in from a foreign one.
+    keys: async_nats::jetstream::kv::Store,
     /// Envelopes refused.
     pub rejected: AtomicU64,
 }
@@ -60,6 +62,7 @@ impl SiteSecrets {
         key: watch::Receiver<Option<SiteKey>>,
         trusted_sender: Option<String>,
         buffer: Arc<EventBuffer>,
+        keys: async_nats::jetstream::kv::Store,
     ) -> Self {
         Self {
             actor: format!("site-manager/{site}/{host}"),
@@ -68,6 +71,7 @@ impl SiteSecrets {
             trusted_sender,
             inner: Default::default(),
             buffer,
+            keys,
             rejected: AtomicU64::new(0),
         }
     }
@@ -75,7 +79,12 @@ impl SiteSecrets {
     /// Takes an envelope from the site's DESIRED stream.
     pub async fn receive(&self, env: SealedSecret) -> Received {
         let key = self.key.borrow().clone();
-        let result = match key {
+        // Sealed to the site's new key, which this host has not opened yet: it waits too.
+        let newer = match &key {
+            Some(k) if k.for_recipient(&env.recipient).is_none() => self.is_site_key(&env.recipient).await,
+            _ => false,
+        };
+        let result = match key.filter(|_| !newer) {
             None => {
                 let id = (env.tenant.clone(), env.name.clone());
                 self.inner.lock().expect("secrets lock").waiting.insert(id, env);
@@ -96,6 +105,11 @@ impl SiteSecrets {
         }
     }
 
+    /// Whether `public` is the site's key as its bucket holds it now.
+    async fn is_site_key(&self, public: &str) -> bool {
+        matches!(self.keys.get("site").await, Ok(Some(v)) if v.as_ref() == public.as_bytes())
+    }
+
     /// Opens what waited for the site key; true when anything changed.
     pub async fn key_arrived(&self) -> bool {
         let Some(k) = self.key.borrow().clone() else { return false };
@@ -103,6 +117,11 @@ impl SiteSecrets {
             self.inner.lock().expect("secrets lock").waiting.drain().map(|(_, e)| e).collect();
         let mut changed = false;
         for env in waiting {
+            if k.for_recipient(&env.recipient).is_none() && self.is_site_key(&env.recipient).await {
+                let id = (env.tenant.clone(), env.name.clone());
+                self.inner.lock().expect("secrets lock").waiting.insert(id, env);
+                continue;
+            }
             match self.apply(&k, &env) {
                 Ok(r) => changed |= r == Received::Changed,
                 Err(reason) => self.refuse(&env, &reason).await,
@@ -122,7 +141,9 @@ impl SiteSecrets {
             inner.highest.insert(id.clone(), env.version);
             return Ok(if inner.opened.remove(&id).is_some() { Received::Changed } else { Received::Unchanged });
         }
-        let payload = open(&k.key, &self.site, env, self.trusted_sender.as_deref()).map_err(|e| e.to_string())?;
+        // The current site key, or an earlier one for what is not re-sealed yet.
+        let key = k.for_recipient(&env.recipient).unwrap_or(&k.key);
+        let payload = open(key, &self.site, env, self.trusted_sender.as_deref()).map_err(|e| e.to_string())?;
         inner.highest.insert(id.clone(), env.version);
         let value = Arc::new(Zeroizing::new(payload.value.0.clone()));
         let same = inner.opened.get(&id).is_some_and(|o| o.version == env.version && *o.value == *value);
