@@ -177,20 +177,38 @@ async fn secrets_reach_only_the_sites_that_need_them_sealed_rotate_and_are_withd
         })
         .await?;
 
-    // An old version replayed to its site, and a site's box readdressed to another site: refused.
+    // An old version replayed to its site, a tampered box, and a site's box readdressed to
+    // another site: refused, audited with the reason, counted in the sites' heartbeats.
+    let current = envelope(&stack, &a, "db-password").await?;
+    assert_eq!(current.version, 2);
     publish_envelope(&stack, &v1_at_a).await?;
-    let mut moved = envelope(&stack, &a, "db-password").await?;
+    let mut tampered = current.clone();
+    let sealed = tampered.sealed.take().unwrap();
+    let flipped = if sealed.starts_with('A') { "B" } else { "A" };
+    tampered.sealed = Some(format!("{flipped}{}", &sealed[1..]));
+    publish_envelope(&stack, &tampered).await?;
+    let mut moved = current.clone();
     moved.site = b.clone();
     publish_envelope(&stack, &moved).await?;
     stack
-        .eventually("both sites refuse and audit it", || async {
-            let refused: Vec<Name> = audits(&stack)
+        .eventually("the sites refuse each and audit why", || async {
+            let refused: Vec<(Name, String)> = audits(&stack)
                 .await?
                 .into_iter()
                 .filter(|e| e.action == AuditAction::Rejected)
-                .filter_map(|e| e.site)
+                .filter_map(|e| Some((e.site?, e.detail.unwrap_or_default())))
                 .collect();
-            Ok(refused.contains(&a) && refused.contains(&b))
+            let at = |site: &Name, why: &str| refused.iter().any(|(s, d)| s == site && d.contains(why));
+            ensure!(
+                at(&a, "replay") && at(&a, "does not open") && at(&b, "another key"),
+                "refused so far: {refused:?}"
+            );
+            Ok(true)
+        })
+        .await?;
+    stack
+        .eventually("refusals counted in heartbeats", || async {
+            Ok(stack.site_summary(0).await?.secrets_refused >= 2 && stack.site_summary(1).await?.secrets_refused >= 1)
         })
         .await?;
     tokio::time::sleep(Duration::from_secs(2)).await;

@@ -191,6 +191,10 @@ pub struct SiteSummary {
     /// Times the site restarted its leaf server because it had stopped reconnecting.
     #[serde(default)]
     pub leaf_recoveries: u64,
+    /// Sealed secrets the site refused (tampered, misaddressed, replayed) since its
+    /// site-manager started.
+    #[serde(default)]
+    pub secrets_refused: u64,
 }
 
 /// Reply to `site.list`.

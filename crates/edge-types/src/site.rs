@@ -79,6 +79,9 @@ pub struct Heartbeat {
     /// Times the site-manager restarted a leaf server that had stopped reconnecting.
     #[serde(default)]
     pub leaf_recoveries: u64,
+    /// Sealed secrets this site-manager refused since it started.
+    #[serde(default)]
+    pub secrets_refused: u64,
 }
 
 /// The site's event buffer (its SITE_EVENTS stream): what the hub has not processed yet.

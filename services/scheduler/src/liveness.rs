@@ -23,6 +23,7 @@ pub struct Liveness {
     /// The site's heartbeat interval, as it announced it.
     pub interval_ms: u64,
     pub leaf_recoveries: u64,
+    pub secrets_refused: u64,
     pub buffer: Option<BufferState>,
 }
 
@@ -91,6 +92,7 @@ impl LivenessMap {
                         connected_since_ms: since,
                         interval_ms: hb.interval_ms,
                         leaf_recoveries: hb.leaf_recoveries,
+                        secrets_refused: hb.secrets_refused,
                         buffer: hb.buffer,
                     };
                     self.sites.insert(site, live);

@@ -137,6 +137,7 @@ pub async fn list(hub: &Hub, body: &[u8]) -> Result<SiteListReply, ApiError> {
                 last_seen_ms: live.last_seen_ms,
                 buffer: live.buffer,
                 leaf_recoveries: live.leaf_recoveries,
+                secrets_refused: live.secrets_refused,
                 apps: apps
                     .iter()
                     .filter(|(_, a)| a.sites.contains(&s.site))

@@ -46,6 +46,8 @@ pub struct Secrets {
     pub delivered: distribute::Delivered,
     /// Raised on every change that may change what a site needs.
     pub changed: Signal,
+    /// Failed requests per endpoint (`secret-put`, ...), shown in `$SRV.STATS`.
+    pub failed: Arc<dashmap::DashMap<String, u64>>,
 }
 
 impl Secrets {
@@ -99,11 +101,19 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Secr
         audit: audit::Audit::new(js),
         delivered: Default::default(),
         changed,
+        failed: Default::default(),
     };
+    let (failed, audit_failed) = (s.failed.clone(), s.audit.failed.clone());
 
     let service = client
         .service_builder()
         .description("Stores tenant secrets encrypted and delivers them sealed to the sites that need them")
+        .stats_handler(move |endpoint, _| {
+            serde_json::json!({
+                "failed_requests": failed.get(&endpoint).map(|v| *v).unwrap_or(0),
+                "audit_events_not_stored": audit_failed.load(std::sync::atomic::Ordering::Relaxed),
+            })
+        })
         .start(NAME, VERSION)
         .await
         .map_err(SecretsError::js)?;
@@ -155,14 +165,29 @@ async fn serve(s: &Secrets, op: Option<ApiOp>, req: async_nats::service::Request
     let body = &req.message.payload;
     if body.len() > edge_types::schema::MAX_MESSAGE_BYTES {
         let e = edge_types::schema::DecodeError::TooLarge(body.len());
-        return respond::<()>(&req, Err(edge_bus::api::invalid(e))).await;
+        return reply::<()>(s, op, &req, Err(edge_bus::api::invalid(e))).await;
     }
     match op {
-        ApiOp::SecretPut => respond(&req, store::write(s, body, false).await).await,
-        ApiOp::SecretRotate => respond(&req, store::write(s, body, true).await).await,
-        ApiOp::SecretList => respond(&req, store::list(s, body).await).await,
-        ApiOp::SecretDescribe => respond(&req, store::describe(s, body).await).await,
-        ApiOp::SecretDelete => respond(&req, store::delete(s, body).await).await,
+        ApiOp::SecretPut => reply(s, op, &req, store::write(s, body, false).await).await,
+        ApiOp::SecretRotate => reply(s, op, &req, store::write(s, body, true).await).await,
+        ApiOp::SecretList => reply(s, op, &req, store::list(s, body).await).await,
+        ApiOp::SecretDescribe => reply(s, op, &req, store::describe(s, body).await).await,
+        ApiOp::SecretDelete => reply(s, op, &req, store::delete(s, body).await).await,
         other => unreachable!("{other:?} is not registered by the secrets service"),
     }
+}
+
+/// Sends the reply, counting failures per endpoint (the error names fields, never values).
+async fn reply<T: serde::Serialize>(
+    s: &Secrets,
+    op: ApiOp,
+    req: &async_nats::service::Request,
+    result: Result<T, edge_types::api::ApiError>,
+) {
+    if let Err(e) = &result {
+        let (noun, verb) = op.parts();
+        *s.failed.entry(format!("{noun}-{verb}")).or_insert(0) += 1;
+        tracing::info!(op = %op.subject(), error = %e, "request refused");
+    }
+    respond(req, result).await
 }

@@ -89,6 +89,7 @@ pub struct Heartbeats {
     pub host: Name,
     pub every: Duration,
     pub leaf_recoveries: Arc<std::sync::atomic::AtomicU64>,
+    pub secrets_refused: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl Heartbeats {
@@ -113,6 +114,7 @@ impl Heartbeats {
                 interval_ms: self.every.as_millis() as u64,
                 buffer: state,
                 leaf_recoveries: self.leaf_recoveries.load(std::sync::atomic::Ordering::Relaxed),
+                secrets_refused: self.secrets_refused.load(std::sync::atomic::Ordering::Relaxed),
             };
             let body = serde_json::to_vec(&hb).expect("heartbeat serializes");
             if let Err(e) = self.client.publish(subject::heartbeat(&self.site), body.into()).await {

@@ -180,6 +180,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Site
         host: host.clone(),
         every: beat,
         leaf_recoveries: recoveries.clone(),
+        secrets_refused: secrets.rejected.clone(),
     };
     tasks.spawn(beats.run(shutdown.clone()));
     tasks.spawn(follower.run(shutdown.clone()));

@@ -42,8 +42,8 @@ pub struct SiteSecrets {
     buffer: Arc<EventBuffer>,
     /// The site's key bucket: tells a key being rotated in from a foreign one.
     keys: async_nats::jetstream::kv::Store,
-    /// Envelopes refused.
-    pub rejected: AtomicU64,
+    /// Envelopes refused (reported in heartbeats).
+    pub rejected: Arc<AtomicU64>,
 }
 
 /// What an arriving envelope changed.
@@ -72,7 +72,7 @@ impl SiteSecrets {
             inner: Default::default(),
             buffer,
             keys,
-            rejected: AtomicU64::new(0),
+            rejected: Default::default(),
         }
     }
 
