@@ -163,6 +163,11 @@ async fn up(dir: &Path, n: u32) -> Result<()> {
             env.push(("SECRETS_MASTER_KEY_FILE".into(), dir.join("hub/master.key").display().to_string()));
             env.push(("SECRETS_CREATE_MASTER_KEY".into(), "true".into()));
         }
+        if svc == "telemetry" {
+            let listen = format!("127.0.0.1:{}", natsconf::free_port()?);
+            println!("metrics    http://{listen}/metrics");
+            env.push(("TELEMETRY_LISTEN".into(), listen));
+        }
         state.processes.push(spawn(&dir, svc, &bin(svc)?, &[], &env)?);
         state.save(&dir)?;
     }

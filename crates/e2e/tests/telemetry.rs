@@ -1,0 +1,79 @@
+//! The telemetry service against a live stack: its `/metrics` shows sites connected (and a cut
+//! one as not), applications desired and running per site and per app, and the services' own
+//! request counts, in the Prometheus text format.
+
+mod support;
+
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use edge_testkit::unique;
+use support::*;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio_util::sync::CancellationToken;
+
+/// Status line and body of a GET.
+async fn get(addr: &str, path: &str) -> Result<(String, String)> {
+    let mut s = tokio::net::TcpStream::connect(addr).await?;
+    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: test\r\n\r\n").as_bytes()).await?;
+    let mut raw = String::new();
+    tokio::time::timeout(Duration::from_secs(5), s.read_to_string(&mut raw)).await??;
+    let (head, body) = raw.split_once("\r\n\r\n").context("no head")?;
+    Ok((head.lines().next().unwrap_or_default().to_string(), body.to_string()))
+}
+
+/// The value of one series in an exposition.
+fn value(text: &str, series: &str) -> Option<f64> {
+    text.lines().find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+}
+
+#[tokio::test]
+async fn metrics_show_sites_apps_and_requests() -> Result<()> {
+    let stack = Stack::start(&[&[("tier", "edge")], &[("tier", "edge")]]).await?;
+    let addr = format!("127.0.0.1:{}", edge_bus::natsconf::free_port()?);
+    let mut config = telemetry::Config::new(stack.hub.url(), addr.clone());
+    config.site_timeout_secs = 3;
+    let shutdown = CancellationToken::new();
+    let service = tokio::spawn(telemetry::run(config, shutdown.clone()));
+
+    let app = unique("watched");
+    stack.apply(&sleeper(&app, "tier = edge", "edge/busybox:v1", &[])).await?;
+    let (a, b) = (stack.site(0).clone(), stack.site(1).clone());
+    stack.wait_running(&[&a, &b], &app, 1).await?;
+    stack
+        .eventually("the fleet in /metrics", || async {
+            let (status, text) = get(&addr, "/metrics").await?;
+            Ok(status.contains("200")
+                && value(&text, "edge_sites_registered") == Some(2.0)
+                && value(&text, "edge_sites_connected") == Some(2.0)
+                && value(&text, &format!("edge_app_sites_desired{{app=\"{app}\"}}")) == Some(2.0)
+                && value(&text, &format!("edge_app_sites_running{{app=\"{app}\"}}")) == Some(2.0)
+                && value(&text, &format!("edge_site_apps_running{{site=\"{a}\"}}")) == Some(1.0)
+                && value(&text, &format!("edge_site_buffer_fill_ratio{{site=\"{b}\"}}")).is_some()
+                && value(&text, "edge_service_requests_total{service=\"scheduler\",endpoint=\"app-apply\"}")
+                    .is_some_and(|n| n >= 1.0))
+        })
+        .await?;
+
+    // A cut site is shown disconnected, and connected again when its link returns.
+    stack.cut(0).await?;
+    stack
+        .eventually("the cut site disconnected in /metrics", || async {
+            let (_, text) = get(&addr, "/metrics").await?;
+            Ok(value(&text, "edge_sites_connected") == Some(1.0)
+                && value(&text, &format!("edge_site_connected{{site=\"{a}\"}}")) == Some(0.0))
+        })
+        .await?;
+    stack.restore(0).await?;
+    stack
+        .eventually("connected again", || async {
+            Ok(value(&get(&addr, "/metrics").await?.1, "edge_sites_connected") == Some(2.0))
+        })
+        .await?;
+
+    assert!(get(&addr, "/nope").await?.0.contains("404"));
+    assert!(get(&addr, "/healthz").await?.0.contains("200"));
+    shutdown.cancel();
+    service.await??;
+    Ok(())
+}

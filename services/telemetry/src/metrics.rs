@@ -1,0 +1,226 @@
+//! The fleet as Prometheus metrics: a snapshot of what the hub knows, rendered in the text
+//! exposition format. Labels are bounded: per site (at most the configured number of sites),
+//! per app, and per service endpoint; never per container or per (app, site) pair.
+
+use std::fmt::Write;
+
+/// One site's figures.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct SiteRow {
+    pub site: String,
+    pub connected: bool,
+    /// Seconds since its last heartbeat; `None` if none was seen.
+    pub last_seen_secs: Option<f64>,
+    pub buffer_fill: f64,
+    pub buffer_messages: u64,
+    pub buffer_full: bool,
+    pub events_refused: u64,
+    /// Events the hub has not copied from the site yet (its source's lag).
+    pub catchup_lag: u64,
+    pub leaf_recoveries: u64,
+    pub secrets_refused: u64,
+    pub apps_desired: u64,
+    pub apps_running: u64,
+    pub apps_failed: u64,
+    /// Restarts of the site's containers, as its latest reports count them.
+    pub restarts: u64,
+}
+
+/// One application's figures.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct AppRow {
+    pub app: String,
+    pub generation: u64,
+    pub sites_desired: u64,
+    pub sites_running: u64,
+    pub sites_failed: u64,
+}
+
+/// One endpoint of a service, from its `$SRV.STATS` (summed over its instances).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct EndpointRow {
+    pub service: String,
+    pub endpoint: String,
+    pub requests: u64,
+    pub errors: u64,
+    pub processing_secs: f64,
+}
+
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Snapshot {
+    pub sites: Vec<SiteRow>,
+    pub apps: Vec<AppRow>,
+    pub endpoints: Vec<EndpointRow>,
+    /// Sites registered beyond the per-site series limit (counted in the totals only).
+    pub sites_over_limit: u64,
+    pub sites_registered: u64,
+    pub sites_connected: u64,
+}
+
+fn esc(v: &str) -> String {
+    v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+}
+
+struct Out(String);
+
+impl Out {
+    fn family(&mut self, name: &str, kind: &str, help: &str) {
+        let _ = writeln!(self.0, "# HELP {name} {help}\n# TYPE {name} {kind}");
+    }
+    fn sample(&mut self, name: &str, labels: &[(&str, &str)], value: f64) {
+        self.0.push_str(name);
+        if !labels.is_empty() {
+            let l: Vec<String> = labels.iter().map(|(k, v)| format!("{k}=\"{}\"", esc(v))).collect();
+            let _ = write!(self.0, "{{{}}}", l.join(","));
+        }
+        let _ = writeln!(self.0, " {value}");
+    }
+    fn per_site(&mut self, s: &Snapshot, name: &str, kind: &str, help: &str, f: impl Fn(&SiteRow) -> f64) {
+        self.family(name, kind, help);
+        for r in &s.sites {
+            self.sample(name, &[("site", &r.site)], f(r));
+        }
+    }
+    fn per_app(&mut self, s: &Snapshot, name: &str, help: &str, f: impl Fn(&AppRow) -> f64) {
+        self.family(name, "gauge", help);
+        for r in &s.apps {
+            self.sample(name, &[("app", &r.app)], f(r));
+        }
+    }
+    fn per_endpoint(&mut self, s: &Snapshot, name: &str, help: &str, f: impl Fn(&EndpointRow) -> f64) {
+        self.family(name, "counter", help);
+        for r in &s.endpoints {
+            self.sample(name, &[("service", &r.service), ("endpoint", &r.endpoint)], f(r));
+        }
+    }
+}
+
+fn flag(v: bool) -> f64 {
+    if v {
+        1.0
+    } else {
+        0.0
+    }
+}
+
+type SiteSeries = (&'static str, &'static str, &'static str, fn(&SiteRow) -> f64);
+
+/// Every per-site series: name, type, help, value.
+const SITE_SERIES: [SiteSeries; 13] = [
+    ("edge_site_connected", "gauge", "1 while the site's heartbeats arrive.", |r| flag(r.connected)),
+    ("edge_site_last_heartbeat_age_seconds", "gauge", "Seconds since the site's last heartbeat.", |r| {
+        r.last_seen_secs.unwrap_or(0.0)
+    }),
+    ("edge_site_buffer_fill_ratio", "gauge", "Fill of the site's event buffer, 0 to 1.", |r| r.buffer_fill),
+    ("edge_site_buffer_messages", "gauge", "Events the site holds for the hub.", |r| r.buffer_messages as f64),
+    ("edge_site_buffer_full", "gauge", "1 while the site's buffer refuses events.", |r| flag(r.buffer_full)),
+    ("edge_site_events_refused_total", "counter", "Events the site's full buffer refused.", |r| {
+        r.events_refused as f64
+    }),
+    ("edge_site_catchup_lag_messages", "gauge", "Site events not yet copied to the hub.", |r| r.catchup_lag as f64),
+    ("edge_site_leaf_recoveries_total", "counter", "Restarts of the site's stuck leaf server.", |r| {
+        r.leaf_recoveries as f64
+    }),
+    ("edge_site_secrets_refused_total", "counter", "Sealed secrets the site refused.", |r| r.secrets_refused as f64),
+    ("edge_site_apps_desired", "gauge", "Applications placed at the site.", |r| r.apps_desired as f64),
+    ("edge_site_apps_running", "gauge", "Applications running at the site at their target generation.", |r| {
+        r.apps_running as f64
+    }),
+    ("edge_site_apps_failed", "gauge", "Applications failed at the site.", |r| r.apps_failed as f64),
+    ("edge_site_container_restarts", "gauge", "Restarts of the site's containers, as last reported.", |r| {
+        r.restarts as f64
+    }),
+];
+
+/// The text exposition of a snapshot.
+pub fn render(s: &Snapshot) -> String {
+    let mut o = Out(String::new());
+    o.family("edge_sites_registered", "gauge", "Sites registered with the hub.");
+    o.sample("edge_sites_registered", &[], s.sites_registered as f64);
+    o.family("edge_sites_connected", "gauge", "Sites whose heartbeats arrive.");
+    o.sample("edge_sites_connected", &[], s.sites_connected as f64);
+    o.family("edge_sites_over_series_limit", "gauge", "Sites beyond the per-site series limit, in totals only.");
+    o.sample("edge_sites_over_series_limit", &[], s.sites_over_limit as f64);
+    for (name, kind, help, f) in SITE_SERIES {
+        if name == "edge_site_last_heartbeat_age_seconds" {
+            // Only for sites heard from.
+            o.family(name, kind, help);
+            for r in s.sites.iter().filter(|r| r.last_seen_secs.is_some()) {
+                o.sample(name, &[("site", &r.site)], f(r));
+            }
+        } else {
+            o.per_site(s, name, kind, help, f);
+        }
+    }
+    o.per_app(s, "edge_app_generation", "The application's current generation.", |r| r.generation as f64);
+    o.per_app(s, "edge_app_sites_desired", "Sites the application is placed at.", |r| r.sites_desired as f64);
+    o.per_app(s, "edge_app_sites_running", "Sites running the application.", |r| r.sites_running as f64);
+    o.per_app(s, "edge_app_sites_failed", "Sites where the application failed.", |r| r.sites_failed as f64);
+    o.per_endpoint(s, "edge_service_requests_total", "Requests a service endpoint handled.", |r| r.requests as f64);
+    o.per_endpoint(
+        s,
+        "edge_service_request_errors_total",
+        "Requests a service endpoint answered with an error.",
+        |r| r.errors as f64,
+    );
+    o.per_endpoint(
+        s,
+        "edge_service_request_duration_seconds_total",
+        "Time a service endpoint spent on requests.",
+        |r| r.processing_secs,
+    );
+    o.0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_the_exposition_format() {
+        let s = Snapshot {
+            sites: vec![SiteRow {
+                site: "shop-1".into(),
+                connected: true,
+                last_seen_secs: Some(1.5),
+                apps_desired: 2,
+                apps_running: 1,
+                ..Default::default()
+            }],
+            apps: vec![AppRow {
+                app: "web".into(),
+                generation: 3,
+                sites_desired: 1,
+                sites_running: 1,
+                sites_failed: 0,
+            }],
+            endpoints: vec![EndpointRow {
+                service: "scheduler".into(),
+                endpoint: "app-apply".into(),
+                requests: 7,
+                errors: 1,
+                processing_secs: 0.25,
+            }],
+            sites_registered: 1,
+            sites_connected: 1,
+            sites_over_limit: 0,
+        };
+        let text = render(&s);
+        assert!(text.contains("# TYPE edge_sites_connected gauge\nedge_sites_connected 1\n"), "{text}");
+        assert!(text.contains("edge_site_apps_running{site=\"shop-1\"} 1\n"));
+        assert!(text.contains("edge_site_last_heartbeat_age_seconds{site=\"shop-1\"} 1.5\n"));
+        assert!(text.contains("edge_app_sites_desired{app=\"web\"} 1\n"));
+        assert!(text.contains("edge_service_request_errors_total{service=\"scheduler\",endpoint=\"app-apply\"} 1\n"));
+        // Every sample line belongs to a family declared before it.
+        let mut declared = std::collections::HashSet::new();
+        for line in text.lines() {
+            if let Some(rest) = line.strip_prefix("# TYPE ") {
+                declared.insert(rest.split(' ').next().unwrap().to_string());
+            } else if !line.starts_with('#') {
+                let name = line.split(['{', ' ']).next().unwrap();
+                assert!(declared.contains(name), "{name} has no TYPE line");
+            }
+        }
+        assert_eq!(esc("a\"b\\c"), "a\\\"b\\\\c");
+    }
+}
