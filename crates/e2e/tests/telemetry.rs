@@ -1,6 +1,6 @@
 //! The telemetry service against a live stack: its `/metrics` shows sites connected (and a cut
 //! one as not), applications desired and running per site and per app, and the services' own
-//! request counts, in the Prometheus text format.
+//! request counts, in the Prometheus text format; alerts fire with their cause and resolve.
 
 mod support;
 
@@ -8,6 +8,8 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use edge_testkit::unique;
+use edge_types::alert::{AlertKind, AlertState};
+use edge_types::subject::ApiOp;
 use support::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_util::sync::CancellationToken;
@@ -73,6 +75,65 @@ async fn metrics_show_sites_apps_and_requests() -> Result<()> {
 
     assert!(get(&addr, "/nope").await?.0.contains("404"));
     assert!(get(&addr, "/healthz").await?.0.contains("200"));
+    shutdown.cancel();
+    service.await??;
+    Ok(())
+}
+
+async fn alerts(stack: &Stack) -> Result<Vec<edge_types::alert::Alert>> {
+    let r: edge_types::alert::AlertListReply =
+        edge_bus::api::request(&stack.client, ApiOp::AlertList, &serde_json::json!({}), Duration::from_secs(10))
+            .await?;
+    Ok(r.alerts)
+}
+
+#[tokio::test]
+async fn alerts_fire_with_their_cause_and_resolve_themselves() -> Result<()> {
+    let stack = Stack::start(&[&[("tier", "edge")], &[("tier", "edge")]]).await?;
+    let mut config = telemetry::Config::new(stack.hub.url(), format!("127.0.0.1:{}", edge_bus::natsconf::free_port()?));
+    config.site_timeout_secs = 3;
+    config.alert_every_secs = 1;
+    config.site_offline_secs = 2;
+    config.restarts_alert = 2;
+    let shutdown = CancellationToken::new();
+    let service = tokio::spawn(telemetry::run(config, shutdown.clone()));
+
+    // An application whose container exits at once: it restarts again and again.
+    let app = unique("crashy");
+    let mut spec = sleeper(&app, "tier = edge", "edge/busybox:v1", &[]);
+    spec["services"][0]["command"] = serde_json::json!(["false"]);
+    stack.apply(&spec).await?;
+    stack
+        .eventually("app_degraded fires with its cause", || async {
+            Ok(alerts(&stack).await?.iter().any(|a| {
+                a.kind == AlertKind::AppDegraded
+                    && a.name.as_str() == app
+                    && a.state == AlertState::Firing
+                    && (a.cause.contains("restarted") || a.cause.contains("failed at"))
+            }))
+        })
+        .await?;
+
+    // A site offline longer than the threshold, then back: fires, then resolves by itself.
+    let a = stack.site(0).clone();
+    stack.cut(0).await?;
+    stack
+        .eventually("site_offline fires", || async {
+            Ok(alerts(&stack).await?.iter().any(|x| x.kind == AlertKind::SiteOffline && x.name == a))
+        })
+        .await?;
+    stack.restore(0).await?;
+    stack
+        .eventually("site_offline resolves", || async {
+            Ok(!alerts(&stack).await?.iter().any(|x| x.kind == AlertKind::SiteOffline))
+        })
+        .await?;
+    // The app removed: its alert resolves too. Both transitions of both are events on the bus.
+    stack.delete(&app).await?;
+    stack.eventually("app_degraded resolves", || async { Ok(alerts(&stack).await?.is_empty()) }).await?;
+    let js = edge_bus::topology::hub_js(&stack.client);
+    let info = js.get_stream("ALERTS").await?.info().await?.state.clone();
+    assert!(info.messages >= 4, "firing and resolved events of two alerts: {info:?}");
     shutdown.cancel();
     service.await??;
     Ok(())

@@ -39,6 +39,8 @@ pub const BUCKET_STATUS: &str = "edge_status";
 pub const BUCKET_SECRETS: &str = "edge_secrets";
 pub const BUCKET_SECRET_KEYS: &str = "edge_secret_keys";
 pub const STREAM_AUDIT: &str = "AUDIT";
+pub const STREAM_ALERTS: &str = "ALERTS";
+pub const BUCKET_ALERTS: &str = "edge_alerts";
 pub const BUCKET_HOSTS: &str = "edge_hosts";
 pub const BUCKET_LEADER: &str = "edge_leader";
 pub const BUCKET_ASSIGN: &str = "edge_assign";
@@ -122,20 +124,41 @@ pub async fn ensure_hub(js: &jetstream::Context) -> Result<HubBuckets, BusError>
     })
 }
 
+/// Ensures what the `telemetry` service keeps: alert events (stream `ALERTS`, a month) and the
+/// firing alerts (bucket `edge_alerts`, key `<kind>.<name>`).
+pub async fn ensure_alerts(js: &jetstream::Context) -> Result<kv::Store, BusError> {
+    let description = "Alerts firing and resolving, with their causes";
+    ensure_record_stream(js, STREAM_ALERTS, description, subject::alert_all(), 30 * DAY).await?;
+    ensure_bucket(js, BUCKET_ALERTS, "Firing alerts, key <kind>.<name>").await
+}
+
 /// Ensures what only the `secrets` service uses: the wrapped data keys and the audit stream.
 pub async fn ensure_secret_store(js: &jetstream::Context) -> Result<kv::Store, BusError> {
+    let description = "Audit trail: who stored, rotated, distributed or withdrew which secret";
+    ensure_record_stream(js, STREAM_AUDIT, description, subject::audit_all(), 365 * DAY).await?;
+    ensure_bucket(js, BUCKET_SECRET_KEYS, "Data keys per tenant and the sealing key, wrapped by the master key").await
+}
+
+/// A hub stream of records kept for `max_age` (file storage, deduplicated by message id).
+async fn ensure_record_stream(
+    js: &jetstream::Context,
+    name: &str,
+    description: &str,
+    subject: String,
+    max_age: Duration,
+) -> Result<(), BusError> {
     js.get_or_create_stream(stream::Config {
-        name: STREAM_AUDIT.into(),
-        description: Some("Audit trail: who stored, rotated, distributed or withdrew which secret".into()),
-        subjects: vec![subject::audit_all()],
+        name: name.into(),
+        description: Some(description.into()),
+        subjects: vec![subject],
         storage: stream::StorageType::File,
-        max_age: 365 * DAY,
+        max_age,
         duplicate_window: DEDUPE_WINDOW,
         ..Default::default()
     })
     .await
-    .map_err(|e| BusError::js("ensure hub stream AUDIT", e))?;
-    ensure_bucket(js, BUCKET_SECRET_KEYS, "Data keys per tenant and the sealing key, wrapped by the master key").await
+    .map_err(|e| BusError::js(format!("ensure hub stream {name}"), e))?;
+    Ok(())
 }
 
 /// Opens a KV bucket (file storage, one value per key), creating it if it does not exist.

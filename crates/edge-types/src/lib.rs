@@ -1,6 +1,7 @@
 //! Wire types of the edge orchestrator: every message on the bus, the subject grammar, and the
 //! JSON Schemas that inbound messages are validated against. No NATS dependency lives here.
 
+pub mod alert;
 pub mod api;
 pub mod app;
 pub mod cluster;

@@ -13,6 +13,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use serde_json::Value;
 
+use crate::alert::{Alert, AlertListReply};
 use crate::api::*;
 use crate::app::AppSpec;
 use crate::cluster::{Assignment, HostState, LeaderLease};
@@ -87,6 +88,8 @@ messages!(
     StoredSecret,
     SiteRef,
     SiteRekey,
+    Alert,
+    AlertListReply,
 );
 
 /// The schema a type generates (draft 2020-12).

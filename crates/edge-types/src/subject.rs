@@ -12,6 +12,7 @@
 //! edge.v1.site.<site>.audit            audit events of a site: secrets read, refused (SITE_EVENTS)
 //! edge.v1.audit.secret.<tenant>.<name> audit events of the secrets service (hub stream AUDIT)
 //! edge.v1.hb.<site>                    liveness heartbeat, core NATS only (not stored)
+//! edge.v1.alert.<kind>.<name>          an alert firing or resolving (hub stream ALERTS)
 //! ```
 
 use crate::names::Name;
@@ -42,10 +43,11 @@ pub enum ApiOp {
     SecretList,
     SecretDescribe,
     SecretDelete,
+    AlertList,
 }
 
 impl ApiOp {
-    pub const ALL: [ApiOp; 20] = [
+    pub const ALL: [ApiOp; 21] = [
         ApiOp::AppApply,
         ApiOp::AppList,
         ApiOp::AppGet,
@@ -66,6 +68,7 @@ impl ApiOp {
         ApiOp::SecretList,
         ApiOp::SecretDescribe,
         ApiOp::SecretDelete,
+        ApiOp::AlertList,
     ];
 
     /// `(noun, verb)` of the operation.
@@ -91,6 +94,7 @@ impl ApiOp {
             ApiOp::SecretList => ("secret", "list"),
             ApiOp::SecretDescribe => ("secret", "describe"),
             ApiOp::SecretDelete => ("secret", "delete"),
+            ApiOp::AlertList => ("alert", "list"),
         }
     }
 
@@ -98,6 +102,7 @@ impl ApiOp {
     pub fn service(self) -> &'static str {
         match self.parts().0 {
             "secret" => "secrets",
+            "alert" => "telemetry",
             _ => "scheduler",
         }
     }
@@ -149,6 +154,16 @@ pub fn site_audit(site: &Name) -> String {
 /// `edge.v1.audit.secret.<tenant>.<name>`
 pub fn audit_secret(tenant: &Name, name: &Name) -> String {
     format!("{PREFIX}.audit.secret.{tenant}.{name}")
+}
+
+/// `edge.v1.alert.<kind>.<name>`
+pub fn alert(kind: crate::alert::AlertKind, name: &Name) -> String {
+    format!("{PREFIX}.alert.{}.{name}", kind.as_str())
+}
+
+/// Every alert subject: what the hub stream ALERTS binds.
+pub fn alert_all() -> String {
+    format!("{PREFIX}.alert.>")
 }
 
 /// Every audit subject: what the hub stream AUDIT binds.
@@ -204,6 +219,7 @@ pub enum Subject {
     EventsWatermark { site: Name },
     SealedSecret { site: Name, tenant: Name, name: Name },
     SiteRekey { site: Name },
+    Alert { kind: crate::alert::AlertKind, name: Name },
     SiteAudit { site: Name },
     AuditSecret { tenant: Name, name: Name },
     SiteStatus { site: Name, app: Name },
@@ -235,6 +251,14 @@ pub fn parse(subject: &str) -> Result<Subject, SubjectError> {
         ["desired", site, "_watermark"] => Ok(Subject::EventsWatermark { site: name(site)? }),
         ["desired", site, "_secret", tenant, secret] => {
             Ok(Subject::SealedSecret { site: name(site)?, tenant: name(tenant)?, name: name(secret)? })
+        }
+        ["alert", kind, n] => {
+            use crate::alert::AlertKind as K;
+            let kind = [K::AppDegraded, K::SiteOffline, K::BufferNearlyFull]
+                .into_iter()
+                .find(|k| k.as_str() == *kind)
+                .ok_or_else(|| err("unknown alert kind"))?;
+            Ok(Subject::Alert { kind, name: name(n)? })
         }
         ["site", site, "audit"] => Ok(Subject::SiteAudit { site: name(site)? }),
         ["audit", "secret", tenant, secret] => Ok(Subject::AuditSecret { tenant: name(tenant)?, name: name(secret)? }),
@@ -268,6 +292,8 @@ mod tests {
         );
         assert_eq!(parse(&site_audit(&s)).unwrap(), Subject::SiteAudit { site: s.clone() });
         assert_eq!(parse(&site_rekey(&s)).unwrap(), Subject::SiteRekey { site: s.clone() });
+        let k = crate::alert::AlertKind::SiteOffline;
+        assert_eq!(parse(&alert(k, &s)).unwrap(), Subject::Alert { kind: k, name: s.clone() });
         assert_eq!(parse(&audit_secret(&t, &x)).unwrap(), Subject::AuditSecret { tenant: t, name: x });
         assert_eq!(parse(&heartbeat(&s)).unwrap(), Subject::Heartbeat { site: s });
         for op in ApiOp::ALL {

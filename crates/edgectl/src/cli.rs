@@ -46,6 +46,8 @@ pub enum Command {
     /// Secrets: stored encrypted, delivered sealed to the sites whose apps use them.
     #[command(subcommand)]
     Secret(SecretCommand),
+    /// Alerts firing now (apps degrading, sites offline, buffers nearly full), with causes.
+    Alerts,
 }
 
 #[derive(Subcommand, Debug)]

@@ -23,6 +23,7 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::App(cmd) => app::run(cmd, &cli.global).await,
         Command::Site(cmd) => site::run(cmd, &cli.global).await,
         Command::Secret(cmd) => secret::run(cmd, &cli.global).await,
+        Command::Alerts => alerts(&cli.global).await,
     }
 }
 
@@ -41,4 +42,23 @@ pub async fn connect(global: &cli::Global) -> Result<async_nats::Client> {
         .await
         .with_context(|| format!("cannot reach the hub at {url}"))?;
     Ok(client)
+}
+
+/// `edgectl alerts`: the firing alerts, oldest first.
+async fn alerts(global: &cli::Global) -> Result<()> {
+    let client = connect(global).await?;
+    let r: edge_types::alert::AlertListReply = edge_bus::api::request(
+        &client,
+        edge_types::subject::ApiOp::AlertList,
+        &edge_types::api::Empty {},
+        REQUEST_TIMEOUT,
+    )
+    .await?;
+    let rows = r
+        .alerts
+        .iter()
+        .map(|a| vec![a.kind.as_str().to_string(), a.name.to_string(), output::age(a.since_ms), a.cause.clone()])
+        .collect();
+    output::print(global.output, &r, &["ALERT", "NAME", "SINCE", "CAUSE"], rows);
+    Ok(())
 }

@@ -91,7 +91,8 @@ fn asyncapi_addresses_follow_the_grammar() {
             .replace("{site}", "site-1")
             .replace("{app}", "web")
             .replace("{tenant}", "default")
-            .replace("{name}", "db");
+            .replace("{name}", "db")
+            .replace("{kind}", "site_offline");
         assert!(subject::parse(&concrete).is_ok(), "channel {id}: {address} is not in the grammar");
     }
 }

@@ -135,6 +135,12 @@ impl Fleet {
                 sites_running: of_app.iter().filter(|x| runs(a, x)).count() as u64,
                 sites_failed: of_app.iter().filter(|x| a.sites.contains(&x.site) && x.phase == Phase::Failed).count()
                     as u64,
+                restarts: of_app
+                    .iter()
+                    .filter(|x| a.sites.contains(&x.site))
+                    .flat_map(|x| &x.containers)
+                    .map(|c| c.restarts as u64)
+                    .sum(),
             });
         }
         snap.apps.sort_by(|a, b| a.app.cmp(&b.app));

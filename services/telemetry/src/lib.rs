@@ -3,12 +3,16 @@
 //! recoveries), the hub's sourcing of site events (catch-up lag) and the services' own
 //! request statistics, and serves them at `/metrics`.
 
+pub mod alerts;
 pub mod fleet;
 pub mod http;
 pub mod metrics;
 
 use std::time::Duration;
 
+use async_nats::service::ServiceExt;
+use edge_types::subject::ApiOp;
+use futures::StreamExt;
 use tokio_util::sync::CancellationToken;
 
 /// Version announced on the NATS service API.
@@ -31,11 +35,50 @@ pub struct Config {
     /// Most sites given their own series; the rest count in the fleet totals only.
     #[arg(long, env = "TELEMETRY_MAX_SITES", default_value_t = 10_000)]
     pub max_sites: usize,
+    /// Seconds between alert evaluations.
+    #[arg(long, env = "TELEMETRY_ALERT_EVERY_SECS", default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub alert_every_secs: u64,
+    /// A site not heard from this many seconds raises `site_offline`.
+    #[arg(long, env = "TELEMETRY_SITE_OFFLINE_SECS", default_value_t = 300)]
+    pub site_offline_secs: u64,
+    /// An app running at fewer sites than desired this many seconds raises `app_degraded`.
+    #[arg(long, env = "TELEMETRY_APP_SHORT_SECS", default_value_t = 120)]
+    pub app_short_secs: u64,
+    /// This many restarts of an app's containers within the restart window raise `app_degraded`.
+    #[arg(long, env = "TELEMETRY_RESTARTS_ALERT", default_value_t = 3)]
+    pub restarts_alert: u64,
+    #[arg(long, env = "TELEMETRY_RESTART_WINDOW_SECS", default_value_t = 600)]
+    pub restart_window_secs: u64,
+    /// A site's event buffer this full (0 to 1) raises `buffer_nearly_full`.
+    #[arg(long, env = "TELEMETRY_BUFFER_ALERT_RATIO", default_value_t = 0.8)]
+    pub buffer_alert_ratio: f64,
 }
 
 impl Config {
     pub fn new(nats_url: impl Into<String>, listen: impl Into<String>) -> Self {
-        Self { nats_url: nats_url.into(), listen: listen.into(), site_timeout_secs: 15, max_sites: 10_000 }
+        let th = alerts::Thresholds::default();
+        Self {
+            nats_url: nats_url.into(),
+            listen: listen.into(),
+            site_timeout_secs: 15,
+            max_sites: 10_000,
+            alert_every_secs: 5,
+            site_offline_secs: th.site_offline.as_secs(),
+            app_short_secs: th.app_short.as_secs(),
+            restarts_alert: th.restarts,
+            restart_window_secs: th.restart_window.as_secs(),
+            buffer_alert_ratio: th.buffer_fill,
+        }
+    }
+
+    pub fn thresholds(&self) -> alerts::Thresholds {
+        alerts::Thresholds {
+            site_offline: Duration::from_secs(self.site_offline_secs),
+            app_short: Duration::from_secs(self.app_short_secs),
+            restarts: self.restarts_alert,
+            restart_window: Duration::from_secs(self.restart_window_secs),
+            buffer_fill: self.buffer_alert_ratio,
+        }
     }
 }
 
@@ -60,6 +103,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Tele
     let client = edge_bus::connect(&config.nats_url, NAME, true).await?;
     let js = edge_bus::topology::hub_js(&client);
     let buckets = edge_bus::topology::ensure_hub(&js).await?;
+    let alert_kv = edge_bus::topology::ensure_alerts(&js).await?;
     let fleet = fleet::Fleet::follow(
         client.clone(),
         buckets,
@@ -78,13 +122,43 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Tele
         },
         shutdown.clone(),
     ));
+    let raiser = alerts::Raiser { js, kv: alert_kv.clone(), fleet, thresholds: config.thresholds() };
+    let every = Duration::from_secs(config.alert_every_secs);
+    let alerting = tokio::spawn(raiser.run(every, shutdown.clone()));
+
+    let service = client
+        .service_builder()
+        .description("Serves the fleet's health as Prometheus metrics and raises alerts")
+        .start(NAME, VERSION)
+        .await
+        .map_err(|e| edge_bus::BusError::js("service API", e))?;
+    let health = service.group(format!("{}.{NAME}", edge_types::subject::PREFIX)).endpoint("health").await;
+    let op = ApiOp::AlertList;
+    let list = service.group(op.group()).endpoint_builder().name("alert-list").add(op.parts().1).await;
+    let (health, list) = match (health, list) {
+        (Ok(h), Ok(l)) => (h, l),
+        (Err(e), _) | (_, Err(e)) => return Err(edge_bus::BusError::js("service API", e).into()),
+    };
+    let mut requests = futures::stream::select(health.map(|r| (false, r)), list.map(|r| (true, r)));
     tracing::info!(%addr, "telemetry ready: metrics at http://{addr}/metrics");
-    let description = "Serves the fleet's health as Prometheus metrics";
-    let health = edge_bus::health::serve_health(&client, NAME, VERSION, description, shutdown.clone()).await;
+    loop {
+        let (is_list, req) = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            r = requests.next() => match r { Some(r) => r, None => break },
+        };
+        if is_list {
+            let result = alerts::list(&alert_kv, &req.message.payload).await;
+            edge_bus::api::respond(&req, result).await;
+        } else if let Err(e) = req.respond(Ok(edge_bus::health::health_body(NAME, VERSION).into())).await {
+            tracing::warn!(error = %e, "health reply failed");
+        }
+    }
+    drop(requests);
     use edge_bus::shutdown::bounded;
+    bounded("stopping the service API", service.stop()).await;
     bounded("metrics endpoint", server).await;
+    bounded("alerts", alerting).await;
     bounded("flushing", client.flush()).await;
-    health.map_err(|e| edge_bus::BusError::js("service API", e))?;
     tracing::info!("telemetry stopped");
     Ok(())
 }

@@ -34,6 +34,8 @@ pub struct AppRow {
     pub sites_desired: u64,
     pub sites_running: u64,
     pub sites_failed: u64,
+    /// Restarts of the app's containers at its sites, as last reported.
+    pub restarts: u64,
 }
 
 /// One endpoint of a service, from its `$SRV.STATS` (summed over its instances).
@@ -156,6 +158,9 @@ pub fn render(s: &Snapshot) -> String {
     o.per_app(s, "edge_app_sites_desired", "Sites the application is placed at.", |r| r.sites_desired as f64);
     o.per_app(s, "edge_app_sites_running", "Sites running the application.", |r| r.sites_running as f64);
     o.per_app(s, "edge_app_sites_failed", "Sites where the application failed.", |r| r.sites_failed as f64);
+    o.per_app(s, "edge_app_container_restarts", "Restarts of the app's containers, as last reported.", |r| {
+        r.restarts as f64
+    });
     o.per_endpoint(s, "edge_service_requests_total", "Requests a service endpoint handled.", |r| r.requests as f64);
     o.per_endpoint(
         s,
@@ -193,6 +198,7 @@ mod tests {
                 sites_desired: 1,
                 sites_running: 1,
                 sites_failed: 0,
+                restarts: 0,
             }],
             endpoints: vec![EndpointRow {
                 service: "scheduler".into(),

@@ -1,0 +1,317 @@
+//! Alerts from the fleet's snapshots: an application degrading (running at fewer sites than
+//! desired for a while, failed somewhere, or its containers restarting again and again), a site
+//! offline longer than a threshold, a site's event buffer nearly full. Each fires once with its
+//! cause and resolves itself when the cause goes away; both are events on the bus.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::time::{Duration, Instant};
+
+use edge_types::alert::{Alert, AlertKind, AlertState};
+use edge_types::Name;
+
+use crate::metrics::Snapshot;
+
+/// When conditions become alerts.
+#[derive(Clone, Debug)]
+pub struct Thresholds {
+    /// A site not heard from this long is offline.
+    pub site_offline: Duration,
+    /// An app running at fewer sites than desired this long is degraded.
+    pub app_short: Duration,
+    /// This many restarts of an app's containers within `restart_window` is degradation.
+    pub restarts: u64,
+    pub restart_window: Duration,
+    /// A buffer this full (0 to 1) is nearly full.
+    pub buffer_fill: f64,
+}
+
+impl Default for Thresholds {
+    fn default() -> Self {
+        Self {
+            site_offline: Duration::from_secs(300),
+            app_short: Duration::from_secs(120),
+            restarts: 3,
+            restart_window: Duration::from_secs(600),
+            buffer_fill: 0.8,
+        }
+    }
+}
+
+type Key = (AlertKind, Name);
+
+/// Alert state between evaluations.
+#[derive(Default)]
+pub struct Evaluator {
+    /// Firing alerts.
+    pub active: BTreeMap<Key, Alert>,
+    /// When a condition that must last was first seen (cleared when it stops).
+    pending: HashMap<Key, Instant>,
+    /// Each app's restart count over time, within the restart window.
+    restarts: HashMap<Name, VecDeque<(Instant, u64)>>,
+}
+
+impl Evaluator {
+    /// Restores alerts that were firing before a restart (they resolve at the next evaluation
+    /// if their cause is gone).
+    pub fn restore(&mut self, alerts: impl IntoIterator<Item = Alert>) {
+        for a in alerts {
+            self.active.insert((a.kind, a.name.clone()), a);
+        }
+    }
+
+    /// The causes holding now, by alert.
+    fn conditions(&mut self, s: &Snapshot, th: &Thresholds, now: Instant) -> BTreeMap<Key, String> {
+        let mut holding = BTreeMap::new();
+        // A condition that must last `after` before it is an alert.
+        let lasting = |holding: &mut BTreeMap<Key, String>,
+                       pending: &mut HashMap<Key, Instant>,
+                       key: Key,
+                       cause: String,
+                       after: Duration| {
+            let since = *pending.entry(key.clone()).or_insert(now);
+            if now.duration_since(since) >= after {
+                holding.insert(key, cause);
+            }
+        };
+        let mut seen = Vec::new();
+        for r in &s.sites {
+            let Ok(site) = Name::new(&r.site) else { continue };
+            if !r.connected {
+                let cause = match r.last_seen_secs {
+                    Some(age) => format!("site {site} has not been heard from for {age:.0} s"),
+                    None => format!("site {site} has not been heard from since telemetry started"),
+                };
+                let key = (AlertKind::SiteOffline, site.clone());
+                seen.push(key.clone());
+                lasting(&mut holding, &mut self.pending, key, cause, th.site_offline);
+            }
+            if r.buffer_fill >= th.buffer_fill {
+                let cause = format!(
+                    "site {site}'s event buffer is {:.0}% full ({} events the hub has not processed){}",
+                    r.buffer_fill * 100.0,
+                    r.buffer_messages,
+                    if r.buffer_full { "; it refuses new events" } else { "" }
+                );
+                holding.insert((AlertKind::BufferNearlyFull, site), cause);
+            }
+        }
+        for a in &s.apps {
+            let Ok(app) = Name::new(&a.app) else { continue };
+            let key = (AlertKind::AppDegraded, app.clone());
+            let history = self.restarts.entry(app.clone()).or_default();
+            history.push_back((now, a.restarts));
+            while history.front().is_some_and(|(t, _)| now.duration_since(*t) > th.restart_window) {
+                history.pop_front();
+            }
+            let low = history.iter().map(|(_, n)| *n).min().unwrap_or(a.restarts);
+            let restarted = a.restarts.saturating_sub(low);
+            if a.sites_failed > 0 {
+                let cause = format!("{app} failed at {} of {} sites", a.sites_failed, a.sites_desired);
+                holding.insert(key, cause);
+            } else if restarted >= th.restarts {
+                let cause = format!(
+                    "{app}'s containers restarted {restarted} times in the last {} s",
+                    th.restart_window.as_secs()
+                );
+                holding.insert(key, cause);
+            } else if a.sites_running < a.sites_desired {
+                let cause = format!("{app} runs at {} of {} sites", a.sites_running, a.sites_desired);
+                seen.push(key.clone());
+                lasting(&mut holding, &mut self.pending, key, cause, th.app_short);
+            }
+        }
+        self.pending.retain(|k, _| seen.contains(k));
+        self.restarts.retain(|app, _| s.apps.iter().any(|a| a.app == app.as_str()));
+        holding
+    }
+
+    /// Evaluates a snapshot: returns the alerts that started firing and those that resolved.
+    pub fn step(&mut self, s: &Snapshot, th: &Thresholds, now: Instant, now_ms: u64) -> Vec<Alert> {
+        let holding = self.conditions(s, th, now);
+        let mut changes = Vec::new();
+        for (key, cause) in &holding {
+            match self.active.get_mut(key) {
+                Some(a) => a.cause = cause.clone(), // still firing; the listing shows the latest cause
+                None => {
+                    let a = Alert {
+                        kind: key.0,
+                        name: key.1.clone(),
+                        state: AlertState::Firing,
+                        cause: cause.clone(),
+                        since_ms: now_ms,
+                        resolved_at_ms: None,
+                    };
+                    self.active.insert(key.clone(), a.clone());
+                    changes.push(a);
+                }
+            }
+        }
+        let gone: Vec<Key> = self.active.keys().filter(|k| !holding.contains_key(*k)).cloned().collect();
+        for key in gone {
+            let mut a = self.active.remove(&key).expect("listed");
+            a.state = AlertState::Resolved;
+            a.resolved_at_ms = Some(now_ms);
+            changes.push(a);
+        }
+        changes
+    }
+}
+
+/// Evaluates the fleet every period and publishes what changes: an event on
+/// `edge.v1.alert.<kind>.<name>` (hub stream ALERTS) and the firing set in `edge_alerts`.
+pub struct Raiser {
+    pub js: async_nats::jetstream::Context,
+    pub kv: async_nats::jetstream::kv::Store,
+    pub fleet: crate::fleet::Fleet,
+    pub thresholds: Thresholds,
+}
+
+fn alert_key(a: &Alert) -> String {
+    format!("{}.{}", a.kind.as_str(), a.name)
+}
+
+impl Raiser {
+    pub async fn run(self, every: Duration, shutdown: tokio_util::sync::CancellationToken) {
+        let mut e = Evaluator::default();
+        match edge_bus::kv::list::<Alert>(&self.kv, "").await {
+            Ok(firing) => e.restore(firing.into_iter().map(|(_, a)| a)),
+            Err(err) => tracing::warn!(error = %err, "cannot read the alerts that were firing"),
+        }
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tokio::time::sleep(every) => {}
+            }
+            let snap = self.fleet.snapshot().await;
+            for a in e.step(&snap, &self.thresholds, Instant::now(), edge_bus::time::now_ms()) {
+                self.publish(&a).await;
+            }
+        }
+    }
+
+    async fn publish(&self, a: &Alert) {
+        match a.state {
+            AlertState::Firing => {
+                tracing::warn!(kind = a.kind.as_str(), name = %a.name, cause = %a.cause, "alert firing")
+            }
+            AlertState::Resolved => tracing::info!(kind = a.kind.as_str(), name = %a.name, "alert resolved"),
+        }
+        let body = serde_json::to_vec(a).expect("alerts serialize");
+        let stored = match a.state {
+            AlertState::Firing => {
+                self.kv.put(alert_key(a), body.clone().into()).await.map(|_| ()).map_err(|e| e.to_string())
+            }
+            AlertState::Resolved => self.kv.delete(alert_key(a)).await.map_err(|e| e.to_string()),
+        };
+        if let Err(err) = stored {
+            tracing::error!(error = %err, "alert state not stored");
+        }
+        let id = format!("alert.{}.{:?}.{}", alert_key(a), a.state, a.resolved_at_ms.unwrap_or(a.since_ms));
+        let msg = async_nats::jetstream::message::PublishMessage::build().payload(body.into()).message_id(id);
+        let sent = match self.js.send_publish(edge_types::subject::alert(a.kind, &a.name), msg).await {
+            Ok(ack) => ack.await.map(|_| ()).map_err(|e| e.to_string()),
+            Err(e) => Err(e.to_string()),
+        };
+        if let Err(err) = sent {
+            tracing::error!(error = %err, "alert event not stored");
+        }
+    }
+}
+
+/// `alert.list`: the firing alerts, oldest first.
+pub async fn list(
+    kv: &async_nats::jetstream::kv::Store,
+    body: &[u8],
+) -> Result<edge_types::alert::AlertListReply, edge_types::api::ApiError> {
+    let _: edge_types::api::Empty = edge_types::schema::decode(body).map_err(edge_bus::api::invalid)?;
+    let mut alerts: Vec<Alert> = edge_bus::kv::list::<Alert>(kv, "")
+        .await
+        .map_err(|e| edge_types::api::ApiError::new(edge_types::api::ErrorCode::Unavailable, e.to_string()))?
+        .into_iter()
+        .map(|(_, a)| a)
+        .collect();
+    alerts.sort_by_key(|a| a.since_ms);
+    Ok(edge_types::alert::AlertListReply { alerts })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::metrics::{AppRow, SiteRow};
+
+    fn snap(connected: bool, fill: f64, running: u64, failed: u64, restarts: u64) -> Snapshot {
+        Snapshot {
+            sites: vec![SiteRow {
+                site: "shop-1".into(),
+                connected,
+                last_seen_secs: Some(if connected { 1.0 } else { 400.0 }),
+                buffer_fill: fill,
+                ..Default::default()
+            }],
+            apps: vec![AppRow {
+                app: "web".into(),
+                sites_desired: 2,
+                sites_running: running,
+                sites_failed: failed,
+                restarts,
+                ..Default::default()
+            }],
+            ..Default::default()
+        }
+    }
+
+    fn th() -> Thresholds {
+        Thresholds {
+            site_offline: Duration::from_secs(60),
+            app_short: Duration::from_secs(30),
+            restarts: 3,
+            restart_window: Duration::from_secs(300),
+            buffer_fill: 0.8,
+        }
+    }
+
+    fn kinds(changes: &[Alert]) -> Vec<(AlertKind, AlertState)> {
+        changes.iter().map(|a| (a.kind, a.state)).collect()
+    }
+
+    #[test]
+    fn lasting_conditions_fire_after_their_threshold_and_resolve() {
+        let mut e = Evaluator::default();
+        let t0 = Instant::now();
+        assert!(e.step(&snap(true, 0.1, 2, 0, 0), &th(), t0, 0).is_empty());
+        // Offline and short of sites: not yet.
+        assert!(e.step(&snap(false, 0.1, 1, 0, 0), &th(), t0 + Duration::from_secs(1), 1).is_empty());
+        let c = e.step(&snap(false, 0.1, 1, 0, 0), &th(), t0 + Duration::from_secs(40), 40);
+        assert_eq!(kinds(&c), [(AlertKind::AppDegraded, AlertState::Firing)]);
+        assert_eq!(c[0].cause, "web runs at 1 of 2 sites");
+        let c = e.step(&snap(false, 0.1, 1, 0, 0), &th(), t0 + Duration::from_secs(70), 70);
+        assert_eq!(kinds(&c), [(AlertKind::SiteOffline, AlertState::Firing)]);
+        assert!(c[0].cause.contains("has not been heard from for 400 s"), "{}", c[0].cause);
+        // Nothing new while it lasts; both resolve when the cause goes away.
+        assert!(e.step(&snap(false, 0.1, 1, 0, 0), &th(), t0 + Duration::from_secs(80), 80).is_empty());
+        let c = e.step(&snap(true, 0.1, 2, 0, 0), &th(), t0 + Duration::from_secs(90), 90);
+        assert_eq!(c.len(), 2);
+        assert!(c.iter().all(|a| a.state == AlertState::Resolved && a.resolved_at_ms == Some(90)));
+        assert!(e.active.is_empty());
+    }
+
+    #[test]
+    fn failures_restarts_and_full_buffers_fire_at_once() {
+        let mut e = Evaluator::default();
+        let t0 = Instant::now();
+        let c = e.step(&snap(true, 0.9, 2, 1, 0), &th(), t0, 0);
+        assert_eq!(
+            kinds(&c),
+            [(AlertKind::AppDegraded, AlertState::Firing), (AlertKind::BufferNearlyFull, AlertState::Firing)]
+        );
+        assert_eq!(e.active.len(), 2);
+        let mut e = Evaluator::default();
+        assert!(e.step(&snap(true, 0.1, 2, 0, 10), &th(), t0, 0).is_empty());
+        assert!(e.step(&snap(true, 0.1, 2, 0, 12), &th(), t0 + Duration::from_secs(10), 10).is_empty());
+        let c = e.step(&snap(true, 0.1, 2, 0, 13), &th(), t0 + Duration::from_secs(20), 20);
+        assert!(c[0].cause.contains("restarted 3 times"), "{}", c[0].cause);
+        // Quiet for longer than the window: resolved.
+        let c = e.step(&snap(true, 0.1, 2, 0, 13), &th(), t0 + Duration::from_secs(400), 400);
+        assert_eq!(kinds(&c), [(AlertKind::AppDegraded, AlertState::Resolved)]);
+    }
+}
