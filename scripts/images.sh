@@ -2,7 +2,8 @@
 # Builds the images of the compose stack locally; nothing is pulled:
 #   edge/nats-server:2.15.1   FROM scratch + the pinned static nats-server (from scripts/setup.sh)
 #   edge/orchestrator:dev     FROM scratch + every project binary and the shared libraries they
-#                             link (copied from this machine), one image for all services
+#                             link (copied from this machine), one image for all services, plus
+#                             Prometheus from Debian's package (for the observability profile)
 # Set PROFILE=release for optimised binaries (default: the debug build the tests use).
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -28,6 +29,11 @@ for b in $bins; do
     mkdir -p "$ctx/orch/rootfs$(dirname "$lib")"
     cp -L "$lib" "$ctx/orch/rootfs$lib"
   done
+done
+cp .tools/bin/prometheus "$ctx/orch/rootfs/bin/prometheus"
+for lib in $(ldd .tools/bin/prometheus | grep -o '/[^ ]*\.so[^ ]*'); do
+  mkdir -p "$ctx/orch/rootfs$(dirname "$lib")"
+  cp -L "$lib" "$ctx/orch/rootfs$lib"
 done
 echo "nobody:x:65534:65534:nobody:/:/bin/false" > "$ctx/orch/rootfs/etc/passwd"
 cp docker/orchestrator.Dockerfile "$ctx/orch/Dockerfile"

