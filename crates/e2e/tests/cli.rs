@@ -129,6 +129,12 @@ async fn edgectl_drives_a_dev_stack() -> Result<()> {
     let stderr = String::from_utf8_lossy(&bad.stderr);
     assert!(stderr.starts_with("error: invalid request: /name:"), "{stderr}");
 
+    // Logs on demand: every host answers (the demo's sleep prints nothing), within the wait.
+    let logs = dev.edgectl(&["logs", "cli-demo", "-o", "json"]);
+    assert!(logs.status.success(), "{}", String::from_utf8_lossy(&logs.stderr));
+    let done = String::from_utf8_lossy(&logs.stdout).lines().filter(|l| l.contains("\"done\":true")).count();
+    assert!(done >= 1 && String::from_utf8_lossy(&logs.stderr).is_empty(), "{}", String::from_utf8_lossy(&logs.stdout));
+
     dev.ok(&["app", "delete", "cli-demo"])?;
 
     // Secrets: the value from a file; list and describe never show it; a second put conflicts.

@@ -18,6 +18,7 @@ use crate::api::*;
 use crate::app::AppSpec;
 use crate::cluster::{Assignment, HostState, LeaderLease};
 use crate::desired::{DesiredApp, EventsWatermark};
+use crate::logs::{LogChunk, LogRequest};
 use crate::rollout::{HistoryReply, RollbackRequest, RolloutControl, RolloutControlReply, RolloutStatusReply};
 use crate::secret::{
     AuditEvent, SealedSecret, SecretDeleteReply, SecretInfo, SecretListReply, SecretListRequest, SecretName,
@@ -90,6 +91,8 @@ messages!(
     SiteRekey,
     Alert,
     AlertListReply,
+    LogRequest,
+    LogChunk,
 );
 
 /// The schema a type generates (draft 2020-12).

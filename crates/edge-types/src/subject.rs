@@ -13,6 +13,7 @@
 //! edge.v1.audit.secret.<tenant>.<name> audit events of the secrets service (hub stream AUDIT)
 //! edge.v1.hb.<site>                    liveness heartbeat, core NATS only (not stored)
 //! edge.v1.alert.<kind>.<name>          an alert firing or resolving (hub stream ALERTS)
+//! edge.v1.logs.<site>                  logs on demand from a site's hosts (core request)
 //! ```
 
 use crate::names::Name;
@@ -206,6 +207,11 @@ pub fn heartbeat(site: &Name) -> String {
     format!("{PREFIX}.hb.{site}")
 }
 
+/// `edge.v1.logs.<site>`
+pub fn logs(site: &Name) -> String {
+    format!("{PREFIX}.logs.{site}")
+}
+
 /// Every heartbeat subject.
 pub fn heartbeat_all() -> String {
     format!("{PREFIX}.hb.*")
@@ -225,6 +231,7 @@ pub enum Subject {
     SiteStatus { site: Name, app: Name },
     SiteRegistration { site: Name },
     Heartbeat { site: Name },
+    Logs { site: Name },
 }
 
 /// Why a subject is not part of the grammar.
@@ -266,6 +273,7 @@ pub fn parse(subject: &str) -> Result<Subject, SubjectError> {
         ["site", site, "status", app] => Ok(Subject::SiteStatus { site: name(site)?, app: name(app)? }),
         ["site", site, "registration"] => Ok(Subject::SiteRegistration { site: name(site)? }),
         ["hb", site] => Ok(Subject::Heartbeat { site: name(site)? }),
+        ["logs", site] => Ok(Subject::Logs { site: name(site)? }),
         _ => Err(err("unknown shape")),
     }
 }

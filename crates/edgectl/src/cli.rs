@@ -48,6 +48,31 @@ pub enum Command {
     Secret(SecretCommand),
     /// Alerts firing now (apps degrading, sites offline, buffers nearly full), with causes.
     Alerts,
+    /// Container logs of an application, fetched from its sites on demand.
+    Logs(LogsArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct LogsArgs {
+    pub app: String,
+    /// Only this site.
+    #[arg(long)]
+    pub site: Option<String>,
+    /// Only this service.
+    #[arg(long)]
+    pub service: Option<String>,
+    /// Last lines of each container.
+    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=10000))]
+    pub tail: u32,
+    /// Only lines of the last this many seconds.
+    #[arg(long)]
+    pub since: Option<u64>,
+    /// Only lines containing this text.
+    #[arg(long)]
+    pub grep: Option<String>,
+    /// Keep printing new lines until interrupted.
+    #[arg(short = 'f', long)]
+    pub follow: bool,
 }
 
 #[derive(Subcommand, Debug)]

@@ -14,6 +14,7 @@ pub mod inventory;
 pub mod keys;
 pub mod labels;
 pub mod leafwatch;
+pub mod logs;
 pub mod reconcile;
 pub mod runtime;
 pub mod secrets;
@@ -195,6 +196,9 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Site
         };
         tasks.spawn(watch.run(shutdown.clone()));
     }
+    let logs =
+        logs::LogServer { client: client.clone(), site: site.clone(), host: host.clone(), runtime: runtime.clone() };
+    tasks.spawn(logs.run(shutdown.clone()));
     let mut agent = agent::Agent::new(site, host, runtime, desired, view, changed, secrets);
     agent.resync = config.resync();
     agent.window = window;

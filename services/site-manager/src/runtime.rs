@@ -254,6 +254,26 @@ impl DockerRuntime {
         }
     }
 
+    /// A container's log output (stdout and stderr) as it comes: the last `tail` lines, only
+    /// those since `since` (Unix seconds) when set, then new ones if `follow`.
+    pub fn logs(
+        &self,
+        id: &str,
+        tail: u32,
+        since: Option<i64>,
+        follow: bool,
+    ) -> impl Stream<Item = Result<bytes::Bytes, RuntimeError>> + Send + 'static {
+        let mut opts = bollard::query_parameters::LogsOptionsBuilder::default()
+            .stdout(true)
+            .stderr(true)
+            .follow(follow)
+            .tail(&tail.to_string());
+        if let Some(s) = since {
+            opts = opts.since(s.clamp(0, i32::MAX as i64) as i32);
+        }
+        self.docker.logs(id, Some(opts.build())).map(|r| r.map(|o| o.into_bytes()).map_err(RuntimeError::from))
+    }
+
     /// A tick for every lifecycle event of our containers (die, stop, destroy, ...). Ends when
     /// the event stream breaks; the caller re-subscribes.
     pub fn events(&self) -> impl Stream<Item = ()> + Send + 'static {
