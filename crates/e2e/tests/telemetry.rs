@@ -138,3 +138,90 @@ async fn alerts_fire_with_their_cause_and_resolve_themselves() -> Result<()> {
     service.await??;
     Ok(())
 }
+
+/// `(at_ms, subject)` of every message the hub's TELEMETRY holds from one site.
+async fn hub_telemetry(stack: &Stack, site: &edge_types::Name) -> Result<Vec<(u64, String)>> {
+    use async_nats::jetstream::consumer;
+    use futures::StreamExt;
+    let js = edge_bus::topology::hub_js(&stack.client);
+    let stream = js.get_stream("TELEMETRY").await?;
+    let c = stream
+        .create_consumer(consumer::pull::OrderedConfig {
+            filter_subject: format!("edge.v1.tm.{site}.>"),
+            ..Default::default()
+        })
+        .await?;
+    let pending = c.clone().info().await?.num_pending;
+    let mut out = Vec::new();
+    let mut msgs = c.messages().await?;
+    while (out.len() as u64) < pending {
+        let m = tokio::time::timeout(Duration::from_secs(5), msgs.next()).await?.context("ended")??;
+        let v: serde_json::Value = serde_json::from_slice(&m.payload)?;
+        out.push((v["at_ms"].as_u64().unwrap_or(0), m.subject.to_string()));
+    }
+    Ok(out)
+}
+
+#[tokio::test]
+async fn sites_report_resources_and_lifecycle_buffered_through_cuts() -> Result<()> {
+    let stack = Stack::start_with(&[&[("tier", "edge")], &[("tier", "edge")]], |c| c.stats_secs = 1).await?;
+    let addr = format!("127.0.0.1:{}", edge_bus::natsconf::free_port()?);
+    let shutdown = CancellationToken::new();
+    let service = tokio::spawn(telemetry::run(telemetry::Config::new(stack.hub.url(), addr.clone()), shutdown.clone()));
+    let app = unique("measured");
+    stack.apply(&sleeper(&app, "tier = edge", "edge/busybox:v1", &[])).await?;
+    let crashy = unique("exits");
+    let mut spec = sleeper(&crashy, "tier = edge", "edge/busybox:v1", &[]);
+    spec["services"][0]["command"] = serde_json::json!(["false"]);
+    stack.apply(&spec).await?;
+    let (a, b) = (stack.site(0).clone(), stack.site(1).clone());
+    stack.wait_running(&[&a, &b], &app, 1).await?;
+
+    // Every container's place and use, as `edgectl app status` shows it.
+    stack
+        .eventually("resources of both containers", || async {
+            let r: edge_types::telemetry::ResourcesReply = edge_bus::api::request(
+                &stack.client,
+                ApiOp::TelemetryResources,
+                &serde_json::json!({"name": app}),
+                Duration::from_secs(5),
+            )
+            .await?;
+            let mut sites: Vec<String> = r.containers.iter().map(|c| c.site.to_string()).collect();
+            sites.sort();
+            let mut want = vec![a.to_string(), b.to_string()];
+            want.sort();
+            Ok(sites == want && r.containers.iter().all(|c| c.memory_bytes > 0 && c.host.as_str() == "host-1"))
+        })
+        .await?;
+    stack
+        .eventually("hosts, app use and exits in /metrics", || async {
+            let (_, text) = get(&addr, "/metrics").await?;
+            Ok(value(&text, &format!("edge_host_cpu_ratio{{site=\"{a}\",host=\"host-1\"}}")).is_some()
+                && value(&text, &format!("edge_host_memory_total_bytes{{site=\"{b}\",host=\"host-1\"}}"))
+                    .is_some_and(|m| m > 0.0)
+                && value(&text, &format!("edge_app_memory_bytes{{app=\"{app}\"}}")).is_some_and(|m| m > 0.0)
+                && value(&text, &format!("edge_site_container_exits_total{{site=\"{a}\"}}")).is_some_and(|n| n >= 1.0))
+        })
+        .await?;
+
+    // Samples taken while the WAN is cut are kept at the site and reach the hub afterwards.
+    stack.cut(0).await?;
+    let cut_at = edge_bus::time::now_ms();
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let restored_at = edge_bus::time::now_ms();
+    stack.restore(0).await?;
+    stack
+        .eventually("samples of the cut at the hub", || async {
+            let during = hub_telemetry(&stack, &a)
+                .await?
+                .into_iter()
+                .filter(|(at, s)| s.contains(".stats.") && *at > cut_at && *at < restored_at)
+                .count();
+            Ok(during >= 2)
+        })
+        .await?;
+    shutdown.cancel();
+    service.await??;
+    Ok(())
+}

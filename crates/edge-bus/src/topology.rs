@@ -33,6 +33,7 @@ use crate::BusError;
 pub const HUB_DOMAIN: &str = "hub";
 pub const STREAM_DESIRED: &str = "DESIRED";
 pub const STREAM_SITE_EVENTS: &str = "SITE_EVENTS";
+pub const STREAM_TELEMETRY: &str = "TELEMETRY";
 pub const BUCKET_APPS: &str = "edge_apps";
 pub const BUCKET_SITES: &str = "edge_sites";
 pub const BUCKET_STATUS: &str = "edge_status";
@@ -65,11 +66,14 @@ pub struct SiteStreamLimits {
     /// Events older than this are dropped even if the hub never got them; the default (zero)
     /// keeps them until the hub has them.
     pub max_age: Duration,
+    /// Most bytes of telemetry (resource samples, lifecycle events) kept at the site; the
+    /// oldest samples go first, and samples older than a day always go.
+    pub telemetry_max_bytes: i64,
 }
 
 impl Default for SiteStreamLimits {
     fn default() -> Self {
-        Self { max_bytes: 1 << 30, max_messages: -1, max_age: Duration::ZERO }
+        Self { max_bytes: 1 << 30, max_messages: -1, max_age: Duration::ZERO, telemetry_max_bytes: 64 << 20 }
     }
 }
 
@@ -116,6 +120,17 @@ pub async fn ensure_hub(js: &jetstream::Context) -> Result<HubBuckets, BusError>
     })
     .await
     .map_err(|e| BusError::js("ensure hub stream SITE_EVENTS", e))?;
+    js.get_or_create_stream(stream::Config {
+        name: STREAM_TELEMETRY.into(),
+        description: Some("Resource samples and lifecycle events of every site, sourced from the sites".into()),
+        storage: stream::StorageType::File,
+        max_age: 7 * DAY,
+        max_bytes: 4 << 30,
+        discard: stream::DiscardPolicy::Old,
+        ..Default::default()
+    })
+    .await
+    .map_err(|e| BusError::js("ensure hub stream TELEMETRY", e))?;
     Ok(HubBuckets {
         apps: ensure_bucket(js, BUCKET_APPS, "Applied applications by name").await?,
         sites: ensure_bucket(js, BUCKET_SITES, "Registered sites by id").await?,
@@ -199,12 +214,16 @@ pub async fn ensure_site_buckets(js: &jetstream::Context) -> Result<SiteBuckets,
     })
 }
 
-/// Makes the hub's `SITE_EVENTS` source the site's `SITE_EVENTS`; a no-op when it already does.
-/// Returns true when the source was added.
+/// Makes the hub's `SITE_EVENTS` and `TELEMETRY` source the site's; a no-op when they already
+/// do. Returns true when the events source was added.
 pub async fn add_site_source(js: &jetstream::Context, site: &Name) -> Result<bool, BusError> {
-    let mut stream =
-        js.get_stream(STREAM_SITE_EVENTS).await.map_err(|e| BusError::js("get hub stream SITE_EVENTS", e))?;
-    let info = stream.info().await.map_err(|e| BusError::js("read hub stream SITE_EVENTS", e))?;
+    add_source(js, STREAM_TELEMETRY, site).await?;
+    add_source(js, STREAM_SITE_EVENTS, site).await
+}
+
+async fn add_source(js: &jetstream::Context, name: &str, site: &Name) -> Result<bool, BusError> {
+    let mut stream = js.get_stream(name).await.map_err(|e| BusError::js(format!("get hub stream {name}"), e))?;
+    let info = stream.info().await.map_err(|e| BusError::js(format!("read hub stream {name}"), e))?;
     let mut config = info.config.clone();
     let sources = config.sources.get_or_insert_with(Vec::new);
     let api = api_prefix(site.as_str());
@@ -214,7 +233,7 @@ pub async fn add_site_source(js: &jetstream::Context, site: &Name) -> Result<boo
     // `external.api` is set explicitly: async-nats sends `domain` raw on update, which the
     // server rejects (nats.rs #1350).
     sources.push(stream::Source {
-        name: STREAM_SITE_EVENTS.into(),
+        name: name.into(),
         external: Some(stream::External { api_prefix: api, delivery_prefix: None }),
         ..Default::default()
     });
@@ -253,6 +272,18 @@ pub async fn ensure_site(js: &jetstream::Context, site: &Name, limits: &SiteStre
     })
     .await
     .map_err(|e| BusError::js("ensure site stream SITE_EVENTS", e))?;
+    js.create_or_update_stream(stream::Config {
+        name: STREAM_TELEMETRY.into(),
+        description: Some(format!("Resource samples and lifecycle events of site {site}, newest kept")),
+        subjects: vec![subject::telemetry_for_site(site)],
+        storage: stream::StorageType::File,
+        max_bytes: limits.telemetry_max_bytes,
+        max_age: DAY,
+        discard: stream::DiscardPolicy::Old,
+        ..Default::default()
+    })
+    .await
+    .map_err(|e| BusError::js("ensure site stream TELEMETRY", e))?;
     Ok(())
 }
 

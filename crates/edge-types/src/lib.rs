@@ -16,5 +16,6 @@ pub mod selector;
 pub mod site;
 pub mod status;
 pub mod subject;
+pub mod telemetry;
 
 pub use names::{Name, NameError};

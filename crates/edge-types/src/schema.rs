@@ -26,6 +26,7 @@ use crate::secret::{
 };
 use crate::site::{Heartbeat, SiteRecord, SiteRegistration};
 use crate::status::AppStatusReport;
+use crate::telemetry::{HostStats, LifecycleEvent, ResourcesReply};
 
 /// Largest inbound message accepted, in bytes (the bus allows 1 MiB).
 pub const MAX_MESSAGE_BYTES: usize = 256 * 1024;
@@ -93,6 +94,9 @@ messages!(
     AlertListReply,
     LogRequest,
     LogChunk,
+    HostStats,
+    LifecycleEvent,
+    ResourcesReply,
 );
 
 /// The schema a type generates (draft 2020-12).

@@ -31,6 +31,10 @@ pub struct ContainerStatus {
     /// Docker container id, empty if the container could not be created.
     pub container_id: String,
     pub image: String,
+    /// Docker's id of the image the container runs (`sha256:...`): the exact content.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    #[schemars(length(max = 128))]
+    pub image_id: String,
     /// Docker's state: `running`, `exited`, `created`, ...
     pub state: String,
     /// Restarts done by the site-manager since the container was created.

@@ -14,6 +14,8 @@
 //! edge.v1.hb.<site>                    liveness heartbeat, core NATS only (not stored)
 //! edge.v1.alert.<kind>.<name>          an alert firing or resolving (hub stream ALERTS)
 //! edge.v1.logs.<site>                  logs on demand from a site's hosts (core request)
+//! edge.v1.tm.<site>.stats.<host>       a host's and its containers' resource use (site TELEMETRY)
+//! edge.v1.tm.<site>.event.<host>       containers' lifecycle events (site TELEMETRY)
 //! ```
 
 use crate::names::Name;
@@ -45,10 +47,11 @@ pub enum ApiOp {
     SecretDescribe,
     SecretDelete,
     AlertList,
+    TelemetryResources,
 }
 
 impl ApiOp {
-    pub const ALL: [ApiOp; 21] = [
+    pub const ALL: [ApiOp; 22] = [
         ApiOp::AppApply,
         ApiOp::AppList,
         ApiOp::AppGet,
@@ -70,6 +73,7 @@ impl ApiOp {
         ApiOp::SecretDescribe,
         ApiOp::SecretDelete,
         ApiOp::AlertList,
+        ApiOp::TelemetryResources,
     ];
 
     /// `(noun, verb)` of the operation.
@@ -96,6 +100,7 @@ impl ApiOp {
             ApiOp::SecretDescribe => ("secret", "describe"),
             ApiOp::SecretDelete => ("secret", "delete"),
             ApiOp::AlertList => ("alert", "list"),
+            ApiOp::TelemetryResources => ("telemetry", "resources"),
         }
     }
 
@@ -103,7 +108,7 @@ impl ApiOp {
     pub fn service(self) -> &'static str {
         match self.parts().0 {
             "secret" => "secrets",
-            "alert" => "telemetry",
+            "alert" | "telemetry" => "telemetry",
             _ => "scheduler",
         }
     }
@@ -207,6 +212,26 @@ pub fn heartbeat(site: &Name) -> String {
     format!("{PREFIX}.hb.{site}")
 }
 
+/// `edge.v1.tm.<site>.stats.<host>`
+pub fn host_stats(site: &Name, host: &Name) -> String {
+    format!("{PREFIX}.tm.{site}.stats.{host}")
+}
+
+/// `edge.v1.tm.<site>.event.<host>`
+pub fn lifecycle(site: &Name, host: &Name) -> String {
+    format!("{PREFIX}.tm.{site}.event.{host}")
+}
+
+/// Every telemetry subject of every site.
+pub fn telemetry_all() -> String {
+    format!("{PREFIX}.tm.>")
+}
+
+/// Every telemetry subject of one site: what the site stream TELEMETRY binds.
+pub fn telemetry_for_site(site: &Name) -> String {
+    format!("{PREFIX}.tm.{site}.>")
+}
+
 /// `edge.v1.logs.<site>`
 pub fn logs(site: &Name) -> String {
     format!("{PREFIX}.logs.{site}")
@@ -232,6 +257,8 @@ pub enum Subject {
     SiteRegistration { site: Name },
     Heartbeat { site: Name },
     Logs { site: Name },
+    HostStats { site: Name, host: Name },
+    Lifecycle { site: Name, host: Name },
 }
 
 /// Why a subject is not part of the grammar.
@@ -274,6 +301,8 @@ pub fn parse(subject: &str) -> Result<Subject, SubjectError> {
         ["site", site, "registration"] => Ok(Subject::SiteRegistration { site: name(site)? }),
         ["hb", site] => Ok(Subject::Heartbeat { site: name(site)? }),
         ["logs", site] => Ok(Subject::Logs { site: name(site)? }),
+        ["tm", site, "stats", host] => Ok(Subject::HostStats { site: name(site)?, host: name(host)? }),
+        ["tm", site, "event", host] => Ok(Subject::Lifecycle { site: name(site)?, host: name(host)? }),
         _ => Err(err("unknown shape")),
     }
 }

@@ -6,6 +6,7 @@ use anyhow::{Context, Result};
 use edge_bus::api::{request, request_raw};
 use edge_types::api::*;
 use edge_types::subject::ApiOp;
+use edge_types::telemetry::ResourcesReply;
 
 use crate::cli::{AppCommand, Global};
 use crate::output::print;
@@ -85,6 +86,20 @@ pub async fn run(cmd: AppCommand, global: &Global) -> Result<()> {
         AppCommand::Status { name } => {
             let r: AppStatusReply =
                 request(&client, ApiOp::AppStatus, &serde_json::json!({ "name": name }), REQUEST_TIMEOUT).await?;
+            // Resource use from the telemetry service, when it runs.
+            let used: std::collections::HashMap<String, (f64, u64)> = request::<_, ResourcesReply>(
+                &client,
+                ApiOp::TelemetryResources,
+                &serde_json::json!({ "name": name }),
+                std::time::Duration::from_secs(5),
+            )
+            .await
+            .map(|u| u.containers.into_iter().map(|c| (c.container_id, (c.cpu_cores, c.memory_bytes))).collect())
+            .unwrap_or_default();
+            let usage = |id: &str| match used.get(id) {
+                Some((cpu, mem)) => (format!("{cpu:.2}"), format!("{:.1}Mi", *mem as f64 / (1 << 20) as f64)),
+                None => ("-".into(), "-".into()),
+            };
             let mut rows = Vec::new();
             for s in &r.sites {
                 let mut phase = serde_json::to_value(s.phase)?.as_str().unwrap_or_default().to_string();
@@ -94,6 +109,8 @@ pub async fn run(cmd: AppCommand, global: &Global) -> Result<()> {
                 match &s.report {
                     Some(rep) if !rep.containers.is_empty() => {
                         for c in &rep.containers {
+                            let (cpu, mem) = usage(&c.container_id);
+                            let image = c.image_id.trim_start_matches("sha256:").chars().take(12).collect::<String>();
                             rows.push(vec![
                                 s.site.to_string(),
                                 phase.clone(),
@@ -103,6 +120,9 @@ pub async fn run(cmd: AppCommand, global: &Global) -> Result<()> {
                                 c.state.clone(),
                                 c.restarts.to_string(),
                                 c.container_id.chars().take(12).collect(),
+                                if image.is_empty() { "-".into() } else { image },
+                                cpu,
+                                mem,
                                 c.error.clone().unwrap_or_default(),
                             ]);
                         }
@@ -111,6 +131,9 @@ pub async fn run(cmd: AppCommand, global: &Global) -> Result<()> {
                         s.site.to_string(),
                         phase,
                         rep.as_ref().map(|r| r.generation.to_string()).unwrap_or_else(|| "-".into()),
+                        "-".into(),
+                        "-".into(),
+                        "-".into(),
                         "-".into(),
                         "-".into(),
                         "-".into(),
@@ -126,7 +149,20 @@ pub async fn run(cmd: AppCommand, global: &Global) -> Result<()> {
             print(
                 global.output,
                 &r,
-                &["SITE", "PHASE", "GEN", "SERVICE/REPLICA", "HOST", "STATE", "RESTARTS", "CONTAINER", "ERROR"],
+                &[
+                    "SITE",
+                    "PHASE",
+                    "GEN",
+                    "SERVICE/REPLICA",
+                    "HOST",
+                    "STATE",
+                    "RESTARTS",
+                    "CONTAINER",
+                    "IMAGE",
+                    "CPU",
+                    "MEMORY",
+                    "ERROR",
+                ],
                 rows,
             );
         }

@@ -92,7 +92,8 @@ fn asyncapi_addresses_follow_the_grammar() {
             .replace("{app}", "web")
             .replace("{tenant}", "default")
             .replace("{name}", "db")
-            .replace("{kind}", "site_offline");
+            .replace("{kind}", "site_offline")
+            .replace("{host}", "host-1");
         assert!(subject::parse(&concrete).is_ok(), "channel {id}: {address} is not in the grammar");
     }
 }

@@ -77,6 +77,12 @@ pub struct Config {
     /// `/run/secrets`. Must be a tmpfs, so secrets never reach a disk.
     #[arg(long, env = "SITE_MANAGER_SECRETS_DIR", default_value = "/dev/shm/edge-secrets")]
     pub secrets_dir: PathBuf,
+    /// Seconds between resource samples of this host and its containers.
+    #[arg(long, env = "SITE_MANAGER_STATS_SECS", default_value_t = 15, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub stats_secs: u64,
+    /// Most bytes of telemetry the site keeps (oldest samples go first; a day at most).
+    #[arg(long, env = "SITE_MANAGER_TELEMETRY_MAX_BYTES", default_value_t = 64 << 20, value_parser = clap::value_parser!(i64).range(4096..))]
+    pub telemetry_max_bytes: i64,
     /// The secrets service's public key (`edgectl secret key` shows it): when set, only
     /// secrets sealed by it are opened.
     #[arg(long, env = "SITE_MANAGER_SECRETS_SENDER")]
@@ -106,6 +112,8 @@ impl Config {
             key_dir: std::env::temp_dir().join("edge-site-manager"),
             secrets_dir: PathBuf::from("/dev/shm/edge-secrets"),
             secrets_sender: None,
+            stats_secs: 15,
+            telemetry_max_bytes: 64 << 20,
         }
     }
 
@@ -128,7 +136,12 @@ impl Config {
     }
 
     pub fn limits(&self) -> SiteStreamLimits {
-        SiteStreamLimits { max_bytes: self.events_max_bytes, max_messages: self.events_max_msgs, ..Default::default() }
+        SiteStreamLimits {
+            max_bytes: self.events_max_bytes,
+            max_messages: self.events_max_msgs,
+            telemetry_max_bytes: self.telemetry_max_bytes,
+            ..Default::default()
+        }
     }
 
     /// The maintenance window, if one is configured (checked at parse time).

@@ -42,7 +42,7 @@ pub fn docker_arch(arch: &str) -> String {
     .into()
 }
 
-fn free_bytes(path: &Path) -> Option<u64> {
+pub fn free_bytes(path: &Path) -> Option<u64> {
     let st = rustix::fs::statvfs(path).ok()?;
     Some(st.f_bavail.saturating_mul(st.f_frsize))
 }

@@ -19,6 +19,7 @@ pub mod reconcile;
 pub mod runtime;
 pub mod secrets;
 pub mod sources;
+pub mod stats;
 pub mod status;
 pub mod window;
 
@@ -196,6 +197,15 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Site
         };
         tasks.spawn(watch.run(shutdown.clone()));
     }
+    let collector = stats::Collector {
+        js: js.clone(),
+        site: site.clone(),
+        host: host.clone(),
+        runtime: runtime.clone(),
+        every: std::time::Duration::from_secs(config.stats_secs),
+        cpus: inventory.cpus,
+    };
+    tasks.spawn(collector.run(shutdown.clone()));
     let logs =
         logs::LogServer { client: client.clone(), site: site.clone(), host: host.clone(), runtime: runtime.clone() };
     tasks.spawn(logs.run(shutdown.clone()));

@@ -18,6 +18,8 @@ pub struct Observed {
     pub generation: u64,
     pub digest: String,
     pub image: String,
+    /// Docker's id of the image (`sha256:...`).
+    pub image_id: String,
     /// Docker state: `running`, `exited`, `created`, ...
     pub state: String,
 }
@@ -265,6 +267,7 @@ mod tests {
             generation: 1,
             digest: s.digest(),
             image: s.image.clone(),
+            image_id: String::new(),
             state: state.into(),
         }
     }

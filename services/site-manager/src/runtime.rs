@@ -11,6 +11,7 @@ use bollard::query_parameters::{
 use bollard::Docker;
 use edge_types::app::{DeviceKind, Protocol};
 use edge_types::secret::SecretRef;
+use edge_types::telemetry::Lifecycle;
 use edge_types::Name;
 use futures::{Stream, StreamExt};
 
@@ -39,6 +40,16 @@ pub struct DockerRuntime {
     devices: HashMap<DeviceKind, Vec<String>>,
     /// Where secret files are written (a tmpfs), one directory per container.
     secrets_dir: PathBuf,
+}
+
+/// A lifecycle event of one of our containers, as Docker reported it.
+pub struct LifecycleSeen {
+    pub id: String,
+    pub app: Name,
+    pub service: Name,
+    pub replica: u32,
+    pub event: Lifecycle,
+    pub exit_code: Option<i64>,
 }
 
 /// A secret a container gets, opened.
@@ -146,6 +157,7 @@ impl DockerRuntime {
                     generation: get(labels::GENERATION).parse().ok()?,
                     digest: get(labels::SPEC_DIGEST),
                     image: c.image.clone().unwrap_or_default(),
+                    image_id: c.image_id.clone().unwrap_or_default(),
                     state: c.state.map(|s| s.to_string()).unwrap_or_default(),
                 })
             })();
@@ -272,6 +284,60 @@ impl DockerRuntime {
             opts = opts.since(s.clamp(0, i32::MAX as i64) as i32);
         }
         self.docker.logs(id, Some(opts.build())).map(|r| r.map(|o| o.into_bytes()).map_err(RuntimeError::from))
+    }
+
+    /// CPU cores and memory bytes a container uses now (Docker samples over about a second).
+    pub async fn usage(&self, id: &str) -> Result<(f64, u64), RuntimeError> {
+        let opts = bollard::query_parameters::StatsOptionsBuilder::default().stream(false).one_shot(false).build();
+        let mut s = Box::pin(self.docker.stats(id, Some(opts)));
+        let Some(r) = s.next().await else { return Ok((0.0, 0)) };
+        let r = r?;
+        let total = |c: &Option<bollard::models::ContainerCpuStats>| {
+            let c = c.as_ref();
+            (
+                c.and_then(|c| c.cpu_usage.as_ref()).and_then(|u| u.total_usage).unwrap_or(0),
+                c.and_then(|c| c.system_cpu_usage).unwrap_or(0),
+                c.and_then(|c| c.online_cpus).unwrap_or(1),
+            )
+        };
+        let (now, sys_now, cpus) = total(&r.cpu_stats);
+        let (before, sys_before, _) = total(&r.precpu_stats);
+        let sys = sys_now.saturating_sub(sys_before);
+        let cores = if sys == 0 { 0.0 } else { now.saturating_sub(before) as f64 / sys as f64 * cpus as f64 };
+        let memory = r.memory_stats.and_then(|m| m.usage).unwrap_or(0);
+        Ok((cores, memory))
+    }
+
+    /// Our containers' lifecycle events (start, exit, OOM kill, restart) with what they were.
+    /// Ends when Docker's event stream breaks; the caller re-subscribes.
+    pub fn lifecycle(&self) -> impl Stream<Item = LifecycleSeen> + Send + 'static {
+        let mut filters = self.scope_filters();
+        filters.insert("type".into(), vec!["container".into()]);
+        filters.insert("event".into(), ["start", "die", "oom", "restart"].map(String::from).to_vec());
+        let opts = EventsOptionsBuilder::default().filters(&filters).build();
+        self.docker.events(Some(opts)).take_while(|e| futures::future::ready(e.is_ok())).filter_map(|e| {
+            futures::future::ready((|| {
+                let e = e.ok()?;
+                let actor = e.actor?;
+                let attrs = actor.attributes.unwrap_or_default();
+                let get = |k: &str| attrs.get(k).cloned().unwrap_or_default();
+                let event = match e.action.as_deref()? {
+                    "start" => Lifecycle::Start,
+                    "die" => Lifecycle::Exit,
+                    "oom" => Lifecycle::Oom,
+                    "restart" => Lifecycle::Restart,
+                    _ => return None,
+                };
+                Some(LifecycleSeen {
+                    id: actor.id.unwrap_or_default(),
+                    app: Name::new(get(labels::APP)).ok()?,
+                    service: Name::new(get(labels::SERVICE)).ok()?,
+                    replica: get(labels::REPLICA).parse().ok()?,
+                    event,
+                    exit_code: (event == Lifecycle::Exit).then(|| get("exitCode").parse().ok()).flatten(),
+                })
+            })())
+        })
     }
 
     /// A tick for every lifecycle event of our containers (die, stop, destroy, ...). Ends when

@@ -61,6 +61,7 @@ pub fn build(
                 host: host.clone(),
                 container_id: o.map(|o| o.id.clone()).unwrap_or_default(),
                 image: w.service.image.clone(),
+                image_id: o.map(|o| o.image_id.clone()).unwrap_or_default(),
                 state: match (o, facts.waiting.get(&key)) {
                     (Some(o), _) => o.state.clone(),
                     (None, Some(why)) => why.clone(),
@@ -112,6 +113,7 @@ pub fn merge(
             host: p.host.clone(),
             container_id: String::new(),
             image: spec.services.iter().find(|s| s.name == p.service).map(|s| s.image.clone()).unwrap_or_default(),
+            image_id: String::new(),
             state: "pending".into(),
             restarts: 0,
             error: None,

@@ -21,7 +21,7 @@ use edge_types::Name;
 use futures::StreamExt;
 use tokio_util::sync::CancellationToken;
 
-use crate::metrics::{AppRow, EndpointRow, SiteRow, Snapshot};
+use crate::metrics::{AppRow, EndpointRow, HostRow, SiteRow, Snapshot};
 
 /// How long a scrape waits for the services' statistics.
 const STATS_WAIT: Duration = Duration::from_millis(300);
@@ -37,6 +37,8 @@ pub struct Fleet {
     max_sites: usize,
     /// Heartbeats rejected as malformed or forged.
     pub rejected: Arc<AtomicU64>,
+    /// What the sites' telemetry streams reported.
+    pub reported: crate::ingest::Reported,
 }
 
 impl Fleet {
@@ -57,6 +59,7 @@ impl Fleet {
             site_timeout,
             max_sites,
             rejected: Default::default(),
+            reported: Default::default(),
             client: client.clone(),
         };
         let mut sub = client.subscribe(subject::heartbeat_all()).await?;
@@ -124,7 +127,22 @@ impl Fleet {
                 apps_running: running as u64,
                 apps_failed: mine.iter().filter(|x| x.phase == Phase::Failed).count() as u64,
                 restarts: mine.iter().flat_map(|x| &x.containers).map(|c| c.restarts as u64).sum(),
+                exits: self.reported.by_site.get(&r.site).map(|c| c.exits).unwrap_or(0),
+                ooms: self.reported.by_site.get(&r.site).map(|c| c.ooms).unwrap_or(0),
             });
+            let now = edge_bus::time::now_ms();
+            for h in self.reported.hosts.iter().filter(|h| h.key().0 == r.site) {
+                let s = h.value();
+                snap.hosts.push(HostRow {
+                    site: r.site.to_string(),
+                    host: s.host.to_string(),
+                    cpu_ratio: s.cpu_ratio,
+                    memory_total: s.memory_total_bytes,
+                    memory_available: s.memory_available_bytes,
+                    disk_free: s.disk_free_bytes,
+                    sample_age_secs: now.saturating_sub(s.at_ms) as f64 / 1000.0,
+                });
+            }
         }
         for a in &apps {
             let of_app: Vec<&AppStatusReport> = reports.iter().filter(|x| x.app == a.spec.name).collect();
@@ -141,11 +159,38 @@ impl Fleet {
                     .flat_map(|x| &x.containers)
                     .map(|c| c.restarts as u64)
                     .sum(),
+                cpu_cores: self.containers_of(&a.spec.name).iter().map(|c| c.cpu_cores).sum(),
+                memory_bytes: self.containers_of(&a.spec.name).iter().map(|c| c.memory_bytes).sum(),
+                ooms: self.reported.by_app.get(&a.spec.name).map(|c| c.ooms).unwrap_or(0),
             });
         }
         snap.apps.sort_by(|a, b| a.app.cmp(&b.app));
         snap.endpoints = self.service_stats().await;
         snap
+    }
+
+    /// Every container of an app the sites reported, with where it runs, newest samples.
+    pub fn containers_of(&self, app: &Name) -> Vec<edge_types::telemetry::PlacedStats> {
+        let mut out: Vec<_> = self
+            .reported
+            .hosts
+            .iter()
+            .flat_map(|h| {
+                let s = h.value().clone();
+                s.containers.into_iter().filter(|c| &c.app == app).map(move |c| edge_types::telemetry::PlacedStats {
+                    site: s.site.clone(),
+                    host: s.host.clone(),
+                    service: c.service,
+                    replica: c.replica,
+                    container_id: c.container_id,
+                    cpu_cores: c.cpu_cores,
+                    memory_bytes: c.memory_bytes,
+                    at_ms: s.at_ms,
+                })
+            })
+            .collect();
+        out.sort_by(|a, b| (&a.site, &a.service, a.replica).cmp(&(&b.site, &b.service, b.replica)));
+        out
     }
 
     /// Every service's endpoints, from `$SRV.STATS` (summed over instances of a service).

@@ -6,6 +6,7 @@
 pub mod alerts;
 pub mod fleet;
 pub mod http;
+pub mod ingest;
 pub mod metrics;
 
 use std::time::Duration;
@@ -113,6 +114,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Tele
     )
     .await
     .map_err(|e| edge_bus::BusError::js("subscribe to heartbeats", e))?;
+    tokio::spawn(fleet.reported.clone().follow(js.clone(), shutdown.clone()));
     let f = fleet.clone();
     let server = tokio::spawn(http::serve(
         listener,
@@ -122,7 +124,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Tele
         },
         shutdown.clone(),
     ));
-    let raiser = alerts::Raiser { js, kv: alert_kv.clone(), fleet, thresholds: config.thresholds() };
+    let raiser = alerts::Raiser { js, kv: alert_kv.clone(), fleet: fleet.clone(), thresholds: config.thresholds() };
     let every = Duration::from_secs(config.alert_every_secs);
     let alerting = tokio::spawn(raiser.run(every, shutdown.clone()));
 
@@ -133,24 +135,36 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Tele
         .await
         .map_err(|e| edge_bus::BusError::js("service API", e))?;
     let health = service.group(format!("{}.{NAME}", edge_types::subject::PREFIX)).endpoint("health").await;
-    let op = ApiOp::AlertList;
-    let list = service.group(op.group()).endpoint_builder().name("alert-list").add(op.parts().1).await;
-    let (health, list) = match (health, list) {
-        (Ok(h), Ok(l)) => (h, l),
-        (Err(e), _) | (_, Err(e)) => return Err(edge_bus::BusError::js("service API", e).into()),
+    let endpoint = |op: ApiOp| {
+        let (noun, verb) = op.parts();
+        service.group(op.group()).endpoint_builder().name(format!("{noun}-{verb}")).add(verb)
     };
-    let mut requests = futures::stream::select(health.map(|r| (false, r)), list.map(|r| (true, r)));
+    let (list, resources) = (endpoint(ApiOp::AlertList).await, endpoint(ApiOp::TelemetryResources).await);
+    let (health, list, resources) = match (health, list, resources) {
+        (Ok(h), Ok(l), Ok(r)) => (h, l, r),
+        (Err(e), _, _) | (_, Err(e), _) | (_, _, Err(e)) => return Err(edge_bus::BusError::js("service API", e).into()),
+    };
+    let mut requests = futures::stream::select_all([
+        health.map(|r| (None, r)).boxed(),
+        list.map(|r| (Some(ApiOp::AlertList), r)).boxed(),
+        resources.map(|r| (Some(ApiOp::TelemetryResources), r)).boxed(),
+    ]);
     tracing::info!(%addr, "telemetry ready: metrics at http://{addr}/metrics");
     loop {
-        let (is_list, req) = tokio::select! {
+        let (op, req) = tokio::select! {
             _ = shutdown.cancelled() => break,
             r = requests.next() => match r { Some(r) => r, None => break },
         };
-        if is_list {
-            let result = alerts::list(&alert_kv, &req.message.payload).await;
-            edge_bus::api::respond(&req, result).await;
-        } else if let Err(e) = req.respond(Ok(edge_bus::health::health_body(NAME, VERSION).into())).await {
-            tracing::warn!(error = %e, "health reply failed");
+        match op {
+            Some(ApiOp::AlertList) => {
+                edge_bus::api::respond(&req, alerts::list(&alert_kv, &req.message.payload).await).await
+            }
+            Some(_) => edge_bus::api::respond(&req, resources_of(&fleet, &req.message.payload)).await,
+            None => {
+                if let Err(e) = req.respond(Ok(edge_bus::health::health_body(NAME, VERSION).into())).await {
+                    tracing::warn!(error = %e, "health reply failed");
+                }
+            }
         }
     }
     drop(requests);
@@ -161,4 +175,14 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Tele
     bounded("flushing", client.flush()).await;
     tracing::info!("telemetry stopped");
     Ok(())
+}
+
+/// `telemetry.resources`: every container of an app with where it runs and what it uses.
+fn resources_of(
+    fleet: &fleet::Fleet,
+    body: &[u8],
+) -> Result<edge_types::telemetry::ResourcesReply, edge_types::api::ApiError> {
+    let req: edge_types::api::AppRef = edge_types::schema::decode(body).map_err(edge_bus::api::invalid)?;
+    let containers = fleet.containers_of(&req.name);
+    Ok(edge_types::telemetry::ResourcesReply { app: req.name, containers })
 }

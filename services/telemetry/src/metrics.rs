@@ -24,6 +24,21 @@ pub struct SiteRow {
     pub apps_failed: u64,
     /// Restarts of the site's containers, as its latest reports count them.
     pub restarts: u64,
+    /// Container exits and OOM kills the site reported since telemetry started.
+    pub exits: u64,
+    pub ooms: u64,
+}
+
+/// One host's latest resource sample.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct HostRow {
+    pub site: String,
+    pub host: String,
+    pub cpu_ratio: f64,
+    pub memory_total: u64,
+    pub memory_available: u64,
+    pub disk_free: u64,
+    pub sample_age_secs: f64,
 }
 
 /// One application's figures.
@@ -36,6 +51,10 @@ pub struct AppRow {
     pub sites_failed: u64,
     /// Restarts of the app's containers at its sites, as last reported.
     pub restarts: u64,
+    /// CPU cores and memory its containers use, from the sites' latest samples.
+    pub cpu_cores: f64,
+    pub memory_bytes: u64,
+    pub ooms: u64,
 }
 
 /// One endpoint of a service, from its `$SRV.STATS` (summed over its instances).
@@ -51,6 +70,7 @@ pub struct EndpointRow {
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Snapshot {
     pub sites: Vec<SiteRow>,
+    pub hosts: Vec<HostRow>,
     pub apps: Vec<AppRow>,
     pub endpoints: Vec<EndpointRow>,
     /// Sites registered beyond the per-site series limit (counted in the totals only).
@@ -108,7 +128,11 @@ fn flag(v: bool) -> f64 {
 type SiteSeries = (&'static str, &'static str, &'static str, fn(&SiteRow) -> f64);
 
 /// Every per-site series: name, type, help, value.
-const SITE_SERIES: [SiteSeries; 13] = [
+const SITE_SERIES: [SiteSeries; 15] = [
+    ("edge_site_container_exits_total", "counter", "Container exits the site reported.", |r| r.exits as f64),
+    ("edge_site_container_ooms_total", "counter", "Containers the site's kernels killed for memory.", |r| {
+        r.ooms as f64
+    }),
     ("edge_site_connected", "gauge", "1 while the site's heartbeats arrive.", |r| flag(r.connected)),
     ("edge_site_last_heartbeat_age_seconds", "gauge", "Seconds since the site's last heartbeat.", |r| {
         r.last_seen_secs.unwrap_or(0.0)
@@ -161,6 +185,25 @@ pub fn render(s: &Snapshot) -> String {
     o.per_app(s, "edge_app_container_restarts", "Restarts of the app's containers, as last reported.", |r| {
         r.restarts as f64
     });
+    type HostSeries = (&'static str, &'static str, fn(&HostRow) -> f64);
+    let host_series: [HostSeries; 5] = [
+        ("edge_host_cpu_ratio", "Busy share of the host's CPUs, 0 to 1.", |r| r.cpu_ratio),
+        ("edge_host_memory_total_bytes", "The host's memory.", |r| r.memory_total as f64),
+        ("edge_host_memory_available_bytes", "Memory available on the host.", |r| r.memory_available as f64),
+        ("edge_host_disk_free_bytes", "Free disk where Docker keeps its data.", |r| r.disk_free as f64),
+        ("edge_host_sample_age_seconds", "Age of the host's latest sample.", |r| r.sample_age_secs),
+    ];
+    for (name, help, f) in host_series {
+        o.family(name, "gauge", help);
+        for r in &s.hosts {
+            o.sample(name, &[("site", &r.site), ("host", &r.host)], f(r));
+        }
+    }
+    o.per_app(s, "edge_app_cpu_cores", "CPU cores the app's containers use.", |r| r.cpu_cores);
+    o.per_app(s, "edge_app_memory_bytes", "Memory the app's containers use.", |r| r.memory_bytes as f64);
+    o.per_app(s, "edge_app_container_ooms", "The app's containers killed for memory since telemetry started.", |r| {
+        r.ooms as f64
+    });
     o.per_endpoint(s, "edge_service_requests_total", "Requests a service endpoint handled.", |r| r.requests as f64);
     o.per_endpoint(
         s,
@@ -198,7 +241,7 @@ mod tests {
                 sites_desired: 1,
                 sites_running: 1,
                 sites_failed: 0,
-                restarts: 0,
+                ..Default::default()
             }],
             endpoints: vec![EndpointRow {
                 service: "scheduler".into(),
@@ -209,7 +252,7 @@ mod tests {
             }],
             sites_registered: 1,
             sites_connected: 1,
-            sites_over_limit: 0,
+            ..Default::default()
         };
         let text = render(&s);
         assert!(text.contains("# TYPE edge_sites_connected gauge\nedge_sites_connected 1\n"), "{text}");
