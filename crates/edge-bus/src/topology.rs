@@ -299,10 +299,15 @@ pub struct SiteSourceState {
 /// Reads the state of every site source of the hub's `SITE_EVENTS` (raw API: the client's
 /// typed info omits which site a source is).
 pub async fn site_sources(client: &async_nats::Client) -> Result<Vec<SiteSourceState>, BusError> {
-    let subject = format!("{}.STREAM.INFO.{STREAM_SITE_EVENTS}", api_prefix(HUB_DOMAIN));
-    let reply = client.request(subject, "".into()).await.map_err(|e| BusError::js("read hub SITE_EVENTS", e))?;
-    let info: serde_json::Value =
-        serde_json::from_slice(&reply.payload).map_err(|e| BusError::js("read hub SITE_EVENTS", e))?;
+    site_sources_of(client, STREAM_SITE_EVENTS).await
+}
+
+/// The same for another hub stream that sources the sites (`TELEMETRY`).
+pub async fn site_sources_of(client: &async_nats::Client, stream: &str) -> Result<Vec<SiteSourceState>, BusError> {
+    let subject = format!("{}.STREAM.INFO.{stream}", api_prefix(HUB_DOMAIN));
+    let what = format!("read hub {stream}");
+    let reply = client.request(subject, "".into()).await.map_err(|e| BusError::js(what.clone(), e))?;
+    let info: serde_json::Value = serde_json::from_slice(&reply.payload).map_err(|e| BusError::js(what, e))?;
     let mut out = Vec::new();
     for s in info["sources"].as_array().into_iter().flatten() {
         let api = s["external"]["api"].as_str().unwrap_or_default();
@@ -319,6 +324,11 @@ pub async fn site_sources(client: &async_nats::Client) -> Result<Vec<SiteSourceS
 /// it with a back-off that has held catch-up for 40 s).
 pub async fn reattach_site_source(js: &jetstream::Context, site: &Name) -> Result<(), BusError> {
     reattach_source(js, STREAM_SITE_EVENTS, &api_prefix(site.as_str())).await
+}
+
+/// The same for another hub stream that sources the sites (`TELEMETRY`).
+pub async fn reattach_site_source_of(js: &jetstream::Context, stream: &str, site: &Name) -> Result<(), BusError> {
+    reattach_source(js, stream, &api_prefix(site.as_str())).await
 }
 
 /// The same for a site's `DESIRED` stream and its source in the hub (`js` is the site's).

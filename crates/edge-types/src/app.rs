@@ -75,6 +75,82 @@ pub struct ServiceSpec {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 16))]
     pub secrets: Vec<crate::secret::SecretRef>,
+    /// How the site checks the container is healthy. An unhealthy container does not count as
+    /// running (status, rollout gates, alerts).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub probe: Option<Probe>,
+}
+
+/// A health probe, run by Docker inside the container every `period_secs`: exactly one of
+/// `http` (a GET that must answer 2xx or 3xx, with the image's `wget`), `tcp` (a connection,
+/// with the image's `nc`) or `exec` (a command that must exit 0).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Probe {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub http: Option<HttpProbe>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tcp: Option<TcpProbe>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 32))]
+    pub exec: Vec<CommandArg>,
+    #[serde(default = "ten")]
+    #[schemars(range(min = 1, max = 3600))]
+    pub period_secs: u32,
+    #[serde(default = "two")]
+    #[schemars(range(min = 1, max = 600))]
+    pub timeout_secs: u32,
+    /// Consecutive failures before the container is unhealthy.
+    #[serde(default = "three")]
+    #[schemars(range(min = 1, max = 100))]
+    pub failure_threshold: u32,
+}
+
+/// An HTTP GET probe.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct HttpProbe {
+    #[schemars(range(min = 1, max = 65535))]
+    pub port: u16,
+    #[serde(default = "root_path")]
+    #[schemars(length(min = 1, max = 1024), regex(pattern = r"^/[A-Za-z0-9._~!$&'()*+,;=:@%/?-]*$"))]
+    pub path: String,
+}
+
+/// A TCP connect probe.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TcpProbe {
+    #[schemars(range(min = 1, max = 65535))]
+    pub port: u16,
+}
+
+fn ten() -> u32 {
+    10
+}
+fn two() -> u32 {
+    2
+}
+fn three() -> u32 {
+    3
+}
+fn root_path() -> String {
+    "/".into()
+}
+
+impl Probe {
+    /// The command Docker runs for this probe.
+    pub fn command(&self) -> Vec<String> {
+        let t = self.timeout_secs.to_string();
+        if let Some(h) = &self.http {
+            let url = format!("http://127.0.0.1:{}{}", h.port, h.path);
+            return ["CMD", "wget", "-q", "-O", "/dev/null", "-T", &t, &url].map(String::from).to_vec();
+        }
+        if let Some(p) = &self.tcp {
+            return ["CMD", "nc", "-z", "-w", &t, "127.0.0.1", &p.port.to_string()].map(String::from).to_vec();
+        }
+        std::iter::once("CMD".to_string()).chain(self.exec.iter().map(|a| a.0.clone())).collect()
+    }
 }
 
 /// A kind of device node a container can be given.
@@ -222,6 +298,15 @@ impl AppSpec {
         }
         for (i, svc) in self.services.iter().enumerate() {
             check_secrets(i, svc)?;
+            if let Some(p) = &svc.probe {
+                let kinds = p.http.is_some() as u8 + p.tcp.is_some() as u8 + (!p.exec.is_empty()) as u8;
+                if kinds != 1 {
+                    return Err(SpecError {
+                        pointer: format!("/services/{i}/probe"),
+                        message: "a probe has exactly one of http, tcp and exec".into(),
+                    });
+                }
+            }
         }
         if let Some(r) = &self.rollout {
             crate::selector::Selector::parse(&r.canary).map_err(|e| SpecError {

@@ -37,6 +37,10 @@ pub struct ContainerStatus {
     pub image_id: String,
     /// Docker's state: `running`, `exited`, `created`, ...
     pub state: String,
+    /// The probe's verdict: `healthy`, `unhealthy`, `starting`; absent without a probe.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    #[schemars(length(max = 32))]
+    pub health: String,
     /// Restarts done by the site-manager since the container was created.
     pub restarts: u32,
     /// Last error, if any.

@@ -1,4 +1,4 @@
-//! Keeps every connected site's events flowing into the hub. After a hub restart the server
+//! Keeps every connected site's events and telemetry flowing into the hub. After a hub restart the server
 //! creates each sourcing consumer before the site's leaf is back, times out, and retries with a
 //! back-off that holds catch-up for about 40 s. A source that has been idle while its site is
 //! connected (heartbeats arriving) is therefore re-attached, which makes the server create the
@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use edge_bus::backoff::Backoff;
-use edge_bus::topology::{reattach_site_source, site_sources};
+use edge_bus::topology::{reattach_site_source_of, site_sources_of, STREAM_SITE_EVENTS, STREAM_TELEMETRY};
 use edge_types::Name;
 use tokio_util::sync::CancellationToken;
 
@@ -25,39 +25,51 @@ const COOLDOWN: Duration = Duration::from_secs(3);
 const MAX_COOLDOWN: Duration = Duration::from_secs(60);
 
 pub async fn keep_flowing(hub: Hub, client: async_nats::Client, shutdown: CancellationToken) {
-    // Per stalled site: no re-attachment before this instant, and the back-off that sets it.
-    let mut waits: HashMap<Name, (Instant, Backoff)> = HashMap::new();
+    // Per stalled (stream, site): no re-attachment before this instant, and the back-off.
+    let mut waits: HashMap<(&str, Name), (Instant, Backoff)> = HashMap::new();
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => return,
             _ = tokio::time::sleep(CHECK_EVERY) => {}
         }
-        let states = match site_sources(&client).await {
-            Ok(s) => s,
-            Err(e) => {
-                tracing::debug!(error = %e, "cannot read site sources");
-                continue;
-            }
-        };
-        for st in states {
-            let Ok(site) = Name::site(&st.site) else { continue };
-            let settled = hub.liveness.connected_for(&site).is_some_and(|d| d >= GRACE);
-            let stalled = st.active.is_none_or(|a| a >= STALLED_AFTER);
-            if !stalled {
-                waits.remove(&site);
-                continue;
-            }
-            let (not_before, backoff) =
-                waits.entry(site.clone()).or_insert_with(|| (Instant::now(), Backoff::new(COOLDOWN, MAX_COOLDOWN)));
-            if !settled || Instant::now() < *not_before {
-                continue;
-            }
-            *not_before = Instant::now() + backoff.next_delay();
-            let _guard = hub.placement.lock().await; // the stream config is shared with registration
-            match reattach_site_source(&hub.js, &site).await {
-                Ok(()) => tracing::info!(%site, idle = ?st.active, "re-attached stalled event source"),
-                Err(e) => tracing::warn!(%site, error = %e, "cannot re-attach event source"),
-            }
+        for stream in [STREAM_SITE_EVENTS, STREAM_TELEMETRY] {
+            keep_stream_flowing(&hub, &client, stream, &mut waits).await;
+        }
+    }
+}
+
+async fn keep_stream_flowing<'a>(
+    hub: &Hub,
+    client: &async_nats::Client,
+    stream: &'a str,
+    waits: &mut HashMap<(&'a str, Name), (Instant, Backoff)>,
+) {
+    let states = match site_sources_of(client, stream).await {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::debug!(error = %e, stream, "cannot read site sources");
+            return;
+        }
+    };
+    for st in states {
+        let Ok(site) = Name::site(&st.site) else { continue };
+        let settled = hub.liveness.connected_for(&site).is_some_and(|d| d >= GRACE);
+        let stalled = st.active.is_none_or(|a| a >= STALLED_AFTER);
+        if !stalled {
+            waits.remove(&(stream, site));
+            continue;
+        }
+        let (not_before, backoff) = waits
+            .entry((stream, site.clone()))
+            .or_insert_with(|| (Instant::now(), Backoff::new(COOLDOWN, MAX_COOLDOWN)));
+        if !settled || Instant::now() < *not_before {
+            continue;
+        }
+        *not_before = Instant::now() + backoff.next_delay();
+        let _guard = hub.placement.lock().await; // the stream config is shared with registration
+        match reattach_site_source_of(&hub.js, stream, &site).await {
+            Ok(()) => tracing::info!(%site, stream, idle = ?st.active, "re-attached stalled source"),
+            Err(e) => tracing::warn!(%site, stream, error = %e, "cannot re-attach source"),
         }
     }
 }

@@ -22,6 +22,8 @@ pub struct Observed {
     pub image_id: String,
     /// Docker state: `running`, `exited`, `created`, ...
     pub state: String,
+    /// `healthy`, `unhealthy`, `starting`, or empty without a probe.
+    pub health: String,
 }
 
 impl Observed {
@@ -269,6 +271,7 @@ mod tests {
             image: s.image.clone(),
             image_id: String::new(),
             state: state.into(),
+            health: String::new(),
         }
     }
 

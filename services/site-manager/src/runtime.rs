@@ -42,6 +42,16 @@ pub struct DockerRuntime {
     secrets_dir: PathBuf,
 }
 
+/// Health from Docker's status line (`Up 5 minutes (healthy)`): `healthy`, `unhealthy`,
+/// `starting`, or empty for a container without a probe.
+pub fn health_of(status: &str) -> String {
+    ["unhealthy", "healthy", "health: starting"]
+        .into_iter()
+        .find(|h| status.contains(&format!("({h})")))
+        .map(|h| h.trim_start_matches("health: ").to_string())
+        .unwrap_or_default()
+}
+
 /// A lifecycle event of one of our containers, as Docker reported it.
 pub struct LifecycleSeen {
     pub id: String,
@@ -159,6 +169,7 @@ impl DockerRuntime {
                     image: c.image.clone().unwrap_or_default(),
                     image_id: c.image_id.clone().unwrap_or_default(),
                     state: c.state.map(|s| s.to_string()).unwrap_or_default(),
+                    health: health_of(c.status.as_deref().unwrap_or_default()),
                 })
             })();
             match parsed {
@@ -222,6 +233,16 @@ impl DockerRuntime {
             env: Some(env),
             labels: Some(lbl),
             exposed_ports: (!exposed.is_empty()).then_some(exposed),
+            healthcheck: svc.probe.as_ref().map(|p| {
+                let secs = |s: u32| s as i64 * 1_000_000_000;
+                bollard::models::HealthConfig {
+                    test: Some(p.command()),
+                    interval: Some(secs(p.period_secs)),
+                    timeout: Some(secs(p.timeout_secs)),
+                    retries: Some(p.failure_threshold as i64),
+                    ..Default::default()
+                }
+            }),
             host_config: Some(HostConfig {
                 devices: (!svc.devices.is_empty()).then(|| {
                     let nodes = svc.devices.iter().flat_map(|k| self.devices.get(k).into_iter().flatten());

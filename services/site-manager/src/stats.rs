@@ -83,6 +83,7 @@ impl Collector {
     }
 
     async fn sample(&self, cpu: f64) -> HostStats {
+        let at_ms = edge_bus::time::now_ms();
         let (total, available) = parse_meminfo(&std::fs::read_to_string("/proc/meminfo").unwrap_or_default());
         let containers = match self.runtime.list().await {
             Ok(c) => c,
@@ -111,7 +112,7 @@ impl Collector {
         HostStats {
             site: self.site.clone(),
             host: self.host.clone(),
-            at_ms: edge_bus::time::now_ms(),
+            at_ms,
             cpu_ratio: cpu,
             cpus: self.cpus,
             memory_total_bytes: total,

@@ -52,7 +52,8 @@ pub fn build(
             let o = mine.iter().find(|o| &o.service == service && o.replica == *replica && o.digest == w.digest);
             let error = facts.errors.get(&key).cloned();
             let restarts = o.and_then(|o| facts.restarts.get(&o.id).copied()).unwrap_or(0);
-            let running = o.is_some_and(|o| o.running());
+            // A container whose probe fails (or has not passed yet) does not count as running.
+            let running = o.is_some_and(|o| o.running() && (o.health.is_empty() || o.health == "healthy"));
             all_ok &= running;
             failed |= error.is_some() || (!running && restarts >= CRASH_LOOP_RESTARTS);
             containers.push(ContainerStatus {
@@ -62,6 +63,7 @@ pub fn build(
                 container_id: o.map(|o| o.id.clone()).unwrap_or_default(),
                 image: w.service.image.clone(),
                 image_id: o.map(|o| o.image_id.clone()).unwrap_or_default(),
+                health: o.map(|o| o.health.clone()).unwrap_or_default(),
                 state: match (o, facts.waiting.get(&key)) {
                     (Some(o), _) => o.state.clone(),
                     (None, Some(why)) => why.clone(),
@@ -114,11 +116,12 @@ pub fn merge(
             container_id: String::new(),
             image: spec.services.iter().find(|s| s.name == p.service).map(|s| s.image.clone()).unwrap_or_default(),
             image_id: String::new(),
+            health: String::new(),
             state: "pending".into(),
             restarts: 0,
             error: None,
         });
-        all_ok &= c.state == "running";
+        all_ok &= c.state == "running" && (c.health.is_empty() || c.health == "healthy");
         containers.push(c);
     }
     let unplaced = assignment.map(|a| a.unplaced.clone()).unwrap_or_default();

@@ -114,6 +114,10 @@ impl Evaluator {
                     th.restart_window.as_secs()
                 );
                 holding.insert(key, cause);
+            } else if a.unhealthy > 0 {
+                let cause = format!("{app} has {} containers failing their probe", a.unhealthy);
+                seen.push(key.clone());
+                lasting(&mut holding, &mut self.pending, key, cause, th.app_short);
             } else if a.sites_running < a.sites_desired {
                 let cause = format!("{app} runs at {} of {} sites", a.sites_running, a.sites_desired);
                 seen.push(key.clone());

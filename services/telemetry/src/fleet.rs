@@ -129,6 +129,7 @@ impl Fleet {
                 restarts: mine.iter().flat_map(|x| &x.containers).map(|c| c.restarts as u64).sum(),
                 exits: self.reported.by_site.get(&r.site).map(|c| c.exits).unwrap_or(0),
                 ooms: self.reported.by_site.get(&r.site).map(|c| c.ooms).unwrap_or(0),
+                unhealthy: mine.iter().flat_map(|x| &x.containers).filter(|c| c.health == "unhealthy").count() as u64,
             });
             let now = edge_bus::time::now_ms();
             for h in self.reported.hosts.iter().filter(|h| h.key().0 == r.site) {
@@ -162,6 +163,12 @@ impl Fleet {
                 cpu_cores: self.containers_of(&a.spec.name).iter().map(|c| c.cpu_cores).sum(),
                 memory_bytes: self.containers_of(&a.spec.name).iter().map(|c| c.memory_bytes).sum(),
                 ooms: self.reported.by_app.get(&a.spec.name).map(|c| c.ooms).unwrap_or(0),
+                unhealthy: of_app
+                    .iter()
+                    .filter(|x| a.sites.contains(&x.site))
+                    .flat_map(|x| &x.containers)
+                    .filter(|c| c.health == "unhealthy")
+                    .count() as u64,
             });
         }
         snap.apps.sort_by(|a, b| a.app.cmp(&b.app));

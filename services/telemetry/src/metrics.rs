@@ -27,6 +27,8 @@ pub struct SiteRow {
     /// Container exits and OOM kills the site reported since telemetry started.
     pub exits: u64,
     pub ooms: u64,
+    /// Containers whose probe fails, as last reported.
+    pub unhealthy: u64,
 }
 
 /// One host's latest resource sample.
@@ -55,6 +57,8 @@ pub struct AppRow {
     pub cpu_cores: f64,
     pub memory_bytes: u64,
     pub ooms: u64,
+    /// The app's containers failing their probe, as last reported.
+    pub unhealthy: u64,
 }
 
 /// One endpoint of a service, from its `$SRV.STATS` (summed over its instances).
@@ -128,7 +132,8 @@ fn flag(v: bool) -> f64 {
 type SiteSeries = (&'static str, &'static str, &'static str, fn(&SiteRow) -> f64);
 
 /// Every per-site series: name, type, help, value.
-const SITE_SERIES: [SiteSeries; 15] = [
+const SITE_SERIES: [SiteSeries; 16] = [
+    ("edge_site_containers_unhealthy", "gauge", "Containers failing their probe.", |r| r.unhealthy as f64),
     ("edge_site_container_exits_total", "counter", "Container exits the site reported.", |r| r.exits as f64),
     ("edge_site_container_ooms_total", "counter", "Containers the site's kernels killed for memory.", |r| {
         r.ooms as f64
@@ -199,6 +204,7 @@ pub fn render(s: &Snapshot) -> String {
             o.sample(name, &[("site", &r.site), ("host", &r.host)], f(r));
         }
     }
+    o.per_app(s, "edge_app_containers_unhealthy", "The app's containers failing their probe.", |r| r.unhealthy as f64);
     o.per_app(s, "edge_app_cpu_cores", "CPU cores the app's containers use.", |r| r.cpu_cores);
     o.per_app(s, "edge_app_memory_bytes", "Memory the app's containers use.", |r| r.memory_bytes as f64);
     o.per_app(s, "edge_app_container_ooms", "The app's containers killed for memory since telemetry started.", |r| {
