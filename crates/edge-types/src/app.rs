@@ -411,4 +411,25 @@ mod tests {
         );
         spec(serde_json::json!([{"name": "a", "on_rotate": "in-place"}])).check().unwrap();
     }
+
+    #[test]
+    fn a_probe_has_one_kind_and_becomes_a_docker_command() {
+        let with = |probe: serde_json::Value| {
+            let mut s = spec(serde_json::json!([]));
+            s.services[0].probe = Some(serde_json::from_value(probe).unwrap());
+            s
+        };
+        let http = with(serde_json::json!({"http": {"port": 8080, "path": "/health"}}));
+        http.check().unwrap();
+        let cmd = http.services[0].probe.as_ref().unwrap().command();
+        assert_eq!(cmd, ["CMD", "wget", "-q", "-O", "/dev/null", "-T", "2", "http://127.0.0.1:8080/health"]);
+        let tcp = with(serde_json::json!({"tcp": {"port": 5432}}));
+        assert_eq!(
+            tcp.services[0].probe.as_ref().unwrap().command(),
+            ["CMD", "nc", "-z", "-w", "2", "127.0.0.1", "5432"]
+        );
+        let both = with(serde_json::json!({"tcp": {"port": 1}, "exec": ["true"]}));
+        assert_eq!(both.check().unwrap_err().pointer, "/services/0/probe");
+        assert_eq!(with(serde_json::json!({})).check().unwrap_err().pointer, "/services/0/probe");
+    }
 }

@@ -370,3 +370,14 @@ impl DockerRuntime {
         self.docker.events(Some(opts)).take_while(|e| futures::future::ready(e.is_ok())).map(|_| ())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn health_from_docker_status() {
+        assert_eq!(super::health_of("Up 5 minutes (healthy)"), "healthy");
+        assert_eq!(super::health_of("Up 2 seconds (health: starting)"), "starting");
+        assert_eq!(super::health_of("Up 1 minute (unhealthy)"), "unhealthy");
+        assert_eq!(super::health_of("Up 1 minute"), "");
+    }
+}
