@@ -3,6 +3,7 @@
 
 mod catchup;
 mod durability;
+mod ingest;
 mod placement;
 mod report;
 mod secrets;
@@ -40,6 +41,12 @@ struct Args {
     /// Rotations measured.
     #[arg(long, default_value_t = 20)]
     secret_rounds: usize,
+    /// Simulated sites sending telemetry.
+    #[arg(long, default_value_t = 1_000)]
+    ingest_sites: usize,
+    /// Telemetry samples sent.
+    #[arg(long, default_value_t = 200_000)]
+    ingest_messages: u64,
     /// Run only the scenarios whose name contains this.
     #[arg(long)]
     only: Option<String>,
@@ -68,6 +75,10 @@ async fn main() -> anyhow::Result<()> {
     if wanted("placement") {
         let p = placement::run(args.placement_apps, args.placement_sites, args.placement_window).await?;
         table.placement(&p);
+    }
+    if wanted("ingest") {
+        let r = ingest::run(args.ingest_sites, args.ingest_messages).await?;
+        table.ingest(&r);
     }
     if wanted("secrets") {
         let s = secrets::run(args.secret_sites, args.secret_rounds).await?;

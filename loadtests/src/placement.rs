@@ -84,7 +84,7 @@ pub struct Pass {
 }
 
 /// Measures from creation to [`Meter::stop`].
-struct Meter {
+pub(crate) struct Meter {
     hub: u32,
     start: Instant,
     hub0: f64,
@@ -92,11 +92,11 @@ struct Meter {
 }
 
 impl Meter {
-    fn start(hub: u32) -> Self {
+    pub(crate) fn start(hub: u32) -> Self {
         Self { hub, start: Instant::now(), hub0: cpu_secs(hub), client0: cpu_secs(std::process::id()) }
     }
 
-    fn stop(self) -> Pass {
+    pub(crate) fn stop(self) -> Pass {
         Pass {
             wall: self.start.elapsed(),
             hub_cpu: cpu_secs(self.hub) - self.hub0,

@@ -3,6 +3,7 @@
 use std::time::Duration;
 
 use crate::catchup::Catchup;
+use crate::ingest::IngestRun;
 use crate::placement::PlacementRun;
 use crate::secrets::SecretsRun;
 use crate::storm::Storm;
@@ -88,6 +89,32 @@ impl Table {
             format!("{:.1} CPU-s", s.hub_cpu_secs),
             format!("over {}", secs(s.window)),
             format!("{:.0}% of one core", 100.0 * s.hub_cpu_secs / s.window.as_secs_f64().max(1e-9)),
+        );
+    }
+
+    pub fn ingest(&mut self, r: &IngestRun) {
+        let rate = |d: Duration| r.messages as f64 / d.as_secs_f64().max(1e-9);
+        let cores = |cpu: f64, d: Duration| cpu / d.as_secs_f64().max(1e-9);
+        self.row(
+            &format!("telemetry from {} sites, stored (acked)", r.sites),
+            format!("{:.0} msg/s", rate(r.stored.wall)),
+            format!("{:.0} msg/s raw JetStream", rate(r.raw.wall)),
+            format!(
+                "ratio {:.2}; {} x {} B",
+                r.raw.wall.as_secs_f64() / r.stored.wall.as_secs_f64(),
+                r.messages,
+                r.bytes
+            ),
+        );
+        self.row(
+            "telemetry ingested by the telemetry service",
+            format!("{:.0} msg/s", rate(r.ingested.wall)),
+            "target 100000 msg/s".into(),
+            format!(
+                "hub {:.2} cores (target < 1), raw {:.2}",
+                cores(r.ingested.hub_cpu, r.ingested.wall),
+                cores(r.raw.hub_cpu, r.raw.wall)
+            ),
         );
     }
 

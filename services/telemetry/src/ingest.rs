@@ -30,6 +30,8 @@ pub struct Reported {
     pub by_app: Arc<DashMap<Name, Counts>>,
     /// Messages rejected as malformed or not matching their subject.
     pub rejected: Arc<std::sync::atomic::AtomicU64>,
+    /// Messages read (taken or rejected).
+    pub taken: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl Reported {
@@ -92,6 +94,7 @@ impl Reported {
                 _ = shutdown.cancelled() => return Ok(()),
                 m = messages.next() => match m { Some(m) => m?, None => return Ok(()) },
             };
+            self.taken.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             if let Err(reason) = self.take(&msg.subject, &msg.payload) {
                 self.rejected.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 tracing::warn!(subject = %msg.subject, %reason, "rejected a telemetry message");
