@@ -201,7 +201,9 @@ async fn sites_report_resources_and_lifecycle_buffered_through_cuts() -> Result<
                 && value(&text, &format!("edge_host_memory_total_bytes{{site=\"{b}\",host=\"host-1\"}}"))
                     .is_some_and(|m| m > 0.0)
                 && value(&text, &format!("edge_app_memory_bytes{{app=\"{app}\"}}")).is_some_and(|m| m > 0.0)
-                && value(&text, &format!("edge_site_container_exits_total{{site=\"{a}\"}}")).is_some_and(|n| n >= 1.0))
+                && value(&text, &format!("edge_site_container_exits_total{{site=\"{a}\"}}")).is_some_and(|n| n >= 1.0)
+                && value(&text, &format!("edge_site_telemetry_buffer_fill_ratio{{site=\"{a}\"}}"))
+                    .is_some_and(|f| f > 0.0))
         })
         .await?;
 

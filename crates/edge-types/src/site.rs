@@ -82,6 +82,9 @@ pub struct Heartbeat {
     /// Sealed secrets this site-manager refused since it started.
     #[serde(default)]
     pub secrets_refused: u64,
+    /// The site's telemetry buffer (oldest samples dropped at its limit).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub telemetry_buffer: Option<BufferState>,
 }
 
 /// The site's event buffer (its SITE_EVENTS stream): what the hub has not processed yet.

@@ -75,6 +75,25 @@ impl EventBuffer {
     }
 }
 
+impl EventBuffer {
+    /// The site's telemetry stream: what it holds against its byte limit. `full` means the
+    /// limit is reached and the oldest samples are being dropped (those the hub has not copied
+    /// yet are lost); `rejected_total` counts samples removed by the limits so far.
+    pub async fn telemetry_state(&self) -> Result<BufferState, async_nats::Error> {
+        let mut stream = self.js.get_stream(edge_bus::topology::STREAM_TELEMETRY).await?;
+        let info = stream.info().await?;
+        let max = info.config.max_bytes;
+        Ok(BufferState {
+            messages: info.state.messages,
+            bytes: info.state.bytes,
+            max_messages: info.config.max_messages,
+            max_bytes: max,
+            rejected_total: info.state.first_sequence.saturating_sub(1),
+            full: max > 0 && info.state.bytes as f64 >= 0.95 * max as f64,
+        })
+    }
+}
+
 /// The stream refused the write for lack of room (JetStream error 10077, store failed, which is
 /// what `discard: new` answers at a limit).
 fn is_store_full(e: &jetstream::context::PublishError) -> bool {

@@ -115,6 +115,7 @@ impl Heartbeats {
                 buffer: state,
                 leaf_recoveries: self.leaf_recoveries.load(std::sync::atomic::Ordering::Relaxed),
                 secrets_refused: self.secrets_refused.load(std::sync::atomic::Ordering::Relaxed),
+                telemetry_buffer: self.buffer.telemetry_state().await.ok(),
             };
             let body = serde_json::to_vec(&hb).expect("heartbeat serializes");
             if let Err(e) = self.client.publish(subject::heartbeat(&self.site), body.into()).await {

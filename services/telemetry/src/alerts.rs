@@ -92,6 +92,13 @@ impl Evaluator {
                     r.buffer_messages,
                     if r.buffer_full { "; it refuses new events" } else { "" }
                 );
+                holding.insert((AlertKind::BufferNearlyFull, site.clone()), cause);
+            } else if r.telemetry_fill >= th.buffer_fill {
+                let cause = format!(
+                    "site {site}'s telemetry buffer is {:.0}% full{}",
+                    r.telemetry_fill * 100.0,
+                    if r.telemetry_full { "; its oldest samples are dropped" } else { "" }
+                );
                 holding.insert((AlertKind::BufferNearlyFull, site), cause);
             }
         }

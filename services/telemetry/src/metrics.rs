@@ -29,6 +29,9 @@ pub struct SiteRow {
     pub ooms: u64,
     /// Containers whose probe fails, as last reported.
     pub unhealthy: u64,
+    /// The site's telemetry buffer: fill 0 to 1, and whether it drops its oldest samples.
+    pub telemetry_fill: f64,
+    pub telemetry_full: bool,
 }
 
 /// One host's latest resource sample.
@@ -132,7 +135,13 @@ fn flag(v: bool) -> f64 {
 type SiteSeries = (&'static str, &'static str, &'static str, fn(&SiteRow) -> f64);
 
 /// Every per-site series: name, type, help, value.
-const SITE_SERIES: [SiteSeries; 16] = [
+const SITE_SERIES: [SiteSeries; 18] = [
+    ("edge_site_telemetry_buffer_fill_ratio", "gauge", "Fill of the site's telemetry buffer, 0 to 1.", |r| {
+        r.telemetry_fill
+    }),
+    ("edge_site_telemetry_buffer_full", "gauge", "1 while the site drops its oldest telemetry samples.", |r| {
+        flag(r.telemetry_full)
+    }),
     ("edge_site_containers_unhealthy", "gauge", "Containers failing their probe.", |r| r.unhealthy as f64),
     ("edge_site_container_exits_total", "counter", "Container exits the site reported.", |r| r.exits as f64),
     ("edge_site_container_ooms_total", "counter", "Containers the site's kernels killed for memory.", |r| {
