@@ -149,6 +149,7 @@ impl Fleet {
         }
         for a in &apps {
             let of_app: Vec<&AppStatusReport> = reports.iter().filter(|x| x.app == a.spec.name).collect();
+            let used = self.containers_of(&a.spec.name);
             snap.apps.push(AppRow {
                 app: a.spec.name.to_string(),
                 generation: a.generation,
@@ -162,8 +163,8 @@ impl Fleet {
                     .flat_map(|x| &x.containers)
                     .map(|c| c.restarts as u64)
                     .sum(),
-                cpu_cores: self.containers_of(&a.spec.name).iter().map(|c| c.cpu_cores).sum(),
-                memory_bytes: self.containers_of(&a.spec.name).iter().map(|c| c.memory_bytes).sum(),
+                cpu_cores: used.iter().map(|c| c.cpu_cores).sum(),
+                memory_bytes: used.iter().map(|c| c.memory_bytes).sum(),
                 ooms: self.reported.by_app.get(&a.spec.name).map(|c| c.ooms).unwrap_or(0),
                 unhealthy: of_app
                     .iter()
