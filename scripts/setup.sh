@@ -29,6 +29,22 @@ PY
   "$tools/bin/nats-server" --version
 }
 
+# The tests drive the real Docker Engine. When its daemon is installed but not running (a machine
+# whose engine was stopped), start it rather than fail every test; anything else is reported.
+ensure_docker() {
+  if timeout 20 docker info >/dev/null 2>&1; then return; fi
+  if [ "$(id -u)" = 0 ] && [ -x /usr/sbin/dockerd ] && ! pgrep -x dockerd >/dev/null; then
+    echo "setup: the Docker daemon is not running; starting /usr/sbin/dockerd"
+    nohup setsid /usr/sbin/dockerd >/var/log/dockerd-setup.log 2>&1 </dev/null &
+    for _ in $(seq 1 60); do
+      if timeout 5 docker info >/dev/null 2>&1; then return; fi
+      sleep 1
+    done
+  fi
+  echo "setup: the Docker Engine does not answer (docker info); the tests need it" >&2
+  exit 1
+}
+
 install_busybox_image() {
   if docker image inspect edge/busybox:v1 >/dev/null 2>&1 && docker image inspect edge/busybox:v2 >/dev/null 2>&1; then return; fi
   echo "setup: building image edge/busybox:v1 from Debian's busybox-static"
@@ -65,6 +81,7 @@ install_prometheus() {
 }
 
 install_nats
+ensure_docker
 install_busybox_image
 install_prometheus
 echo "setup: ok (nats-server and prometheus in .tools/bin, images edge/busybox:v1 and :v2)"
