@@ -55,7 +55,7 @@ struct Args {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    edge_bus::logging::init("warn");
+    let _traces = edge_bus::logging::init("loadtests", "warn");
     let wanted = |name: &str| args.only.as_deref().is_none_or(|o| name.contains(o));
     let mut table = report::Table::default();
     if wanted("catchup") {

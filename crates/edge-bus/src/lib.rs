@@ -14,5 +14,6 @@ pub mod shutdown;
 pub mod signal;
 pub mod time;
 pub mod topology;
+pub mod trace;
 
 pub use connect::{connect, BusError};

@@ -2,6 +2,7 @@
 //! with temporary stores removed on drop, using the project's own `nats-config/` files, and a
 //! relay that cuts a site's WAN link on demand.
 
+pub mod otlp;
 pub mod relay;
 
 pub use relay::Relay;

@@ -148,28 +148,37 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Sche
     Ok(())
 }
 
+/// Handles one request in a span named after its operation (`app.apply`, ...), continuing the
+/// trace its headers carry.
 async fn serve(hub: &Hub, op: ApiOp, req: async_nats::service::Request) {
+    let (noun, verb) = op.parts();
+    let span = tracing::info_span!("request", otel.name = %format_args!("{noun}.{verb}"), otel.kind = "server");
+    edge_bus::trace::continue_from(&span, req.message.headers.as_ref());
+    tracing::Instrument::instrument(handle(hub, op, &req), span).await
+}
+
+async fn handle(hub: &Hub, op: ApiOp, req: &async_nats::service::Request) {
     let body = &req.message.payload;
     if body.len() > edge_types::schema::MAX_MESSAGE_BYTES {
         let e = edge_types::schema::DecodeError::TooLarge(body.len());
-        return reply::<()>(hub, op, &req, Err(edge_bus::api::invalid(e))).await;
+        return reply::<()>(hub, op, req, Err(edge_bus::api::invalid(e))).await;
     }
     match op {
-        ApiOp::AppApply => reply(hub, op, &req, apps::apply(hub, body).await).await,
-        ApiOp::AppList => reply(hub, op, &req, apps::list(hub, body).await).await,
-        ApiOp::AppGet => reply(hub, op, &req, apps::get(hub, body).await).await,
-        ApiOp::AppStatus => reply(hub, op, &req, apps::status(hub, body).await).await,
-        ApiOp::AppDelete => reply(hub, op, &req, apps::delete(hub, body).await).await,
-        ApiOp::AppPlan => reply(hub, op, &req, apps::plan(hub, body).await).await,
-        ApiOp::AppRollout => reply(hub, op, &req, rollout_api::status(hub, body).await).await,
-        ApiOp::AppPause => reply(hub, op, &req, rollout_api::control(hub, body, true).await).await,
-        ApiOp::AppResume => reply(hub, op, &req, rollout_api::control(hub, body, false).await).await,
-        ApiOp::AppHistory => reply(hub, op, &req, rollout_api::history(hub, body).await).await,
-        ApiOp::AppRollback => reply(hub, op, &req, rollout_api::rollback(hub, body).await).await,
-        ApiOp::SiteList => reply(hub, op, &req, sites::list(hub, body).await).await,
-        ApiOp::SiteLabel => reply(hub, op, &req, sites::label(hub, body).await).await,
-        ApiOp::SiteRegister => reply(hub, op, &req, sites::register(hub, body).await).await,
-        ApiOp::SiteRotateKey => reply(hub, op, &req, sites::rotate_key(hub, body).await).await,
+        ApiOp::AppApply => reply(hub, op, req, apps::apply(hub, body).await).await,
+        ApiOp::AppList => reply(hub, op, req, apps::list(hub, body).await).await,
+        ApiOp::AppGet => reply(hub, op, req, apps::get(hub, body).await).await,
+        ApiOp::AppStatus => reply(hub, op, req, apps::status(hub, body).await).await,
+        ApiOp::AppDelete => reply(hub, op, req, apps::delete(hub, body).await).await,
+        ApiOp::AppPlan => reply(hub, op, req, apps::plan(hub, body).await).await,
+        ApiOp::AppRollout => reply(hub, op, req, rollout_api::status(hub, body).await).await,
+        ApiOp::AppPause => reply(hub, op, req, rollout_api::control(hub, body, true).await).await,
+        ApiOp::AppResume => reply(hub, op, req, rollout_api::control(hub, body, false).await).await,
+        ApiOp::AppHistory => reply(hub, op, req, rollout_api::history(hub, body).await).await,
+        ApiOp::AppRollback => reply(hub, op, req, rollout_api::rollback(hub, body).await).await,
+        ApiOp::SiteList => reply(hub, op, req, sites::list(hub, body).await).await,
+        ApiOp::SiteLabel => reply(hub, op, req, sites::label(hub, body).await).await,
+        ApiOp::SiteRegister => reply(hub, op, req, sites::register(hub, body).await).await,
+        ApiOp::SiteRotateKey => reply(hub, op, req, sites::rotate_key(hub, body).await).await,
         other => unreachable!("{other:?} belongs to the {} service; no endpoint is registered here", other.service()),
     }
 }

@@ -46,6 +46,18 @@ fn policy_of(record: &AppRecord) -> Result<Policy, SchedulerError> {
 /// current generation, a tombstone to every site it no longer matches, and records the sites.
 /// Returns the sites it is placed at.
 pub async fn place(hub: &Hub, record: &AppRecord, sites: &[SiteRecord]) -> Result<Vec<Name>, SchedulerError> {
+    // A span only within a request's trace: the periodic passes would make a trace per app.
+    let span = edge_bus::trace::in_trace(
+        || tracing::info_span!("placement", app = %record.spec.name, generation = record.generation, sites = tracing::field::Empty),
+    );
+    let placed = tracing::Instrument::instrument(place_in_span(hub, record, sites), span.clone()).await;
+    if let Ok(p) = &placed {
+        span.record("sites", p.len());
+    }
+    placed
+}
+
+async fn place_in_span(hub: &Hub, record: &AppRecord, sites: &[SiteRecord]) -> Result<Vec<Name>, SchedulerError> {
     let app = &record.spec.name;
     let policy = policy_of(record)?;
     let orders = policy.host_orders(&hub.orders);

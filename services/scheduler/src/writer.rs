@@ -65,7 +65,10 @@ impl DesiredWriter {
             self.next_ack().await?;
         }
         self.payload_bytes += payload.len() as u64;
-        let msg = PublishMessage::build().payload(payload.into()).message_id(d.msg_id(after));
+        // The trace of the request that placed it, if any, travels with it to the site.
+        let mut headers = async_nats::HeaderMap::new();
+        edge_bus::trace::inject(&mut headers);
+        let msg = PublishMessage::build().headers(headers).payload(payload.into()).message_id(d.msg_id(after));
         let ack = self.js.send_publish(subject::desired(&d.site, &d.app), msg).await.map_err(SchedulerError::js)?;
         self.acks.push(ack.into_future());
         Ok(())

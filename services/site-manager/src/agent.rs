@@ -18,6 +18,7 @@ use crate::reconcile::{gate_secrets, plan, wanted, Action, Wanted};
 use crate::runtime::{DockerRuntime, Resolved};
 use crate::secrets::SiteSecrets;
 use crate::status::{self, Facts, HostStatusWriter};
+use crate::traces::AppTraces;
 use edge_types::secret::OnRotate;
 use std::sync::Arc;
 
@@ -46,6 +47,8 @@ pub struct Agent {
     status: HostStatusWriter,
     /// The secrets sealed to this site, opened.
     pub secrets: Arc<SiteSecrets>,
+    /// The traces the desired states came with: actions for an app join its apply's trace.
+    pub traces: Arc<AppTraces>,
 }
 
 impl Agent {
@@ -73,6 +76,7 @@ impl Agent {
             wakes: Default::default(),
             status,
             secrets,
+            traces: Arc::default(),
         }
     }
 
@@ -132,9 +136,22 @@ impl Agent {
             });
         }
         let acted = !actions.is_empty();
+        // One `site.reconcile` span per traced app and pass, parent of its actions' spans.
+        let mut spans: HashMap<Name, Option<tracing::Span>> = HashMap::new();
         for action in actions {
-            self.execute(action).await;
+            let span = action.app().and_then(|app| {
+                let generation = desired.get(app)?.generation;
+                spans
+                    .entry(app.clone())
+                    .or_insert_with(|| self.traces.reconcile_span(&self.site, &self.host, app, generation))
+                    .clone()
+            });
+            match span {
+                Some(span) => tracing::Instrument::instrument(self.execute(action), span).await,
+                None => self.execute(action).await,
+            }
         }
+        drop(spans);
         let observed = if acted {
             match self.runtime.list().await {
                 Ok(o) => o,
@@ -232,6 +249,13 @@ impl Agent {
     }
 
     async fn create(&mut self, w: &Wanted) {
+        let span = edge_bus::trace::in_trace(
+            || tracing::info_span!("container.start", app = %w.app, service = %w.service.name, replica = w.replica, image = %w.service.image),
+        );
+        tracing::Instrument::instrument(self.create_in_span(w), span).await
+    }
+
+    async fn create_in_span(&mut self, w: &Wanted) {
         let key = (w.app.clone(), w.service.name.clone(), w.replica);
         let Some(secrets) = self.resolve(w) else {
             tracing::info!(app = %w.app, service = %w.service.name, "a secret was withdrawn before the container was made");

@@ -39,6 +39,8 @@ pub struct DesiredFollower {
     pub secrets: Arc<crate::secrets::SiteSecrets>,
     /// The latest key rotation the hub asked for.
     pub rekey: watch::Sender<u64>,
+    /// The trace context each app's desired state came with.
+    pub traces: Arc<crate::traces::AppTraces>,
 }
 
 /// A message of the site's DESIRED stream.
@@ -87,6 +89,7 @@ impl DesiredFollower {
             match accept(&self.site, &msg.subject, &msg.payload) {
                 Ok(Incoming::App(d)) => {
                     tracing::debug!(app = %d.app, generation = d.generation, removed = d.spec.is_none(), "desired state");
+                    self.traces.record(&d.app, d.generation, msg.headers.as_ref());
                     self.desired.lock().expect("desired lock").insert(d.app.clone(), *d);
                     self.changed.raise();
                 }

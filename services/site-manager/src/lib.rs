@@ -21,6 +21,7 @@ pub mod secrets;
 pub mod sources;
 pub mod stats;
 pub mod status;
+pub mod traces;
 pub mod window;
 
 use std::sync::atomic::AtomicU64;
@@ -122,6 +123,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Site
         buffer.clone(),
         buckets.keys.clone(),
     ));
+    let traces = Arc::new(traces::AppTraces::default());
     let follower = desired::DesiredFollower {
         js: js.clone(),
         site: site.clone(),
@@ -132,6 +134,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Site
         rejected: Arc::new(AtomicU64::new(0)),
         secrets: secrets.clone(),
         rekey: rekey_tx,
+        traces: traces.clone(),
     };
 
     let mut tasks = tokio::task::JoinSet::new();
@@ -212,6 +215,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Site
     let mut agent = agent::Agent::new(site, host, runtime, desired, view, changed, secrets);
     agent.resync = config.resync();
     agent.window = window;
+    agent.traces = traces;
     tasks.spawn(agent.run(loaded_rx, shutdown.clone()));
 
     shutdown.cancelled().await;

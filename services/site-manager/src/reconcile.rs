@@ -59,6 +59,16 @@ pub enum Action {
     Remove { id: String },
 }
 
+impl Action {
+    /// The app a new container is made for (creations and replacements).
+    pub fn app(&self) -> Option<&Name> {
+        match self {
+            Action::Create(w) | Action::Replace { wanted: w, .. } => Some(&w.app),
+            Action::Start { .. } | Action::Remove { .. } => None,
+        }
+    }
+}
+
 /// The containers this host must run, keyed by (app, service, replica): the replicas the
 /// site's leader assigned to `host`, made from the current desired spec. Apps that have a spec
 /// but no assignment yet are `held`: their containers are left exactly as they are.

@@ -5,7 +5,7 @@ use clap::Parser;
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let config = telemetry::Config::parse();
-    edge_bus::logging::init("info");
+    let _traces = edge_bus::logging::init("telemetry", "info");
     let shutdown = edge_bus::shutdown::on_signal();
     telemetry::run(config, shutdown).await?;
     Ok(())

@@ -92,7 +92,7 @@ impl Stack {
     ) -> Result<Self> {
         let tweak: Tweak = std::sync::Arc::new(tweak);
         if std::env::var_os("RUST_LOG").is_some() {
-            edge_bus::logging::init("info"); // RUST_LOG=info shows every service's log
+            let _ = edge_bus::logging::init("e2e", "info"); // RUST_LOG=info shows every service's log
         }
         let hub = NatsServer::hub().await?;
         let client = async_nats::connect(hub.url()).await?;
