@@ -130,6 +130,7 @@ pub async fn run(sites: usize, rounds: usize) -> Result<SecretsRun> {
         sites: keys.keys().cloned().collect(),
         updated_at_ms: edge_bus::time::now_ms(),
         rollout: None,
+        images: Default::default(),
     };
     buckets.apps.put("app.bench", serde_json::to_vec(&record)?.into()).await?;
     wait_all(&opened, &progress, sites, 1, Duration::from_secs(60)).await.context("first delivery")?;

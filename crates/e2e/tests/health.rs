@@ -22,9 +22,7 @@ async fn secrets_registry_sync_and_telemetry_answer_ping_and_health() -> Result<
             .map_err(|e| e.to_string())
     });
     let (u, sd) = (url.clone(), shutdown.clone());
-    tasks.spawn(async move {
-        registry_sync::run(registry_sync::Config { nats_url: u }, sd).await.map_err(|e| e.to_string())
-    });
+    tasks.spawn(async move { registry_sync::run(registry_sync::Config::new(u), sd).await.map_err(|e| e.to_string()) });
     let (u, sd) = (url.clone(), shutdown.clone());
     tasks.spawn(async move {
         telemetry::run(telemetry::Config::new(u, "127.0.0.1:0"), sd).await.map_err(|e| e.to_string())

@@ -87,3 +87,55 @@ pub async fn request_raw<Resp: Message>(
     }
     decode::<Resp>(&msg.payload).map_err(|e| bad(e.to_string()))
 }
+
+/// A request to one of a service's endpoints: `None` is its `edge.v1.<service>.health`.
+pub type Incoming = (Option<ApiOp>, Request);
+
+/// Registers, on `service`, `edge.v1.<name>.health` and an endpoint for every operation that
+/// [`ApiOp::service`] assigns to `name` (endpoint names like `image-push`), and returns their
+/// requests as one stream.
+pub async fn endpoints(
+    service: &async_nats::service::Service,
+    name: &str,
+) -> Result<futures::stream::SelectAll<futures::stream::BoxStream<'static, Incoming>>, async_nats::Error> {
+    use futures::StreamExt;
+    let health = service.group(format!("{}.{name}", edge_types::subject::PREFIX)).endpoint("health").await?;
+    let mut all = vec![health.map(|req| (None, req)).boxed()];
+    for op in ApiOp::ALL.into_iter().filter(|op| op.service() == name) {
+        let (noun, verb) = op.parts();
+        let ep = service.group(op.group()).endpoint_builder().name(format!("{noun}-{verb}")).add(verb).await?;
+        all.push(ep.map(move |req| (Some(op), req)).boxed());
+    }
+    Ok(futures::stream::select_all(all))
+}
+
+/// Hands every request of `requests` to `handle`, each in its own task, until `shutdown` is
+/// cancelled or the stream ends; then stops intake and waits for the requests in flight, so
+/// each gets its reply.
+pub async fn serve_until<S, H, F>(mut requests: S, shutdown: &tokio_util::sync::CancellationToken, handle: H)
+where
+    S: futures::Stream<Item = Incoming> + Unpin,
+    H: Fn(Option<ApiOp>, Request) -> F,
+    F: std::future::Future<Output = ()> + Send + 'static,
+{
+    use futures::StreamExt;
+    let mut inflight = tokio::task::JoinSet::new();
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => break,
+            r = requests.next() => {
+                let Some((op, req)) = r else { break };
+                inflight.spawn(handle(op, req));
+            }
+        }
+    }
+    drop(requests);
+    while inflight.join_next().await.is_some() {}
+}
+
+/// Answers a health request of service `name`.
+pub async fn answer_health(req: Request, name: &str, version: &str) {
+    if let Err(e) = req.respond(Ok(crate::health::health_body(name, version).into())).await {
+        tracing::warn!(error = %e, "health reply failed");
+    }
+}

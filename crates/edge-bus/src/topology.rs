@@ -47,6 +47,10 @@ pub const BUCKET_LEADER: &str = "edge_leader";
 pub const BUCKET_ASSIGN: &str = "edge_assign";
 pub const BUCKET_HOST_STATUS: &str = "edge_host_status";
 pub const BUCKET_KEYS: &str = "edge_keys";
+pub const BUCKET_IMAGES: &str = "edge_images";
+pub const BUCKET_STAGING: &str = "edge_staging";
+/// The hub's blob store (object store): image configs and layers, object name = digest.
+pub const BLOBS_HUB: &str = "edge_blobs";
 
 const DEDUPE_WINDOW: Duration = Duration::from_secs(120);
 /// Dedupe window of DESIRED: a writer re-reads a subject's state before writing again, so the
@@ -94,6 +98,44 @@ pub struct HubBuckets {
     pub sites: kv::Store,
     pub status: kv::Store,
     pub secrets: kv::Store,
+    /// Image records by reference (key: [`edge_types::image::reference_key`]).
+    pub images: kv::Store,
+}
+
+/// The blob store of a site, in the site's domain: bucket names differ per site so that no two
+/// domains' streams bind the same subjects.
+pub fn site_blobs(site: &Name) -> String {
+    format!("edge_blobs_{site}")
+}
+
+/// Ensures the hub's blob store and the staging records (registry-sync's).
+pub async fn ensure_image_store(
+    js: &jetstream::Context,
+) -> Result<(async_nats::jetstream::object_store::ObjectStore, kv::Store), BusError> {
+    let blobs = ensure_object_store(js, BLOBS_HUB, "Image configs and layers by digest").await?;
+    let staging = ensure_bucket(js, BUCKET_STAGING, "What registry-sync has staged at each site, key = site").await?;
+    Ok((blobs, staging))
+}
+
+/// Opens an object store bucket (file storage), creating it if it does not exist.
+pub async fn ensure_object_store(
+    js: &jetstream::Context,
+    name: &str,
+    description: &str,
+) -> Result<async_nats::jetstream::object_store::ObjectStore, BusError> {
+    use async_nats::jetstream::object_store;
+    match js.get_object_store(name).await {
+        Ok(s) => Ok(s),
+        Err(_) => js
+            .create_object_store(object_store::Config {
+                bucket: name.into(),
+                description: Some(description.into()),
+                storage: stream::StorageType::File,
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| BusError::js(format!("ensure object store {name}"), e)),
+    }
 }
 
 /// Ensures the hub's streams and buckets.
@@ -136,6 +178,8 @@ pub async fn ensure_hub(js: &jetstream::Context) -> Result<HubBuckets, BusError>
         sites: ensure_bucket(js, BUCKET_SITES, "Registered sites by id").await?,
         status: ensure_bucket(js, BUCKET_STATUS, "Latest status report per app and site, key <app>.<site>").await?,
         secrets: ensure_bucket(js, BUCKET_SECRETS, "Secrets per tenant, key <tenant>.<name>, values encrypted").await?,
+        images: ensure_bucket(js, BUCKET_IMAGES, "Images in the store by reference, key <reference with : as =>")
+            .await?,
     })
 }
 

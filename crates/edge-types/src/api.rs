@@ -49,6 +49,9 @@ pub struct AppRecord {
     /// The latest rollout of a new version, if one was made.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rollout: Option<crate::rollout::RolloutState>,
+    /// The spec's images found in the image store at apply time, by reference.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub images: std::collections::BTreeMap<String, crate::image::ImageRecord>,
 }
 
 /// One line of `app.list`.

@@ -7,6 +7,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::app::AppSpec;
+use crate::image::ImageRecord;
 use crate::names::Name;
 
 /// What should run at `site` for `app`. `spec: null` is a tombstone: remove the app.
@@ -26,6 +27,12 @@ pub struct DesiredApp {
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     #[schemars(extend("maxProperties" = 64))]
     pub orders: BTreeMap<String, Vec<String>>,
+    /// The spec's images found in the image store, by reference: staged at the site by
+    /// registry-sync, loaded into Docker from the site's store and run by digest. Images not
+    /// in the store must already be on the hosts.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schemars(extend("maxProperties" = 64))]
+    pub images: BTreeMap<String, ImageRecord>,
 }
 
 /// How far the hub has processed a site's events: the site may drop everything in its event

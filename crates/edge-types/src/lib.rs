@@ -6,6 +6,7 @@ pub mod api;
 pub mod app;
 pub mod cluster;
 pub mod desired;
+pub mod image;
 pub mod logs;
 pub mod names;
 pub mod policy;

@@ -122,6 +122,9 @@ pub struct Revision {
     /// What became of it: `rolled out`, `rolled back: ...`, `rollback to 1.0.0`, ...
     #[serde(default)]
     pub outcome: String,
+    /// The images the spec resolved to when it was applied.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub images: std::collections::BTreeMap<String, crate::image::ImageRecord>,
 }
 
 /// Progress of one wave, as counted now.

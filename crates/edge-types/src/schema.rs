@@ -18,6 +18,7 @@ use crate::api::*;
 use crate::app::AppSpec;
 use crate::cluster::{Assignment, HostState, LeaderLease};
 use crate::desired::{DesiredApp, EventsWatermark};
+use crate::image::{ImageListReply, ImagePush, ImageRecord, SiteStaging};
 use crate::logs::{LogChunk, LogRequest};
 use crate::rollout::{HistoryReply, RollbackRequest, RolloutControl, RolloutControlReply, RolloutStatusReply};
 use crate::secret::{
@@ -97,6 +98,10 @@ messages!(
     HostStats,
     LifecycleEvent,
     ResourcesReply,
+    ImagePush,
+    ImageRecord,
+    ImageListReply,
+    SiteStaging,
 );
 
 /// The schema a type generates (draft 2020-12).

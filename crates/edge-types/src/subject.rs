@@ -2,7 +2,8 @@
 //! no other code splits subjects on `.`.
 //!
 //! ```text
-//! edge.v1.api.<noun>.<verb>            request/reply API of the central services
+//! edge.v1.api.<noun>.<verb>            request/reply API of the central services (app, site: scheduler;
+//!                                      secret: secrets; alert, telemetry: telemetry; image: registry-sync)
 //! edge.v1.desired.<site>.<app>         desired state of one app at one site (hub stream DESIRED)
 //! edge.v1.desired.<site>._watermark    how far the hub has processed the site's events
 //! edge.v1.desired.<site>._secret.<tenant>.<name>   a secret sealed to the site (or withdrawn)
@@ -48,10 +49,12 @@ pub enum ApiOp {
     SecretDelete,
     AlertList,
     TelemetryResources,
+    ImagePush,
+    ImageList,
 }
 
 impl ApiOp {
-    pub const ALL: [ApiOp; 22] = [
+    pub const ALL: [ApiOp; 24] = [
         ApiOp::AppApply,
         ApiOp::AppList,
         ApiOp::AppGet,
@@ -74,6 +77,8 @@ impl ApiOp {
         ApiOp::SecretDelete,
         ApiOp::AlertList,
         ApiOp::TelemetryResources,
+        ApiOp::ImagePush,
+        ApiOp::ImageList,
     ];
 
     /// `(noun, verb)` of the operation.
@@ -101,6 +106,8 @@ impl ApiOp {
             ApiOp::SecretDelete => ("secret", "delete"),
             ApiOp::AlertList => ("alert", "list"),
             ApiOp::TelemetryResources => ("telemetry", "resources"),
+            ApiOp::ImagePush => ("image", "push"),
+            ApiOp::ImageList => ("image", "list"),
         }
     }
 
@@ -109,6 +116,7 @@ impl ApiOp {
         match self.parts().0 {
             "secret" => "secrets",
             "alert" | "telemetry" => "telemetry",
+            "image" => "registry-sync",
             _ => "scheduler",
         }
     }

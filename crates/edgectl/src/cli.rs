@@ -46,6 +46,9 @@ pub enum Command {
     /// Secrets: stored encrypted, delivered sealed to the sites whose apps use them.
     #[command(subcommand)]
     Secret(SecretCommand),
+    /// Container images in the project's store, staged at the sites that run them.
+    #[command(subcommand)]
+    Image(ImageCommand),
     /// Alerts firing now (apps degrading, sites offline, buffers nearly full), with causes.
     Alerts,
     /// Container logs of an application, fetched from its sites on demand.
@@ -73,6 +76,15 @@ pub struct LogsArgs {
     /// Keep printing new lines until interrupted.
     #[arg(short = 'f', long)]
     pub follow: bool,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ImageCommand {
+    /// Copy an image from the local Docker Engine into the store (blobs already there are not
+    /// sent again); apps that name it then run it by digest, staged at their sites.
+    Push { image: String },
+    /// The images in the store: reference, digest, platforms, size.
+    List,
 }
 
 #[derive(Subcommand, Debug)]

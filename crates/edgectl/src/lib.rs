@@ -4,6 +4,7 @@
 pub mod app;
 pub mod cli;
 pub mod dev;
+pub mod image;
 pub mod logs;
 pub mod output;
 pub mod rollout;
@@ -24,6 +25,7 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::App(cmd) => app::run(cmd, &cli.global).await,
         Command::Site(cmd) => site::run(cmd, &cli.global).await,
         Command::Secret(cmd) => secret::run(cmd, &cli.global).await,
+        Command::Image(cmd) => image::run(cmd, &cli.global).await,
         Command::Alerts => alerts(&cli.global).await,
         Command::Logs(args) => logs::run(args, &cli.global).await,
     }

@@ -76,13 +76,15 @@ fn asyncapi_addresses_follow_the_grammar() {
             continue; // health subjects belong to each service, not to the scheduler's grammar
         }
         if let Some(kv) = address.strip_prefix("$KV.") {
-            // A site's cluster buckets: the bucket must be one the topology ensures.
+            // A KV bucket: it must be one the topology ensures.
             let bucket = kv.split('.').next().unwrap();
             let known = [
                 edge_bus::topology::BUCKET_HOSTS,
                 edge_bus::topology::BUCKET_LEADER,
                 edge_bus::topology::BUCKET_ASSIGN,
                 edge_bus::topology::BUCKET_HOST_STATUS,
+                edge_bus::topology::BUCKET_IMAGES,
+                edge_bus::topology::BUCKET_STAGING,
             ];
             assert!(known.contains(&bucket), "channel {id}: bucket {bucket} is not in the topology");
             continue;

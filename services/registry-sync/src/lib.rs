@@ -1,24 +1,134 @@
-//! registry-sync: Replicates the container images each site needs into the site's own store.
-//!
-//! This release registers the service on the NATS service API (`$SRV.PING`, `$SRV.INFO`,
-//! `$SRV.STATS`) and answers `edge.v1.registry-sync.health`; its capabilities land in later releases.
+//! registry-sync: the project's image store. Images enter it by push (their blobs by digest in
+//! the hub's object store `edge_blobs`, a record per reference in `edge_images`), and every
+//! image an app placed at a site uses is staged into that site's own store, so a site deploys
+//! and restarts containers with the WAN down.
 
+pub mod config;
+pub mod error;
+pub mod push;
+pub mod stage;
+pub mod throttle;
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use async_nats::jetstream::{self, kv, object_store::ObjectStore};
+use dashmap::DashMap;
+use edge_bus::api::respond;
+use edge_bus::mirror::Mirror;
+use edge_bus::signal::Signal;
+use edge_types::api::AppRecord;
+use edge_types::image::SiteStaging;
+use edge_types::subject::ApiOp;
+use edge_types::Name;
 use tokio_util::sync::CancellationToken;
+
+pub use config::Config;
+pub use error::RegistryError;
 
 /// Version announced on the NATS service API.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+const NAME: &str = "registry-sync";
 
-/// Configuration, from flags or `REGISTRY_SYNC_*` environment variables.
-#[derive(Clone, Debug, clap::Parser)]
-#[command(name = "registry-sync", version)]
-pub struct Config {
-    /// URL of the hub NATS server.
-    #[arg(long, env = "REGISTRY_SYNC_NATS_URL", default_value = "nats://127.0.0.1:4222")]
-    pub nats_url: String,
+/// Shared state of the service.
+#[derive(Clone)]
+pub struct Registry {
+    pub client: async_nats::Client,
+    pub js: jetstream::Context,
+    /// The hub's blob store.
+    pub blobs: ObjectStore,
+    pub images: kv::Store,
+    pub staging: kv::Store,
+    /// Applied apps: where each is placed and the images it resolved to.
+    pub apps: Mirror<AppRecord>,
+    /// Raised when a pass should start now.
+    pub stage_now: Signal,
+    /// Bytes per second per site (0: no limit).
+    pub rate: u64,
+    pub concurrent: usize,
+    /// Blobs seen at each site, and when.
+    pub known: Arc<DashMap<(Name, String), Instant>>,
+    /// Bytes sent to each site.
+    pub sent: Arc<DashMap<Name, u64>>,
+    /// The staging progress last recorded per site.
+    pub last: Arc<DashMap<Name, SiteStaging>>,
+    /// Failed requests per endpoint, shown in `$SRV.STATS`.
+    pub failed: Arc<DashMap<String, u64>>,
 }
 
-/// Runs until `shutdown` is cancelled.
-pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), edge_bus::BusError> {
-    let description = "Replicates the container images each site needs into the site's own store";
-    edge_bus::health::run_health_only(&config.nats_url, "registry-sync", VERSION, description, shutdown).await
+/// Runs the service until `shutdown` is cancelled.
+pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RegistryError> {
+    let client = edge_bus::connect(&config.nats_url, NAME, true).await?;
+    let js = edge_bus::topology::hub_js(&client);
+    let buckets = edge_bus::topology::ensure_hub(&js).await?;
+    let (blobs, staging) = edge_bus::topology::ensure_image_store(&js).await?;
+    let stage_now = Signal::new();
+    let r = Registry {
+        client: client.clone(),
+        js,
+        blobs,
+        images: buckets.images.clone(),
+        staging,
+        apps: Mirror::follow_prefix(buckets.apps.clone(), "app.", stage_now.clone(), shutdown.clone()),
+        stage_now,
+        rate: config.site_bytes_per_sec,
+        concurrent: config.concurrent_sites,
+        known: Default::default(),
+        sent: Default::default(),
+        last: Default::default(),
+        failed: Default::default(),
+    };
+    let failed = r.failed.clone();
+    let service = async_nats::service::ServiceExt::service_builder(&client)
+        .description("The image store: pushes by digest, staged into each site's own store")
+        .stats_handler(
+            move |endpoint, _| serde_json::json!({ "failed_requests": failed.get(&endpoint).map(|v| *v).unwrap_or(0) }),
+        )
+        .start(NAME, VERSION)
+        .await
+        .map_err(RegistryError::js)?;
+    let requests = edge_bus::api::endpoints(&service, NAME).await.map_err(RegistryError::js)?;
+    let stager = tokio::spawn(stage::run(r.clone(), config.pass_every(), shutdown.clone()));
+    tracing::info!(site_bytes_per_sec = config.site_bytes_per_sec, "registry-sync ready");
+
+    edge_bus::api::serve_until(requests, &shutdown, |op, req| {
+        let r = r.clone();
+        async move { serve(&r, op, req).await }
+    })
+    .await;
+    use edge_bus::shutdown::bounded;
+    bounded("stopping the service API", service.stop()).await;
+    bounded("staging", stager).await;
+    bounded("flushing", client.flush()).await;
+    tracing::info!("registry-sync stopped");
+    Ok(())
+}
+
+async fn serve(r: &Registry, op: Option<ApiOp>, req: async_nats::service::Request) {
+    let Some(op) = op else { return edge_bus::api::answer_health(req, NAME, VERSION).await };
+    let body = &req.message.payload;
+    if body.len() > edge_types::schema::MAX_MESSAGE_BYTES {
+        let e = edge_types::schema::DecodeError::TooLarge(body.len());
+        return reply::<()>(r, op, &req, Err(edge_bus::api::invalid(e))).await;
+    }
+    match op {
+        ApiOp::ImagePush => reply(r, op, &req, push::push(r, body).await).await,
+        ApiOp::ImageList => reply(r, op, &req, push::list(r, body).await).await,
+        other => unreachable!("{other:?} is not registered by registry-sync"),
+    }
+}
+
+/// Sends the reply, counting failures per endpoint.
+async fn reply<T: serde::Serialize>(
+    r: &Registry,
+    op: ApiOp,
+    req: &async_nats::service::Request,
+    result: Result<T, edge_types::api::ApiError>,
+) {
+    if let Err(e) = &result {
+        let (noun, verb) = op.parts();
+        *r.failed.entry(format!("{noun}-{verb}")).or_insert(0) += 1;
+        tracing::info!(op = %op.subject(), error = %e, "request refused");
+    }
+    respond(req, result).await
 }

@@ -3,8 +3,9 @@
 use edge_bus::kv::{self, Change};
 use edge_types::api::*;
 use edge_types::app::AppSpec;
+use edge_types::image::ImageRecord;
 use edge_types::schema::decode;
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use edge_types::policy::Policy;
 use edge_types::rollout::{Revision, RolloutPhase};
@@ -47,6 +48,27 @@ async fn check_secrets(hub: &Hub, spec: &AppSpec) -> Result<(), ApiError> {
         }
     }
     Ok(())
+}
+
+/// The spec's images that are in the image store, by normalized reference: what they resolve
+/// to now. Images not in the store must already be on the hosts that run them.
+async fn resolve_images(hub: &Hub, spec: &AppSpec) -> Result<BTreeMap<String, ImageRecord>, ApiError> {
+    let mut out = BTreeMap::new();
+    for (i, svc) in spec.services.iter().enumerate() {
+        let Some(reference) = edge_types::image::normalize(&svc.image) else {
+            return Err(ApiError::invalid(
+                format!("/services/{i}/image"),
+                format!("invalid request: {:?} is not an image reference", svc.image),
+            ));
+        };
+        let key = edge_types::image::reference_key(&reference);
+        if let Some((record, _)) =
+            kv::get::<ImageRecord>(&hub.buckets.images, &key).await.map_err(crate::SchedulerError::from)?
+        {
+            out.insert(svc.image.clone(), record);
+        }
+    }
+    Ok(out)
 }
 
 /// Where a spec would run, and why every other site and host is excluded; changes nothing.
@@ -93,12 +115,13 @@ pub async fn plan(hub: &Hub, body: &[u8]) -> Result<PlanReply, ApiError> {
 pub async fn apply(hub: &Hub, body: &[u8]) -> Result<ApplyReply, ApiError> {
     let (spec, policy) = checked_spec(hub, body)?;
     check_secrets(hub, &spec).await?;
+    let images = resolve_images(hub, &spec).await?;
     let _guard = hub.placement.lock().await;
     let key = app_key(&spec.name);
     let digest = spec.digest();
     let existing = kv::get::<AppRecord>(&hub.buckets.apps, &key).await.map_err(crate::SchedulerError::from)?;
     if let Some((r, _)) = &existing {
-        if r.digest == digest {
+        if r.digest == digest && r.images == images {
             return Ok(ApplyReply {
                 name: spec.name,
                 generation: r.generation,
@@ -120,6 +143,7 @@ pub async fn apply(hub: &Hub, body: &[u8]) -> Result<ApplyReply, ApiError> {
         sites: previous.as_ref().map(|r| r.sites.clone()).unwrap_or_default(),
         updated_at_ms: edge_bus::time::now_ms(),
         rollout: None,
+        images: images.clone(),
     };
     let matched = placement::select_sites(&spec, &policy, &hub.orders, &sites);
     if let Some(prev) = &previous {
@@ -134,6 +158,7 @@ pub async fn apply(hub: &Hub, body: &[u8]) -> Result<ApplyReply, ApiError> {
         spec: spec.clone(),
         applied_at_ms: next.updated_at_ms,
         outcome: if next.rollout.is_some() { "rolling out".into() } else { "applied".into() },
+        images,
     };
     rollout::record_revision(hub, &revision, &spec.name).await?;
     let expected = previous.as_ref().map(|r| r.generation);

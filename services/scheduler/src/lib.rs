@@ -26,7 +26,6 @@ use edge_bus::api::respond;
 use edge_bus::topology::HubBuckets;
 use edge_types::subject::ApiOp;
 use edge_types::Name;
-use futures::StreamExt;
 use tokio_util::sync::CancellationToken;
 
 pub use config::Config;
@@ -98,18 +97,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Sche
         .start("scheduler", VERSION)
         .await
         .map_err(SchedulerError::js)?;
-    let mut endpoints = Vec::new();
-    for op in ApiOp::ALL.into_iter().filter(|op| op.service() == "scheduler") {
-        let ep = service
-            .group(op.group())
-            .endpoint_builder()
-            .name(endpoint_name(op))
-            .add(op.parts().1)
-            .await
-            .map_err(SchedulerError::js)?;
-        endpoints.push(ep.map(move |req| (op, req)).boxed());
-    }
-    let mut requests = futures::stream::select_all(endpoints);
+    let requests = edge_bus::api::endpoints(&service, "scheduler").await.map_err(SchedulerError::js)?;
 
     let mut tasks = tokio::task::JoinSet::new();
     tasks.spawn(events::follow(hub.clone(), shutdown.clone()));
@@ -126,20 +114,12 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Sche
     tasks.spawn(async move { resync(h, every, sd).await });
     tracing::info!("scheduler ready");
 
-    let mut inflight = tokio::task::JoinSet::new();
-    loop {
-        tokio::select! {
-            _ = shutdown.cancelled() => break,
-            r = requests.next() => {
-                let Some((op, req)) = r else { break };
-                let hub = hub.clone();
-                inflight.spawn(async move { serve(&hub, op, req).await });
-            }
-        }
-    }
     // Stop intake, let in-flight requests finish and reply, then stop the background tasks.
-    drop(requests);
-    while inflight.join_next().await.is_some() {}
+    edge_bus::api::serve_until(requests, &shutdown, |op, req| {
+        let hub = hub.clone();
+        async move { serve(&hub, op, req).await }
+    })
+    .await;
     use edge_bus::shutdown::bounded;
     bounded("stopping the service API", service.stop()).await;
     bounded("background tasks", async { while tasks.join_next().await.is_some() {} }).await;
@@ -150,7 +130,8 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Sche
 
 /// Handles one request in a span named after its operation (`app.apply`, ...), continuing the
 /// trace its headers carry.
-async fn serve(hub: &Hub, op: ApiOp, req: async_nats::service::Request) {
+async fn serve(hub: &Hub, op: Option<ApiOp>, req: async_nats::service::Request) {
+    let Some(op) = op else { return edge_bus::api::answer_health(req, "scheduler", VERSION).await };
     let (noun, verb) = op.parts();
     let span = tracing::info_span!("request", otel.name = %format_args!("{noun}.{verb}"), otel.kind = "server");
     edge_bus::trace::continue_from(&span, req.message.headers.as_ref());

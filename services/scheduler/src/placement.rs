@@ -9,6 +9,7 @@ use edge_bus::topology::STREAM_DESIRED;
 use edge_types::api::AppRecord;
 use edge_types::app::AppSpec;
 use edge_types::desired::DesiredApp;
+use edge_types::image::ImageRecord;
 use edge_types::policy::Policy;
 use edge_types::selector::LabelOrders;
 use edge_types::site::SiteRecord;
@@ -146,18 +147,22 @@ fn desired(record: &AppRecord, site: &Name, orders: Option<&LabelOrders>) -> Des
         generation: record.generation,
         spec: orders.map(|_| record.spec.clone()),
         orders: orders.map(|o| o.as_map().clone()).unwrap_or_default(),
+        images: orders.map(|_| record.images.clone()).unwrap_or_default(),
     }
 }
 
+/// A generation's spec and the images it resolved to.
+type Held = (AppSpec, BTreeMap<String, ImageRecord>);
+
 /// Specs of the generations a rollout holds sites at, by generation.
-async fn held_specs(hub: &Hub, record: &AppRecord) -> Result<BTreeMap<u64, AppSpec>, SchedulerError> {
+async fn held_specs(hub: &Hub, record: &AppRecord) -> Result<BTreeMap<u64, Held>, SchedulerError> {
     let mut out = BTreeMap::new();
     let Some(r) = &record.rollout else { return Ok(out) };
     for g in r.held.values().copied().collect::<BTreeSet<u64>>() {
         let key = crate::rollout::rev_key(&record.spec.name, g);
         match kv::get::<edge_types::rollout::Revision>(&hub.buckets.apps, &key).await? {
             Some((rev, _)) => {
-                out.insert(g, rev.spec);
+                out.insert(g, (rev.spec, rev.images));
             }
             None => {
                 tracing::error!(app = %record.spec.name, generation = g, "held revision missing; site gets the new one")
@@ -168,15 +173,16 @@ async fn held_specs(hub: &Hub, record: &AppRecord) -> Result<BTreeMap<u64, AppSp
 }
 
 /// What `site` should run: the generation a rollout holds it at, or the record's.
-fn target(record: &AppRecord, held: &BTreeMap<u64, AppSpec>, site: &Name, orders: &LabelOrders) -> DesiredApp {
+fn target(record: &AppRecord, held: &BTreeMap<u64, Held>, site: &Name, orders: &LabelOrders) -> DesiredApp {
     let at = record.rollout.as_ref().and_then(|r| r.held.get(site)).and_then(|g| held.get(g).map(|s| (*g, s)));
     match at {
-        Some((generation, spec)) => DesiredApp {
+        Some((generation, (spec, images))) => DesiredApp {
             site: site.clone(),
             app: record.spec.name.clone(),
             generation,
             spec: Some(spec.clone()),
             orders: orders.as_map().clone(),
+            images: images.clone(),
         },
         None => desired(record, site, Some(orders)),
     }
@@ -221,7 +227,10 @@ async fn write_after(stream: &jetstream::stream::Stream, d: &DesiredApp) -> Resu
     match stream.direct_get_last_for_subject(subject::desired(&d.site, &d.app)).await {
         Ok(msg) => {
             let same = serde_json::from_slice::<DesiredApp>(&msg.payload).is_ok_and(|current| {
-                current.generation == d.generation && current.spec == d.spec && current.orders == d.orders
+                current.generation == d.generation
+                    && current.spec == d.spec
+                    && current.orders == d.orders
+                    && current.images == d.images
             });
             Ok((!same).then_some(msg.sequence))
         }

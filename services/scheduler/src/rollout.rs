@@ -133,6 +133,7 @@ pub async fn ensure_revision(hub: &Hub, record: &AppRecord) -> Result<(), Schedu
         spec: record.spec.clone(),
         applied_at_ms: record.updated_at_ms,
         outcome: "applied".into(),
+        images: record.images.clone(),
     };
     kv::update::<Revision, _>(&hub.buckets.apps, &rev_key(&record.spec.name, record.generation), |cur| match cur {
         Some(_) => Change::Keep,
@@ -404,6 +405,7 @@ pub async fn rollback(hub: &Hub, record: &AppRecord, to: u64, why: &str) -> Resu
         sites: record.sites.clone(),
         updated_at_ms: edge_bus::time::now_ms(),
         rollout: ended,
+        images: target.images.clone(),
     };
     let mut stored = None;
     kv::update::<AppRecord, _>(&hub.buckets.apps, &app_key(&app), |cur| match cur {
@@ -424,6 +426,7 @@ pub async fn rollback(hub: &Hub, record: &AppRecord, to: u64, why: &str) -> Resu
         spec: target.spec.clone(),
         applied_at_ms: stored.updated_at_ms,
         outcome: format!("rollback to {} (generation {to})", target.version),
+        images: target.images.clone(),
     };
     record_revision(hub, &rev, &app).await?;
     placement::place(hub, &stored, &all_sites(hub).await?).await?;

@@ -23,7 +23,6 @@ use edge_types::secret::{SecretInfo, StoredSecret, DEFAULT_TENANT};
 use edge_types::site::SiteRecord;
 use edge_types::subject::ApiOp;
 use edge_types::Name;
-use futures::StreamExt;
 use tokio_util::sync::CancellationToken;
 
 pub use config::Config;
@@ -117,36 +116,15 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Secr
         .start(NAME, VERSION)
         .await
         .map_err(SecretsError::js)?;
-    let health = service.group(format!("{}.{NAME}", edge_types::subject::PREFIX)).endpoint("health").await;
-    let mut endpoints = vec![health.map_err(SecretsError::js)?.map(|req| (None, req)).boxed()];
-    for op in ApiOp::ALL.into_iter().filter(|op| op.service() == NAME) {
-        let (noun, verb) = op.parts();
-        let ep = service
-            .group(op.group())
-            .endpoint_builder()
-            .name(format!("{noun}-{verb}"))
-            .add(verb)
-            .await
-            .map_err(SecretsError::js)?;
-        endpoints.push(ep.map(move |req| (Some(op), req)).boxed());
-    }
-    let mut requests = futures::stream::select_all(endpoints);
+    let requests = edge_bus::api::endpoints(&service, NAME).await.map_err(SecretsError::js)?;
     let distributor = tokio::spawn(distribute::run(s.clone(), Duration::from_secs(30), shutdown.clone()));
     tracing::info!(sealing_key = %s.keys.sender.public_key(), "secrets ready");
 
-    let mut inflight = tokio::task::JoinSet::new();
-    loop {
-        tokio::select! {
-            _ = shutdown.cancelled() => break,
-            r = requests.next() => {
-                let Some((op, req)) = r else { break };
-                let s = s.clone();
-                inflight.spawn(async move { serve(&s, op, req).await });
-            }
-        }
-    }
-    drop(requests);
-    while inflight.join_next().await.is_some() {}
+    edge_bus::api::serve_until(requests, &shutdown, |op, req| {
+        let s = s.clone();
+        async move { serve(&s, op, req).await }
+    })
+    .await;
     use edge_bus::shutdown::bounded;
     bounded("stopping the service API", service.stop()).await;
     bounded("distribution", distributor).await;
@@ -156,12 +134,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Secr
 }
 
 async fn serve(s: &Secrets, op: Option<ApiOp>, req: async_nats::service::Request) {
-    let Some(op) = op else {
-        if let Err(e) = req.respond(Ok(edge_bus::health::health_body(NAME, VERSION).into())).await {
-            tracing::warn!(error = %e, "health reply failed");
-        }
-        return;
-    };
+    let Some(op) = op else { return edge_bus::api::answer_health(req, NAME, VERSION).await };
     let body = &req.message.payload;
     if body.len() > edge_types::schema::MAX_MESSAGE_BYTES {
         let e = edge_types::schema::DecodeError::TooLarge(body.len());

@@ -14,6 +14,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::cluster::ClusterView;
 use crate::desired::DesiredMap;
+use crate::images::{Readiness, SiteImages};
 use crate::reconcile::{gate_secrets, plan, wanted, Action, Wanted};
 use crate::runtime::{DockerRuntime, Resolved};
 use crate::secrets::SiteSecrets;
@@ -49,6 +50,8 @@ pub struct Agent {
     pub secrets: Arc<SiteSecrets>,
     /// The traces the desired states came with: actions for an app join its apply's trace.
     pub traces: Arc<AppTraces>,
+    /// The site's image store, for images from the project's store.
+    pub images: Option<SiteImages>,
 }
 
 impl Agent {
@@ -77,6 +80,7 @@ impl Agent {
             status,
             secrets,
             traces: Arc::default(),
+            images: None,
         }
     }
 
@@ -108,7 +112,9 @@ impl Agent {
         let desired = self.desired.lock().expect("desired lock").clone();
         let (mut wanted, held) = wanted(&desired, &self.view.assignments(), &self.host);
         // Replicas whose secrets have not arrived wait; their old containers keep running.
-        let waiting = gate_secrets(&mut wanted, &self.secrets.versions());
+        let mut waiting = gate_secrets(&mut wanted, &self.secrets.versions());
+        // Replicas whose image is not at the site yet wait too.
+        waiting.extend(self.gate_images(&wanted).await);
         self.facts.waiting = waiting.clone();
         let observed = match self.runtime.list().await {
             Ok(o) => o,
@@ -255,8 +261,44 @@ impl Agent {
         tracing::Instrument::instrument(self.create_in_span(w), span).await
     }
 
+    /// Replicas whose image from the store is neither loaded nor wholly at the site, with why.
+    async fn gate_images(
+        &self,
+        wanted: &crate::reconcile::WantedSet,
+    ) -> std::collections::BTreeMap<(Name, Name, u32), String> {
+        let mut out = std::collections::BTreeMap::new();
+        let mut seen: HashMap<String, Option<String>> = HashMap::new();
+        for (key, w) in wanted {
+            let Some(img) = &w.image else { continue };
+            if !seen.contains_key(&img.digest) {
+                let why = match &self.images {
+                    None => Some(format!("waiting for image {} (no site store)", img.reference)),
+                    Some(store) => match store.readiness(img).await {
+                        Ok(Readiness::Loaded | Readiness::Staged) => None,
+                        Ok(Readiness::Staging(n, total)) => {
+                            Some(format!("waiting for image {} ({n}/{total} blobs at the site)", img.reference))
+                        }
+                        Err(e) => Some(format!("waiting for image {}: {e}", img.reference)),
+                    },
+                };
+                seen.insert(img.digest.clone(), why);
+            }
+            if let Some(why) = seen[&img.digest].clone() {
+                out.insert(key.clone(), why);
+            }
+        }
+        out
+    }
+
     async fn create_in_span(&mut self, w: &Wanted) {
         let key = (w.app.clone(), w.service.name.clone(), w.replica);
+        if let (Some(img), Some(store)) = (&w.image, &self.images) {
+            if let Err(e) = store.ensure(img).await {
+                tracing::warn!(app = %w.app, image = %img.reference, error = %e, "cannot load image from the site store");
+                self.facts.errors.insert(key, format!("image {}: {e}", img.reference));
+                return;
+            }
+        }
         let Some(secrets) = self.resolve(w) else {
             tracing::info!(app = %w.app, service = %w.service.name, "a secret was withdrawn before the container was made");
             return;

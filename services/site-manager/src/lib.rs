@@ -10,6 +10,7 @@ pub mod callhome;
 pub mod cluster;
 pub mod config;
 pub mod desired;
+pub mod images;
 pub mod inventory;
 pub mod keys;
 pub mod labels;
@@ -90,6 +91,14 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Site
     if until_ready("site streams", &shutdown, || edge_bus::topology::ensure_site(&js, &site, &limits)).await.is_none() {
         return Ok(());
     }
+    let blobs_bucket = edge_bus::topology::site_blobs(&site);
+    let Some(blobs) = until_ready("site image store", &shutdown, || {
+        edge_bus::topology::ensure_object_store(&js, &blobs_bucket, "Image blobs staged for the site by registry-sync")
+    })
+    .await
+    else {
+        return Ok(());
+    };
     tracing::info!(%site, %host, "site streams ready");
 
     let Some(buckets) =
@@ -216,6 +225,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Site
     agent.resync = config.resync();
     agent.window = window;
     agent.traces = traces;
+    agent.images = Some(images::SiteImages { docker: agent.runtime.docker().clone(), store: blobs });
     tasks.spawn(agent.run(loaded_rx, shutdown.clone()));
 
     shutdown.cancelled().await;

@@ -41,6 +41,8 @@ pub struct Wanted {
     pub service: ServiceSpec,
     pub replica: u32,
     pub digest: String,
+    /// The service's image as the store resolved it (run by digest), if it is in the store.
+    pub image: Option<edge_types::image::ImageRecord>,
 }
 
 /// The containers a host must run, keyed by (app, service, replica).
@@ -66,6 +68,15 @@ impl Action {
             Action::Create(w) | Action::Replace { wanted: w, .. } => Some(&w.app),
             Action::Start { .. } | Action::Remove { .. } => None,
         }
+    }
+}
+
+/// What a replica is made from: the service's spec and, for an image in the store, the image's
+/// content (a tag pushed again with new content replaces the containers).
+fn replica_digest(svc: &edge_types::app::ServiceSpec, image: Option<&edge_types::image::ImageRecord>) -> String {
+    match image {
+        Some(i) => format!("{}-{}", svc.digest(), &i.digest[7..19]),
+        None => svc.digest(),
     }
 }
 
@@ -95,7 +106,8 @@ pub fn wanted(
                     generation: d.generation,
                     service: svc.clone(),
                     replica: p.replica,
-                    digest: svc.digest(),
+                    digest: replica_digest(svc, d.images.get(&svc.image)),
+                    image: d.images.get(&svc.image).cloned(),
                 },
             );
         }
@@ -215,7 +227,14 @@ mod tests {
     fn desired(app: &str, generation: u64, services: Vec<ServiceSpec>) -> BTreeMap<Name, DesiredApp> {
         let placement = Placement { sites: String::new(), hosts: String::new() };
         let spec = AppSpec { name: n(app), version: "1".into(), services, placement, rollout: None };
-        let d = DesiredApp { site: n("s1"), app: n(app), generation, spec: Some(spec), orders: Default::default() };
+        let d = DesiredApp {
+            site: n("s1"),
+            app: n(app),
+            generation,
+            spec: Some(spec),
+            orders: Default::default(),
+            images: Default::default(),
+        };
         BTreeMap::from([(n(app), d)])
     }
 

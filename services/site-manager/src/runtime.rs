@@ -228,7 +228,8 @@ impl DockerRuntime {
             bindings.insert(key, Some(vec![PortBinding { host_ip: None, host_port: Some(host_port) }]));
         }
         let body = ContainerCreateBody {
-            image: Some(svc.image.clone()),
+            // An image from the store runs by its id (the config digest), never by a tag.
+            image: Some(w.image.as_ref().map(|i| i.config.digest.clone()).unwrap_or_else(|| svc.image.clone())),
             cmd: (!svc.command.is_empty()).then(|| svc.command.iter().map(|a| a.0.clone()).collect()),
             env: Some(env),
             labels: Some(lbl),
@@ -271,6 +272,11 @@ impl DockerRuntime {
         })?;
         self.docker.start_container(&created.id, None).await?;
         Ok(created.id)
+    }
+
+    /// The Docker client.
+    pub fn docker(&self) -> &Docker {
+        &self.docker
     }
 
     /// Starts an existing container.

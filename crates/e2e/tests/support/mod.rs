@@ -62,6 +62,7 @@ pub struct Stack {
     pub docker: Docker,
     scheduler: Option<(CancellationToken, JoinHandle<()>)>,
     secrets: Option<(CancellationToken, JoinHandle<()>)>,
+    registry: Option<(CancellationToken, JoinHandle<()>)>,
     /// Keys of this stack (the secrets master key, the hosts' keys).
     pub keys: tempfile::TempDir,
     /// Secret files of every host of the stack, on the machine's tmpfs.
@@ -99,10 +100,20 @@ impl Stack {
         let docker = Docker::connect_with_local_defaults()?.negotiate_version().await?;
         let secrets_dir = std::path::PathBuf::from(format!("/dev/shm/{}", unique("edge-test-secrets")));
         let keys = tempfile::tempdir()?;
-        let mut stack =
-            Stack { hub, sites: Vec::new(), client, docker, scheduler: None, secrets: None, keys, secrets_dir };
+        let mut stack = Stack {
+            hub,
+            sites: Vec::new(),
+            client,
+            docker,
+            scheduler: None,
+            secrets: None,
+            registry: None,
+            keys,
+            secrets_dir,
+        };
         stack.start_scheduler();
         stack.start_secrets();
+        stack.start_registry();
         let owned = |l: &[(&str, &str)]| l.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
         for (labels, hosts) in sites {
             let name = Name::site(unique("s"))?;
@@ -143,6 +154,12 @@ impl Stack {
     fn start_secrets(&mut self) {
         let config = secrets::Config::new(self.hub.url(), self.keys.path().join("master.key"));
         self.secrets = Some(service("secrets", |t| secrets::run(config, t)));
+    }
+
+    fn start_registry(&mut self) {
+        let mut config = registry_sync::Config::new(self.hub.url());
+        config.pass_secs = 2;
+        self.registry = Some(service("registry-sync", |t| registry_sync::run(config, t)));
     }
 
     /// Stores a secret (`put`) or gives it a new value (`rotate`).
@@ -435,6 +452,9 @@ impl Drop for Stack {
             t.cancel();
         }
         if let Some((t, _)) = &self.secrets {
+            t.cancel();
+        }
+        if let Some((t, _)) = &self.registry {
             t.cancel();
         }
         let _ = std::fs::remove_dir_all(&self.secrets_dir);

@@ -265,7 +265,17 @@ mod tests {
         }))
         .unwrap();
         let orders = BTreeMap::from([("size".to_string(), vec!["small".into(), "medium".into(), "large".into()])]);
-        (n(name), DesiredApp { site: n("s1"), app: n(name), generation: 1, spec: Some(spec), orders })
+        (
+            n(name),
+            DesiredApp {
+                site: n("s1"),
+                app: n(name),
+                generation: 1,
+                spec: Some(spec),
+                orders,
+                images: Default::default(),
+            },
+        )
     }
 
     fn on(a: &Assignment, host: &str) -> usize {

@@ -1,0 +1,30 @@
+//! Configuration, from flags or `REGISTRY_SYNC_*` environment variables.
+
+use std::time::Duration;
+
+#[derive(Clone, Debug, clap::Parser)]
+#[command(name = "registry-sync", version)]
+pub struct Config {
+    /// URL of the hub NATS server.
+    #[arg(long, env = "REGISTRY_SYNC_NATS_URL", default_value = "nats://127.0.0.1:4222")]
+    pub nats_url: String,
+    /// Most bytes per second sent to any one site (0: no limit).
+    #[arg(long, env = "REGISTRY_SYNC_SITE_BYTES_PER_SEC", default_value_t = 0)]
+    pub site_bytes_per_sec: u64,
+    /// Seconds between staging passes (each change starts one at once).
+    #[arg(long, env = "REGISTRY_SYNC_PASS_SECS", default_value_t = 10)]
+    pub pass_secs: u64,
+    /// Sites staged at once.
+    #[arg(long, env = "REGISTRY_SYNC_CONCURRENT_SITES", default_value_t = 8)]
+    pub concurrent_sites: usize,
+}
+
+impl Config {
+    pub fn new(nats_url: impl Into<String>) -> Self {
+        Self { nats_url: nats_url.into(), site_bytes_per_sec: 0, pass_secs: 10, concurrent_sites: 8 }
+    }
+
+    pub fn pass_every(&self) -> Duration {
+        Duration::from_secs(self.pass_secs.max(1))
+    }
+}

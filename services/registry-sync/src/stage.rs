@@ -1,0 +1,173 @@
+//! Staging: every image of every app placed at a site is copied, blob by blob, from the hub's
+//! blob store into the site's own (`edge_blobs_<site>` in the site's domain) over the leaf
+//! link, within the per-site byte rate. A blob the site already holds is never sent again, so
+//! an update that changes one layer sends one layer, and a cut costs at most the blob in flight:
+//! the next pass resumes with what is missing. Progress per site is recorded in `edge_staging`.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use async_nats::jetstream::{self, object_store};
+use edge_bus::topology::site_blobs;
+use edge_types::image::{ImageRecord, ImageStaging, SiteStaging};
+use edge_types::Name;
+use futures::StreamExt;
+use tokio_util::sync::CancellationToken;
+
+use crate::throttle::Throttled;
+use crate::Registry;
+
+/// How long a blob seen at a site is trusted to still be there before it is checked again.
+const RECHECK: Duration = Duration::from_secs(600);
+
+/// Runs staging passes on every change and every `every` until shutdown.
+pub async fn run(r: Registry, every: Duration, shutdown: CancellationToken) {
+    let mut waiter = r.stage_now.waiter();
+    let _ = r.apps.loaded().await;
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = pass(&r) => {}
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = waiter.changed() => {}
+            _ = tokio::time::sleep(every) => {}
+        }
+    }
+}
+
+/// The images each site needs: those of the apps placed there.
+pub fn needs(r: &Registry) -> BTreeMap<Name, BTreeMap<String, ImageRecord>> {
+    let mut out: BTreeMap<Name, BTreeMap<String, ImageRecord>> = BTreeMap::new();
+    for e in r.apps.snapshot().values() {
+        for site in &e.value.sites {
+            for image in e.value.images.values() {
+                out.entry(site.clone()).or_default().insert(image.digest.clone(), image.clone());
+            }
+        }
+    }
+    out
+}
+
+async fn pass(r: &Registry) {
+    futures::stream::iter(needs(r))
+        .for_each_concurrent(r.concurrent.max(1), |(site, images)| async move {
+            let status = stage_site(r, &site, &images).await;
+            record(r, status).await;
+        })
+        .await;
+}
+
+/// Copies what `site` lacks of `images`; returns how far the site is staged.
+async fn stage_site(r: &Registry, site: &Name, images: &BTreeMap<String, ImageRecord>) -> SiteStaging {
+    let mut status = SiteStaging {
+        site: site.clone(),
+        images: Vec::new(),
+        bytes_sent: 0,
+        error: None,
+        updated_at_ms: edge_bus::time::now_ms(),
+    };
+    let mut wanted: BTreeMap<String, u64> = BTreeMap::new();
+    for image in images.values() {
+        for b in image.blobs() {
+            wanted.insert(b.digest.clone(), b.size);
+        }
+    }
+    let js = jetstream::with_domain(r.client.clone(), site.as_str());
+    let result = async {
+        let store = js.get_object_store(site_blobs(site)).await.map_err(|e| format!("site store unreachable: {e}"))?;
+        for (digest, size) in &wanted {
+            if present(r, &store, site, digest, *size).await? {
+                continue;
+            }
+            copy(r, &store, site, digest).await?;
+        }
+        Ok::<(), String>(())
+    }
+    .await;
+    if let Err(e) = result {
+        tracing::debug!(%site, error = %e, "staging stalled");
+        status.error = Some(e);
+    }
+    status.bytes_sent = r.sent.get(site).map(|v| *v).unwrap_or(0);
+    for image in images.values() {
+        let mut s = ImageStaging {
+            reference: image.reference.clone(),
+            digest: image.digest.clone(),
+            blobs_present: 0,
+            blobs_total: 0,
+            bytes_present: 0,
+            bytes_total: 0,
+        };
+        for b in image.blobs() {
+            s.blobs_total += 1;
+            s.bytes_total += b.size;
+            if r.known.contains_key(&(site.clone(), b.digest.clone())) {
+                s.blobs_present += 1;
+                s.bytes_present += b.size;
+            }
+        }
+        status.images.push(s);
+    }
+    status
+}
+
+/// Whether the site holds blob `digest` whole (remembered for [`RECHECK`] once seen).
+async fn present(
+    r: &Registry,
+    store: &object_store::ObjectStore,
+    site: &Name,
+    digest: &str,
+    size: u64,
+) -> Result<bool, String> {
+    let key = (site.clone(), digest.to_string());
+    if r.known.get(&key).is_some_and(|at| at.elapsed() < RECHECK) {
+        return Ok(true);
+    }
+    match store.info(digest).await {
+        Ok(info) if !info.deleted && info.size as u64 == size => {
+            r.known.insert(key, Instant::now());
+            Ok(true)
+        }
+        Ok(_) => {
+            r.known.remove(&key);
+            Ok(false)
+        }
+        Err(e) if e.kind() == object_store::InfoErrorKind::NotFound => {
+            r.known.remove(&key);
+            Ok(false)
+        }
+        Err(e) => Err(format!("site store unreachable: {e}")),
+    }
+}
+
+/// Sends one blob from the hub's store to the site's, within the site's byte rate.
+async fn copy(r: &Registry, store: &object_store::ObjectStore, site: &Name, digest: &str) -> Result<(), String> {
+    let object = r.blobs.get(digest).await.map_err(|e| format!("blob {digest} missing at the hub: {e}"))?;
+    let mut reader = Throttled::new(object, r.rate);
+    let started = Instant::now();
+    let put = store.put(digest, &mut reader).await;
+    *r.sent.entry(site.clone()).or_insert(0) += reader.bytes;
+    let info = put.map_err(|e| format!("sending blob {digest}: {e}"))?;
+    r.known.insert((site.clone(), digest.to_string()), Instant::now());
+    tracing::info!(%site, %digest, bytes = info.size, secs = started.elapsed().as_secs_f64(), "blob staged");
+    Ok(())
+}
+
+/// Stores a site's staging progress when it changed.
+async fn record(r: &Registry, status: SiteStaging) {
+    let key = status.site.to_string();
+    let same = |cur: &SiteStaging| {
+        cur.images == status.images && cur.error == status.error && cur.bytes_sent == status.bytes_sent
+    };
+    if r.last.get(&status.site).is_some_and(|cur| same(&cur)) {
+        return;
+    }
+    match r.staging.put(&key, serde_json::to_vec(&status).expect("staging serializes").into()).await {
+        Ok(_) => {
+            r.last.insert(status.site.clone(), status);
+        }
+        Err(e) => tracing::warn!(site = %key, error = %e, "cannot record staging progress"),
+    }
+}
