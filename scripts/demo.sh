@@ -9,7 +9,10 @@ if [ -f .edge/state.json ]; then
   echo "demo: stopping the previous dev stack"
   $edgectl dev down
 fi
-$edgectl dev up --sites 3
+$edgectl dev up --sites 3   # also pushes edge/busybox:v1 and :v2 into the image store
+echo
+echo "\$ edgectl image list"
+$edgectl image list
 echo
 echo "\$ edgectl site list"
 $edgectl site list
@@ -26,7 +29,7 @@ echo "\$ edgectl app status hello"
 $edgectl app status hello
 echo
 echo "Containers of hello on this Docker Engine (site = label io.edge.site):"
-docker ps --filter label=io.edge.app=hello --format 'table {{.Names}}\t{{.Label "io.edge.site"}}\t{{.Image}}\t{{.Status}}'
+docker ps --filter label=io.edge.app=hello --format 'table {{.Names}}\t{{.Label "io.edge.site"}}\t{{.Label "io.edge.image"}}\t{{.Status}}'
 echo
 echo "Try: $edgectl site label site-3 customer=acme   (hello moves onto site-3)"
 echo "Stop everything with: make down   (or $edgectl dev down)"

@@ -7,6 +7,7 @@ mod ingest;
 mod placement;
 mod report;
 mod secrets;
+mod staging;
 mod storm;
 
 use clap::Parser;
@@ -47,6 +48,12 @@ struct Args {
     /// Telemetry samples sent.
     #[arg(long, default_value_t = 200_000)]
     ingest_messages: u64,
+    /// Sites an image is staged to.
+    #[arg(long, default_value_t = 20)]
+    staging_sites: usize,
+    /// Size of the staged image, MB.
+    #[arg(long, default_value_t = 50)]
+    staging_mb: usize,
     /// Run only the scenarios whose name contains this.
     #[arg(long)]
     only: Option<String>,
@@ -83,6 +90,10 @@ async fn main() -> anyhow::Result<()> {
     if wanted("secrets") {
         let s = secrets::run(args.secret_sites, args.secret_rounds).await?;
         table.secrets(&s);
+    }
+    if wanted("staging") {
+        let s = staging::run(args.staging_sites, args.staging_mb).await?;
+        table.staging(&s);
     }
     table.print();
     Ok(())

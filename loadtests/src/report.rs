@@ -6,6 +6,7 @@ use crate::catchup::Catchup;
 use crate::ingest::IngestRun;
 use crate::placement::PlacementRun;
 use crate::secrets::SecretsRun;
+use crate::staging::StagingRun;
 use crate::storm::Storm;
 
 #[derive(Default)]
@@ -135,6 +136,28 @@ impl Table {
                 quantile(&s.per_site, 0.99).as_secs_f64() / rt99.as_secs_f64().max(1e-9)
             ),
             format!("{} site deliveries, each opened with the site's key", s.per_site.len()),
+        );
+    }
+
+    pub fn staging(&mut self, s: &StagingRun) {
+        let mb = |b: u64| format!("{:.1} MB", b as f64 / (1 << 20) as f64);
+        let total = s.image_bytes * s.sites as u64;
+        self.row(
+            &format!("image staging, {} to {} sites", mb(s.image_bytes), s.sites),
+            secs(s.staged),
+            format!("{} plain JetStream", secs(s.raw)),
+            format!(
+                "ratio {:.2}; {} sent of {} needed",
+                s.staged.as_secs_f64() / s.raw.as_secs_f64().max(1e-9),
+                mb(s.sent),
+                mb(total)
+            ),
+        );
+        self.row(
+            "image staging: update adding one 1 MB layer",
+            secs(s.update),
+            format!("{} new bytes", mb(s.update_new)),
+            format!("{} sent", mb(s.update_sent)),
         );
     }
 

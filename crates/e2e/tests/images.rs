@@ -1,7 +1,8 @@
 //! Images from the project's store: pushed from the local Docker Engine by digest, staged by
 //! registry-sync into the store of every site the app is placed at, loaded into Docker from the
 //! site's store and run by digest, also with the WAN down; an update that adds one layer sends
-//! one layer (and its config); a blob that does not match its digest is refused.
+//! one layer (and its config); a blob that does not match its digest is refused; an image that
+//! is not in the store fails at apply.
 
 mod support;
 
@@ -53,7 +54,11 @@ async fn an_image_is_staged_at_its_sites_and_runs_there_with_the_wan_down() -> R
     layered("edge/busybox:v1", &v1, "one")?;
     let pushed = edgectl::image::push(&stack.client, &stack.docker, &v1).await?;
     let record = pushed.record;
-    ensure!(record.layers.len() == 2 && pushed.sent == 3, "two layers, three blobs sent: {record:?}");
+    // The base layer is in the store already (the stack pushed edge/busybox:v1).
+    ensure!(
+        record.layers.len() == 2 && pushed.sent == 2 && pushed.skipped == 1,
+        "config and new layer sent: {record:?}"
+    );
     ensure!(record.platforms.iter().any(|p| p.os == "linux"), "platform recorded: {:?}", record.platforms);
     // The engine no longer has it: the sites must load it from their own stores.
     docker(&["rmi", &v1])?;
@@ -67,7 +72,7 @@ async fn an_image_is_staged_at_its_sites_and_runs_there_with_the_wan_down() -> R
     stack.wait_running(&[&s0, &s1], &app, 1).await?;
     for site in [&s0, &s1] {
         let c = &stack.containers(site, &app).await?[0];
-        ensure!(c.image == record.config.digest, "runs by digest: {} vs {}", c.image, record.config.digest);
+        ensure!(c.image_id == record.config.digest, "runs by digest: {} vs {}", c.image_id, record.config.digest);
         let st = staging(&stack, site).await?.context("staging recorded")?;
         ensure!(st.images.iter().all(|i| i.complete()), "staged: {st:?}");
     }
@@ -108,7 +113,7 @@ async fn an_image_is_staged_at_its_sites_and_runs_there_with_the_wan_down() -> R
         .eventually("v2 runs at both sites", || async {
             for site in [&s0, &s1] {
                 let c = stack.containers(site, &app).await?;
-                if !(c.len() == 1 && c[0].running && c[0].image == r2.config.digest) {
+                if !(c.len() == 1 && c[0].running && c[0].image_id == r2.config.digest) {
                     return Ok(false);
                 }
             }
@@ -125,7 +130,7 @@ async fn an_image_is_staged_at_its_sites_and_runs_there_with_the_wan_down() -> R
 }
 
 #[tokio::test]
-async fn a_blob_that_does_not_match_its_digest_is_refused_and_deleted() -> Result<()> {
+async fn forged_blobs_and_images_missing_from_the_store_are_refused() -> Result<()> {
     let stack = Stack::start(&[]).await?;
     let store = hub_js(&stack.client).get_object_store(BLOBS_HUB).await?;
     let claimed = format!("sha256:{}", "ab".repeat(32));
@@ -140,6 +145,19 @@ async fn a_blob_that_does_not_match_its_digest_is_refused_and_deleted() -> Resul
     ensure!(store.info(&claimed).await.map_or(true, |i| i.deleted), "the forged blob is deleted");
     let images: edge_types::image::ImageListReply =
         request(&stack.client, ApiOp::ImageList, &json!({}), Duration::from_secs(10)).await?;
-    ensure!(images.images.is_empty(), "nothing recorded");
+    ensure!(images.images.iter().all(|i| i.reference != "edge/forged:v1"), "nothing recorded");
+
+    // An image that is not in the store fails at apply (and plan), naming the field.
+    let spec = sleeper("nowhere", "", "edge/nowhere:v1", &[]);
+    for result in [stack.apply(&spec).await.map(|_| ()), stack.plan(&spec).await.map(|_| ())] {
+        match result {
+            Err(RequestError::Api(e)) => {
+                ensure!(e.pointer.as_deref() == Some("/services/0/image"), "{e:?}");
+                ensure!(e.message.contains("edgectl image push edge/nowhere:v1"), "{}", e.message);
+            }
+            other => anyhow::bail!("an image missing from the store was accepted: {other:?}"),
+        }
+    }
+    ensure!(stack.apps().await?.apps.is_empty(), "nothing applied");
     Ok(())
 }

@@ -130,6 +130,16 @@ pub struct SiteStaging {
     pub updated_at_ms: u64,
 }
 
+/// Why `host` cannot run `image` (its CPU architecture is not one the image was built for);
+/// `None` when it can, or when the image's platforms are unknown.
+pub fn arch_mismatch(image: &ImageRecord, host: &crate::site::HostInventory) -> Option<String> {
+    if image.platforms.is_empty() || image.platforms.iter().any(|p| p.architecture == host.arch) {
+        return None;
+    }
+    let built: Vec<String> = image.platforms.iter().map(|p| format!("{}/{}", p.os, p.architecture)).collect();
+    Some(format!("image {} is built for {}, the host is {}", image.reference, built.join(", "), host.arch))
+}
+
 /// A reference with `:latest` added when it has no tag (`None` when it is not a valid
 /// reference).
 pub fn normalize(reference: &str) -> Option<String> {

@@ -131,6 +131,34 @@ fn port_or_free(preferred: u16) -> Result<u16> {
     Ok(natsconf::free_port()?)
 }
 
+/// The workload images the examples use, put into the image store when Docker has them.
+const DEV_IMAGES: [&str; 2] = ["edge/busybox:v1", "edge/busybox:v2"];
+
+/// Pushes [`DEV_IMAGES`] into the dev stack's image store (registry-sync may still be starting).
+async fn seed_images(client: &async_nats::Client) {
+    let Ok(docker) = bollard::Docker::connect_with_local_defaults() else { return };
+    for image in DEV_IMAGES {
+        if docker.inspect_image(image).await.is_err() {
+            println!("image      {image} is not in Docker; push it when it is (edgectl image push {image})");
+            continue;
+        }
+        let start = Instant::now();
+        loop {
+            match crate::image::push(client, &docker, image).await {
+                Ok(p) => {
+                    println!("image      {image} in the store ({})", &p.record.digest[..19]);
+                    break;
+                }
+                Err(e) if start.elapsed() > Duration::from_secs(30) => {
+                    println!("image      {image} not pushed: {e:#}");
+                    break;
+                }
+                Err(_) => tokio::time::sleep(Duration::from_millis(500)).await,
+            }
+        }
+    }
+}
+
 async fn up(dir: &Path, n: u32) -> Result<()> {
     if let Ok(state) = State::load(dir) {
         if state.processes.iter().any(Proc::alive) {
@@ -212,6 +240,7 @@ async fn up(dir: &Path, n: u32) -> Result<()> {
         }
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
+    seed_images(&client).await;
     println!("dev stack up: {n} sites registered; state and logs in {}", dir.display());
     println!("stop it with: edgectl dev down");
     Ok(())

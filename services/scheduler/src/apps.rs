@@ -50,8 +50,9 @@ async fn check_secrets(hub: &Hub, spec: &AppSpec) -> Result<(), ApiError> {
     Ok(())
 }
 
-/// The spec's images that are in the image store, by normalized reference: what they resolve
-/// to now. Images not in the store must already be on the hosts that run them.
+/// The spec's images that are in the image store, by reference as the spec names them: what
+/// they resolve to now. An image not in the store is refused, unless the configuration says the
+/// hosts have it (`SCHEDULER_IMAGES_FROM_HOSTS`).
 async fn resolve_images(hub: &Hub, spec: &AppSpec) -> Result<BTreeMap<String, ImageRecord>, ApiError> {
     let mut out = BTreeMap::new();
     for (i, svc) in spec.services.iter().enumerate() {
@@ -62,10 +63,17 @@ async fn resolve_images(hub: &Hub, spec: &AppSpec) -> Result<BTreeMap<String, Im
             ));
         };
         let key = edge_types::image::reference_key(&reference);
-        if let Some((record, _)) =
-            kv::get::<ImageRecord>(&hub.buckets.images, &key).await.map_err(crate::SchedulerError::from)?
-        {
-            out.insert(svc.image.clone(), record);
+        match kv::get::<ImageRecord>(&hub.buckets.images, &key).await.map_err(crate::SchedulerError::from)? {
+            Some((record, _)) => {
+                out.insert(svc.image.clone(), record);
+            }
+            None if hub.config.image_from_hosts(&reference) => {}
+            None => {
+                return Err(ApiError::invalid(
+                    format!("/services/{i}/image"),
+                    format!("invalid request: image {reference} is not in the image store; push it first (edgectl image push {reference})"),
+                ))
+            }
         }
     }
     Ok(out)
@@ -75,6 +83,7 @@ async fn resolve_images(hub: &Hub, spec: &AppSpec) -> Result<BTreeMap<String, Im
 pub async fn plan(hub: &Hub, body: &[u8]) -> Result<PlanReply, ApiError> {
     let (spec, policy) = checked_spec(hub, body)?;
     check_secrets(hub, &spec).await?;
+    resolve_images(hub, &spec).await?;
     let sites = all_sites(hub).await?;
     let known_site: BTreeSet<String> = sites.iter().flat_map(|s| s.effective_labels().into_keys()).collect();
     let known_host: BTreeSet<String> =
@@ -146,6 +155,7 @@ pub async fn apply(hub: &Hub, body: &[u8]) -> Result<ApplyReply, ApiError> {
         images: images.clone(),
     };
     let matched = placement::select_sites(&spec, &policy, &hub.orders, &sites);
+    placement::check_arches(&spec, &policy, &hub.orders, &images, &sites, &matched)?;
     if let Some(prev) = &previous {
         // Records stored before revisions existed: keep the running version restorable.
         rollout::ensure_revision(hub, prev).await?;

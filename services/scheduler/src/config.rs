@@ -24,13 +24,47 @@ pub struct Config {
     /// large).
     #[arg(long, env = "SCHEDULER_LABEL_ORDERS", default_value = "", value_parser = LabelOrders::parse)]
     pub label_orders: LabelOrders,
+    /// Images apps may use without their being in the image store, because the hosts already
+    /// have them: comma-separated references or prefixes ending in `*` (`*` alone: any). Every
+    /// other image must be pushed first (`edgectl image push`), or apply refuses the app.
+    #[arg(long, env = "SCHEDULER_IMAGES_FROM_HOSTS", default_value = "", value_delimiter = ',')]
+    pub images_from_hosts: Vec<String>,
 }
 
 impl Config {
     pub fn new(nats_url: impl Into<String>) -> Self {
-        Self { nats_url: nats_url.into(), resync_secs: 30, site_timeout_secs: 15, label_orders: LabelOrders::default() }
+        Self {
+            nats_url: nats_url.into(),
+            resync_secs: 30,
+            site_timeout_secs: 15,
+            label_orders: LabelOrders::default(),
+            images_from_hosts: Vec::new(),
+        }
+    }
+
+    /// Whether `reference` (normalized) may come from the hosts rather than the image store.
+    pub fn image_from_hosts(&self, reference: &str) -> bool {
+        self.images_from_hosts.iter().map(|p| p.trim()).filter(|p| !p.is_empty()).any(|p| match p.strip_suffix('*') {
+            Some(prefix) => reference.starts_with(prefix),
+            None => edge_types::image::normalize(p).as_deref() == Some(reference),
+        })
     }
     pub fn resync(&self) -> Duration {
         Duration::from_secs(self.resync_secs)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn images_from_hosts_match_by_reference_or_prefix() {
+        let mut c = super::Config::new("nats://x");
+        assert!(!c.image_from_hosts("edge/busybox:v1"));
+        c.images_from_hosts = vec!["edge/busybox".into(), "vendor/*".into()];
+        assert!(!c.image_from_hosts("edge/busybox:v1"));
+        assert!(c.image_from_hosts("edge/busybox:latest"));
+        assert!(c.image_from_hosts("vendor/cam:2"));
+        c.images_from_hosts = vec!["*".into()];
+        assert!(c.image_from_hosts("anything:1"));
     }
 }

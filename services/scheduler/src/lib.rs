@@ -52,6 +52,8 @@ pub struct Hub {
     pub rolling: rollout::Rolling,
     /// Failed requests per endpoint name (`app-apply`, ...), shown in `$SRV.STATS`.
     pub failed: Arc<DashMap<String, u64>>,
+    /// The scheduler's configuration.
+    pub config: Arc<Config>,
 }
 
 impl Hub {
@@ -79,6 +81,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Sche
         liveness: liveness::LivenessMap::new(Duration::from_secs(config.site_timeout_secs)),
         watermarks: Default::default(),
         orders: Arc::new(config.label_orders.clone()),
+        config: Arc::new(config.clone()),
         rejected: Arc::new(AtomicU64::new(0)),
         rolling: Default::default(),
         failed: Arc::new(DashMap::new()),

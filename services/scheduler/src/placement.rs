@@ -27,6 +27,43 @@ pub fn select_sites(spec: &AppSpec, policy: &Policy, orders: &LabelOrders, sites
     out
 }
 
+/// Every selected site must have, among the hosts the app may use there, one of an architecture
+/// each stored image was built for; else the error names the service's image field. Sites that
+/// have not reported their hosts yet are not judged.
+pub fn check_arches(
+    spec: &AppSpec,
+    policy: &Policy,
+    orders: &LabelOrders,
+    images: &BTreeMap<String, ImageRecord>,
+    sites: &[SiteRecord],
+    matched: &[Name],
+) -> Result<(), edge_types::api::ApiError> {
+    for (i, svc) in spec.services.iter().enumerate() {
+        let Some(img) = images.get(&svc.image) else { continue };
+        for site in sites.iter().filter(|s| matched.contains(&s.site) && !s.hosts.is_empty()) {
+            let eligible: Vec<_> =
+                site.hosts.iter().filter(|h| policy.host_fit(spec, h, orders).unmatched.is_empty()).collect();
+            if eligible.iter().any(|h| edge_types::image::arch_mismatch(img, h).is_none()) {
+                continue;
+            }
+            let built: Vec<String> = img.platforms.iter().map(|p| format!("{}/{}", p.os, p.architecture)).collect();
+            let theirs: BTreeSet<&str> = eligible.iter().map(|h| h.arch.as_str()).collect();
+            return Err(edge_types::api::ApiError::invalid(
+                format!("/services/{i}/image"),
+                format!(
+                    "invalid request: image {} is built for {} only; site {} has no host of that architecture for service {} (its hosts: {})",
+                    img.reference,
+                    built.join(", "),
+                    site.site,
+                    svc.name,
+                    theirs.into_iter().collect::<Vec<_>>().join(", ")
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// KV key of an application record.
 pub fn app_key(app: &Name) -> String {
     format!("app.{app}")
@@ -236,5 +273,76 @@ async fn write_after(stream: &jetstream::stream::Stream, d: &DesiredApp) -> Resu
         }
         Err(e) if e.kind() == DirectGetErrorKind::NotFound => Ok(d.spec.is_some().then_some(0)),
         Err(e) => Err(SchedulerError::js(e)),
+    }
+}
+
+#[cfg(test)]
+mod arch_tests {
+    use super::*;
+    use edge_types::image::{Blob, Platform};
+    use edge_types::site::HostInventory;
+
+    fn host(name: &str, arch: &str) -> HostInventory {
+        HostInventory {
+            host: Name::new(name).unwrap(),
+            arch: arch.into(),
+            os: "linux".into(),
+            cpus: 4,
+            memory_bytes: 4 << 30,
+            disk_bytes: 0,
+            gpus: vec![],
+            devices: vec![],
+            labels: Default::default(),
+        }
+    }
+
+    fn site(name: &str, hosts: Vec<HostInventory>) -> SiteRecord {
+        SiteRecord {
+            site: Name::new(name).unwrap(),
+            reported_labels: Default::default(),
+            labels: Default::default(),
+            hosts,
+            agent_version: "t".into(),
+            registered_at_ms: 0,
+            public_key: None,
+        }
+    }
+
+    #[test]
+    fn a_site_without_a_host_of_the_images_architecture_is_refused() {
+        let spec: AppSpec = serde_json::from_value(serde_json::json!({
+            "name": "cam", "version": "1", "placement": {"sites": ""},
+            "services": [{"name": "main", "image": "x/cam:1"}]
+        }))
+        .unwrap();
+        let policy = spec.check().unwrap();
+        let blob = Blob { digest: format!("sha256:{}", "a".repeat(64)), size: 1 };
+        let img = ImageRecord {
+            reference: "x/cam:1".into(),
+            digest: blob.digest.clone(),
+            config: blob.clone(),
+            layers: vec![blob],
+            platforms: vec![Platform { os: "linux".into(), architecture: "arm64".into(), variant: None }],
+            size: 2,
+            pushed_at_ms: 0,
+        };
+        let images = BTreeMap::from([("x/cam:1".to_string(), img)]);
+        let mixed = site("mixed", vec![host("h1", "amd64"), host("h2", "arm64")]);
+        let intel = site("intel", vec![host("h1", "amd64")]);
+        let unknown = site("new", vec![]);
+        let orders = LabelOrders::default();
+        let names = |s: &[&SiteRecord]| s.iter().map(|s| s.site.clone()).collect::<Vec<_>>();
+        let all = [mixed.clone(), unknown.clone()];
+        assert!(check_arches(&spec, &policy, &orders, &images, &all, &names(&[&mixed, &unknown])).is_ok());
+        let all = [mixed.clone(), intel.clone()];
+        let e = check_arches(&spec, &policy, &orders, &images, &all, &names(&[&mixed, &intel])).unwrap_err();
+        assert_eq!(e.pointer.as_deref(), Some("/services/0/image"));
+        assert!(
+            e.message.contains("linux/arm64") && e.message.contains("site intel") && e.message.contains("amd64"),
+            "{}",
+            e.message
+        );
+        // A site the app is not placed at is not judged.
+        assert!(check_arches(&spec, &policy, &orders, &images, &all, &names(&[&mixed])).is_ok());
     }
 }

@@ -11,3 +11,5 @@ pub const SERVICE: &str = "io.edge.service";
 pub const REPLICA: &str = "io.edge.replica";
 /// Digest of the service spec the container was made from.
 pub const SPEC_DIGEST: &str = "io.edge.spec-digest";
+/// The image reference the spec names (the container runs it by digest when it is stored).
+pub const IMAGE: &str = "io.edge.image";

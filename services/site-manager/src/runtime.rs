@@ -214,6 +214,7 @@ impl DockerRuntime {
             (labels::SERVICE.to_string(), svc.name.to_string()),
             (labels::REPLICA.to_string(), w.replica.to_string()),
             (labels::SPEC_DIGEST.to_string(), w.digest.clone()),
+            (labels::IMAGE.to_string(), svc.image.clone()),
         ]);
         let mut exposed = Vec::new();
         let mut bindings = HashMap::new();

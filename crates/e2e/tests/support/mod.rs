@@ -136,6 +136,7 @@ impl Stack {
             site.start_manager();
             stack.sites.push(site);
         }
+        stack.seed_images().await?;
         let want = stack.sites.len();
         stack
             .eventually("every site registered", || async { Ok(stack.sites_list().await?.sites.len() == want) })
@@ -148,12 +149,25 @@ impl Stack {
         config.resync_secs = 5;
         config.site_timeout_secs = 3;
         config.label_orders = edge_types::selector::LabelOrders::parse("size=small<medium<large").expect("valid");
+        // An image said to be on the hosts that is not: how tests make a version fail at a site.
+        config.images_from_hosts = vec!["edge/busybox:missing".into()];
         self.scheduler = Some(service("scheduler", |t| scheduler::run(config, t)));
     }
 
     fn start_secrets(&mut self) {
         let config = secrets::Config::new(self.hub.url(), self.keys.path().join("master.key"));
         self.secrets = Some(service("secrets", |t| secrets::run(config, t)));
+    }
+
+    /// Puts the workload images the tests use into the image store, as `edgectl dev up` does.
+    async fn seed_images(&self) -> Result<()> {
+        for image in ["edge/busybox:v1", "edge/busybox:v2"] {
+            self.eventually(&format!("{image} pushed"), || async {
+                Ok(edgectl::image::push(&self.client, &self.docker, image).await.is_ok())
+            })
+            .await?;
+        }
+        Ok(())
     }
 
     fn start_registry(&mut self) {
@@ -233,7 +247,8 @@ impl Stack {
             let labels = c.labels.clone().unwrap_or_default();
             out.push(Container {
                 id,
-                image: c.image.clone().unwrap_or_default(),
+                image: labels.get("io.edge.image").cloned().or(c.image.clone()).unwrap_or_default(),
+                image_id: c.image_id.clone().unwrap_or_default(),
                 running: state.running.unwrap_or(false),
                 started_at: state.started_at.unwrap_or_default(),
                 env: inspect.config.and_then(|c| c.env).unwrap_or_default(),
@@ -486,7 +501,10 @@ pub fn remove_site_containers(site: &Name) {
 #[derive(Clone, Debug, PartialEq)]
 pub struct Container {
     pub id: String,
+    /// The image as the spec names it.
     pub image: String,
+    /// The image Docker runs (`sha256:...`: for an image from the store, its config digest).
+    pub image_id: String,
     pub running: bool,
     pub started_at: String,
     pub env: Vec<String>,

@@ -134,6 +134,7 @@ pub fn assign(
                 && !crowded
                 && app.matching.contains(&p.host)
                 && shortfall(svc, inventory[&p.host]).is_none()
+                && wrong_arch(app.desired, svc, inventory[&p.host]).is_none()
                 && room.lacks(svc).is_none()
             {
                 room.take(&app.desired.app, svc);
@@ -155,10 +156,12 @@ pub fn assign(
                 }
                 Mode::OnePerMatchingHost => {
                     let mut free_ids = (0u32..).filter(|r| !used.contains(r));
+                    // A host of another architecture than the image's does not match.
                     let targets: Vec<Name> = app
                         .matching
                         .iter()
                         .filter(|h| rooms.get(*h).is_some_and(|r| r.replicas_of(&name, &svc.name) == 0))
+                        .filter(|h| wrong_arch(app.desired, svc, inventory[*h]).is_none())
                         .cloned()
                         .collect();
                     for host in targets {
@@ -185,6 +188,11 @@ pub fn assign(
         .collect()
 }
 
+/// Why `host` cannot run the image of `svc` (another CPU architecture), for an image from the store.
+fn wrong_arch(d: &DesiredApp, svc: &ServiceSpec, host: &HostInventory) -> Option<String> {
+    edge_types::image::arch_mismatch(d.images.get(&svc.image)?, host)
+}
+
 /// Places one replica on the best host (or on `only`), or records why it cannot be placed.
 fn place_one(
     app: &mut AppCtx,
@@ -205,6 +213,8 @@ fn place_one(
             Some(u.clone())
         } else if let Some(s) = shortfall(svc, inventory[host]) {
             Some(s)
+        } else if let Some(a) = wrong_arch(app.desired, svc, inventory[host]) {
+            Some(a)
         } else if svc.anti_affinity && room.replicas_of(name, &svc.name) > 0 {
             Some("already runs a replica (anti-affinity)".into())
         } else {
@@ -280,6 +290,33 @@ mod tests {
 
     fn on(a: &Assignment, host: &str) -> usize {
         a.replicas.iter().filter(|p| p.host.as_str() == host).count()
+    }
+
+    #[test]
+    fn hosts_of_another_architecture_than_the_images_are_passed_over() {
+        let mut hosts = [host("h1", 4, &[]), host("h2", 4, &[])];
+        hosts[1].arch = "arm64".into();
+        let (name, mut d) = app("cam", "", serde_json::json!([{"name": "c", "image": "x/cam:1", "replicas": 2}]));
+        let blob = edge_types::image::Blob { digest: format!("sha256:{}", "a".repeat(64)), size: 1 };
+        d.images.insert(
+            "x/cam:1".into(),
+            edge_types::image::ImageRecord {
+                reference: "x/cam:1".into(),
+                digest: blob.digest.clone(),
+                config: blob.clone(),
+                layers: vec![blob],
+                platforms: vec![edge_types::image::Platform {
+                    os: "linux".into(),
+                    architecture: "arm64".into(),
+                    variant: None,
+                }],
+                size: 2,
+                pushed_at_ms: 0,
+            },
+        );
+        let desired = BTreeMap::from([(name.clone(), d)]);
+        let a = &assign(&n("h1"), &desired, &hosts, &BTreeMap::new())[&name];
+        assert_eq!((on(a, "h1"), on(a, "h2")), (0, 2), "{a:?}");
     }
 
     #[test]
