@@ -83,7 +83,7 @@ pub async fn run(sites: usize, mb: usize) -> Result<StagingRun> {
     // The image: a small config and five layers.
     let config_bytes = serde_json::to_vec(&serde_json::json!({"os": "linux", "architecture": "amd64", "bench": true}))?;
     let layer = (mb << 20) / 5;
-    let layers: Vec<Vec<u8>> = (0..5).map(|i| random(layer, 0x9e37_79b9 + i)).collect();
+    let layers: Vec<Vec<u8>> = (0..5).map(|i| random(layer, 0x9e37_79b9 + 2 * i)).collect();
     let push = |config: &Vec<u8>, layers: &[Vec<u8>]| ImagePush {
         reference: "bench/app:v1".into(),
         config: blob(config),
@@ -177,6 +177,12 @@ async fn wait_staged(staging: &jetstream::kv::Store, sites: &[Name], digest: &st
             }
         }
         if done == sites.len() {
+            if std::env::var_os("BENCH_DEBUG").is_some() {
+                for s in sites {
+                    let v = staging.get(s.as_str()).await?.expect("record");
+                    eprintln!("{}", String::from_utf8_lossy(&v));
+                }
+            }
             return Ok(sent);
         }
         ensure!(Instant::now() < deadline, "{done} of {} sites staged after 10 minutes", sites.len());

@@ -2,7 +2,8 @@
 //! registry-sync into the store of every site the app is placed at, loaded into Docker from the
 //! site's store and run by digest, also with the WAN down; an update that adds one layer sends
 //! one layer (and its config); a blob that does not match its digest is refused; an image that
-//! is not in the store fails at apply.
+//! is not in the store fails at apply; images no app needs are removed from the site's store
+//! and from the hosts after a grace period.
 
 mod support;
 
@@ -159,5 +160,32 @@ async fn forged_blobs_and_images_missing_from_the_store_are_refused() -> Result<
         }
     }
     ensure!(stack.apps().await?.apps.is_empty(), "nothing applied");
+    Ok(())
+}
+
+#[tokio::test]
+async fn images_no_app_needs_leave_the_site_store_and_the_hosts() -> Result<()> {
+    let stack = Stack::start_with(&[&[]], |c| c.image_gc_secs = 2).await?;
+    let site = stack.site(0).clone();
+    let reference = format!("{}:v1", unique("edge/gc"));
+    layered("edge/busybox:v1", &reference, "gc")?;
+    let record = edgectl::image::push(&stack.client, &stack.docker, &reference).await?.record;
+    docker(&["rmi", &reference])?;
+    let app = unique("gc");
+    stack.apply(&sleeper(&app, "", &reference, &[])).await?;
+    stack.wait_running(&[&site], &app, 1).await?;
+    let store = stack.site_js(0).await?.get_object_store(edge_bus::topology::site_blobs(&site)).await?;
+    ensure!(store.info(&record.config.digest).await.is_ok_and(|i| !i.deleted), "staged");
+
+    stack.delete(&app).await?;
+    stack
+        .eventually("the image left the host and the site store", || async {
+            let in_docker = stack.docker.inspect_image(&record.config.digest).await.is_ok();
+            let in_store = store.info(&record.config.digest).await.is_ok_and(|i| !i.deleted);
+            Ok(!in_docker && !in_store)
+        })
+        .await?;
+    // The base layer of edge/busybox, which the host had before, is still there.
+    ensure!(stack.docker.inspect_image("edge/busybox:v1").await.is_ok(), "the host's own image stays");
     Ok(())
 }

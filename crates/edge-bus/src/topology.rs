@@ -123,6 +123,16 @@ pub async fn ensure_object_store(
     name: &str,
     description: &str,
 ) -> Result<async_nats::jetstream::object_store::ObjectStore, BusError> {
+    ensure_object_store_limited(js, name, description, 0).await
+}
+
+/// [`ensure_object_store`] holding at most `max_bytes` (0: no limit; applied when created).
+pub async fn ensure_object_store_limited(
+    js: &jetstream::Context,
+    name: &str,
+    description: &str,
+    max_bytes: i64,
+) -> Result<async_nats::jetstream::object_store::ObjectStore, BusError> {
     use async_nats::jetstream::object_store;
     match js.get_object_store(name).await {
         Ok(s) => Ok(s),
@@ -131,6 +141,7 @@ pub async fn ensure_object_store(
                 bucket: name.into(),
                 description: Some(description.into()),
                 storage: stream::StorageType::File,
+                max_bytes: max_bytes.max(0),
                 ..Default::default()
             })
             .await

@@ -220,6 +220,8 @@ async fn up(dir: &Path, n: u32) -> Result<()> {
             ("SITE_MANAGER_HOST".to_string(), "host-1".to_string()),
             ("SITE_MANAGER_LABELS".to_string(), site_labels(i)),
             ("SITE_MANAGER_KEY_DIR".to_string(), dir.join(&site).join("keys").display().to_string()),
+            // The dev sites share this machine's Docker Engine: no site removes images.
+            ("SITE_MANAGER_IMAGE_GC_SECS".to_string(), "0".to_string()),
         ];
         state.processes.push(spawn(&dir, &format!("{site}-manager"), &bin("site-manager")?, &[], &env)?);
         state.save(&dir)?;

@@ -17,11 +17,26 @@ pub struct Config {
     /// Sites staged at once.
     #[arg(long, env = "REGISTRY_SYNC_CONCURRENT_SITES", default_value_t = 8)]
     pub concurrent_sites: usize,
+    /// Seconds a blob no app at a site needs stays in the site's store before it is deleted
+    /// (longer than the site-manager's `SITE_MANAGER_IMAGE_GC_SECS`, so a host still knows
+    /// which Docker images came from the store when it removes them).
+    #[arg(long, env = "REGISTRY_SYNC_GC_GRACE_SECS", default_value_t = 172_800)]
+    pub gc_grace_secs: u64,
 }
 
 impl Config {
     pub fn new(nats_url: impl Into<String>) -> Self {
-        Self { nats_url: nats_url.into(), site_bytes_per_sec: 0, pass_secs: 10, concurrent_sites: 8 }
+        Self {
+            nats_url: nats_url.into(),
+            site_bytes_per_sec: 0,
+            pass_secs: 10,
+            concurrent_sites: 8,
+            gc_grace_secs: 172_800,
+        }
+    }
+
+    pub fn gc_grace(&self) -> Duration {
+        Duration::from_secs(self.gc_grace_secs)
     }
 
     pub fn pass_every(&self) -> Duration {

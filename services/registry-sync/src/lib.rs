@@ -52,6 +52,12 @@ pub struct Registry {
     pub sent: Arc<DashMap<Name, u64>>,
     /// The staging progress last recorded per site.
     pub last: Arc<DashMap<Name, SiteStaging>>,
+    /// Blobs at a site that no app there needs, since when.
+    pub unneeded: Arc<DashMap<(Name, String), Instant>>,
+    /// When each site's store was last swept for unneeded blobs.
+    pub swept: Arc<DashMap<Name, Instant>>,
+    /// How long an unneeded blob stays.
+    pub gc_grace: std::time::Duration,
     /// Failed requests per endpoint, shown in `$SRV.STATS`.
     pub failed: Arc<DashMap<String, u64>>,
 }
@@ -76,6 +82,9 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Regi
         known: Default::default(),
         sent: Default::default(),
         last: Default::default(),
+        unneeded: Default::default(),
+        swept: Default::default(),
+        gc_grace: config.gc_grace(),
         failed: Default::default(),
     };
     let failed = r.failed.clone();

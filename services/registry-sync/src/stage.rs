@@ -3,6 +3,7 @@
 //! link, within the per-site byte rate. A blob the site already holds is never sent again, so
 //! an update that changes one layer sends one layer, and a cut costs at most the blob in flight:
 //! the next pass resumes with what is missing. Progress per site is recorded in `edge_staging`.
+//! Blobs no app at a site needs any more are deleted from its store after a grace period.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -51,7 +52,12 @@ pub fn needs(r: &Registry) -> BTreeMap<Name, BTreeMap<String, ImageRecord>> {
 }
 
 async fn pass(r: &Registry) {
-    futures::stream::iter(needs(r))
+    let mut needs = needs(r);
+    // Sites staged before that need nothing now still get swept.
+    for e in r.last.iter() {
+        needs.entry(e.key().clone()).or_default();
+    }
+    futures::stream::iter(needs)
         .for_each_concurrent(r.concurrent.max(1), |(site, images)| async move {
             let status = stage_site(r, &site, &images).await;
             record(r, status).await;
@@ -83,7 +89,7 @@ async fn stage_site(r: &Registry, site: &Name, images: &BTreeMap<String, ImageRe
             }
             copy(r, &store, site, digest).await?;
         }
-        Ok::<(), String>(())
+        sweep(r, &store, site, &wanted).await
     }
     .await;
     if let Err(e) = result {
@@ -111,6 +117,45 @@ async fn stage_site(r: &Registry, site: &Name, images: &BTreeMap<String, ImageRe
         status.images.push(s);
     }
     status
+}
+
+/// Deletes from the site's store the blobs that no app there has needed for the grace period
+/// (the store is listed at most every quarter of it).
+async fn sweep(
+    r: &Registry,
+    store: &object_store::ObjectStore,
+    site: &Name,
+    wanted: &BTreeMap<String, u64>,
+) -> Result<(), String> {
+    let every = (r.gc_grace / 4).max(Duration::from_secs(1));
+    if r.swept.get(site).is_some_and(|at| at.elapsed() < every) {
+        return Ok(());
+    }
+    r.swept.insert(site.clone(), Instant::now());
+    let mut list = store.list().await.map_err(|e| format!("listing the site store: {e}"))?;
+    let mut held = Vec::new();
+    while let Some(info) = list.next().await {
+        let info = info.map_err(|e| format!("listing the site store: {e}"))?;
+        if !info.deleted {
+            held.push(info.name);
+        }
+    }
+    for digest in held {
+        let key = (site.clone(), digest.clone());
+        if wanted.contains_key(&digest) {
+            r.unneeded.remove(&key);
+            continue;
+        }
+        let since = *r.unneeded.entry(key.clone()).or_insert_with(Instant::now);
+        if since.elapsed() < r.gc_grace {
+            continue;
+        }
+        store.delete(&digest).await.map_err(|e| format!("deleting blob {digest}: {e}"))?;
+        r.unneeded.remove(&key);
+        r.known.remove(&key);
+        tracing::info!(%site, %digest, "blob no app needs removed from the site store");
+    }
+    Ok(())
 }
 
 /// Whether the site holds blob `digest` whole (remembered for [`RECHECK`] once seen).

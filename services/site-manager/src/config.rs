@@ -87,6 +87,13 @@ pub struct Config {
     /// secrets sealed by it are opened.
     #[arg(long, env = "SITE_MANAGER_SECRETS_SENDER")]
     pub secrets_sender: Option<String>,
+    /// Most bytes of images the site's store keeps (set when the store is created).
+    #[arg(long, env = "SITE_MANAGER_IMAGES_MAX_BYTES", default_value_t = 8 << 30, value_parser = clap::value_parser!(i64).range(1 << 20..))]
+    pub images_max_bytes: i64,
+    /// Seconds an image from the site's store that no app needs stays in Docker before it is
+    /// removed (0: never; a dev stack whose sites share one Docker Engine should use 0).
+    #[arg(long, env = "SITE_MANAGER_IMAGE_GC_SECS", default_value_t = 86_400)]
+    pub image_gc_secs: u64,
 }
 
 impl Config {
@@ -114,6 +121,8 @@ impl Config {
             secrets_sender: None,
             stats_secs: 15,
             telemetry_max_bytes: 64 << 20,
+            images_max_bytes: 8 << 30,
+            image_gc_secs: 0,
         }
     }
 

@@ -10,6 +10,7 @@ pub mod callhome;
 pub mod cluster;
 pub mod config;
 pub mod desired;
+pub mod imagegc;
 pub mod images;
 pub mod inventory;
 pub mod keys;
@@ -93,7 +94,8 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Site
     }
     let blobs_bucket = edge_bus::topology::site_blobs(&site);
     let Some(blobs) = until_ready("site image store", &shutdown, || {
-        edge_bus::topology::ensure_object_store(&js, &blobs_bucket, "Image blobs staged for the site by registry-sync")
+        let description = "Image blobs staged for the site by registry-sync";
+        edge_bus::topology::ensure_object_store_limited(&js, &blobs_bucket, description, config.images_max_bytes)
     })
     .await
     else {
@@ -225,6 +227,11 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Site
     agent.resync = config.resync();
     agent.window = window;
     agent.traces = traces;
+    if config.image_gc_secs > 0 {
+        let grace = std::time::Duration::from_secs(config.image_gc_secs);
+        let gc = imagegc::ImageGc::new(agent.runtime.docker().clone(), blobs.clone(), agent.desired.clone(), grace);
+        tasks.spawn(gc.run(shutdown.clone()));
+    }
     agent.images = Some(images::SiteImages { docker: agent.runtime.docker().clone(), store: blobs });
     tasks.spawn(agent.run(loaded_rx, shutdown.clone()));
 

@@ -173,6 +173,7 @@ impl Stack {
     fn start_registry(&mut self) {
         let mut config = registry_sync::Config::new(self.hub.url());
         config.pass_secs = 2;
+        config.gc_grace_secs = 4;
         self.registry = Some(service("registry-sync", |t| registry_sync::run(config, t)));
     }
 
