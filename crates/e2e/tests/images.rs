@@ -3,11 +3,12 @@
 //! site's store and run by digest, also with the WAN down; an update that adds one layer sends
 //! one layer (and its config); a blob that does not match its digest is refused; an image that
 //! is not in the store fails at apply; images no app needs are removed from the site's store
-//! and from the hosts after a grace period.
+//! and from the hosts after a grace period; a cut during staging costs at most the part in
+//! flight.
 
 mod support;
 
-use std::process::Command;
+use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use anyhow::{ensure, Context, Result};
@@ -27,11 +28,16 @@ fn docker(args: &[&str]) -> Result<String> {
 
 /// A new image: `base` plus one layer holding `/marker` with `text`.
 fn layered(base: &str, reference: &str, text: &str) -> Result<()> {
+    layered_bytes(base, reference, text.as_bytes())
+}
+
+/// A new image: `base` plus one layer holding `/marker` with `bytes`.
+fn layered_bytes(base: &str, reference: &str, bytes: &[u8]) -> Result<()> {
     let name = unique("img-build");
     docker(&["create", "--name", &name, base, "true"])?;
     let dir = tempfile::tempdir()?;
     let file = dir.path().join("marker");
-    std::fs::write(&file, text)?;
+    std::fs::write(&file, bytes)?;
     let copied = docker(&["cp", file.to_str().context("path")?, &format!("{name}:/marker")]);
     let committed = copied.and_then(|_| docker(&["commit", &name, reference]));
     docker(&["rm", "-f", &name])?;
@@ -57,10 +63,10 @@ async fn an_image_is_staged_at_its_sites_and_runs_there_with_the_wan_down() -> R
     let record = pushed.record;
     // The base layer is in the store already (the stack pushed edge/busybox:v1).
     ensure!(
-        record.layers.len() == 2 && pushed.sent == 2 && pushed.skipped == 1,
+        record.variants[0].layers.len() == 2 && pushed.sent == 2 && pushed.skipped == 1,
         "config and new layer sent: {record:?}"
     );
-    ensure!(record.platforms.iter().any(|p| p.os == "linux"), "platform recorded: {:?}", record.platforms);
+    ensure!(record.platforms().iter().any(|p| p.os == "linux"), "platform recorded: {:?}", record.platforms());
     // The engine no longer has it: the sites must load it from their own stores.
     docker(&["rmi", &v1])?;
 
@@ -73,7 +79,12 @@ async fn an_image_is_staged_at_its_sites_and_runs_there_with_the_wan_down() -> R
     stack.wait_running(&[&s0, &s1], &app, 1).await?;
     for site in [&s0, &s1] {
         let c = &stack.containers(site, &app).await?[0];
-        ensure!(c.image_id == record.config.digest, "runs by digest: {} vs {}", c.image_id, record.config.digest);
+        ensure!(
+            c.image_id == record.variants[0].config.digest,
+            "runs by digest: {} vs {}",
+            c.image_id,
+            record.variants[0].config.digest
+        );
         let st = staging(&stack, site).await?.context("staging recorded")?;
         ensure!(st.images.iter().all(|i| i.complete()), "staged: {st:?}");
     }
@@ -89,7 +100,7 @@ async fn an_image_is_staged_at_its_sites_and_runs_there_with_the_wan_down() -> R
             docker(&["rm", "-f", &c.id])?;
         }
     }
-    docker(&["rmi", "-f", &record.config.digest])?;
+    docker(&["rmi", "-f", &record.variants[0].config.digest])?;
     stack.sites[0].start_host(0);
     stack.wait_running(&[&s0], &app, 1).await.context("restarted at the cut site from its store")?;
     stack.restore(0).await?;
@@ -98,7 +109,7 @@ async fn an_image_is_staged_at_its_sites_and_runs_there_with_the_wan_down() -> R
 
     // An update that adds one layer: only that layer and the new config travel.
     let sent_before = staging(&stack, &s1).await?.map(|s| s.bytes_sent).unwrap_or(0);
-    docker(&["tag", &record.config.digest, &v1])?;
+    docker(&["tag", &record.variants[0].config.digest, &v1])?;
     layered(&v1, &v2, "two")?;
     let update = edgectl::image::push(&stack.client, &stack.docker, &v2).await?;
     ensure!(
@@ -114,7 +125,7 @@ async fn an_image_is_staged_at_its_sites_and_runs_there_with_the_wan_down() -> R
         .eventually("v2 runs at both sites", || async {
             for site in [&s0, &s1] {
                 let c = stack.containers(site, &app).await?;
-                if !(c.len() == 1 && c[0].running && c[0].image_id == r2.config.digest) {
+                if !(c.len() == 1 && c[0].running && c[0].image_id == r2.variants[0].config.digest) {
                     return Ok(false);
                 }
             }
@@ -122,7 +133,7 @@ async fn an_image_is_staged_at_its_sites_and_runs_there_with_the_wan_down() -> R
         })
         .await?;
     let sent = staging(&stack, &s1).await?.context("staging")?.bytes_sent - sent_before;
-    let new_bytes = r2.config.size + r2.layers.last().context("layer")?.size;
+    let new_bytes = r2.variants[0].config.size + r2.variants[0].layers.last().context("layer")?.size;
     ensure!(
         sent == new_bytes,
         "only the new layer and config were sent to the site: {sent} bytes, expected {new_bytes}"
@@ -175,17 +186,266 @@ async fn images_no_app_needs_leave_the_site_store_and_the_hosts() -> Result<()> 
     stack.apply(&sleeper(&app, "", &reference, &[])).await?;
     stack.wait_running(&[&site], &app, 1).await?;
     let store = stack.site_js(0).await?.get_object_store(edge_bus::topology::site_blobs(&site)).await?;
-    ensure!(store.info(&record.config.digest).await.is_ok_and(|i| !i.deleted), "staged");
+    ensure!(store.info(&record.variants[0].config.digest).await.is_ok_and(|i| !i.deleted), "staged");
 
     stack.delete(&app).await?;
     stack
         .eventually("the image left the host and the site store", || async {
-            let in_docker = stack.docker.inspect_image(&record.config.digest).await.is_ok();
-            let in_store = store.info(&record.config.digest).await.is_ok_and(|i| !i.deleted);
+            let in_docker = stack.docker.inspect_image(&record.variants[0].config.digest).await.is_ok();
+            let in_store = store.info(&record.variants[0].config.digest).await.is_ok_and(|i| !i.deleted);
             Ok(!in_docker && !in_store)
         })
         .await?;
     // The base layer of edge/busybox, which the host had before, is still there.
     ensure!(stack.docker.inspect_image("edge/busybox:v1").await.is_ok(), "the host's own image stays");
+    Ok(())
+}
+
+/// A CNCF Distribution registry (Debian's `docker-registry`) on loopback, killed on drop.
+struct Registry {
+    child: Child,
+    addr: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Registry {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Registry {
+    fn start() -> Result<Self> {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+        let bin = root.join(".tools/bin/docker-registry");
+        ensure!(bin.exists(), "docker-registry is missing: run scripts/setup.sh (make test does)");
+        let dir = tempfile::tempdir()?;
+        let addr = format!("127.0.0.1:{}", edge_bus::natsconf::free_port()?);
+        let config = dir.path().join("config.yml");
+        std::fs::write(
+            &config,
+            format!(
+                "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: {addr}\n",
+                dir.path().join("data").display()
+            ),
+        )?;
+        let child = Command::new(bin).arg("serve").arg(&config).stdout(Stdio::null()).stderr(Stdio::null()).spawn()?;
+        Ok(Self { child, addr, _dir: dir })
+    }
+}
+
+#[tokio::test]
+async fn an_image_imported_from_a_registry_runs_at_the_sites() -> Result<()> {
+    let registry = Registry::start()?;
+    let stack = Stack::start(&[&[]]).await?;
+    let site = stack.site(0).clone();
+    // An image only the registry has: built here, pushed by Docker, removed from the engine.
+    let local = format!("{}:v1", unique("edge/upstream"));
+    layered("edge/busybox:v1", &local, "from the registry")?;
+    let remote = format!("{}/{}", registry.addr, local);
+    docker(&["tag", &local, &remote])?;
+    stack.eventually("docker pushed to the registry", || async { Ok(docker(&["push", &remote]).is_ok()) }).await?;
+    docker(&["rmi", &local, &remote])?;
+
+    let imported: ImageRecord =
+        request(&stack.client, ApiOp::ImageImport, &json!({"reference": remote}), Duration::from_secs(60)).await?;
+    ensure!(imported.reference == remote && imported.source == format!("http://{}", registry.addr), "{imported:?}");
+    ensure!(imported.variants.len() == 1 && imported.variants[0].layers.len() == 2, "{imported:?}");
+    let arch = docker(&["info", "--format", "{{.Architecture}}"])?;
+    let arch = if arch == "x86_64" { "amd64".to_string() } else { arch };
+    ensure!(imported.variants[0].platform.architecture == arch, "platform from the config: {imported:?}");
+
+    let app = unique("upstream");
+    stack
+        .apply(&json!({"name": app, "version": "1", "placement": {"sites": ""},
+                       "services": [{"name": "main", "image": remote, "command": ["sh", "-c", "cat /marker; sleep 3600"]}]}))
+        .await?;
+    stack.wait_running(&[&site], &app, 1).await?;
+    let c = &stack.containers(&site, &app).await?[0];
+    ensure!(c.image_id == imported.variants[0].config.digest, "runs by digest");
+
+    // A multi-platform index (amd64 and arm64) put together in the registry: both platforms
+    // are recorded, and this amd64 host runs the amd64 build.
+    let multi = multi_platform(&registry, &local)?;
+    let indexed: ImageRecord =
+        request(&stack.client, ApiOp::ImageImport, &json!({"reference": multi}), Duration::from_secs(60)).await?;
+    let archs: Vec<&str> = indexed.platforms().iter().map(|p| p.architecture.as_str()).collect();
+    ensure!(archs == ["amd64", "arm64"], "both platforms recorded: {archs:?}");
+    let app2 = unique("multi");
+    stack.apply(&sleeper(&app2, "", &multi, &[])).await?;
+    stack.wait_running(&[&site], &app2, 1).await?;
+    let c = &stack.containers(&site, &app2).await?[0];
+    let amd64 = indexed.variant_for(&arch).context("variant")?;
+    ensure!(c.image_id == amd64.config.digest, "this host runs its own platform's build");
+
+    // Unknown tags and registries that are not there fail with the reason, changing nothing.
+    let missing = format!("{}/edge/none:v9", registry.addr);
+    let err = request::<_, ImageRecord>(
+        &stack.client,
+        ApiOp::ImageImport,
+        &json!({"reference": missing}),
+        Duration::from_secs(30),
+    )
+    .await;
+    ensure!(matches!(&err, Err(RequestError::Api(e)) if e.message.contains("404")), "{err:?}");
+    let err = request::<_, ImageRecord>(
+        &stack.client,
+        ApiOp::ImageImport,
+        &json!({"reference": "edge/busybox:v1"}),
+        Duration::from_secs(30),
+    )
+    .await;
+    ensure!(matches!(&err, Err(RequestError::Api(e)) if e.pointer.as_deref() == Some("/reference")), "{err:?}");
+    Ok(())
+}
+
+fn curl(args: &[&str]) -> Result<String> {
+    let out = Command::new("curl").arg("-fsS").args(args).output()?;
+    ensure!(out.status.success(), "curl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    Ok(String::from_utf8_lossy(&out.stdout).to_string())
+}
+
+/// Puts an index of two platforms into the registry for `repo_tag` (already pushed there by
+/// Docker, amd64): the pushed manifest and an arm64 twin (the same layers, a config that says
+/// arm64). Returns the index's reference.
+fn multi_platform(registry: &Registry, repo_tag: &str) -> Result<String> {
+    let (repo, tag) = repo_tag.rsplit_once(':').context("tag")?;
+    let base = format!("http://{}/v2/{repo}", registry.addr);
+    let v2 = "application/vnd.docker.distribution.manifest.v2+json";
+    let manifest_text = curl(&["-H", &format!("Accept: {v2}"), &format!("{base}/manifests/{tag}")])?;
+    let mut manifest: serde_json::Value = serde_json::from_str(&manifest_text)?;
+    let config_digest = manifest["config"]["digest"].as_str().context("config")?.to_string();
+    let mut config: serde_json::Value = serde_json::from_str(&curl(&[&format!("{base}/blobs/{config_digest}")])?)?;
+    config["architecture"] = "arm64".into();
+    let dir = tempfile::tempdir()?;
+    let put = |name: &str, bytes: &[u8]| -> Result<(String, usize)> {
+        let path = dir.path().join(name);
+        std::fs::write(&path, bytes)?;
+        Ok((format!("sha256:{}", sha256_hex(bytes)), bytes.len()))
+    };
+    let arm_config = serde_json::to_vec(&config)?;
+    let (arm_config_digest, arm_config_size) = put("config.json", &arm_config)?;
+    let location =
+        curl(&["-X", "POST", "-o", "/dev/null", "-w", "%header{location}", &format!("{base}/blobs/uploads/")])?;
+    let sep = if location.contains('?') { '&' } else { '?' };
+    curl(&[
+        "-X",
+        "PUT",
+        "-H",
+        "Content-Type: application/octet-stream",
+        "--data-binary",
+        &format!("@{}", dir.path().join("config.json").display()),
+        &format!("{location}{sep}digest={arm_config_digest}"),
+    ])?;
+    manifest["config"]["digest"] = arm_config_digest.clone().into();
+    manifest["config"]["size"] = arm_config_size.into();
+    let arm_manifest = serde_json::to_vec(&manifest)?;
+    let (arm_digest, arm_size) = put("arm.json", &arm_manifest)?;
+    curl(&[
+        "-X",
+        "PUT",
+        "-H",
+        &format!("Content-Type: {v2}"),
+        "--data-binary",
+        &format!("@{}", dir.path().join("arm.json").display()),
+        &format!("{base}/manifests/{arm_digest}"),
+    ])?;
+    let amd_digest = format!("sha256:{}", sha256_hex(manifest_text.as_bytes()));
+    let index = json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.docker.distribution.manifest.list.v2+json",
+        "manifests": [
+            {"mediaType": v2, "digest": amd_digest, "size": manifest_text.len(), "platform": {"os": "linux", "architecture": "amd64"}},
+            {"mediaType": v2, "digest": arm_digest, "size": arm_size, "platform": {"os": "linux", "architecture": "arm64", "variant": "v8"}},
+        ]
+    });
+    put("index.json", &serde_json::to_vec(&index)?)?;
+    curl(&[
+        "-X",
+        "PUT",
+        "-H",
+        "Content-Type: application/vnd.docker.distribution.manifest.list.v2+json",
+        "--data-binary",
+        &format!("@{}", dir.path().join("index.json").display()),
+        &format!("{base}/manifests/multi"),
+    ])?;
+    Ok(format!("{}/{repo}:multi", registry.addr))
+}
+
+fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::Digest as _;
+    hex::encode(sha2::Sha256::digest(bytes))
+}
+
+#[tokio::test]
+async fn a_cut_during_staging_resumes_at_the_part_it_interrupted() -> Result<()> {
+    let mut stack = Stack::start(&[&[]]).await?;
+    // 8 MiB/s: the big layer takes about three seconds to reach the site.
+    stack.restart_registry(|c| c.site_bytes_per_sec = 8 << 20).await;
+    let site = stack.site(0).clone();
+    let reference = format!("{}:v1", unique("edge/big"));
+    let mut x = 0x2545_f491_4f6c_dd1d_u64;
+    let bytes: Vec<u8> = (0..(24 << 20) / 8)
+        .flat_map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x.to_le_bytes()
+        })
+        .collect();
+    layered_bytes("edge/busybox:v1", &reference, &bytes)?;
+    let record = edgectl::image::push(&stack.client, &stack.docker, &reference).await?.record;
+    docker(&["rmi", &reference])?;
+    let big = record.variants[0].layers.iter().max_by_key(|l| l.size).context("layer")?.clone();
+    let parts = edge_types::image::parts(&big);
+    ensure!(parts.len() >= 3, "the layer travels in parts: {parts:?}");
+
+    // The app runs a small image first; the update to the big one waits until it is staged,
+    // the old container running meanwhile.
+    let app = unique("big");
+    stack.apply(&sleeper(&app, "", "edge/busybox:v1", &[])).await?;
+    stack.wait_running(&[&site], &app, 1).await?;
+    let old = stack.containers(&site, &app).await?[0].id.clone();
+    let mut update = sleeper(&app, "", &reference, &[]);
+    update["version"] = "2".into();
+    stack.apply(&update).await?;
+    let store = stack.site_js(0).await?.get_object_store(edge_bus::topology::site_blobs(&site)).await?;
+    stack
+        .eventually("the first part is at the site", || async {
+            Ok(store.info(&parts[0].0).await.is_ok_and(|i| !i.deleted))
+        })
+        .await?;
+    stack.cut(0).await?;
+    // `app status` shows the site's staging stalled part way.
+    stack
+        .eventually("app status shows staging part way", || async {
+            let st = stack.status(&app).await?;
+            Ok(st.sites[0].staging.as_ref().is_some_and(|p| !p.complete()))
+        })
+        .await?;
+    let c = stack.containers(&site, &app).await?;
+    ensure!(c.len() == 1 && c[0].id == old && c[0].running, "the old version runs until the new one is staged: {c:?}");
+    stack.restore(0).await?;
+    let want = record.variants[0].config.digest.clone();
+    stack
+        .eventually("the new version runs", || async {
+            let c = stack.containers(&site, &app).await?;
+            Ok(c.len() == 1 && c[0].running && c[0].image_id == want)
+        })
+        .await?;
+    stack
+        .eventually("app status shows the images staged", || async {
+            Ok(stack.status(&app).await?.sites[0].staging.as_ref().is_some_and(|p| p.complete()))
+        })
+        .await?;
+    let sent = staging(&stack, &site).await?.context("staging")?.bytes_sent;
+    // The site already had the base layer (edge/busybox:v1 ran there).
+    let limit = record.size + edge_types::image::PART_BYTES;
+    ensure!(
+        sent <= limit,
+        "after the cut only the interrupted part was sent again: {sent} bytes sent for {} needed",
+        record.size
+    );
     Ok(())
 }

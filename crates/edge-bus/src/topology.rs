@@ -100,6 +100,8 @@ pub struct HubBuckets {
     pub secrets: kv::Store,
     /// Image records by reference (key: [`edge_types::image::reference_key`]).
     pub images: kv::Store,
+    /// What registry-sync has staged at each site, key = site.
+    pub staging: kv::Store,
 }
 
 /// The blob store of a site, in the site's domain: bucket names differ per site so that no two
@@ -108,13 +110,11 @@ pub fn site_blobs(site: &Name) -> String {
     format!("edge_blobs_{site}")
 }
 
-/// Ensures the hub's blob store and the staging records (registry-sync's).
+/// Ensures the hub's blob store (registry-sync's).
 pub async fn ensure_image_store(
     js: &jetstream::Context,
-) -> Result<(async_nats::jetstream::object_store::ObjectStore, kv::Store), BusError> {
-    let blobs = ensure_object_store(js, BLOBS_HUB, "Image configs and layers by digest").await?;
-    let staging = ensure_bucket(js, BUCKET_STAGING, "What registry-sync has staged at each site, key = site").await?;
-    Ok((blobs, staging))
+) -> Result<async_nats::jetstream::object_store::ObjectStore, BusError> {
+    ensure_object_store(js, BLOBS_HUB, "Image configs and layers by digest").await
 }
 
 /// Opens an object store bucket (file storage), creating it if it does not exist.
@@ -191,6 +191,7 @@ pub async fn ensure_hub(js: &jetstream::Context) -> Result<HubBuckets, BusError>
         secrets: ensure_bucket(js, BUCKET_SECRETS, "Secrets per tenant, key <tenant>.<name>, values encrypted").await?,
         images: ensure_bucket(js, BUCKET_IMAGES, "Images in the store by reference, key <reference with : as =>")
             .await?,
+        staging: ensure_bucket(js, BUCKET_STAGING, "What registry-sync has staged at each site, key = site").await?,
     })
 }
 

@@ -23,6 +23,12 @@ pub fn export_requested() -> bool {
     ENDPOINT_VARS.iter().any(|v| std::env::var_os(v).is_some_and(|s| !s.is_empty()))
 }
 
+/// Makes ring the process's TLS provider (once; a provider already installed stays): the HTTP
+/// client of the OTLP exporter (and registry-sync's) is built without a provider of its own.
+pub fn install_tls_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
 /// The tracer provider of a process that exports spans; flushes what is buffered when shut
 /// down or dropped.
 pub struct Exporter {
@@ -37,6 +43,7 @@ impl Exporter {
         if !export_requested() {
             return None;
         }
+        install_tls_provider();
         let exporter = match opentelemetry_otlp::SpanExporter::builder().with_http().build() {
             Ok(e) => e,
             Err(e) => {

@@ -90,6 +90,10 @@ pub struct SiteAppStatus {
     /// The site's latest report, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub report: Option<AppStatusReport>,
+    /// How far the app's images from the store are staged at the site (absent: no such image,
+    /// or staging has not started).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub staging: Option<crate::image::StagingProgress>,
 }
 
 /// Phase of an app at a site as the hub sees it.

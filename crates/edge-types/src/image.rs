@@ -50,44 +50,101 @@ pub struct ImagePush {
     pub layers: Vec<Blob>,
 }
 
-/// An image in the store: what a reference resolves to.
+/// One platform's build of an image: its config (whose digest is the image id Docker reports)
+/// and its layers, in order.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ImageVariant {
+    pub platform: Platform,
+    pub config: Blob,
+    #[schemars(length(min = 1, max = 256))]
+    pub layers: Vec<Blob>,
+}
+
+/// An image in the store: what a reference resolves to. An image pushed from Docker has one
+/// variant; one imported from a registry has a variant per platform of its index.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ImageRecord {
     /// Normalized reference (`:latest` added when no tag was given).
     #[schemars(length(max = 255))]
     pub reference: String,
-    /// Digest of the image's content (config and layers, in order): what the app runs.
+    /// Digest of the image's content (every variant's config and layers, in order): what the
+    /// app runs.
     #[schemars(regex(pattern = r"^sha256:[0-9a-f]{64}$"))]
     pub digest: String,
-    /// The image config; its digest is the image id Docker reports.
-    pub config: Blob,
-    #[schemars(length(min = 1, max = 256))]
-    pub layers: Vec<Blob>,
-    /// Platforms the image runs on (from its config).
-    #[schemars(length(max = 16))]
-    pub platforms: Vec<Platform>,
-    /// Bytes of config and layers.
+    #[schemars(length(min = 1, max = 16))]
+    pub variants: Vec<ImageVariant>,
+    /// Bytes of every distinct blob.
     pub size: u64,
     pub pushed_at_ms: u64,
+    /// Where it came from: `docker` (a push) or the registry it was imported from.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    #[schemars(length(max = 255))]
+    pub source: String,
 }
 
 impl ImageRecord {
-    /// Every blob of the image: the config, then the layers.
-    pub fn blobs(&self) -> impl Iterator<Item = &Blob> {
-        std::iter::once(&self.config).chain(self.layers.iter())
+    /// Builds a record, computing its digest and size.
+    pub fn new(reference: String, variants: Vec<ImageVariant>, source: String, pushed_at_ms: u64) -> Self {
+        let mut r = Self { reference, digest: String::new(), variants, size: 0, pushed_at_ms, source };
+        r.digest = r.content_digest();
+        r.size = r.blobs().iter().map(|b| b.size).sum();
+        r
     }
 
-    /// The content digest of a config and its layers (sha256 over their digests, in order).
-    pub fn content_digest(config: &Blob, layers: &[Blob]) -> String {
+    /// Every distinct blob of every variant.
+    pub fn blobs(&self) -> Vec<&Blob> {
+        let mut seen = std::collections::BTreeSet::new();
+        self.variants
+            .iter()
+            .flat_map(|v| std::iter::once(&v.config).chain(v.layers.iter()))
+            .filter(|b| seen.insert(b.digest.as_str()))
+            .collect()
+    }
+
+    /// The platforms it was built for.
+    pub fn platforms(&self) -> Vec<&Platform> {
+        self.variants.iter().map(|v| &v.platform).collect()
+    }
+
+    /// The variant a host of CPU architecture `arch` runs.
+    pub fn variant_for(&self, arch: &str) -> Option<&ImageVariant> {
+        self.variants.iter().find(|v| v.platform.architecture == arch)
+    }
+
+    /// sha256 over every variant's platform, config and layer digests, in order.
+    fn content_digest(&self) -> String {
         use sha2::{Digest as _, Sha256};
         let mut h = Sha256::new();
-        for b in std::iter::once(config).chain(layers) {
-            h.update(b.digest.as_bytes());
-            h.update(b"\n");
+        for v in &self.variants {
+            h.update(format!(
+                "{}/{}/{}\n",
+                v.platform.os,
+                v.platform.architecture,
+                v.platform.variant.as_deref().unwrap_or("")
+            ));
+            for b in std::iter::once(&v.config).chain(v.layers.iter()) {
+                h.update(b.digest.as_bytes());
+                h.update(b"\n");
+            }
         }
         format!("sha256:{}", hex::encode(h.finalize()))
     }
+}
+
+/// An import: copy an image from an OCI registry (every platform of its index) into the store.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ImageImport {
+    /// `host[:port]/path:tag` of the registry's image.
+    #[schemars(
+        regex(
+            pattern = r"^([a-z0-9.-]+(:[0-9]{1,5})?/)?[a-z0-9]+([._-][a-z0-9]+)*(/[a-z0-9]+([._-][a-z0-9]+)*)*(:[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})?$"
+        ),
+        length(max = 255)
+    )]
+    pub reference: String,
 }
 
 /// The images in the store.
@@ -116,6 +173,40 @@ impl ImageStaging {
     }
 }
 
+/// How far an app's images are staged at one site, as `app status` shows it.
+#[derive(Clone, Debug, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct StagingProgress {
+    pub blobs_present: u32,
+    pub blobs_total: u32,
+    pub bytes_present: u64,
+    pub bytes_total: u64,
+    /// Why staging is stalled, if it is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+impl StagingProgress {
+    /// The progress of the images with these digests in a site's staging record (`None` when
+    /// the record names none of them yet).
+    pub fn of(staging: &SiteStaging, digests: &[&str]) -> Option<Self> {
+        let mut p = Self { error: staging.error.clone(), ..Self::default() };
+        let mut any = false;
+        for i in staging.images.iter().filter(|i| digests.contains(&i.digest.as_str())) {
+            any = true;
+            p.blobs_present += i.blobs_present;
+            p.blobs_total += i.blobs_total;
+            p.bytes_present += i.bytes_present;
+            p.bytes_total += i.bytes_total;
+        }
+        any.then_some(p)
+    }
+
+    pub fn complete(&self) -> bool {
+        self.blobs_present == self.blobs_total
+    }
+}
+
 /// What registry-sync has staged at a site (bucket `edge_staging`, key = site).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
@@ -130,13 +221,32 @@ pub struct SiteStaging {
     pub updated_at_ms: u64,
 }
 
+/// Bytes of one part of a blob in a site's store: a blob larger than this travels and rests as
+/// parts `<digest>.<n>`, so a cut costs at most one part, not the whole layer.
+pub const PART_BYTES: u64 = 8 << 20;
+
+/// The objects that hold `blob` in a site's store, with their sizes: the blob itself when it
+/// fits in one part, else its parts in order.
+pub fn parts(blob: &Blob) -> Vec<(String, u64)> {
+    if blob.size <= PART_BYTES {
+        return vec![(blob.digest.clone(), blob.size)];
+    }
+    let n = blob.size.div_ceil(PART_BYTES);
+    (0..n).map(|i| (format!("{}.{i}", blob.digest), PART_BYTES.min(blob.size - i * PART_BYTES))).collect()
+}
+
+/// The blob digest an object of a site's store belongs to (the name without a part suffix).
+pub fn blob_of_object(name: &str) -> &str {
+    name.split_once('.').map(|(d, _)| d).unwrap_or(name)
+}
+
 /// Why `host` cannot run `image` (its CPU architecture is not one the image was built for);
 /// `None` when it can, or when the image's platforms are unknown.
 pub fn arch_mismatch(image: &ImageRecord, host: &crate::site::HostInventory) -> Option<String> {
-    if image.platforms.is_empty() || image.platforms.iter().any(|p| p.architecture == host.arch) {
+    if image.variant_for(&host.arch).is_some() {
         return None;
     }
-    let built: Vec<String> = image.platforms.iter().map(|p| format!("{}/{}", p.os, p.architecture)).collect();
+    let built: Vec<String> = image.platforms().iter().map(|p| format!("{}/{}", p.os, p.architecture)).collect();
     Some(format!("image {} is built for {}, the host is {}", image.reference, built.join(", "), host.arch))
 }
 
@@ -213,15 +323,39 @@ mod tests {
     }
 
     #[test]
+    fn big_blobs_travel_in_parts() {
+        let d = format!("sha256:{}", "a".repeat(64));
+        assert_eq!(parts(&Blob { digest: d.clone(), size: 10 }), vec![(d.clone(), 10)]);
+        let p = parts(&Blob { digest: d.clone(), size: 2 * PART_BYTES + 5 });
+        assert_eq!(p.len(), 3);
+        assert_eq!(p[2], (format!("{d}.2"), 5));
+        assert_eq!(p.iter().map(|(_, s)| s).sum::<u64>(), 2 * PART_BYTES + 5);
+        assert_eq!(blob_of_object(&p[1].0), d);
+        assert_eq!(blob_of_object(&d), d);
+    }
+
+    #[test]
     fn digests() {
         let d = format!("sha256:{}", "a".repeat(64));
         assert!(is_digest(&d));
         assert!(!is_digest("sha256:xyz"));
         assert!(!is_digest(&d.to_uppercase()));
         let b = |c: char| Blob { digest: format!("sha256:{}", c.to_string().repeat(64)), size: 1 };
-        assert_ne!(
-            ImageRecord::content_digest(&b('a'), &[b('b'), b('c')]),
-            ImageRecord::content_digest(&b('a'), &[b('c'), b('b')])
+        let amd64 = Platform { os: "linux".into(), architecture: "amd64".into(), variant: None };
+        let arm64 = Platform { architecture: "arm64".into(), ..amd64.clone() };
+        let v = |p: &Platform, layers: Vec<Blob>| ImageVariant { platform: p.clone(), config: b('a'), layers };
+        let one = ImageRecord::new("x:1".into(), vec![v(&amd64, vec![b('b'), b('c')])], String::new(), 0);
+        let swapped = ImageRecord::new("x:1".into(), vec![v(&amd64, vec![b('c'), b('b')])], String::new(), 0);
+        assert_ne!(one.digest, swapped.digest);
+        let both = ImageRecord::new(
+            "x:1".into(),
+            vec![v(&amd64, vec![b('b')]), v(&arm64, vec![b('b'), b('d')])],
+            String::new(),
+            0,
         );
+        assert_eq!(both.blobs().len(), 3, "shared blobs counted once");
+        assert_eq!(both.size, 3);
+        assert_eq!(both.variant_for("arm64").map(|v| v.layers.len()), Some(2));
+        assert!(both.variant_for("riscv64").is_none());
     }
 }

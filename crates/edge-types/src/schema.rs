@@ -18,7 +18,7 @@ use crate::api::*;
 use crate::app::AppSpec;
 use crate::cluster::{Assignment, HostState, LeaderLease};
 use crate::desired::{DesiredApp, EventsWatermark};
-use crate::image::{ImageListReply, ImagePush, ImageRecord, SiteStaging};
+use crate::image::{ImageImport, ImageListReply, ImagePush, ImageRecord, SiteStaging};
 use crate::logs::{LogChunk, LogRequest};
 use crate::rollout::{HistoryReply, RollbackRequest, RolloutControl, RolloutControlReply, RolloutStatusReply};
 use crate::secret::{
@@ -99,6 +99,7 @@ messages!(
     LifecycleEvent,
     ResourcesReply,
     ImagePush,
+    ImageImport,
     ImageRecord,
     ImageListReply,
     SiteStaging,

@@ -50,11 +50,12 @@ pub enum ApiOp {
     AlertList,
     TelemetryResources,
     ImagePush,
+    ImageImport,
     ImageList,
 }
 
 impl ApiOp {
-    pub const ALL: [ApiOp; 24] = [
+    pub const ALL: [ApiOp; 25] = [
         ApiOp::AppApply,
         ApiOp::AppList,
         ApiOp::AppGet,
@@ -78,6 +79,7 @@ impl ApiOp {
         ApiOp::AlertList,
         ApiOp::TelemetryResources,
         ApiOp::ImagePush,
+        ApiOp::ImageImport,
         ApiOp::ImageList,
     ];
 
@@ -107,6 +109,7 @@ impl ApiOp {
             ApiOp::AlertList => ("alert", "list"),
             ApiOp::TelemetryResources => ("telemetry", "resources"),
             ApiOp::ImagePush => ("image", "push"),
+            ApiOp::ImageImport => ("image", "import"),
             ApiOp::ImageList => ("image", "list"),
         }
     }

@@ -146,6 +146,23 @@ pub async fn run(cmd: AppCommand, global: &Global) -> Result<()> {
             if global.output == crate::cli::Format::Table {
                 println!("{} version {} generation {}", r.name, r.version, r.generation);
             }
+            let staging_lines: Vec<String> = r
+                .sites
+                .iter()
+                .filter_map(|s| {
+                    let p = s.staging.as_ref().filter(|p| !p.complete() || p.error.is_some())?;
+                    let mb = |b: u64| b as f64 / (1 << 20) as f64;
+                    let why = p.error.as_ref().map(|e| format!(" ({e})")).unwrap_or_default();
+                    Some(format!(
+                        "images at {}: {}/{} blobs, {:.1} of {:.1} MB staged{why}",
+                        s.site,
+                        p.blobs_present,
+                        p.blobs_total,
+                        mb(p.bytes_present),
+                        mb(p.bytes_total)
+                    ))
+                })
+                .collect();
             print(
                 global.output,
                 &r,
@@ -165,6 +182,11 @@ pub async fn run(cmd: AppCommand, global: &Global) -> Result<()> {
                 ],
                 rows,
             );
+            if global.output == crate::cli::Format::Table {
+                for line in staging_lines {
+                    println!("{line}");
+                }
+            }
         }
         AppCommand::Delete { name } => {
             let r: DeleteReply =

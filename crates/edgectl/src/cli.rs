@@ -83,6 +83,9 @@ pub enum ImageCommand {
     /// Copy an image from the local Docker Engine into the store (blobs already there are not
     /// sent again); apps that name it then run it by digest, staged at their sites.
     Push { image: String },
+    /// Copy an image from an OCI registry (`host[:port]/path:tag`, every platform of its index)
+    /// into the store; registry-sync fetches it and checks every blob.
+    Import { reference: String },
     /// The images in the store: reference, digest, platforms, size.
     List,
 }

@@ -26,13 +26,23 @@ pub async fn run(cmd: ImageCommand, global: &Global) -> Result<()> {
             let pushed = push(&client, &docker, &image).await?;
             let r = &pushed.record;
             println!(
-                "pushed {} {} ({} layers, {} bytes; {} blobs sent, {} already stored)",
+                "pushed {} {} ({} bytes; {} blobs sent, {} already stored)",
+                r.reference, r.digest, r.size, pushed.sent, pushed.skipped
+            );
+        }
+        ImageCommand::Import { reference } => {
+            let req = edge_types::image::ImageImport { reference };
+            // Layers can be large: allow the registry time.
+            let r: ImageRecord =
+                request(&client, ApiOp::ImageImport, &req, std::time::Duration::from_secs(600)).await?;
+            let platforms: Vec<String> = r.platforms().iter().map(|p| format!("{}/{}", p.os, p.architecture)).collect();
+            println!(
+                "imported {} {} ({}; {} bytes) from {}",
                 r.reference,
                 r.digest,
-                r.layers.len(),
+                platforms.join(", "),
                 r.size,
-                pushed.sent,
-                pushed.skipped
+                r.source
             );
         }
         ImageCommand::List => {
@@ -43,17 +53,17 @@ pub async fn run(cmd: ImageCommand, global: &Global) -> Result<()> {
                 .iter()
                 .map(|i| {
                     let platforms: Vec<String> =
-                        i.platforms.iter().map(|p| format!("{}/{}", p.os, p.architecture)).collect();
+                        i.platforms().iter().map(|p| format!("{}/{}", p.os, p.architecture)).collect();
                     vec![
                         i.reference.clone(),
                         i.digest[..19].to_string(),
                         platforms.join(","),
-                        i.layers.len().to_string(),
+                        i.source.clone(),
                         i.size.to_string(),
                     ]
                 })
                 .collect();
-            print(global.output, &r, &["REFERENCE", "DIGEST", "PLATFORMS", "LAYERS", "BYTES"], rows);
+            print(global.output, &r, &["REFERENCE", "DIGEST", "PLATFORMS", "SOURCE", "BYTES"], rows);
         }
     }
     Ok(())

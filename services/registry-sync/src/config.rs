@@ -22,6 +22,13 @@ pub struct Config {
     /// which Docker images came from the store when it removes them).
     #[arg(long, env = "REGISTRY_SYNC_GC_GRACE_SECS", default_value_t = 172_800)]
     pub gc_grace_secs: u64,
+    /// Seconds a blob seen at a site is trusted to still be there; a blob the site deleted
+    /// (found corrupt) is sent again within this long.
+    #[arg(long, env = "REGISTRY_SYNC_RECHECK_SECS", default_value_t = 120)]
+    pub recheck_secs: u64,
+    /// Registries (`host:port`) imported from over plain HTTP; loopback ones always are.
+    #[arg(long, env = "REGISTRY_SYNC_INSECURE_REGISTRIES", value_delimiter = ',')]
+    pub insecure_registries: Vec<String>,
 }
 
 impl Config {
@@ -32,6 +39,8 @@ impl Config {
             pass_secs: 10,
             concurrent_sites: 8,
             gc_grace_secs: 172_800,
+            recheck_secs: 120,
+            insecure_registries: Vec::new(),
         }
     }
 

@@ -5,6 +5,7 @@
 
 pub mod config;
 pub mod error;
+pub mod import;
 pub mod push;
 pub mod stage;
 pub mod throttle;
@@ -58,8 +59,13 @@ pub struct Registry {
     pub swept: Arc<DashMap<Name, Instant>>,
     /// How long an unneeded blob stays.
     pub gc_grace: std::time::Duration,
+    /// How long a blob seen at a site is trusted to be there before it is checked again.
+    pub recheck: std::time::Duration,
     /// Failed requests per endpoint, shown in `$SRV.STATS`.
     pub failed: Arc<DashMap<String, u64>>,
+    /// The HTTP client for registries, and the ones reached over plain HTTP.
+    pub http: reqwest::Client,
+    pub insecure: Arc<Vec<String>>,
 }
 
 /// Runs the service until `shutdown` is cancelled.
@@ -67,14 +73,14 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Regi
     let client = edge_bus::connect(&config.nats_url, NAME, true).await?;
     let js = edge_bus::topology::hub_js(&client);
     let buckets = edge_bus::topology::ensure_hub(&js).await?;
-    let (blobs, staging) = edge_bus::topology::ensure_image_store(&js).await?;
+    let blobs = edge_bus::topology::ensure_image_store(&js).await?;
     let stage_now = Signal::new();
     let r = Registry {
         client: client.clone(),
         js,
         blobs,
         images: buckets.images.clone(),
-        staging,
+        staging: buckets.staging.clone(),
         apps: Mirror::follow_prefix(buckets.apps.clone(), "app.", stage_now.clone(), shutdown.clone()),
         stage_now,
         rate: config.site_bytes_per_sec,
@@ -85,7 +91,10 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Regi
         unneeded: Default::default(),
         swept: Default::default(),
         gc_grace: config.gc_grace(),
+        recheck: std::time::Duration::from_secs(config.recheck_secs.max(1)),
         failed: Default::default(),
+        http: registry_client()?,
+        insecure: Arc::new(config.insecure_registries.clone()),
     };
     let failed = r.failed.clone();
     let service = async_nats::service::ServiceExt::service_builder(&client)
@@ -113,6 +122,16 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Regi
     Ok(())
 }
 
+/// The HTTP client for registries: TLS with the platform's roots (rustls, ring).
+fn registry_client() -> Result<reqwest::Client, RegistryError> {
+    edge_bus::trace::install_tls_provider();
+    reqwest::Client::builder()
+        .user_agent(concat!("edge-registry-sync/", env!("CARGO_PKG_VERSION")))
+        .connect_timeout(std::time::Duration::from_secs(10))
+        .build()
+        .map_err(|e| RegistryError::JetStream(format!("HTTP client: {e}")))
+}
+
 async fn serve(r: &Registry, op: Option<ApiOp>, req: async_nats::service::Request) {
     let Some(op) = op else { return edge_bus::api::answer_health(req, NAME, VERSION).await };
     let body = &req.message.payload;
@@ -123,6 +142,7 @@ async fn serve(r: &Registry, op: Option<ApiOp>, req: async_nats::service::Reques
     match op {
         ApiOp::ImagePush => reply(r, op, &req, push::push(r, body).await).await,
         ApiOp::ImageList => reply(r, op, &req, push::list(r, body).await).await,
+        ApiOp::ImageImport => reply(r, op, &req, import::import(r, body).await).await,
         other => unreachable!("{other:?} is not registered by registry-sync"),
     }
 }

@@ -5,7 +5,9 @@
 use async_nats::jetstream::object_store::ObjectStore;
 use edge_bus::kv;
 use edge_types::api::ApiError;
-use edge_types::image::{normalize, reference_key, Blob, ImageListReply, ImagePush, ImageRecord, Platform};
+use edge_types::image::{
+    normalize, reference_key, Blob, ImageListReply, ImagePush, ImageRecord, ImageVariant, Platform,
+};
 use edge_types::schema::decode;
 use sha2::{Digest as _, Sha256};
 use tokio::io::AsyncReadExt;
@@ -29,24 +31,22 @@ pub async fn push(r: &Registry, body: &[u8]) -> Result<ImageRecord, ApiError> {
     for (i, layer) in p.layers.iter().enumerate() {
         check_blob(&r.blobs, layer, &format!("/layers/{i}")).await?;
     }
-    let platforms = platforms_of(&config)
+    let platform = platform_of(&config)
         .ok_or_else(|| ApiError::invalid("/config", "invalid request: the config blob is not an image config"))?;
-    let size = p.config.size + p.layers.iter().map(|l| l.size).sum::<u64>();
-    let record = ImageRecord {
-        digest: ImageRecord::content_digest(&p.config, &p.layers),
-        reference: reference.clone(),
-        config: p.config,
-        layers: p.layers,
-        platforms,
-        size,
-        pushed_at_ms: edge_bus::time::now_ms(),
-    };
-    let key = reference_key(&reference);
-    let bytes = serde_json::to_vec(&record).expect("records serialize");
+    let variant = ImageVariant { platform, config: p.config, layers: p.layers };
+    let record = ImageRecord::new(reference.clone(), vec![variant], "docker".into(), edge_bus::time::now_ms());
+    store(r, &record).await?;
+    tracing::info!(%reference, digest = %record.digest, size = record.size, "image pushed");
+    Ok(record)
+}
+
+/// Records an image under its reference and starts staging.
+pub async fn store(r: &Registry, record: &ImageRecord) -> Result<(), ApiError> {
+    let key = reference_key(&record.reference);
+    let bytes = serde_json::to_vec(record).expect("records serialize");
     r.images.put(&key, bytes.into()).await.map_err(RegistryError::js)?;
     r.stage_now.raise();
-    tracing::info!(%reference, digest = %record.digest, size, layers = record.layers.len(), "image stored");
-    Ok(record)
+    Ok(())
 }
 
 /// Every image in the store.
@@ -118,12 +118,12 @@ pub async fn digest_of(r: &mut (impl tokio::io::AsyncRead + Unpin)) -> std::io::
 }
 
 /// The platform an image config declares (`os`, `architecture`, `variant`).
-fn platforms_of(config: &[u8]) -> Option<Vec<Platform>> {
+pub fn platform_of(config: &[u8]) -> Option<Platform> {
     let v: serde_json::Value = serde_json::from_slice(config).ok()?;
     let text = |k: &str| v.get(k).and_then(|x| x.as_str()).filter(|s| !s.is_empty()).map(str::to_string);
-    Some(vec![Platform {
+    Some(Platform {
         os: text("os").unwrap_or_else(|| "linux".into()),
         architecture: text("architecture")?,
         variant: text("variant"),
-    }])
+    })
 }

@@ -10,16 +10,14 @@ use std::time::{Duration, Instant};
 
 use async_nats::jetstream::{self, object_store};
 use edge_bus::topology::site_blobs;
-use edge_types::image::{ImageRecord, ImageStaging, SiteStaging};
+use edge_types::image::{parts, Blob, ImageRecord, ImageStaging, SiteStaging};
 use edge_types::Name;
 use futures::StreamExt;
+use tokio::io::AsyncReadExt;
 use tokio_util::sync::CancellationToken;
 
 use crate::throttle::Throttled;
 use crate::Registry;
-
-/// How long a blob seen at a site is trusted to still be there before it is checked again.
-const RECHECK: Duration = Duration::from_secs(600);
 
 /// Runs staging passes on every change and every `every` until shutdown.
 pub async fn run(r: Registry, every: Duration, shutdown: CancellationToken) {
@@ -87,7 +85,7 @@ async fn stage_site(r: &Registry, site: &Name, images: &BTreeMap<String, ImageRe
             if present(r, &store, site, digest, *size).await? {
                 continue;
             }
-            copy(r, &store, site, digest).await?;
+            copy(r, &store, site, digest, *size).await?;
         }
         sweep(r, &store, site, &wanted).await
     }
@@ -140,7 +138,11 @@ async fn sweep(
             held.push(info.name);
         }
     }
-    for digest in held {
+    let held_digests: std::collections::BTreeSet<String> =
+        held.iter().map(|n| edge_types::image::blob_of_object(n).to_string()).collect();
+    r.unneeded.retain(|(s, d), _| s != site || held_digests.contains(d));
+    for name in held {
+        let digest = edge_types::image::blob_of_object(&name).to_string();
         let key = (site.clone(), digest.clone());
         if wanted.contains_key(&digest) {
             r.unneeded.remove(&key);
@@ -150,15 +152,15 @@ async fn sweep(
         if since.elapsed() < r.gc_grace {
             continue;
         }
-        store.delete(&digest).await.map_err(|e| format!("deleting blob {digest}: {e}"))?;
-        r.unneeded.remove(&key);
+        store.delete(&name).await.map_err(|e| format!("deleting {name}: {e}"))?;
         r.known.remove(&key);
-        tracing::info!(%site, %digest, "blob no app needs removed from the site store");
+        tracing::info!(%site, object = %name, "blob no app needs removed from the site store");
     }
     Ok(())
 }
 
-/// Whether the site holds blob `digest` whole (remembered for [`RECHECK`] once seen).
+/// Whether the site holds blob `digest` whole, every part of it (remembered for the recheck
+/// period once seen: a blob the site deleted as corrupt is sent again after at most that long).
 async fn present(
     r: &Registry,
     store: &object_store::ObjectStore,
@@ -167,36 +169,57 @@ async fn present(
     size: u64,
 ) -> Result<bool, String> {
     let key = (site.clone(), digest.to_string());
-    if r.known.get(&key).is_some_and(|at| at.elapsed() < RECHECK) {
+    if r.known.get(&key).is_some_and(|at| at.elapsed() < r.recheck) {
         return Ok(true);
     }
-    match store.info(digest).await {
-        Ok(info) if !info.deleted && info.size as u64 == size => {
-            r.known.insert(key, Instant::now());
-            Ok(true)
+    r.known.remove(&key);
+    for (name, bytes) in parts(&Blob { digest: digest.into(), size }) {
+        if !holds(store, &name, bytes).await? {
+            return Ok(false);
         }
-        Ok(_) => {
-            r.known.remove(&key);
-            Ok(false)
-        }
-        Err(e) if e.kind() == object_store::InfoErrorKind::NotFound => {
-            r.known.remove(&key);
-            Ok(false)
-        }
+    }
+    r.known.insert(key, Instant::now());
+    Ok(true)
+}
+
+/// Whether the store holds object `name` of `size` bytes.
+async fn holds(store: &object_store::ObjectStore, name: &str, size: u64) -> Result<bool, String> {
+    match store.info(name).await {
+        Ok(info) => Ok(!info.deleted && info.size as u64 == size),
+        Err(e) if e.kind() == object_store::InfoErrorKind::NotFound => Ok(false),
         Err(e) => Err(format!("site store unreachable: {e}")),
     }
 }
 
-/// Sends one blob from the hub's store to the site's, within the site's byte rate.
-async fn copy(r: &Registry, store: &object_store::ObjectStore, site: &Name, digest: &str) -> Result<(), String> {
-    let object = r.blobs.get(digest).await.map_err(|e| format!("blob {digest} missing at the hub: {e}"))?;
-    let mut reader = Throttled::new(object, r.rate);
+/// Sends one blob from the hub's store to the site's, part by part (parts the site holds
+/// already are skipped, so a cut resumes at the part it interrupted), within the site's byte
+/// rate.
+async fn copy(
+    r: &Registry,
+    store: &object_store::ObjectStore,
+    site: &Name,
+    digest: &str,
+    size: u64,
+) -> Result<(), String> {
+    let mut object = r.blobs.get(digest).await.map_err(|e| format!("blob {digest} missing at the hub: {e}"))?;
     let started = Instant::now();
-    let put = store.put(digest, &mut reader).await;
-    *r.sent.entry(site.clone()).or_insert(0) += reader.bytes;
-    let info = put.map_err(|e| format!("sending blob {digest}: {e}"))?;
+    let mut sent = 0u64;
+    for (name, bytes) in parts(&Blob { digest: digest.into(), size }) {
+        let mut part = (&mut object).take(bytes);
+        if holds(store, &name, bytes).await? {
+            tokio::io::copy(&mut part, &mut tokio::io::sink())
+                .await
+                .map_err(|e| format!("reading blob {digest}: {e}"))?;
+            continue;
+        }
+        let mut reader = Throttled::new(part, r.rate);
+        let put = store.put(name.as_str(), &mut reader).await;
+        *r.sent.entry(site.clone()).or_insert(0) += reader.bytes;
+        sent += reader.bytes;
+        put.map_err(|e| format!("sending blob {digest}: {e}"))?;
+    }
     r.known.insert((site.clone(), digest.to_string()), Instant::now());
-    tracing::info!(%site, %digest, bytes = info.size, secs = started.elapsed().as_secs_f64(), "blob staged");
+    tracing::info!(%site, %digest, bytes = sent, secs = started.elapsed().as_secs_f64(), "blob staged");
     Ok(())
 }
 

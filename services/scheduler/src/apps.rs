@@ -3,7 +3,7 @@
 use edge_bus::kv::{self, Change};
 use edge_types::api::*;
 use edge_types::app::AppSpec;
-use edge_types::image::ImageRecord;
+use edge_types::image::{ImageRecord, SiteStaging, StagingProgress};
 use edge_types::schema::decode;
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -220,7 +220,13 @@ async fn reports(hub: &Hub, app: &Name) -> Result<Vec<AppStatusReport>, ApiError
     Ok(all.into_iter().map(|(_, r)| r).filter(|r| &r.app == app).collect())
 }
 
-fn site_status(hub: &Hub, record: &AppRecord, site: &Name, report: Option<&AppStatusReport>) -> SiteAppStatus {
+fn site_status(
+    hub: &Hub,
+    record: &AppRecord,
+    site: &Name,
+    report: Option<&AppStatusReport>,
+    staging: Option<&SiteStaging>,
+) -> SiteAppStatus {
     let target = record.rollout.as_ref().and_then(|r| r.held.get(site).copied()).unwrap_or(record.generation);
     let phase = if !record.sites.contains(site) {
         SitePhase::Removing
@@ -236,6 +242,10 @@ fn site_status(hub: &Hub, record: &AppRecord, site: &Name, report: Option<&AppSt
         target_generation: target,
         offline: !hub.connected(site),
         report: report.cloned(),
+        staging: staging.and_then(|s| {
+            let digests: Vec<&str> = record.images.values().map(|i| i.digest.as_str()).collect();
+            StagingProgress::of(s, &digests)
+        }),
     }
 }
 
@@ -243,12 +253,24 @@ pub async fn status(hub: &Hub, body: &[u8]) -> Result<AppStatusReply, ApiError> 
     let req: AppRef = decode(body).map_err(edge_bus::api::invalid)?;
     let record = get_record(hub, &req.name).await?;
     let reports = reports(hub, &req.name).await?;
-    let mut sites: Vec<SiteAppStatus> =
-        record.sites.iter().map(|s| site_status(hub, &record, s, reports.iter().find(|r| &r.site == s))).collect();
+    let mut staging = BTreeMap::new();
+    if !record.images.is_empty() {
+        for site in &record.sites {
+            let got = kv::get::<SiteStaging>(&hub.buckets.staging, site.as_str());
+            if let Some((s, _)) = got.await.map_err(crate::SchedulerError::from)? {
+                staging.insert(site.clone(), s);
+            }
+        }
+    }
+    let mut sites: Vec<SiteAppStatus> = record
+        .sites
+        .iter()
+        .map(|s| site_status(hub, &record, s, reports.iter().find(|r| &r.site == s), staging.get(s)))
+        .collect();
     // Sites it is leaving but that still run it.
     for r in reports.iter().filter(|r| !record.sites.contains(&r.site) && r.phase != edge_types::status::Phase::Removed)
     {
-        sites.push(site_status(hub, &record, &r.site, Some(r)));
+        sites.push(site_status(hub, &record, &r.site, Some(r), None));
     }
     Ok(AppStatusReply {
         name: record.spec.name.clone(),

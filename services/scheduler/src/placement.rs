@@ -46,7 +46,7 @@ pub fn check_arches(
             if eligible.iter().any(|h| edge_types::image::arch_mismatch(img, h).is_none()) {
                 continue;
             }
-            let built: Vec<String> = img.platforms.iter().map(|p| format!("{}/{}", p.os, p.architecture)).collect();
+            let built: Vec<String> = img.platforms().iter().map(|p| format!("{}/{}", p.os, p.architecture)).collect();
             let theirs: BTreeSet<&str> = eligible.iter().map(|h| h.arch.as_str()).collect();
             return Err(edge_types::api::ApiError::invalid(
                 format!("/services/{i}/image"),
@@ -279,7 +279,7 @@ async fn write_after(stream: &jetstream::stream::Stream, d: &DesiredApp) -> Resu
 #[cfg(test)]
 mod arch_tests {
     use super::*;
-    use edge_types::image::{Blob, Platform};
+    use edge_types::image::{Blob, ImageVariant, Platform};
     use edge_types::site::HostInventory;
 
     fn host(name: &str, arch: &str) -> HostInventory {
@@ -317,15 +317,9 @@ mod arch_tests {
         .unwrap();
         let policy = spec.check().unwrap();
         let blob = Blob { digest: format!("sha256:{}", "a".repeat(64)), size: 1 };
-        let img = ImageRecord {
-            reference: "x/cam:1".into(),
-            digest: blob.digest.clone(),
-            config: blob.clone(),
-            layers: vec![blob],
-            platforms: vec![Platform { os: "linux".into(), architecture: "arm64".into(), variant: None }],
-            size: 2,
-            pushed_at_ms: 0,
-        };
+        let platform = Platform { os: "linux".into(), architecture: "arm64".into(), variant: None };
+        let variant = ImageVariant { platform, config: blob.clone(), layers: vec![blob] };
+        let img = ImageRecord::new("x/cam:1".into(), vec![variant], String::new(), 0);
         let images = BTreeMap::from([("x/cam:1".to_string(), img)]);
         let mixed = site("mixed", vec![host("h1", "amd64"), host("h2", "arm64")]);
         let intel = site("intel", vec![host("h1", "amd64")]);

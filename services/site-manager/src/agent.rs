@@ -292,18 +292,22 @@ impl Agent {
 
     async fn create_in_span(&mut self, w: &Wanted) {
         let key = (w.app.clone(), w.service.name.clone(), w.replica);
+        let mut image_id = None;
         if let (Some(img), Some(store)) = (&w.image, &self.images) {
-            if let Err(e) = store.ensure(img).await {
-                tracing::warn!(app = %w.app, image = %img.reference, error = %e, "cannot load image from the site store");
-                self.facts.errors.insert(key, format!("image {}: {e}", img.reference));
-                return;
+            match store.ensure(img).await {
+                Ok(id) => image_id = Some(id),
+                Err(e) => {
+                    tracing::warn!(app = %w.app, image = %img.reference, error = %e, "cannot load image from the site store");
+                    self.facts.errors.insert(key, format!("image {}: {e}", img.reference));
+                    return;
+                }
             }
         }
         let Some(secrets) = self.resolve(w) else {
             tracing::info!(app = %w.app, service = %w.service.name, "a secret was withdrawn before the container was made");
             return;
         };
-        match self.runtime.create(w, &secrets).await {
+        match self.runtime.create(w, &secrets, image_id.as_deref()).await {
             Ok(id) => {
                 tracing::info!(app = %w.app, service = %w.service.name, replica = w.replica, container = %short(&id), "container started");
                 self.facts.errors.remove(&key);

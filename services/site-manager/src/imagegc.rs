@@ -46,7 +46,10 @@ impl ImageGc {
     async fn sweep(&mut self) -> Result<(), bollard::errors::Error> {
         let needed: HashSet<String> = {
             let desired = self.desired.lock().expect("desired lock");
-            desired.values().flat_map(|d| d.images.values().map(|i| i.config.digest.clone())).collect()
+            desired
+                .values()
+                .flat_map(|d| d.images.values().flat_map(|i| i.variants.iter().map(|v| v.config.digest.clone())))
+                .collect()
         };
         self.seen.extend(needed.iter().cloned());
         let images = self.docker.list_images(None::<bollard::query_parameters::ListImagesOptions>).await?;

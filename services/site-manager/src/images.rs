@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 
 use async_nats::jetstream::object_store::{self, ObjectStore};
 use bollard::Docker;
-use edge_types::image::ImageRecord;
+use edge_types::image::{parts, Blob, ImageRecord, ImageVariant};
 use futures::StreamExt;
 use sha2::{Digest as _, Sha256};
 use tokio::io::AsyncReadExt;
@@ -16,6 +16,8 @@ use tokio::io::AsyncReadExt;
 /// Why an image cannot be loaded.
 #[derive(Debug, thiserror::Error)]
 pub enum ImageError {
+    #[error("image {reference} has no build for this host's architecture ({arch})")]
+    NoVariant { reference: String, arch: String },
     #[error("blob {0} is not at the site yet")]
     Missing(String),
     #[error("blob {0} at the site does not match its digest; deleted, to be staged again")]
@@ -41,41 +43,60 @@ pub enum Readiness {
 pub struct SiteImages {
     pub docker: Docker,
     pub store: ObjectStore,
+    /// This host's CPU architecture, as Docker names it: which variant of an image it runs.
+    pub arch: String,
 }
 
 impl SiteImages {
+    /// The variant of `img` this host runs.
+    pub fn variant<'a>(&self, img: &'a ImageRecord) -> Result<&'a ImageVariant, ImageError> {
+        img.variant_for(&self.arch)
+            .ok_or_else(|| ImageError::NoVariant { reference: img.reference.clone(), arch: self.arch.clone() })
+    }
+
     /// Where `img` stands.
     pub async fn readiness(&self, img: &ImageRecord) -> Result<Readiness, ImageError> {
-        if self.docker.inspect_image(&img.config.digest).await.is_ok() {
+        let v = self.variant(img)?;
+        if self.docker.inspect_image(&v.config.digest).await.is_ok() {
             return Ok(Readiness::Loaded);
         }
         let (mut present, mut total) = (0, 0);
-        for b in img.blobs() {
+        for b in std::iter::once(&v.config).chain(v.layers.iter()) {
             total += 1;
-            match self.store.info(&b.digest).await {
-                Ok(info) if !info.deleted && info.size as u64 == b.size => present += 1,
-                Ok(_) => {}
-                Err(e) if e.kind() == object_store::InfoErrorKind::NotFound => {}
-                Err(e) => return Err(ImageError::Store(e.to_string())),
+            let mut whole = true;
+            for (name, size) in parts(b) {
+                whole = match self.store.info(&name).await {
+                    Ok(info) => !info.deleted && info.size as u64 == size,
+                    Err(e) if e.kind() == object_store::InfoErrorKind::NotFound => false,
+                    Err(e) => return Err(ImageError::Store(e.to_string())),
+                };
+                if !whole {
+                    break;
+                }
+            }
+            if whole {
+                present += 1;
             }
         }
         Ok(if present == total { Readiness::Staged } else { Readiness::Staging(present, total) })
     }
 
-    /// Makes sure `img` is in Docker, loading it from the site store if need be.
-    pub async fn ensure(&self, img: &ImageRecord) -> Result<(), ImageError> {
-        if self.docker.inspect_image(&img.config.digest).await.is_ok() {
-            return Ok(());
+    /// Makes sure this host's variant of `img` is in Docker, loading it from the site store if
+    /// need be; returns its image id.
+    pub async fn ensure(&self, img: &ImageRecord) -> Result<String, ImageError> {
+        let v = self.variant(img)?;
+        if self.docker.inspect_image(&v.config.digest).await.is_ok() {
+            return Ok(v.config.digest.clone());
         }
         let hex = |d: &str| d.trim_start_matches("sha256:").to_string();
         let mut files: BTreeMap<String, Vec<u8>> = BTreeMap::new();
-        let config_name = format!("{}.json", hex(&img.config.digest));
-        files.insert(config_name.clone(), self.read(&img.config.digest).await?);
+        let config_name = format!("{}.json", hex(&v.config.digest));
+        files.insert(config_name.clone(), self.read(&v.config).await?);
         let mut layer_names = Vec::new();
-        for l in &img.layers {
+        for l in &v.layers {
             let name = format!("{}.tar", hex(&l.digest));
             if !files.contains_key(&name) {
-                files.insert(name.clone(), self.read(&l.digest).await?);
+                files.insert(name.clone(), self.read(l).await?);
             }
             layer_names.push(name);
         }
@@ -89,28 +110,33 @@ impl SiteImages {
             step.map_err(|e| ImageError::Docker(e.to_string()))?;
         }
         self.docker
-            .inspect_image(&img.config.digest)
+            .inspect_image(&v.config.digest)
             .await
             .map_err(|e| ImageError::Docker(format!("loaded, yet not found by digest: {e}")))?;
-        tracing::info!(reference = %img.reference, digest = %img.digest, "image loaded from the site store");
-        Ok(())
+        tracing::info!(reference = %img.reference, digest = %img.digest, arch = %self.arch, "image loaded from the site store");
+        Ok(v.config.digest.clone())
     }
 
-    /// A blob's bytes, checked against its digest.
-    async fn read(&self, digest: &str) -> Result<Vec<u8>, ImageError> {
-        let mut object = match self.store.get(digest).await {
-            Ok(o) => o,
-            Err(e) if e.kind() == object_store::GetErrorKind::NotFound => {
-                return Err(ImageError::Missing(digest.into()))
-            }
-            Err(e) => return Err(ImageError::Store(e.to_string())),
-        };
+    /// A blob's bytes (its parts, in order), checked against its digest.
+    async fn read(&self, blob: &Blob) -> Result<Vec<u8>, ImageError> {
+        let digest = blob.digest.as_str();
         let mut bytes = Vec::new();
-        object.read_to_end(&mut bytes).await.map_err(|e| ImageError::Store(e.to_string()))?;
+        for (name, _) in parts(blob) {
+            let mut object = match self.store.get(&name).await {
+                Ok(o) => o,
+                Err(e) if e.kind() == object_store::GetErrorKind::NotFound => {
+                    return Err(ImageError::Missing(digest.into()))
+                }
+                Err(e) => return Err(ImageError::Store(e.to_string())),
+            };
+            object.read_to_end(&mut bytes).await.map_err(|e| ImageError::Store(e.to_string()))?;
+        }
         let got = format!("sha256:{}", hex::encode(Sha256::digest(&bytes)));
         if got != digest {
-            if let Err(e) = self.store.delete(digest).await {
-                tracing::warn!(%digest, error = %e, "cannot delete a corrupt blob");
+            for (name, _) in parts(blob) {
+                if let Err(e) = self.store.delete(&name).await {
+                    tracing::warn!(object = %name, error = %e, "cannot delete a corrupt blob");
+                }
             }
             tracing::error!(%digest, %got, "blob at the site does not match its digest; deleted");
             return Err(ImageError::Corrupt(digest.into()));

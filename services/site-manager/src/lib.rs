@@ -232,7 +232,8 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Site
         let gc = imagegc::ImageGc::new(agent.runtime.docker().clone(), blobs.clone(), agent.desired.clone(), grace);
         tasks.spawn(gc.run(shutdown.clone()));
     }
-    agent.images = Some(images::SiteImages { docker: agent.runtime.docker().clone(), store: blobs });
+    agent.images =
+        Some(images::SiteImages { docker: agent.runtime.docker().clone(), store: blobs, arch: inventory.arch.clone() });
     tasks.spawn(agent.run(loaded_rx, shutdown.clone()));
 
     shutdown.cancelled().await;

@@ -193,8 +193,14 @@ impl DockerRuntime {
         format!("edge-{}-{}-{app}-{service}-{replica}", self.site, self.host)
     }
 
-    /// Creates and starts a replica with its secrets; returns its id.
-    pub async fn create(&self, w: &Wanted, secrets: &[Resolved<'_>]) -> Result<String, RuntimeError> {
+    /// Creates and starts a replica with its secrets, from image `image_id` (an image from the
+    /// store, run by its id) or else the spec's image; returns the container's id.
+    pub async fn create(
+        &self,
+        w: &Wanted,
+        secrets: &[Resolved<'_>],
+        image_id: Option<&str>,
+    ) -> Result<String, RuntimeError> {
         let svc = &w.service;
         let name = self.container_name(w);
         self.write_secret_files(&name, secrets).map_err(RuntimeError::SecretFiles)?;
@@ -230,7 +236,7 @@ impl DockerRuntime {
         }
         let body = ContainerCreateBody {
             // An image from the store runs by its id (the config digest), never by a tag.
-            image: Some(w.image.as_ref().map(|i| i.config.digest.clone()).unwrap_or_else(|| svc.image.clone())),
+            image: Some(image_id.map(str::to_string).unwrap_or_else(|| svc.image.clone())),
             cmd: (!svc.command.is_empty()).then(|| svc.command.iter().map(|a| a.0.clone()).collect()),
             env: Some(env),
             labels: Some(lbl),

@@ -171,10 +171,24 @@ impl Stack {
     }
 
     fn start_registry(&mut self) {
+        self.start_registry_with(|_| {});
+    }
+
+    fn start_registry_with(&mut self, tweak: impl FnOnce(&mut registry_sync::Config)) {
         let mut config = registry_sync::Config::new(self.hub.url());
         config.pass_secs = 2;
         config.gc_grace_secs = 4;
+        tweak(&mut config);
         self.registry = Some(service("registry-sync", |t| registry_sync::run(config, t)));
+    }
+
+    /// Restarts registry-sync with its configuration adjusted by `tweak`.
+    pub async fn restart_registry(&mut self, tweak: impl FnOnce(&mut registry_sync::Config)) {
+        if let Some((t, h)) = self.registry.take() {
+            t.cancel();
+            let _ = h.await;
+        }
+        self.start_registry_with(tweak);
     }
 
     /// Stores a secret (`put`) or gives it a new value (`rotate`).

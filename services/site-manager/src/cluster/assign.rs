@@ -300,19 +300,20 @@ mod tests {
         let blob = edge_types::image::Blob { digest: format!("sha256:{}", "a".repeat(64)), size: 1 };
         d.images.insert(
             "x/cam:1".into(),
-            edge_types::image::ImageRecord {
-                reference: "x/cam:1".into(),
-                digest: blob.digest.clone(),
-                config: blob.clone(),
-                layers: vec![blob],
-                platforms: vec![edge_types::image::Platform {
-                    os: "linux".into(),
-                    architecture: "arm64".into(),
-                    variant: None,
+            edge_types::image::ImageRecord::new(
+                "x/cam:1".into(),
+                vec![edge_types::image::ImageVariant {
+                    platform: edge_types::image::Platform {
+                        os: "linux".into(),
+                        architecture: "arm64".into(),
+                        variant: None,
+                    },
+                    config: blob.clone(),
+                    layers: vec![blob],
                 }],
-                size: 2,
-                pushed_at_ms: 0,
-            },
+                String::new(),
+                0,
+            ),
         );
         let desired = BTreeMap::from([(name.clone(), d)]);
         let a = &assign(&n("h1"), &desired, &hosts, &BTreeMap::new())[&name];
