@@ -4,7 +4,7 @@
 //! one layer (and its config); a blob that does not match its digest is refused; an image that
 //! is not in the store fails at apply; images no app needs are removed from the site's store
 //! and from the hosts after a grace period; a cut during staging costs at most the part in
-//! flight.
+//! flight; a corrupt blob at a site is caught, deleted and staged again.
 
 mod support;
 
@@ -447,5 +447,34 @@ async fn a_cut_during_staging_resumes_at_the_part_it_interrupted() -> Result<()>
         "after the cut only the interrupted part was sent again: {sent} bytes sent for {} needed",
         record.size
     );
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_corrupt_blob_at_the_site_is_caught_deleted_and_staged_again() -> Result<()> {
+    let stack = Stack::start(&[&[]]).await?;
+    let site = stack.site(0).clone();
+    let reference = format!("{}:v1", unique("edge/corrupt"));
+    layered("edge/busybox:v1", &reference, "intact")?;
+    let record = edgectl::image::push(&stack.client, &stack.docker, &reference).await?.record;
+    docker(&["rmi", &reference])?;
+    // The site's store holds a blob of the right name and size and the wrong content (a disk
+    // error, a tampered host): registry-sync takes it for staged.
+    let layer = record.variants[0].layers.last().context("layer")?.clone();
+    let store = stack.site_js(0).await?.get_object_store(edge_bus::topology::site_blobs(&site)).await?;
+    let junk = vec![0u8; layer.size as usize];
+    store.put(layer.digest.as_str(), &mut junk.as_slice()).await?;
+
+    let app = unique("corrupt");
+    stack.apply(&sleeper(&app, "", &reference, &[])).await?;
+    // The site-manager finds the mismatch when it loads the image, deletes the blob, and the
+    // blob is staged again; the container then runs the image as pushed.
+    stack.wait_running(&[&site], &app, 1).await?;
+    let c = &stack.containers(&site, &app).await?[0];
+    ensure!(c.image_id == record.variants[0].config.digest, "runs the intact image");
+    let mut object = store.get(&layer.digest).await?;
+    let mut bytes = Vec::new();
+    tokio::io::AsyncReadExt::read_to_end(&mut object, &mut bytes).await?;
+    ensure!(format!("sha256:{}", sha256_hex(&bytes)) == layer.digest, "the site store holds the intact blob now");
     Ok(())
 }

@@ -178,6 +178,7 @@ impl Stack {
         let mut config = registry_sync::Config::new(self.hub.url());
         config.pass_secs = 2;
         config.gc_grace_secs = 4;
+        config.recheck_secs = 2;
         tweak(&mut config);
         self.registry = Some(service("registry-sync", |t| registry_sync::run(config, t)));
     }
