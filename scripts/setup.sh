@@ -5,6 +5,8 @@
 #   - prometheus from Debian's package (the dashboards test scrapes a live stack with it)
 #   - docker-registry (the CNCF Distribution registry) from Debian's package (images are
 #     imported from a real registry in the tests)
+#   - kubernetes-validate from PyPI into .tools/python (the k8s/ manifests are checked offline
+#     against Kubernetes' schemas)
 # Safe to run again: each step is skipped when its result is already there.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -93,9 +95,19 @@ install_registry() {
   rm -rf "$tmp"
 }
 
+KUBERNETES_VALIDATE_VERSION=1.37.0
+install_kubernetes_validate() {
+  if PYTHONPATH="$tools/python" python3 -c "import kubernetes_validate, importlib.metadata as m; assert m.version('kubernetes-validate') == '$KUBERNETES_VALIDATE_VERSION'" 2>/dev/null; then return; fi
+  echo "setup: installing kubernetes-validate $KUBERNETES_VALIDATE_VERSION into .tools/python"
+  rm -rf "$tools/python"
+  python3 -m pip install --quiet --disable-pip-version-check --target "$tools/python" "kubernetes-validate==$KUBERNETES_VALIDATE_VERSION" 2>&1 | grep -v "Running pip as the 'root' user" || true
+  PYTHONPATH="$tools/python" python3 -c "import kubernetes_validate"
+}
+
 install_nats
 install_registry
+install_kubernetes_validate
 ensure_docker
 install_busybox_image
 install_prometheus
-echo "setup: ok (nats-server, prometheus and docker-registry in .tools/bin, images edge/busybox:v1 and :v2)"
+echo "setup: ok (nats-server, prometheus and docker-registry in .tools/bin, kubernetes-validate in .tools/python, images edge/busybox:v1 and :v2)"

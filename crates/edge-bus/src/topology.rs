@@ -141,12 +141,20 @@ pub async fn ensure_object_store_limited(
                 bucket: name.into(),
                 description: Some(description.into()),
                 storage: stream::StorageType::File,
+                num_replicas: replicas(),
                 max_bytes: max_bytes.max(0),
                 ..Default::default()
             })
             .await
             .map_err(|e| BusError::js(format!("ensure object store {name}"), e)),
     }
+}
+
+/// Copies JetStream keeps of each stream and bucket this process creates: `EDGE_JS_REPLICAS`
+/// (1 to 5, default 1). The central services on a three-node hub cluster set 3; a site's
+/// single leaf server keeps 1.
+pub fn replicas() -> usize {
+    std::env::var("EDGE_JS_REPLICAS").ok().and_then(|v| v.trim().parse::<usize>().ok()).unwrap_or(1).clamp(1, 5)
 }
 
 /// Ensures the hub's streams and buckets.
@@ -157,6 +165,7 @@ pub async fn ensure_hub(js: &jetstream::Context) -> Result<HubBuckets, BusError>
         subjects: vec![subject::desired_all()],
         max_messages_per_subject: 1,
         storage: stream::StorageType::File,
+        num_replicas: replicas(),
         duplicate_window: DESIRED_DEDUPE_WINDOW,
         allow_direct: true,
         ..Default::default()
@@ -168,6 +177,7 @@ pub async fn ensure_hub(js: &jetstream::Context) -> Result<HubBuckets, BusError>
         name: STREAM_SITE_EVENTS.into(),
         description: Some("Events of every site, sourced from the sites' own streams".into()),
         storage: stream::StorageType::File,
+        num_replicas: replicas(),
         max_age: 30 * DAY,
         ..Default::default()
     })
@@ -177,6 +187,7 @@ pub async fn ensure_hub(js: &jetstream::Context) -> Result<HubBuckets, BusError>
         name: STREAM_TELEMETRY.into(),
         description: Some("Resource samples and lifecycle events of every site, sourced from the sites".into()),
         storage: stream::StorageType::File,
+        num_replicas: replicas(),
         max_age: 7 * DAY,
         max_bytes: 4 << 30,
         discard: stream::DiscardPolicy::Old,
@@ -223,6 +234,7 @@ async fn ensure_record_stream(
         description: Some(description.into()),
         subjects: vec![subject],
         storage: stream::StorageType::File,
+        num_replicas: replicas(),
         max_age,
         duplicate_window: DEDUPE_WINDOW,
         ..Default::default()
@@ -242,6 +254,7 @@ async fn ensure_bucket(js: &jetstream::Context, name: &str, description: &str) -
                 description: description.into(),
                 history: 1,
                 storage: stream::StorageType::File,
+                num_replicas: replicas(),
                 ..Default::default()
             })
             .await
@@ -304,6 +317,7 @@ pub async fn ensure_site(js: &jetstream::Context, site: &Name, limits: &SiteStre
         description: Some(format!("Desired state of site {site}, sourced from the hub")),
         max_messages_per_subject: 1,
         storage: stream::StorageType::File,
+        num_replicas: replicas(),
         sources: Some(vec![stream::Source {
             name: STREAM_DESIRED.into(),
             filter_subject: Some(subject::desired_for_site(site)),
@@ -319,6 +333,7 @@ pub async fn ensure_site(js: &jetstream::Context, site: &Name, limits: &SiteStre
         description: Some(format!("Events of site {site}, copied to the hub when the link is up")),
         subjects: vec![subject::site_events(site)],
         storage: stream::StorageType::File,
+        num_replicas: replicas(),
         max_bytes: limits.max_bytes,
         max_messages: limits.max_messages,
         max_age: limits.max_age,
@@ -333,6 +348,7 @@ pub async fn ensure_site(js: &jetstream::Context, site: &Name, limits: &SiteStre
         description: Some(format!("Resource samples and lifecycle events of site {site}, newest kept")),
         subjects: vec![subject::telemetry_for_site(site)],
         storage: stream::StorageType::File,
+        num_replicas: replicas(),
         max_bytes: limits.telemetry_max_bytes,
         max_age: DAY,
         discard: stream::DiscardPolicy::Old,

@@ -53,6 +53,12 @@ pub enum Command {
     Alerts,
     /// Container logs of an application, fetched from its sites on demand.
     Logs(LogsArgs),
+    /// Asks a service whether it is up (`edge.v1.<service>.health`); exits 0 when it answers
+    /// ok, 1 otherwise (a liveness probe for containers).
+    Health {
+        /// scheduler, secrets, registry-sync or telemetry.
+        service: String,
+    },
 }
 
 #[derive(Args, Debug)]

@@ -28,6 +28,7 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Image(cmd) => image::run(cmd, &cli.global).await,
         Command::Alerts => alerts(&cli.global).await,
         Command::Logs(args) => logs::run(args, &cli.global).await,
+        Command::Health { service } => health(&cli.global, &service).await,
     }
 }
 
@@ -46,6 +47,24 @@ pub async fn connect(global: &cli::Global) -> Result<async_nats::Client> {
         .await
         .with_context(|| format!("cannot reach the hub at {url}"))?;
     Ok(client)
+}
+
+/// `edgectl health SERVICE`: the service's health reply, or an error (exit 1).
+async fn health(global: &cli::Global, service: &str) -> Result<()> {
+    anyhow::ensure!(
+        ["scheduler", "secrets", "registry-sync", "telemetry"].contains(&service),
+        "unknown service {service:?}: scheduler, secrets, registry-sync or telemetry"
+    );
+    let client = connect(global).await?;
+    let subject = format!("{}.{service}.health", edge_types::subject::PREFIX);
+    let reply = tokio::time::timeout(Duration::from_secs(5), client.request(subject, Vec::new().into()))
+        .await
+        .with_context(|| format!("{service} did not answer within 5 s"))?
+        .with_context(|| format!("{service} did not answer"))?;
+    let body: serde_json::Value = serde_json::from_slice(&reply.payload).context("health reply is not JSON")?;
+    anyhow::ensure!(body["status"] == "ok", "{service} is not healthy: {body}");
+    println!("{service} ok ({})", body["version"].as_str().unwrap_or("?"));
+    Ok(())
 }
 
 /// `edgectl alerts`: the firing alerts, oldest first.
