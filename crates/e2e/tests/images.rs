@@ -44,6 +44,45 @@ fn layered_bytes(base: &str, reference: &str, bytes: &[u8]) -> Result<()> {
     committed.map(|_| ())
 }
 
+/// Names for the images a test makes; every image whose repository has one of them is removed
+/// from the engine when the test ends (declare it before the stack: it is dropped after it).
+#[derive(Default)]
+struct Made(std::sync::Mutex<Vec<String>>);
+
+impl Made {
+    fn name(&self, prefix: &str) -> String {
+        let n = unique(prefix);
+        self.0.lock().expect("names").push(n.clone());
+        n
+    }
+}
+
+impl Drop for Made {
+    fn drop(&mut self) {
+        let names = self.0.lock().map(|n| n.clone()).unwrap_or_default();
+        let Ok(listed) = docker(&["images", "--format", "{{.ID}} {{.Repository}}"]) else { return };
+        let ids: Vec<&str> = listed
+            .lines()
+            .filter_map(|l| l.split_once(' '))
+            .filter(|(_, repo)| names.iter().any(|n| repo.contains(n.as_str())))
+            .map(|(id, _)| id)
+            .collect();
+        for id in ids {
+            // A container a stopping site-manager just made would hold the image: remove it first.
+            for _ in 0..3 {
+                if let Ok(users) = docker(&["ps", "-aq", "--filter", &format!("ancestor={id}")]) {
+                    for c in users.split_whitespace() {
+                        let _ = docker(&["rm", "-f", c]);
+                    }
+                }
+                if docker(&["rmi", "-f", id]).is_ok() {
+                    break;
+                }
+            }
+        }
+    }
+}
+
 async fn staging(stack: &Stack, site: &edge_types::Name) -> Result<Option<SiteStaging>> {
     let kv = hub_js(&stack.client).get_key_value(BUCKET_STAGING).await?;
     Ok(match kv.get(site.as_str()).await? {
@@ -54,9 +93,10 @@ async fn staging(stack: &Stack, site: &edge_types::Name) -> Result<Option<SiteSt
 
 #[tokio::test]
 async fn an_image_is_staged_at_its_sites_and_runs_there_with_the_wan_down() -> Result<()> {
+    let made = Made::default();
     let mut stack = Stack::start(&[&[("role", "shop")], &[("role", "shop")]]).await?;
     let (s0, s1) = (stack.site(0).clone(), stack.site(1).clone());
-    let repo = unique("edge/staged");
+    let repo = made.name("edge/staged");
     let (v1, v2) = (format!("{repo}:v1"), format!("{repo}:v2"));
     layered("edge/busybox:v1", &v1, "one")?;
     let pushed = edgectl::image::push(&stack.client, &stack.docker, &v1).await?;
@@ -176,9 +216,10 @@ async fn forged_blobs_and_images_missing_from_the_store_are_refused() -> Result<
 
 #[tokio::test]
 async fn images_no_app_needs_leave_the_site_store_and_the_hosts() -> Result<()> {
+    let made = Made::default();
     let stack = Stack::start_with(&[&[]], |c| c.image_gc_secs = 2).await?;
     let site = stack.site(0).clone();
-    let reference = format!("{}:v1", unique("edge/gc"));
+    let reference = format!("{}:v1", made.name("edge/gc"));
     layered("edge/busybox:v1", &reference, "gc")?;
     let record = edgectl::image::push(&stack.client, &stack.docker, &reference).await?.record;
     docker(&["rmi", &reference])?;
@@ -237,11 +278,12 @@ impl Registry {
 
 #[tokio::test]
 async fn an_image_imported_from_a_registry_runs_at_the_sites() -> Result<()> {
+    let made = Made::default();
     let registry = Registry::start()?;
     let stack = Stack::start(&[&[]]).await?;
     let site = stack.site(0).clone();
     // An image only the registry has: built here, pushed by Docker, removed from the engine.
-    let local = format!("{}:v1", unique("edge/upstream"));
+    let local = format!("{}:v1", made.name("edge/upstream"));
     layered("edge/busybox:v1", &local, "from the registry")?;
     let remote = format!("{}/{}", registry.addr, local);
     docker(&["tag", &local, &remote])?;
@@ -380,11 +422,12 @@ fn sha256_hex(bytes: &[u8]) -> String {
 
 #[tokio::test]
 async fn a_cut_during_staging_resumes_at_the_part_it_interrupted() -> Result<()> {
+    let made = Made::default();
     let mut stack = Stack::start(&[&[]]).await?;
     // 8 MiB/s: the big layer takes about three seconds to reach the site.
     stack.restart_registry(|c| c.site_bytes_per_sec = 8 << 20).await;
     let site = stack.site(0).clone();
-    let reference = format!("{}:v1", unique("edge/big"));
+    let reference = format!("{}:v1", made.name("edge/big"));
     let mut x = 0x2545_f491_4f6c_dd1d_u64;
     let bytes: Vec<u8> = (0..(24 << 20) / 8)
         .flat_map(|_| {
@@ -452,9 +495,10 @@ async fn a_cut_during_staging_resumes_at_the_part_it_interrupted() -> Result<()>
 
 #[tokio::test]
 async fn a_corrupt_blob_at_the_site_is_caught_deleted_and_staged_again() -> Result<()> {
+    let made = Made::default();
     let stack = Stack::start(&[&[]]).await?;
     let site = stack.site(0).clone();
-    let reference = format!("{}:v1", unique("edge/corrupt"));
+    let reference = format!("{}:v1", made.name("edge/corrupt"));
     layered("edge/busybox:v1", &reference, "intact")?;
     let record = edgectl::image::push(&stack.client, &stack.docker, &reference).await?.record;
     docker(&["rmi", &reference])?;

@@ -42,6 +42,8 @@ pub struct Registry {
     pub staging: kv::Store,
     /// Applied apps: where each is placed and the images it resolved to.
     pub apps: Mirror<AppRecord>,
+    /// Registered sites: the architectures of their hosts.
+    pub sites: Mirror<edge_types::site::SiteRecord>,
     /// Raised when a pass should start now.
     pub stage_now: Signal,
     /// Bytes per second per site (0: no limit).
@@ -82,6 +84,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Regi
         images: buckets.images.clone(),
         staging: buckets.staging.clone(),
         apps: Mirror::follow_prefix(buckets.apps.clone(), "app.", stage_now.clone(), shutdown.clone()),
+        sites: Mirror::follow(buckets.sites.clone(), stage_now.clone(), shutdown.clone()),
         stage_now,
         rate: config.site_bytes_per_sec,
         concurrent: config.concurrent_sites,

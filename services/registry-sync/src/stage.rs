@@ -36,17 +36,34 @@ pub async fn run(r: Registry, every: Duration, shutdown: CancellationToken) {
     }
 }
 
-/// The images each site needs: those of the apps placed there.
+/// The images each site needs: those of the apps placed there, with only the variants of the
+/// architectures its hosts have (all of them while the site has not reported its hosts).
 pub fn needs(r: &Registry) -> BTreeMap<Name, BTreeMap<String, ImageRecord>> {
+    let sites = r.sites.snapshot();
     let mut out: BTreeMap<Name, BTreeMap<String, ImageRecord>> = BTreeMap::new();
     for e in r.apps.snapshot().values() {
         for site in &e.value.sites {
+            let archs: Vec<&str> = sites
+                .get(site.as_str())
+                .map(|s| s.value.hosts.iter().map(|h| h.arch.as_str()).collect())
+                .unwrap_or_default();
             for image in e.value.images.values() {
-                out.entry(site.clone()).or_default().insert(image.digest.clone(), image.clone());
+                let needed = for_archs(image, &archs);
+                out.entry(site.clone()).or_default().insert(image.digest.clone(), needed);
             }
         }
     }
     out
+}
+
+/// `image` with only the variants of `archs` (all of them when none matches or none is known).
+fn for_archs(image: &ImageRecord, archs: &[&str]) -> ImageRecord {
+    let mut trimmed = image.clone();
+    trimmed.variants.retain(|v| archs.contains(&v.platform.architecture.as_str()));
+    if trimmed.variants.is_empty() {
+        return image.clone();
+    }
+    trimmed
 }
 
 async fn pass(r: &Registry) {
@@ -237,5 +254,27 @@ async fn record(r: &Registry, status: SiteStaging) {
             r.last.insert(status.site.clone(), status);
         }
         Err(e) => tracing::warn!(site = %key, error = %e, "cannot record staging progress"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use edge_types::image::{ImageVariant, Platform};
+
+    #[test]
+    fn a_site_gets_the_variants_of_its_hosts_architectures() {
+        let blob = |c: char| Blob { digest: format!("sha256:{}", c.to_string().repeat(64)), size: 1 };
+        let v = |arch: &str, c: char| ImageVariant {
+            platform: Platform { os: "linux".into(), architecture: arch.into(), variant: None },
+            config: blob(c),
+            layers: vec![blob('f')],
+        };
+        let image = ImageRecord::new("x:1".into(), vec![v("amd64", 'a'), v("arm64", 'b')], String::new(), 0);
+        assert_eq!(for_archs(&image, &["arm64"]).variants, vec![v("arm64", 'b')]);
+        assert_eq!(for_archs(&image, &["arm64"]).digest, image.digest, "the same image");
+        assert_eq!(for_archs(&image, &["amd64", "arm64"]).variants.len(), 2);
+        assert_eq!(for_archs(&image, &[]).variants.len(), 2, "hosts not known yet: every variant");
+        assert_eq!(for_archs(&image, &["riscv64"]).variants.len(), 2);
     }
 }
