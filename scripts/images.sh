@@ -9,6 +9,7 @@ set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
 profile=${PROFILE:-debug}
+target=${CARGO_TARGET_DIR:-target}
 ./scripts/setup.sh >/dev/null
 if [ "$profile" = release ]; then cargo build --workspace --release; else cargo build --workspace; fi
 
@@ -23,9 +24,9 @@ docker build -q -t edge/nats-server:2.15.1 "$ctx/nats" >/dev/null
 bins="scheduler secrets registry-sync telemetry site-manager edgectl"
 mkdir -p "$ctx/orch/rootfs/bin" "$ctx/orch/rootfs/tmp" "$ctx/orch/rootfs/etc"
 for b in $bins; do
-  cp "target/$profile/$b" "$ctx/orch/rootfs/bin/$b"
+  cp "$target/$profile/$b" "$ctx/orch/rootfs/bin/$b"
   # The shared libraries each binary links, at the same paths as on this machine.
-  for lib in $(ldd "target/$profile/$b" | grep -o '/[^ ]*\.so[^ ]*'); do
+  for lib in $(ldd "$target/$profile/$b" | grep -o '/[^ ]*\.so[^ ]*'); do
     mkdir -p "$ctx/orch/rootfs$(dirname "$lib")"
     cp -L "$lib" "$ctx/orch/rootfs$lib"
   done
@@ -36,6 +37,11 @@ for lib in $(ldd .tools/bin/prometheus | grep -o '/[^ ]*\.so[^ ]*'); do
   cp -L "$lib" "$ctx/orch/rootfs$lib"
 done
 echo "nobody:x:65534:65534:nobody:/:/bin/false" > "$ctx/orch/rootfs/etc/passwd"
+# CA certificates, for registry-sync's HTTPS to image registries and OTLP collectors.
+if [ -f /etc/ssl/certs/ca-certificates.crt ]; then
+  mkdir -p "$ctx/orch/rootfs/etc/ssl/certs"
+  cp -L /etc/ssl/certs/ca-certificates.crt "$ctx/orch/rootfs/etc/ssl/certs/ca-certificates.crt"
+fi
 cp docker/orchestrator.Dockerfile "$ctx/orch/Dockerfile"
 docker build -q -t edge/orchestrator:dev "$ctx/orch" >/dev/null
 echo "images: edge/nats-server:2.15.1 edge/orchestrator:dev (binaries: $profile)"

@@ -43,8 +43,8 @@ pub async fn respond<T: Serialize>(req: &Request, result: Result<T, ApiError>) {
 pub enum RequestError {
     #[error("{0}")]
     Api(ApiError),
-    #[error("no service answers on {0}: is the scheduler running?")]
-    NoResponders(String),
+    #[error("no service answers on {subject}: is the {service} service running?")]
+    NoResponders { subject: String, service: &'static str },
     #[error("request on {0} timed out")]
     Timeout(String),
     #[error("request on {subject} failed: {message}")]
@@ -75,7 +75,7 @@ pub async fn request_raw<Resp: Message>(
     let subject = op.subject();
     let req = async_nats::Request::new().payload(payload.into()).timeout(Some(timeout));
     let msg = client.send_request(subject.clone(), req).await.map_err(|e| match e.kind() {
-        K::NoResponders => RequestError::NoResponders(subject.clone()),
+        K::NoResponders => RequestError::NoResponders { subject: subject.clone(), service: op.service() },
         K::TimedOut => RequestError::Timeout(subject.clone()),
         _ => RequestError::Transport { subject: subject.clone(), message: e.to_string() },
     })?;

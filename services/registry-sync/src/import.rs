@@ -226,7 +226,11 @@ pub async fn import(r: &Registry, body: &[u8]) -> Result<ImageRecord, ApiError> 
     let reference = normalize(&req.reference)
         .ok_or_else(|| ImportError::Reference(format!("{:?} is not an image reference", req.reference)))?;
     let remote = Remote::parse(&reference, &r.insecure)?;
-    let record = fetch(&r.http, &r.blobs, &reference, &remote).await?;
+    let http = r.http.as_ref().ok_or_else(|| ImportError::Registry {
+        registry: remote.base.clone(),
+        message: "registry-sync has no HTTP client (see its log: CA certificates missing?)".into(),
+    })?;
+    let record = fetch(http, &r.blobs, &reference, &remote).await?;
     crate::push::store(r, &record).await?;
     tracing::info!(%reference, digest = %record.digest, variants = record.variants.len(), size = record.size, "image imported");
     Ok(record)

@@ -65,8 +65,9 @@ pub struct Registry {
     pub recheck: std::time::Duration,
     /// Failed requests per endpoint, shown in `$SRV.STATS`.
     pub failed: Arc<DashMap<String, u64>>,
-    /// The HTTP client for registries, and the ones reached over plain HTTP.
-    pub http: reqwest::Client,
+    /// The HTTP client for registries (`None` when it could not be built, e.g. no CA
+    /// certificates on the host), and the registries reached over plain HTTP.
+    pub http: Option<reqwest::Client>,
     pub insecure: Arc<Vec<String>>,
 }
 
@@ -96,7 +97,9 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Regi
         gc_grace: config.gc_grace(),
         recheck: std::time::Duration::from_secs(config.recheck_secs.max(1)),
         failed: Default::default(),
-        http: registry_client()?,
+        http: registry_client()
+            .inspect_err(|e| tracing::warn!(error = %e, "image import is unavailable: no HTTP client"))
+            .ok(),
         insecure: Arc::new(config.insecure_registries.clone()),
     };
     let failed = r.failed.clone();
@@ -132,7 +135,7 @@ fn registry_client() -> Result<reqwest::Client, RegistryError> {
         .user_agent(concat!("edge-registry-sync/", env!("CARGO_PKG_VERSION")))
         .connect_timeout(std::time::Duration::from_secs(10))
         .build()
-        .map_err(|e| RegistryError::JetStream(format!("HTTP client: {e}")))
+        .map_err(|e| RegistryError::JetStream(format!("HTTP client: {e:?}")))
 }
 
 async fn serve(r: &Registry, op: Option<ApiOp>, req: async_nats::service::Request) {
