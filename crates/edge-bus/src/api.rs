@@ -88,6 +88,34 @@ pub async fn request_raw<Resp: Message>(
     decode::<Resp>(&msg.payload).map_err(|e| bad(e.to_string()))
 }
 
+/// Failed requests per endpoint name (`app-apply`, ...), as a service shows them in `$SRV.STATS`.
+pub type Failures = std::sync::Arc<dashmap::DashMap<String, u64>>;
+
+/// Name of an operation's endpoint on the service API, e.g. `app-apply`.
+pub fn endpoint_name(op: ApiOp) -> String {
+    let (noun, verb) = op.parts();
+    format!("{noun}-{verb}")
+}
+
+/// The body of a request, refused when it is larger than any message may be.
+pub fn body(req: &Request) -> Result<&[u8], ApiError> {
+    let body = &req.message.payload;
+    if body.len() > edge_types::schema::MAX_MESSAGE_BYTES {
+        return Err(invalid(DecodeError::TooLarge(body.len())));
+    }
+    Ok(body)
+}
+
+/// Sends the reply of a request to `op`, counting a failure under its endpoint name (the error
+/// is logged: it names fields, never values).
+pub async fn reply_counted<T: Serialize>(failures: &Failures, op: ApiOp, req: &Request, result: Result<T, ApiError>) {
+    if let Err(e) = &result {
+        *failures.entry(endpoint_name(op)).or_insert(0) += 1;
+        tracing::info!(op = %op.subject(), error = %e, "request refused");
+    }
+    respond(req, result).await
+}
+
 /// A request to one of a service's endpoints: `None` is its `edge.v1.<service>.health`.
 pub type Incoming = (Option<ApiOp>, Request);
 
@@ -102,8 +130,7 @@ pub async fn endpoints(
     let health = service.group(format!("{}.{name}", edge_types::subject::PREFIX)).endpoint("health").await?;
     let mut all = vec![health.map(|req| (None, req)).boxed()];
     for op in ApiOp::ALL.into_iter().filter(|op| op.service() == name) {
-        let (noun, verb) = op.parts();
-        let ep = service.group(op.group()).endpoint_builder().name(format!("{noun}-{verb}")).add(verb).await?;
+        let ep = service.group(op.group()).endpoint_builder().name(endpoint_name(op)).add(op.parts().1).await?;
         all.push(ep.map(move |req| (Some(op), req)).boxed());
     }
     Ok(futures::stream::select_all(all))

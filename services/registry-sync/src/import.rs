@@ -171,6 +171,7 @@ impl Session<'_> {
 
     /// A manifest or index, with its digest checked when it was asked for by digest.
     async fn document(&mut self, reference: &str) -> Result<Document, ImportError> {
+        self.digest_ok(reference.starts_with("sha256:").then_some(reference))?;
         let resp = self.get(&format!("manifests/{reference}"), MANIFEST_TYPES).await?;
         let bytes = bounded(resp, MAX_DOCUMENT_BYTES).await.map_err(|e| self.fail(e))?;
         if reference.starts_with("sha256:") && sha256(&bytes) != reference {
@@ -179,8 +180,17 @@ impl Session<'_> {
         serde_json::from_slice(&bytes).map_err(|e| self.fail(format!("manifest {reference}: {e}")))
     }
 
+    /// A digest the registry named must be one, before it goes into a URL or an object name.
+    fn digest_ok(&self, digest: Option<&str>) -> Result<(), ImportError> {
+        match digest {
+            Some(d) if !edge_types::image::is_digest(d) => Err(self.fail(format!("{d:?} is not a sha256 digest"))),
+            _ => Ok(()),
+        }
+    }
+
     /// Fetches a blob and checks it (twice at most).
     async fn blob(&mut self, d: &Descriptor) -> Result<Vec<u8>, ImportError> {
+        self.digest_ok(Some(&d.digest))?;
         for _ in 0..2 {
             let resp = self.get(&format!("blobs/{}", d.digest), "*/*").await?;
             let bytes = bounded(resp, d.size).await.map_err(|e| self.fail(e))?;

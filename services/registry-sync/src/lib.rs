@@ -13,9 +13,9 @@ pub mod throttle;
 use std::sync::Arc;
 use std::time::Instant;
 
-use async_nats::jetstream::{self, kv, object_store::ObjectStore};
+use async_nats::jetstream::{kv, object_store::ObjectStore};
 use dashmap::DashMap;
-use edge_bus::api::respond;
+use edge_bus::api::{reply_counted, Failures};
 use edge_bus::mirror::Mirror;
 use edge_bus::signal::Signal;
 use edge_types::api::AppRecord;
@@ -35,7 +35,6 @@ const NAME: &str = "registry-sync";
 #[derive(Clone)]
 pub struct Registry {
     pub client: async_nats::Client,
-    pub js: jetstream::Context,
     /// The hub's blob store.
     pub blobs: ObjectStore,
     pub images: kv::Store,
@@ -64,7 +63,7 @@ pub struct Registry {
     /// How long a blob seen at a site is trusted to be there before it is checked again.
     pub recheck: std::time::Duration,
     /// Failed requests per endpoint, shown in `$SRV.STATS`.
-    pub failed: Arc<DashMap<String, u64>>,
+    pub failed: Failures,
     /// The HTTP client for registries (`None` when it could not be built, e.g. no CA
     /// certificates on the host), and the registries reached over plain HTTP.
     pub http: Option<reqwest::Client>,
@@ -80,7 +79,6 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Regi
     let stage_now = Signal::new();
     let r = Registry {
         client: client.clone(),
-        js,
         blobs,
         images: buckets.images.clone(),
         staging: buckets.staging.clone(),
@@ -140,30 +138,15 @@ fn registry_client() -> Result<reqwest::Client, RegistryError> {
 
 async fn serve(r: &Registry, op: Option<ApiOp>, req: async_nats::service::Request) {
     let Some(op) = op else { return edge_bus::api::answer_health(req, NAME, VERSION).await };
-    let body = &req.message.payload;
-    if body.len() > edge_types::schema::MAX_MESSAGE_BYTES {
-        let e = edge_types::schema::DecodeError::TooLarge(body.len());
-        return reply::<()>(r, op, &req, Err(edge_bus::api::invalid(e))).await;
-    }
+    let f = &r.failed;
+    let body = match edge_bus::api::body(&req) {
+        Ok(b) => b,
+        Err(e) => return reply_counted::<()>(f, op, &req, Err(e)).await,
+    };
     match op {
-        ApiOp::ImagePush => reply(r, op, &req, push::push(r, body).await).await,
-        ApiOp::ImageList => reply(r, op, &req, push::list(r, body).await).await,
-        ApiOp::ImageImport => reply(r, op, &req, import::import(r, body).await).await,
+        ApiOp::ImagePush => reply_counted(f, op, &req, push::push(r, body).await).await,
+        ApiOp::ImageList => reply_counted(f, op, &req, push::list(r, body).await).await,
+        ApiOp::ImageImport => reply_counted(f, op, &req, import::import(r, body).await).await,
         other => unreachable!("{other:?} is not registered by registry-sync"),
     }
-}
-
-/// Sends the reply, counting failures per endpoint.
-async fn reply<T: serde::Serialize>(
-    r: &Registry,
-    op: ApiOp,
-    req: &async_nats::service::Request,
-    result: Result<T, edge_types::api::ApiError>,
-) {
-    if let Err(e) = &result {
-        let (noun, verb) = op.parts();
-        *r.failed.entry(format!("{noun}-{verb}")).or_insert(0) += 1;
-        tracing::info!(op = %op.subject(), error = %e, "request refused");
-    }
-    respond(req, result).await
 }

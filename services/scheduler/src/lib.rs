@@ -21,8 +21,7 @@ use std::time::Duration;
 
 use async_nats::jetstream;
 use async_nats::service::ServiceExt;
-use dashmap::DashMap;
-use edge_bus::api::respond;
+use edge_bus::api::reply_counted;
 use edge_bus::topology::HubBuckets;
 use edge_types::subject::ApiOp;
 use edge_types::Name;
@@ -51,7 +50,7 @@ pub struct Hub {
     /// Apps whose rollout may need a step (`None` until the first full scan).
     pub rolling: rollout::Rolling,
     /// Failed requests per endpoint name (`app-apply`, ...), shown in `$SRV.STATS`.
-    pub failed: Arc<DashMap<String, u64>>,
+    pub failed: edge_bus::api::Failures,
     /// The scheduler's configuration.
     pub config: Arc<Config>,
 }
@@ -61,12 +60,6 @@ impl Hub {
     pub fn connected(&self, site: &Name) -> bool {
         self.liveness.connected(site)
     }
-}
-
-/// Name of an operation's endpoint on the service API, e.g. `app-apply`.
-pub fn endpoint_name(op: ApiOp) -> String {
-    let (noun, verb) = op.parts();
-    format!("{noun}-{verb}")
 }
 
 /// Runs the scheduler until `shutdown` is cancelled.
@@ -84,7 +77,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Sche
         config: Arc::new(config.clone()),
         rejected: Arc::new(AtomicU64::new(0)),
         rolling: Default::default(),
-        failed: Arc::new(DashMap::new()),
+        failed: Default::default(),
     };
     let (failed, rejected) = (hub.failed.clone(), hub.rejected.clone());
 
@@ -142,43 +135,29 @@ async fn serve(hub: &Hub, op: Option<ApiOp>, req: async_nats::service::Request) 
 }
 
 async fn handle(hub: &Hub, op: ApiOp, req: &async_nats::service::Request) {
-    let body = &req.message.payload;
-    if body.len() > edge_types::schema::MAX_MESSAGE_BYTES {
-        let e = edge_types::schema::DecodeError::TooLarge(body.len());
-        return reply::<()>(hub, op, req, Err(edge_bus::api::invalid(e))).await;
-    }
+    let f = &hub.failed;
+    let body = match edge_bus::api::body(req) {
+        Ok(b) => b,
+        Err(e) => return reply_counted::<()>(f, op, req, Err(e)).await,
+    };
     match op {
-        ApiOp::AppApply => reply(hub, op, req, apps::apply(hub, body).await).await,
-        ApiOp::AppList => reply(hub, op, req, apps::list(hub, body).await).await,
-        ApiOp::AppGet => reply(hub, op, req, apps::get(hub, body).await).await,
-        ApiOp::AppStatus => reply(hub, op, req, apps::status(hub, body).await).await,
-        ApiOp::AppDelete => reply(hub, op, req, apps::delete(hub, body).await).await,
-        ApiOp::AppPlan => reply(hub, op, req, apps::plan(hub, body).await).await,
-        ApiOp::AppRollout => reply(hub, op, req, rollout_api::status(hub, body).await).await,
-        ApiOp::AppPause => reply(hub, op, req, rollout_api::control(hub, body, true).await).await,
-        ApiOp::AppResume => reply(hub, op, req, rollout_api::control(hub, body, false).await).await,
-        ApiOp::AppHistory => reply(hub, op, req, rollout_api::history(hub, body).await).await,
-        ApiOp::AppRollback => reply(hub, op, req, rollout_api::rollback(hub, body).await).await,
-        ApiOp::SiteList => reply(hub, op, req, sites::list(hub, body).await).await,
-        ApiOp::SiteLabel => reply(hub, op, req, sites::label(hub, body).await).await,
-        ApiOp::SiteRegister => reply(hub, op, req, sites::register(hub, body).await).await,
-        ApiOp::SiteRotateKey => reply(hub, op, req, sites::rotate_key(hub, body).await).await,
+        ApiOp::AppApply => reply_counted(f, op, req, apps::apply(hub, body).await).await,
+        ApiOp::AppList => reply_counted(f, op, req, apps::list(hub, body).await).await,
+        ApiOp::AppGet => reply_counted(f, op, req, apps::get(hub, body).await).await,
+        ApiOp::AppStatus => reply_counted(f, op, req, apps::status(hub, body).await).await,
+        ApiOp::AppDelete => reply_counted(f, op, req, apps::delete(hub, body).await).await,
+        ApiOp::AppPlan => reply_counted(f, op, req, apps::plan(hub, body).await).await,
+        ApiOp::AppRollout => reply_counted(f, op, req, rollout_api::status(hub, body).await).await,
+        ApiOp::AppPause => reply_counted(f, op, req, rollout_api::control(hub, body, true).await).await,
+        ApiOp::AppResume => reply_counted(f, op, req, rollout_api::control(hub, body, false).await).await,
+        ApiOp::AppHistory => reply_counted(f, op, req, rollout_api::history(hub, body).await).await,
+        ApiOp::AppRollback => reply_counted(f, op, req, rollout_api::rollback(hub, body).await).await,
+        ApiOp::SiteList => reply_counted(f, op, req, sites::list(hub, body).await).await,
+        ApiOp::SiteLabel => reply_counted(f, op, req, sites::label(hub, body).await).await,
+        ApiOp::SiteRegister => reply_counted(f, op, req, sites::register(hub, body).await).await,
+        ApiOp::SiteRotateKey => reply_counted(f, op, req, sites::rotate_key(hub, body).await).await,
         other => unreachable!("{other:?} belongs to the {} service; no endpoint is registered here", other.service()),
     }
-}
-
-/// Sends the reply, counting failures per endpoint.
-async fn reply<T: serde::Serialize>(
-    hub: &Hub,
-    op: ApiOp,
-    req: &async_nats::service::Request,
-    result: Result<T, edge_types::api::ApiError>,
-) {
-    if let Err(e) = &result {
-        *hub.failed.entry(endpoint_name(op)).or_insert(0) += 1;
-        tracing::debug!(op = %op.subject(), error = %e, "request failed");
-    }
-    respond(req, result).await
 }
 
 /// Periodic full placement pass: repairs anything a failed request or a lost race left behind.

@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use async_nats::jetstream;
 use async_nats::service::ServiceExt;
-use edge_bus::api::respond;
+use edge_bus::api::{reply_counted, Failures};
 use edge_bus::mirror::Mirror;
 use edge_bus::signal::Signal;
 use edge_bus::topology::HubBuckets;
@@ -46,7 +46,7 @@ pub struct Secrets {
     /// Raised on every change that may change what a site needs.
     pub changed: Signal,
     /// Failed requests per endpoint (`secret-put`, ...), shown in `$SRV.STATS`.
-    pub failed: Arc<dashmap::DashMap<String, u64>>,
+    pub failed: Failures,
 }
 
 impl Secrets {
@@ -135,32 +135,17 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Secr
 
 async fn serve(s: &Secrets, op: Option<ApiOp>, req: async_nats::service::Request) {
     let Some(op) = op else { return edge_bus::api::answer_health(req, NAME, VERSION).await };
-    let body = &req.message.payload;
-    if body.len() > edge_types::schema::MAX_MESSAGE_BYTES {
-        let e = edge_types::schema::DecodeError::TooLarge(body.len());
-        return reply::<()>(s, op, &req, Err(edge_bus::api::invalid(e))).await;
-    }
+    let f = &s.failed;
+    let body = match edge_bus::api::body(&req) {
+        Ok(b) => b,
+        Err(e) => return reply_counted::<()>(f, op, &req, Err(e)).await,
+    };
     match op {
-        ApiOp::SecretPut => reply(s, op, &req, store::write(s, body, false).await).await,
-        ApiOp::SecretRotate => reply(s, op, &req, store::write(s, body, true).await).await,
-        ApiOp::SecretList => reply(s, op, &req, store::list(s, body).await).await,
-        ApiOp::SecretDescribe => reply(s, op, &req, store::describe(s, body).await).await,
-        ApiOp::SecretDelete => reply(s, op, &req, store::delete(s, body).await).await,
+        ApiOp::SecretPut => reply_counted(f, op, &req, store::write(s, body, false).await).await,
+        ApiOp::SecretRotate => reply_counted(f, op, &req, store::write(s, body, true).await).await,
+        ApiOp::SecretList => reply_counted(f, op, &req, store::list(s, body).await).await,
+        ApiOp::SecretDescribe => reply_counted(f, op, &req, store::describe(s, body).await).await,
+        ApiOp::SecretDelete => reply_counted(f, op, &req, store::delete(s, body).await).await,
         other => unreachable!("{other:?} is not registered by the secrets service"),
     }
-}
-
-/// Sends the reply, counting failures per endpoint (the error names fields, never values).
-async fn reply<T: serde::Serialize>(
-    s: &Secrets,
-    op: ApiOp,
-    req: &async_nats::service::Request,
-    result: Result<T, edge_types::api::ApiError>,
-) {
-    if let Err(e) = &result {
-        let (noun, verb) = op.parts();
-        *s.failed.entry(format!("{noun}-{verb}")).or_insert(0) += 1;
-        tracing::info!(op = %op.subject(), error = %e, "request refused");
-    }
-    respond(req, result).await
 }
