@@ -53,6 +53,8 @@ lint:
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 
-## Benchmarks (loadtests/): WAN-cut catch-up against raw sourcing, durability cost, reconnect storm.
+## Benchmarks (loadtests/, figures in docs/benchmarks.md): one table, each figure beside its ceiling.
+## The service binaries are built in release mode first: the fleet and footprint scenarios run them.
 bench: setup
+	$(CARGO) build --release -p scheduler -p secrets -p telemetry -p registry-sync -p site-manager
 	$(CARGO) run --release -p loadtests -- $(BENCH_ARGS)

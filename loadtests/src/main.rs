@@ -3,12 +3,18 @@
 
 mod catchup;
 mod durability;
+mod fleet;
+mod footprint;
 mod ingest;
 mod placement;
+mod procs;
 mod report;
 mod secrets;
+mod sim;
 mod staging;
 mod storm;
+
+use std::time::Duration;
 
 use clap::Parser;
 
@@ -54,6 +60,24 @@ struct Args {
     /// Size of the staged image, MB.
     #[arg(long, default_value_t = 50)]
     staging_mb: usize,
+    /// Fleet sizes (simulated sites) a change is rolled out to, smallest first.
+    #[arg(long, value_delimiter = ',', default_values_t = [1_000, 10_000])]
+    fleet_sites: Vec<usize>,
+    /// Real leaf sites (leaf nats-server and site-manager, real containers) beside them.
+    #[arg(long, default_value_t = 3)]
+    fleet_leaf_sites: usize,
+    /// Simulated time a container takes to start at a simulated site, ms.
+    #[arg(long, default_value_t = 0)]
+    fleet_start_ms: u64,
+    /// Seconds between a simulated site's heartbeats.
+    #[arg(long, default_value_t = 5)]
+    fleet_heartbeat_secs: u64,
+    /// Containers the site-manager runs in the footprint scenario.
+    #[arg(long, default_value_t = 20)]
+    footprint_containers: u32,
+    /// Seconds the site-manager settles before its memory is read.
+    #[arg(long, default_value_t = 15)]
+    footprint_settle_secs: u64,
     /// Run only the scenarios whose name contains this.
     #[arg(long)]
     only: Option<String>,
@@ -90,6 +114,30 @@ async fn main() -> anyhow::Result<()> {
     if wanted("secrets") {
         let s = secrets::run(args.secret_sites, args.secret_rounds).await?;
         table.secrets(&s);
+    }
+    if wanted("rollout") {
+        let opts = sim::FleetOptions {
+            heartbeat: Duration::from_secs(args.fleet_heartbeat_secs.max(1)),
+            start_delay: Duration::from_millis(args.fleet_start_ms),
+        };
+        let mut runs = Vec::new();
+        for &n in &args.fleet_sites {
+            let r = fleet::run(n, args.fleet_leaf_sites, opts).await?;
+            let target = match n {
+                1_000 => Some(Duration::from_secs(1)),
+                10_000 => Some(Duration::from_secs(5)),
+                _ => None,
+            };
+            table.fleet(&r, target);
+            runs.push(r);
+        }
+        if let (Some(first), Some(last)) = (runs.first(), runs.last()) {
+            table.central_memory(first, last);
+        }
+    }
+    if wanted("footprint") {
+        let f = footprint::run(args.footprint_containers, Duration::from_secs(args.footprint_settle_secs)).await?;
+        table.footprint(&f);
     }
     if wanted("staging") {
         let s = staging::run(args.staging_sites, args.staging_mb).await?;

@@ -13,6 +13,8 @@ use anyhow::{bail, ensure, Result};
 use async_nats::jetstream::{message::PublishMessage, stream};
 use edge_bus::topology::{self, STREAM_DESIRED};
 use edge_testkit::NatsServer;
+
+use crate::procs::cpu_secs;
 use edge_types::app::AppSpec;
 use edge_types::desired::DesiredApp;
 use edge_types::policy::Policy;
@@ -65,14 +67,6 @@ impl PlacementRun {
     pub fn avg_payload(&self) -> usize {
         (self.payload_bytes / self.written.max(1)) as usize
     }
-}
-
-/// CPU seconds a process has used (user + system), from `/proc`; 0 where unreadable.
-fn cpu_secs(pid: u32) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let fields: Vec<&str> = stat.rsplit_once(')').map(|(_, r)| r.split_whitespace().collect()).unwrap_or_default();
-    let ticks = |i: usize| fields.get(i).and_then(|f| f.parse::<f64>().ok()).unwrap_or(0.0);
-    (ticks(11) + ticks(12)) / 100.0 // utime + stime, in clock ticks of 1/100 s
 }
 
 /// Wall time of a pass and the CPU seconds the hub and this process spent in it.

@@ -3,6 +3,8 @@
 use std::time::Duration;
 
 use crate::catchup::Catchup;
+use crate::fleet::FleetRun;
+use crate::footprint::Footprint;
 use crate::ingest::IngestRun;
 use crate::placement::PlacementRun;
 use crate::secrets::SecretsRun;
@@ -210,6 +212,102 @@ impl Table {
                 us(l.client_cpu)
             ),
             format!("{:.1} cores busy (raw {:.1})", busy(w), busy(c)),
+        );
+    }
+
+    /// Rollout to a fleet: time until 50%, 99% and all sites acknowledged, beside the raw
+    /// fan-out and echo of the same hub and connections; then each central service's memory.
+    pub fn fleet(&mut self, r: &FleetRun, target: Option<Duration>) {
+        let total = r.sites + r.leaf_sites;
+        let at = |v: &[Duration], of: usize, q: f64| FleetRun::quantile(v, of, q).map(secs).unwrap_or("-".into());
+        let who = format!("{} sites ({} simulated + {} leaf)", total, r.sites, r.leaf_sites);
+        self.row(
+            &format!("rollout to {who}: 99% acknowledged"),
+            at(&r.acked, total, 0.99),
+            format!("{} raw fan-out + echo", at(&r.raw.literal, r.sites, 0.99)),
+            match target {
+                Some(t) => {
+                    format!("target < {}; 50% {}, all {}", secs(t), at(&r.acked, total, 0.5), at(&r.acked, total, 1.0))
+                }
+                None => format!("50% {}, all {}", at(&r.acked, total, 0.5), at(&r.acked, total, 1.0)),
+            },
+        );
+        self.row(
+            &format!("rollout to {} sites: change received at 99% of sites", r.sites),
+            at(&r.received, r.sites, 0.99),
+            format!("{} raw, wildcard filter, replacing", at(&r.raw.wildcard_change, r.sites, 0.99)),
+            format!(
+                "apply replied after {}; raw wildcard first {}",
+                secs(r.apply_reply),
+                at(&r.raw.wildcard_first, r.sites, 0.99)
+            ),
+        );
+        if r.leaf_sites > 0 {
+            self.row(
+                &format!("rollout: real leaf sites (Docker), all {} acknowledged", r.leaf_sites),
+                at(&r.leaf_acked, r.leaf_sites, 1.0),
+                String::new(),
+                "container replaced and running".into(),
+            );
+        }
+        self.row(
+            &format!("rollout to {total} sites: hub CPU"),
+            format!("{:.1} CPU-s", r.hub_cpu),
+            format!("over {}", secs(r.window)),
+            format!("first version everywhere {}; {} sites connected in {}", secs(r.first_all), r.sites, secs(r.setup)),
+        );
+        let central: u64 = r.memory.iter().filter(|(n, _)| !n.starts_with("nats-server")).map(|(_, b)| *b).sum();
+        let parts: Vec<String> = r.memory.iter().map(|(n, b)| format!("{n} {:.1}", crate::procs::mib(*b))).collect();
+        self.row(
+            &format!("central services' memory at {total} sites"),
+            format!("{:.1} MiB", crate::procs::mib(central)),
+            parts.join(", "),
+            "resident, MiB".into(),
+        );
+    }
+
+    /// Memory of the central services per 1,000 sites: the growth between two fleet sizes.
+    pub fn central_memory(&mut self, small: &FleetRun, large: &FleetRun) {
+        let central = |r: &FleetRun| -> u64 {
+            r.memory.iter().filter(|(n, _)| !n.starts_with("nats-server")).map(|(_, b)| *b).sum()
+        };
+        let hub =
+            |r: &FleetRun| r.memory.iter().find(|(n, _)| n.starts_with("nats-server")).map(|(_, b)| *b).unwrap_or(0);
+        let (a, b) = (small.sites + small.leaf_sites, large.sites + large.leaf_sites);
+        if b <= a {
+            return;
+        }
+        let per = |x: u64, y: u64| crate::procs::mib(y.saturating_sub(x)) * 1000.0 / (b - a) as f64;
+        self.row(
+            "central services' memory per 1,000 sites",
+            format!("{:.1} MiB", per(central(small), central(large))),
+            "target < 50 MiB".into(),
+            format!(
+                "growth from {a} to {b} sites; the hub's nats-server {:.1} MiB per 1,000",
+                per(hub(small), hub(large))
+            ),
+        );
+    }
+
+    /// The site agent's resident memory, idle and running containers.
+    pub fn footprint(&mut self, f: &Footprint) {
+        let mib = |b: u64| format!("{:.1} MiB", crate::procs::mib(b));
+        self.row(
+            "site-manager resident memory, idle",
+            mib(f.idle),
+            "target < 15 MiB".into(),
+            format!(
+                "{} heap and stacks + {} code; after {} settled; K3s agent ~275 MiB, EdgeCore >= 70 MB",
+                mib(f.idle_parts.0),
+                mib(f.idle_parts.1),
+                secs(f.settle)
+            ),
+        );
+        self.row(
+            &format!("site-manager resident memory, {} containers", f.containers),
+            mib(f.busy),
+            format!("peak {}", mib(f.peak)),
+            "real containers on the Docker Engine".into(),
         );
     }
 

@@ -11,6 +11,8 @@ use async_nats::jetstream::{self, consumer};
 use edge_bus::api::request;
 use edge_bus::topology::{self, STREAM_DESIRED, STREAM_SITE_EVENTS};
 use edge_testkit::NatsServer;
+
+use crate::procs::cpu_secs;
 use edge_types::api::{ApplyReply, Empty, SiteListReply};
 use edge_types::subject::{self, ApiOp};
 use edge_types::Name;
@@ -38,13 +40,6 @@ struct Site {
     /// Kept so the leaf server runs until the end.
     _leaf: NatsServer,
     js: jetstream::Context,
-}
-
-fn cpu_secs(pid: u32) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let fields: Vec<&str> = stat.rsplit_once(')').map(|(_, r)| r.split_whitespace().collect()).unwrap_or_default();
-    let ticks = |i: usize| fields.get(i).and_then(|f| f.parse::<f64>().ok()).unwrap_or(0.0);
-    (ticks(11) + ticks(12)) / 100.0 // utime + stime, in clock ticks of 1/100 s
 }
 
 async fn sites_connected(client: &async_nats::Client) -> Result<HashSet<Name>> {

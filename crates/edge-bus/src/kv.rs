@@ -102,20 +102,26 @@ where
 /// Reads every value of a bucket whose key starts with `prefix`, skipping (and logging)
 /// values that do not decode rather than failing the whole read.
 pub async fn list<T: DeserializeOwned>(kv: &Store, prefix: &str) -> Result<Vec<(String, T)>, KvError> {
-    use futures::TryStreamExt;
-    let keys: Vec<String> = match kv.keys().await {
-        Ok(k) => k.try_collect().await.map_err(|e| store_err(kv, prefix, e))?,
-        Err(e) => return Err(store_err(kv, prefix, e)),
-    };
-    let mut out = Vec::new();
-    for key in keys.into_iter().filter(|k| k.starts_with(prefix)) {
-        match get::<T>(kv, &key).await {
-            Ok(Some((v, _))) => out.push((key, v)),
-            Ok(None) => {}
-            Err(e @ KvError::Corrupt { .. }) => {
-                tracing::error!(error = %e, "skipping undecodable KV value")
-            }
-            Err(e) => return Err(e),
+    // One ordered consumer over the bucket's stream, the newest value of each key: a bucket of
+    // 10,000 sites reads in one pass instead of 10,000 requests.
+    let stored = format!("$KV.{}.", kv.name);
+    let filter =
+        if prefix.is_empty() || prefix.ends_with('.') { format!("{stored}{prefix}>") } else { format!("{stored}>") };
+    let messages = crate::scan::last_per_subject(&kv.stream, filter).await.map_err(|e| store_err(kv, prefix, e))?;
+    let mut out = Vec::with_capacity(messages.len());
+    for m in messages {
+        let Some(key) = m.subject.strip_prefix(stored.as_str()).filter(|k| k.starts_with(prefix)) else { continue };
+        let deleted = m
+            .headers
+            .as_ref()
+            .and_then(|h| h.get("KV-Operation"))
+            .is_some_and(|op| op.as_str() == "DEL" || op.as_str() == "PURGE");
+        if deleted {
+            continue;
+        }
+        match serde_json::from_slice::<T>(&m.payload) {
+            Ok(v) => out.push((key.to_string(), v)),
+            Err(e) => tracing::error!(bucket = %kv.name, %key, error = %e, "skipping undecodable KV value"),
         }
     }
     Ok(out)

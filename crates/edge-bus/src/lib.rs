@@ -10,6 +10,7 @@ pub mod kv;
 pub mod logging;
 pub mod mirror;
 pub mod natsconf;
+pub mod scan;
 pub mod shutdown;
 pub mod signal;
 pub mod time;

@@ -59,6 +59,11 @@ const DEDUPE_WINDOW: Duration = Duration::from_secs(120);
 /// than with 2 minutes).
 pub const DESIRED_DEDUPE_WINDOW: Duration = Duration::from_secs(30);
 const DAY: Duration = Duration::from_secs(24 * 3600);
+/// Consumers the hub's `DESIRED` may have: one sourcing consumer per connected site, plus the
+/// services' own. nats-server 2.15 limits every stream to 1,000 consumers unless the stream
+/// sets its own limit (zero or -1 mean that default, not "unlimited"), which would refuse the
+/// 1,001st site.
+pub const DESIRED_MAX_CONSUMERS: i32 = 1_000_000;
 
 /// Limits of a site's event stream, which buffers everything the hub has not processed yet.
 /// When a limit is reached, new events are refused (`discard: new`), never old ones dropped.
@@ -168,6 +173,7 @@ pub async fn ensure_hub(js: &jetstream::Context) -> Result<HubBuckets, BusError>
         num_replicas: replicas(),
         duplicate_window: DESIRED_DEDUPE_WINDOW,
         allow_direct: true,
+        max_consumers: DESIRED_MAX_CONSUMERS,
         ..Default::default()
     })
     .await

@@ -149,3 +149,17 @@ impl NatsServer {
 pub fn unique(prefix: &str) -> String {
     format!("{prefix}-{}", &nuid::next().to_string().to_lowercase()[14..])
 }
+
+/// Removes every container the site-managers of `site` made on this Docker Engine (their
+/// `io.edge.site` label), running or not; blocking, so it also works in `Drop`.
+pub fn remove_site_containers(site: &str) {
+    let out = std::process::Command::new("docker")
+        .args(["ps", "-aq", "--filter", &format!("label=io.edge.site={site}")])
+        .output();
+    if let Ok(out) = out {
+        let ids: Vec<String> = String::from_utf8_lossy(&out.stdout).split_whitespace().map(String::from).collect();
+        if !ids.is_empty() {
+            let _ = std::process::Command::new("docker").arg("rm").arg("-f").args(&ids).output();
+        }
+    }
+}

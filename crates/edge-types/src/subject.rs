@@ -193,6 +193,11 @@ pub fn desired_all() -> String {
     format!("{PREFIX}.desired.>")
 }
 
+/// Desired state of one app at every site: `edge.v1.desired.*.<app>`.
+pub fn desired_of_app(app: &Name) -> String {
+    format!("{PREFIX}.desired.*.{app}")
+}
+
 /// Desired state of one site: the filter the site's DESIRED stream sources with.
 pub fn desired_for_site(site: &Name) -> String {
     format!("{PREFIX}.desired.{site}.>")

@@ -48,44 +48,93 @@ async fn follow_once(hub: &Hub, shutdown: &CancellationToken) -> Result<(), Sche
         .await
         .map_err(SchedulerError::js)?;
     let mut messages = consumer.messages().await.map_err(SchedulerError::js)?;
-    loop {
+    // Events are handled by WORKERS tasks, each site always by the same one: a site's events
+    // stay in order (its watermark only moves past what is processed) while thousands of sites'
+    // reports are written to the status bucket side by side.
+    let mut lanes = Vec::with_capacity(WORKERS);
+    let mut workers = tokio::task::JoinSet::new();
+    for _ in 0..WORKERS {
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<jetstream::Message>(LANE_DEPTH);
+        lanes.push(tx);
+        let hub = hub.clone();
+        workers.spawn(async move {
+            while let Some(msg) = rx.recv().await {
+                process(&hub, msg).await;
+            }
+        });
+    }
+    let result = loop {
         let msg = tokio::select! {
-            _ = shutdown.cancelled() => return Ok(()),
+            _ = shutdown.cancelled() => break Ok(()),
             m = messages.next() => match m {
-                Some(m) => m.map_err(SchedulerError::js)?,
-                None => return Ok(()),
+                Some(Ok(m)) => m,
+                Some(Err(e)) => break Err(SchedulerError::js(e)),
+                None => break Ok(()),
             },
         };
-        let parsed = subject::parse(&msg.subject);
-        let site = match &parsed {
-            Ok(Subject::SiteStatus { site, .. } | Subject::SiteRegistration { site } | Subject::SiteAudit { site }) => {
-                Some(site.clone())
-            }
-            _ => None,
-        };
-        let upstream = crate::watermark::upstream_sequence(&msg);
-        let done = |hub: &Hub| {
-            if let (Some(site), Some(seq)) = (&site, upstream) {
-                hub.watermarks.processed(site, seq);
-            }
-        };
-        match handle(hub, parsed, &msg).await {
-            Ok(()) => {
-                msg.ack().await.map_err(SchedulerError::js)?;
-                done(hub);
-            }
-            Err(Handling::Reject(reason)) => {
-                // Malformed or forged: acknowledged so it is not redelivered, and counted.
-                hub.rejected.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                tracing::error!(subject = %msg.subject, %reason, "rejected site event");
-                msg.ack().await.map_err(SchedulerError::js)?;
-                done(hub);
-            }
-            Err(Handling::Retry(e)) => {
-                tracing::warn!(subject = %msg.subject, error = %e, "site event not processed; will be redelivered");
-                msg.ack_with(AckKind::Nak(Some(Duration::from_secs(2)))).await.map_err(SchedulerError::js)?;
-            }
+        let lane = lane_of(&msg.subject);
+        if lanes[lane].send(msg).await.is_err() {
+            break Ok(());
         }
+    };
+    // Let the workers finish what they hold (it is acked), then stop them.
+    drop(lanes);
+    while workers.join_next().await.is_some() {}
+    result
+}
+
+/// Tasks handling site events side by side.
+const WORKERS: usize = 16;
+/// Events queued per worker.
+const LANE_DEPTH: usize = 64;
+
+/// The worker of an event: by its site (the subject's fourth token), so that a site's events
+/// are handled in order.
+fn lane_of(subject: &str) -> usize {
+    use std::hash::{Hash, Hasher};
+    let site = subject.split('.').nth(3).unwrap_or(subject);
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    site.hash(&mut h);
+    (h.finish() % WORKERS as u64) as usize
+}
+
+/// Handles one event and acknowledges it; a failed write is redelivered after a pause.
+async fn process(hub: &Hub, msg: jetstream::Message) {
+    let parsed = subject::parse(&msg.subject);
+    let site = match &parsed {
+        Ok(Subject::SiteStatus { site, .. } | Subject::SiteRegistration { site } | Subject::SiteAudit { site }) => {
+            Some(site.clone())
+        }
+        _ => None,
+    };
+    let upstream = crate::watermark::upstream_sequence(&msg);
+    let done = |hub: &Hub| {
+        if let (Some(site), Some(seq)) = (&site, upstream) {
+            hub.watermarks.processed(site, seq);
+        }
+    };
+    let acked = match handle(hub, parsed, &msg).await {
+        Ok(()) => {
+            let acked = msg.ack().await;
+            done(hub);
+            acked
+        }
+        Err(Handling::Reject(reason)) => {
+            // Malformed or forged: acknowledged so it is not redelivered, and counted.
+            hub.rejected.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            tracing::error!(subject = %msg.subject, %reason, "rejected site event");
+            let acked = msg.ack().await;
+            done(hub);
+            acked
+        }
+        Err(Handling::Retry(e)) => {
+            tracing::warn!(subject = %msg.subject, error = %e, "site event not processed; will be redelivered");
+            msg.ack_with(AckKind::Nak(Some(Duration::from_secs(2)))).await
+        }
+    };
+    if let Err(e) = acked {
+        // Unacknowledged events come again after the ack wait; handling them is idempotent.
+        tracing::warn!(subject = %msg.subject, error = %e, "cannot acknowledge a site event");
     }
 }
 

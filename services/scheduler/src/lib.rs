@@ -30,6 +30,9 @@ use tokio_util::sync::CancellationToken;
 pub use config::Config;
 pub use error::SchedulerError;
 
+/// How long the scheduler waits for a JetStream reply (publish ack, KV read) before failing.
+pub const JETSTREAM_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// Service version announced on the NATS service API.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 
@@ -65,7 +68,10 @@ impl Hub {
 /// Runs the scheduler until `shutdown` is cancelled.
 pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), SchedulerError> {
     let (client, reconnects) = edge_bus::connect::connect_observed(&config.nats_url, "scheduler", true).await?;
-    let js = edge_bus::topology::hub_js(&client);
+    let mut js = edge_bus::topology::hub_js(&client);
+    // A fleet-wide placement writes one state per site; a hub busy delivering them to thousands
+    // of sites may take longer than the default 5 s to ack one, which must not fail the apply.
+    js.set_timeout(JETSTREAM_TIMEOUT);
     let buckets = edge_bus::topology::ensure_hub(&js).await?;
     let hub = Hub {
         js,

@@ -40,6 +40,7 @@ pub fn check_arches(
 ) -> Result<(), edge_types::api::ApiError> {
     for (i, svc) in spec.services.iter().enumerate() {
         let Some(img) = images.get(&svc.image) else { continue };
+        let matched: BTreeSet<&Name> = matched.iter().collect();
         for site in sites.iter().filter(|s| matched.contains(&s.site) && !s.hosts.is_empty()) {
             let eligible: Vec<_> =
                 site.hosts.iter().filter(|h| policy.host_fit(spec, h, orders).unmatched.is_empty()).collect();
@@ -225,27 +226,39 @@ fn target(record: &AppRecord, held: &BTreeMap<u64, Held>, site: &Name, orders: &
     }
 }
 
-/// Writes every state of `states` that the DESIRED stream does not already hold for its subject:
-/// the current states are read concurrently (direct get), the changed ones written through the
-/// pipelined [`DesiredWriter`], each acked. Idempotent: a retry rewrites nothing already there.
+/// Writes every state of `states` that the DESIRED stream does not already hold for its subject,
+/// through the pipelined [`DesiredWriter`], each acked. Idempotent: a retry rewrites nothing
+/// already there. What the stream holds is read with one scan of the app's subjects when many
+/// states of one app are checked (a fleet-wide placement), else with concurrent direct gets.
 pub async fn ensure_all(js: &jetstream::Context, states: Vec<DesiredApp>) -> Result<(), SchedulerError> {
     if states.is_empty() {
         return Ok(());
     }
     let stream = js.get_stream(STREAM_DESIRED).await.map_err(SchedulerError::js)?;
-    let checks = futures::stream::iter(states)
-        .map(|d| {
-            let stream = stream.clone();
-            async move { write_after(&stream, &d).await.map(|after| (d, after)) }
-        })
-        .buffered(CONCURRENT_CHECKS);
-    futures::pin_mut!(checks);
     let mut writer = DesiredWriter::new(js.clone(), DesiredWriter::DEFAULT_WINDOW);
-    while let Some(checked) = checks.next().await {
-        let (d, after) = checked?;
-        if let Some(after) = after {
-            writer.write(&d, after).await?;
-            tracing::debug!(app = %d.app, site = %d.site, generation = d.generation, removed = d.spec.is_none(), "desired state written");
+    let one_app = states.iter().all(|d| d.app == states[0].app);
+    if one_app && states.len() > SCAN_ABOVE {
+        let held = held_states(&stream, &states[0].app).await?;
+        for d in &states {
+            let current = held.get(&subject::desired(&d.site, &d.app)).map(|(seq, p)| (*seq, p.as_ref()));
+            if let Some(after) = must_write(current, d) {
+                writer.write(d, after).await?;
+            }
+        }
+    } else {
+        let checks = futures::stream::iter(states)
+            .map(|d| {
+                let stream = stream.clone();
+                async move { write_after(&stream, &d).await.map(|after| (d, after)) }
+            })
+            .buffered(CONCURRENT_CHECKS);
+        futures::pin_mut!(checks);
+        while let Some(checked) = checks.next().await {
+            let (d, after) = checked?;
+            if let Some(after) = after {
+                writer.write(&d, after).await?;
+                tracing::debug!(app = %d.app, site = %d.site, generation = d.generation, removed = d.spec.is_none(), "desired state written");
+            }
         }
     }
     writer.flush().await?;
@@ -257,21 +270,47 @@ pub async fn ensure_all(js: &jetstream::Context, states: Vec<DesiredApp>) -> Res
 
 /// Direct gets in flight at once while checking what a placement must write.
 const CONCURRENT_CHECKS: usize = 64;
+/// Above this many states of one app, the app's subjects are read in one scan instead.
+const SCAN_ABOVE: usize = 32;
 
-/// The stream sequence `d` replaces if it must be written (0: its subject is empty), or `None`
-/// if the stream already holds it (or it is a removal of something never placed).
-async fn write_after(stream: &jetstream::stream::Stream, d: &DesiredApp) -> Result<Option<u64>, SchedulerError> {
-    match stream.direct_get_last_for_subject(subject::desired(&d.site, &d.app)).await {
-        Ok(msg) => {
-            let same = serde_json::from_slice::<DesiredApp>(&msg.payload).is_ok_and(|current| {
+/// The stored state of `app` at every site: subject -> (stream sequence, payload).
+async fn held_states(
+    stream: &jetstream::stream::Stream,
+    app: &Name,
+) -> Result<std::collections::HashMap<String, (u64, Vec<u8>)>, SchedulerError> {
+    let messages =
+        edge_bus::scan::last_per_subject(stream, subject::desired_of_app(app)).await.map_err(SchedulerError::js)?;
+    let mut out = std::collections::HashMap::with_capacity(messages.len());
+    for m in messages {
+        let seq = m.info().map_err(SchedulerError::js)?.stream_sequence;
+        out.insert(m.subject.to_string(), (seq, m.payload.to_vec()));
+    }
+    Ok(out)
+}
+
+/// Whether `d` must be written given what its subject holds (sequence and payload, if any):
+/// the sequence it replaces (0: the subject is empty), or `None` if the stream already holds it
+/// (or it is a removal of something never placed).
+fn must_write(current: Option<(u64, &[u8])>, d: &DesiredApp) -> Option<u64> {
+    match current {
+        Some((seq, payload)) => {
+            let same = serde_json::from_slice::<DesiredApp>(payload).is_ok_and(|current| {
                 current.generation == d.generation
                     && current.spec == d.spec
                     && current.orders == d.orders
                     && current.images == d.images
             });
-            Ok((!same).then_some(msg.sequence))
+            (!same).then_some(seq)
         }
-        Err(e) if e.kind() == DirectGetErrorKind::NotFound => Ok(d.spec.is_some().then_some(0)),
+        None => d.spec.is_some().then_some(0),
+    }
+}
+
+/// [`must_write`] for one state, read with a direct get.
+async fn write_after(stream: &jetstream::stream::Stream, d: &DesiredApp) -> Result<Option<u64>, SchedulerError> {
+    match stream.direct_get_last_for_subject(subject::desired(&d.site, &d.app)).await {
+        Ok(msg) => Ok(must_write(Some((msg.sequence, msg.payload.as_ref())), d)),
+        Err(e) if e.kind() == DirectGetErrorKind::NotFound => Ok(must_write(None, d)),
         Err(e) => Err(SchedulerError::js(e)),
     }
 }

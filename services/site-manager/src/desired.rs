@@ -44,7 +44,7 @@ pub struct DesiredFollower {
 }
 
 /// A message of the site's DESIRED stream.
-enum Incoming {
+pub enum Incoming {
     App(Box<DesiredApp>),
     Watermark(EventsWatermark),
     Secret(Box<SealedSecret>),
@@ -126,7 +126,7 @@ impl DesiredFollower {
 
 /// Validates a message of the DESIRED stream: schema, subject shape, and that subject and body
 /// agree on the site and app (a message for another site is never acted on).
-fn accept(site: &Name, subj: &str, payload: &[u8]) -> Result<Incoming, String> {
+pub fn accept(site: &Name, subj: &str, payload: &[u8]) -> Result<Incoming, String> {
     match subject::parse(subj) {
         Ok(Subject::Desired { site: s, app }) => {
             let d = decode::<DesiredApp>(payload).map_err(|e| e.to_string())?;

@@ -503,15 +503,7 @@ pub fn assert_exactly_once(seqs: &[u64], through: u64, what: &str) {
 
 /// Removes every container of a site (blocking; used on drop).
 pub fn remove_site_containers(site: &Name) {
-    let out = std::process::Command::new("docker")
-        .args(["ps", "-aq", "--filter", &format!("label=io.edge.site={site}")])
-        .output();
-    if let Ok(out) = out {
-        let ids: Vec<String> = String::from_utf8_lossy(&out.stdout).split_whitespace().map(String::from).collect();
-        if !ids.is_empty() {
-            let _ = std::process::Command::new("docker").arg("rm").arg("-f").args(&ids).output();
-        }
-    }
+    edge_testkit::remove_site_containers(site.as_str());
 }
 
 #[derive(Clone, Debug, PartialEq)]
