@@ -75,11 +75,19 @@ fn app_spec(version: &str) -> serde_json::Value {
     })
 }
 
-/// A leaf site with its site-manager process.
+/// A leaf site with its site-manager process; dropped (also when the run fails), it stops the
+/// site-manager and removes the containers it ran.
 struct Leaf {
     name: Name,
     _server: NatsServer,
     manager: Service,
+}
+
+impl Drop for Leaf {
+    fn drop(&mut self) {
+        self.manager.kill();
+        edge_testkit::remove_site_containers(self.name.as_str());
+    }
 }
 
 pub async fn run(n: usize, leaves: usize, opts: FleetOptions) -> Result<FleetRun> {
@@ -199,10 +207,7 @@ pub async fn run(n: usize, leaves: usize, opts: FleetOptions) -> Result<FleetRun
     for s in services {
         s.stop(Duration::from_secs(10)).await;
     }
-    for leaf in leaf_sites {
-        leaf.manager.stop(Duration::from_secs(10)).await;
-        edge_testkit::remove_site_containers(leaf.name.as_str());
-    }
+    drop(leaf_sites);
     Ok(FleetRun {
         sites: n,
         leaf_sites: leaves,

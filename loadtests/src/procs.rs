@@ -92,6 +92,11 @@ impl Service {
         rss_bytes(self.pid())
     }
 
+    /// Kills the process (SIGKILL) without waiting.
+    pub fn kill(&mut self) {
+        let _ = self.child.start_kill();
+    }
+
     /// Asks the process to stop (SIGTERM) and waits up to `limit` for it.
     pub async fn stop(mut self, limit: Duration) {
         if let Some(pid) = self.child.id() {
