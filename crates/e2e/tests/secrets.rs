@@ -181,31 +181,38 @@ async fn secrets_reach_only_the_sites_that_need_them_sealed_rotate_and_are_withd
     // another site: refused, audited with the reason, counted in the sites' heartbeats.
     let current = envelope(&stack, &a, "db-password").await?;
     assert_eq!(current.version, 2);
+    // One at a time: each replaces the last on its subject at the hub, so a site whose source
+    // had not copied one yet would never see it.
+    let refused = |site: Name, why: &'static str| {
+        let stack = &stack;
+        async move {
+            let what = format!("{site} refuses and audits: {why}");
+            stack
+                .eventually(&what, || async {
+                    let refused: Vec<(Name, String)> = audits(stack)
+                        .await?
+                        .into_iter()
+                        .filter(|e| e.action == AuditAction::Rejected)
+                        .filter_map(|e| Some((e.site?, e.detail.unwrap_or_default())))
+                        .collect();
+                    ensure!(refused.iter().any(|(s, d)| s == &site && d.contains(why)), "refused so far: {refused:?}");
+                    Ok(true)
+                })
+                .await
+        }
+    };
     publish_envelope(&stack, &v1_at_a).await?;
+    refused(a.clone(), "replay").await?;
     let mut tampered = current.clone();
     let sealed = tampered.sealed.take().unwrap();
     let flipped = if sealed.starts_with('A') { "B" } else { "A" };
     tampered.sealed = Some(format!("{flipped}{}", &sealed[1..]));
     publish_envelope(&stack, &tampered).await?;
+    refused(a.clone(), "does not open").await?;
     let mut moved = current.clone();
     moved.site = b.clone();
     publish_envelope(&stack, &moved).await?;
-    stack
-        .eventually("the sites refuse each and audit why", || async {
-            let refused: Vec<(Name, String)> = audits(&stack)
-                .await?
-                .into_iter()
-                .filter(|e| e.action == AuditAction::Rejected)
-                .filter_map(|e| Some((e.site?, e.detail.unwrap_or_default())))
-                .collect();
-            let at = |site: &Name, why: &str| refused.iter().any(|(s, d)| s == site && d.contains(why));
-            ensure!(
-                at(&a, "replay") && at(&a, "does not open") && at(&b, "another key"),
-                "refused so far: {refused:?}"
-            );
-            Ok(true)
-        })
-        .await?;
+    refused(b.clone(), "another key").await?;
     stack
         .eventually("refusals counted in heartbeats", || async {
             Ok(stack.site_summary(0).await?.secrets_refused >= 2 && stack.site_summary(1).await?.secrets_refused >= 1)
