@@ -54,7 +54,9 @@ lint:
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 
 ## Benchmarks (loadtests/, figures in docs/benchmarks.md): one table, each figure beside its ceiling.
-## The service binaries are built in release mode first: the fleet and footprint scenarios run them.
+## The service binaries are built first (release; the site agent with the size-optimized `agent`
+## profile, as shipped): the rollout and footprint scenarios run them.
 bench: setup
-	$(CARGO) build --release -p scheduler -p secrets -p telemetry -p registry-sync -p site-manager
+	$(CARGO) build --release -p scheduler -p secrets -p telemetry -p registry-sync
+	$(CARGO) build --profile agent -p site-manager
 	$(CARGO) run --release -p loadtests -- $(BENCH_ARGS)

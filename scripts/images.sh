@@ -4,14 +4,20 @@
 #   edge/orchestrator:dev     FROM scratch + every project binary and the shared libraries they
 #                             link (copied from this machine), one image for all services, plus
 #                             Prometheus from Debian's package (for the observability profile)
-# Set PROFILE=release for optimised binaries (default: the debug build the tests use).
+# Set PROFILE=release for optimised binaries (default: the debug build the tests use); the site
+# agent (site-manager) then comes from the size-optimized `agent` profile, as shipped.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
 profile=${PROFILE:-debug}
 target=${CARGO_TARGET_DIR:-target}
 ./scripts/setup.sh >/dev/null
-if [ "$profile" = release ]; then cargo build --workspace --release; else cargo build --workspace; fi
+if [ "$profile" = release ]; then
+  cargo build --workspace --release
+  cargo build --profile agent -p site-manager
+else
+  cargo build --workspace
+fi
 
 ctx=$(mktemp -d)
 trap 'rm -rf "$ctx"' EXIT
@@ -24,9 +30,11 @@ docker build -q -t edge/nats-server:2.15.1 "$ctx/nats" >/dev/null
 bins="scheduler secrets registry-sync telemetry site-manager edgectl"
 mkdir -p "$ctx/orch/rootfs/bin" "$ctx/orch/rootfs/tmp" "$ctx/orch/rootfs/etc"
 for b in $bins; do
-  cp "$target/$profile/$b" "$ctx/orch/rootfs/bin/$b"
+  src="$target/$profile/$b"
+  if [ "$profile" = release ] && [ "$b" = site-manager ]; then src="$target/agent/$b"; fi
+  cp "$src" "$ctx/orch/rootfs/bin/$b"
   # The shared libraries each binary links, at the same paths as on this machine.
-  for lib in $(ldd "$target/$profile/$b" | grep -o '/[^ ]*\.so[^ ]*'); do
+  for lib in $(ldd "$src" | grep -o '/[^ ]*\.so[^ ]*'); do
     mkdir -p "$ctx/orch/rootfs$(dirname "$lib")"
     cp -L "$lib" "$ctx/orch/rootfs$lib"
   done

@@ -29,6 +29,8 @@ pub struct Footprint {
     pub peak: u64,
     /// How long the settle periods were.
     pub settle: Duration,
+    /// Which build ran (`agent` or `release` profile).
+    pub build: String,
 }
 
 pub async fn run(containers: u32, settle: Duration) -> Result<Footprint> {
@@ -95,5 +97,10 @@ pub async fn run(containers: u32, settle: Duration) -> Result<Footprint> {
     scheduler.stop(Duration::from_secs(10)).await;
     edge_testkit::remove_site_containers(site.as_str());
     let busy = result.context("running the containers")?;
-    Ok(Footprint { idle, idle_parts, busy, containers, peak, settle })
+    let build = procs::site_manager_binary()?
+        .parent()
+        .and_then(|d| d.file_name())
+        .map(|d| d.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    Ok(Footprint { idle, idle_parts, busy, containers, peak, settle, build })
 }

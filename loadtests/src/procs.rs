@@ -63,11 +63,15 @@ impl Service {
     /// Starts `binary` from [`bin_dir`] with `env` (nothing else of this process's environment
     /// that configures services leaks in: the child gets only `PATH`, `HOME` and `env`).
     pub fn start(name: &str, binary: &str, env: &[(&str, String)]) -> Result<Self> {
-        let path = bin_dir()?.join(binary);
+        Self::start_at(name, &bin_dir()?.join(binary), env)
+    }
+
+    /// [`Service::start`] for the executable at `path`.
+    pub fn start_at(name: &str, path: &std::path::Path, env: &[(&str, String)]) -> Result<Self> {
         if !path.exists() {
-            bail!("{} is missing: build it first (cargo build --release -p {binary})", path.display());
+            bail!("{} is missing: build it first (make bench does)", path.display());
         }
-        let mut cmd = tokio::process::Command::new(&path);
+        let mut cmd = tokio::process::Command::new(path);
         cmd.env_clear()
             .env("PATH", std::env::var("PATH").unwrap_or_default())
             .env("HOME", std::env::var("HOME").unwrap_or_default())
@@ -108,12 +112,20 @@ impl Service {
     }
 }
 
+/// The site agent as shipped: the `agent` profile's build (size-optimized, see Cargo.toml) when
+/// there is one beside the release directory, else the release build.
+pub fn site_manager_binary() -> Result<PathBuf> {
+    let release = bin_dir()?;
+    let agent = release.parent().map(|t| t.join("agent").join("site-manager"));
+    Ok(agent.filter(|p| p.exists()).unwrap_or_else(|| release.join("site-manager")))
+}
+
 /// A site's `site-manager` process (host `h1`) on the leaf server at `leaf_url`, its keys and
 /// secret files under `home`, image garbage collection off.
 pub fn start_site_manager(site: &edge_types::Name, leaf_url: &str, home: &std::path::Path) -> Result<Service> {
-    Service::start(
+    Service::start_at(
         "site-manager",
-        "site-manager",
+        &site_manager_binary()?,
         &[
             ("SITE_MANAGER_NATS_URL", leaf_url.to_string()),
             ("SITE_MANAGER_SITE", site.to_string()),

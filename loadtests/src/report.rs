@@ -307,7 +307,7 @@ impl Table {
             &format!("site-manager resident memory, {} containers", f.containers),
             mib(f.busy),
             format!("peak {}", mib(f.peak)),
-            "real containers on the Docker Engine".into(),
+            format!("real containers on the Docker Engine; {} profile build", f.build),
         );
     }
 
