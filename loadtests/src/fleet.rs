@@ -273,7 +273,9 @@ async fn wait_acked(acks: &Acks, generation: u64, total: usize, from: Instant, l
 /// First with a literal filter per site (`raw.<site>`: the server finds a site's next message
 /// through its per-subject index), then with a wildcard filter per site like a site's source of
 /// DESIRED (`rawwc.<site>.>`, subject `rawwc.<site>.app`, one message per subject), twice: the
-/// second round replaces the first round's messages, as a change of a placed app does.
+/// second round replaces the first round's messages, as a change of a placed app does; then the
+/// same two rounds with the sites spread over 16 streams (`rawsh.<shard>.<site>.>`), the layout
+/// that would take the walk's cost from sites^2 to sites^2/16.
 async fn raw_ceiling(client: &async_nats::Client, fleet: &mut Fleet) -> Result<RawRounds> {
     let mut js = topology::hub_js(client);
     // The wildcard rounds keep the hub busy for seconds at 10,000 sites.
@@ -291,13 +293,27 @@ async fn raw_ceiling(client: &async_nats::Client, fleet: &mut Fleet) -> Result<R
     }
     fleet.start_echo("RAW_LITERAL", "raw.{site}", "rawack").await?;
     fleet.start_echo("RAW_WILDCARD", "rawwc.{site}.>", "rawack").await?;
+    for k in 0..sim::SHARDS {
+        js.create_stream(stream::Config {
+            name: format!("RAW_SHARD_{k}"),
+            subjects: vec![format!("rawsh.{k}.>")],
+            storage: stream::StorageType::File,
+            max_messages_per_subject: 1,
+            max_consumers: topology::DESIRED_MAX_CONSUMERS,
+            ..Default::default()
+        })
+        .await?;
+    }
+    fleet.start_echo("RAW_SHARD_{shard}", "rawsh.{shard}.{site}.>", "rawack").await?;
     let mut echoes = client.subscribe("rawack.>").await?;
     client.flush().await?;
     let sites = &fleet.sites;
     let literal = raw_round(&js, sites, &mut echoes, "raw.{site}", b'a').await?;
     let wildcard_first = raw_round(&js, sites, &mut echoes, "rawwc.{site}.app", b'b').await?;
     let wildcard_change = raw_round(&js, sites, &mut echoes, "rawwc.{site}.app", b'c').await?;
-    Ok(RawRounds { literal, wildcard_first, wildcard_change })
+    raw_round(&js, sites, &mut echoes, "rawsh.{shard}.{site}.app", b'd').await?;
+    let sharded_change = raw_round(&js, sites, &mut echoes, "rawsh.{shard}.{site}.app", b'e').await?;
+    Ok(RawRounds { literal, wildcard_first, wildcard_change, sharded_change })
 }
 
 /// One message to each site on `subject` (`{site}` replaced), until every echo is back.
@@ -312,7 +328,8 @@ async fn raw_round(
     let t0 = Instant::now();
     let mut acks = futures::stream::FuturesUnordered::new();
     for site in sites {
-        acks.push(js.publish(subject.replace("{site}", site.as_str()), payload.clone()).await?.into_future());
+        let subject = subject.replace("{site}", site.as_str()).replace("{shard}", &sim::shard_of(site).to_string());
+        acks.push(js.publish(subject, payload.clone()).await?.into_future());
         if acks.len() >= 1024 {
             acks.next().await.expect("pending")?;
         }
@@ -340,4 +357,7 @@ pub struct RawRounds {
     pub literal: Vec<Duration>,
     pub wildcard_first: Vec<Duration>,
     pub wildcard_change: Vec<Duration>,
+    /// The wildcard change again with the sites spread over [`sim::SHARDS`] streams, each site
+    /// following only its shard's.
+    pub sharded_change: Vec<Duration>,
 }

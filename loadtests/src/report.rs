@@ -237,9 +237,11 @@ impl Table {
             at(&r.received, r.sites, 0.99),
             format!("{} raw, wildcard filter, replacing", at(&r.raw.wildcard_change, r.sites, 0.99)),
             format!(
-                "apply replied after {}; raw wildcard first {}",
+                "apply replied after {}; raw wildcard first {}, in {} shards {}",
                 secs(r.apply_reply),
-                at(&r.raw.wildcard_first, r.sites, 0.99)
+                at(&r.raw.wildcard_first, r.sites, 0.99),
+                crate::sim::SHARDS,
+                at(&r.raw.sharded_change, r.sites, 0.99)
             ),
         );
         if r.leaf_sites > 0 {

@@ -177,15 +177,16 @@ impl Fleet {
         Ok(fleet)
     }
 
-    /// The raw ceiling's far end: each site follows `stream` filtered to `filter` (`{site}`
-    /// replaced by the site) and answers each message on `<ack_prefix>.<site>.<stream>` (core
-    /// NATS), nothing else.
+    /// The raw ceiling's far end: each site follows stream `stream_name` filtered to `filter`
+    /// (in both, `{site}` is replaced by the site and `{shard}` by [`shard_of`] the site) and
+    /// answers each message on `<ack_prefix>.<site>.<stream>` (core NATS), nothing else.
     pub async fn start_echo(&mut self, stream_name: &str, filter: &str, ack_prefix: &str) -> Result<()> {
         let ready = Arc::new(AtomicU64::new(0));
         for (site, client) in self.sites.iter().zip(&self.clients) {
             let (client, ready, shutdown) = (client.clone(), ready.clone(), self.shutdown.clone());
-            let (filter, ack) = (filter.replace("{site}", site.as_str()), format!("{ack_prefix}.{site}.{stream_name}"));
-            let stream_name = stream_name.to_string();
+            let fill = |t: &str| t.replace("{site}", site.as_str()).replace("{shard}", &shard_of(site).to_string());
+            let stream_name = fill(stream_name);
+            let (filter, ack) = (fill(filter), format!("{ack_prefix}.{site}.{stream_name}"));
             self.tasks.spawn(async move {
                 let js = topology::hub_js(&client);
                 let consumer = match js.get_stream_no_info(&stream_name).await {
@@ -229,6 +230,14 @@ impl Fleet {
             drop(c);
         }
     }
+}
+
+/// Shards of the sharded raw ceiling.
+pub const SHARDS: usize = 16;
+
+/// The shard of a site in the sharded raw ceiling: a stable hash of its name.
+pub fn shard_of(site: &Name) -> usize {
+    site.as_str().bytes().fold(0usize, |h, b| h.wrapping_mul(31).wrapping_add(b as usize)) % SHARDS
 }
 
 /// Every site's heartbeat, through the site's own connection, spread over the interval.
