@@ -280,10 +280,14 @@ async fn raw_ceiling(client: &async_nats::Client, fleet: &mut Fleet) -> Result<R
     let mut js = topology::hub_js(client);
     // The wildcard rounds keep the hub busy for seconds at 10,000 sites.
     js.set_timeout(Duration::from_secs(60));
-    for (name, subjects) in [("RAW_LITERAL", "raw.>"), ("RAW_WILDCARD", "rawwc.>")] {
+    // Streams like DESIRED (one message per subject, as many consumers as sites), nothing else.
+    let streams = [("RAW_LITERAL".to_string(), "raw.>".to_string()), ("RAW_WILDCARD".into(), "rawwc.>".into())]
+        .into_iter()
+        .chain((0..sim::SHARDS).map(|k| (format!("RAW_SHARD_{k}"), format!("rawsh.{k}.>"))));
+    for (name, subjects) in streams {
         js.create_stream(stream::Config {
-            name: name.into(),
-            subjects: vec![subjects.into()],
+            name,
+            subjects: vec![subjects],
             storage: stream::StorageType::File,
             max_messages_per_subject: 1,
             max_consumers: topology::DESIRED_MAX_CONSUMERS,
@@ -293,17 +297,6 @@ async fn raw_ceiling(client: &async_nats::Client, fleet: &mut Fleet) -> Result<R
     }
     fleet.start_echo("RAW_LITERAL", "raw.{site}", "rawack").await?;
     fleet.start_echo("RAW_WILDCARD", "rawwc.{site}.>", "rawack").await?;
-    for k in 0..sim::SHARDS {
-        js.create_stream(stream::Config {
-            name: format!("RAW_SHARD_{k}"),
-            subjects: vec![format!("rawsh.{k}.>")],
-            storage: stream::StorageType::File,
-            max_messages_per_subject: 1,
-            max_consumers: topology::DESIRED_MAX_CONSUMERS,
-            ..Default::default()
-        })
-        .await?;
-    }
     fleet.start_echo("RAW_SHARD_{shard}", "rawsh.{shard}.{site}.>", "rawack").await?;
     let mut echoes = client.subscribe("rawack.>").await?;
     client.flush().await?;
