@@ -52,5 +52,8 @@ async fn more_than_a_thousand_sites_follow_their_desired_state_and_list() -> Res
     assert!(listed.iter().all(|(k, _)| k != sites[0].as_str()), "a deleted key was listed");
     let some: Vec<(String, serde_json::Value)> = edge_bus::kv::list(&buckets.sites, "scale-10").await?;
     assert_eq!(some.len(), 100, "keys starting scale-10");
+    // Listing leaves no consumer behind (the bucket's stream allows 1,000 by default).
+    let mut kv_stream = buckets.sites.stream.clone();
+    assert_eq!(kv_stream.info().await?.state.consumer_count, 0, "listing left its consumers");
     Ok(())
 }

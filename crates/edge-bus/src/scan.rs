@@ -6,7 +6,9 @@
 use async_nats::jetstream::{consumer, stream::Stream, Message};
 use futures::StreamExt;
 
-/// The last message of every subject of `stream` that matches `filter`, in stream order.
+/// The last message of every subject of `stream` that matches `filter`, in stream order. The
+/// consumer is deleted afterwards: callers list on every apply and every few seconds, and a
+/// lingering one counts against the stream's consumer limit (1,000 by default) for 30 s.
 pub async fn last_per_subject(stream: &Stream, filter: String) -> Result<Vec<Message>, async_nats::Error> {
     let consumer = stream
         .create_consumer(consumer::pull::OrderedConfig {
@@ -15,6 +17,16 @@ pub async fn last_per_subject(stream: &Stream, filter: String) -> Result<Vec<Mes
             ..Default::default()
         })
         .await?;
+    let name = consumer.cached_info().name.clone();
+    let read = read_all(consumer).await;
+    // Best effort: the server drops it after its inactivity threshold anyway.
+    let _ = stream.delete_consumer(&name).await;
+    read
+}
+
+async fn read_all(
+    consumer: consumer::Consumer<consumer::pull::OrderedConfig>,
+) -> Result<Vec<Message>, async_nats::Error> {
     let mut remaining = consumer.cached_info().num_pending;
     let mut out = Vec::with_capacity(remaining as usize);
     if remaining == 0 {
