@@ -271,11 +271,12 @@ async fn wait_acked(acks: &Acks, generation: u64, total: usize, from: Instant, l
 /// The ceilings: one message per site into a plain stream on the same hub (acked), each
 /// delivered to that site's consumer over its own connection and echoed back on core NATS.
 /// First with a literal filter per site (`raw.<site>`: the server finds a site's next message
-/// through its per-subject index), then with a wildcard filter per site like a site's source of
-/// DESIRED (`rawwc.<site>.>`, subject `rawwc.<site>.app`, one message per subject), twice: the
-/// second round replaces the first round's messages, as a change of a placed app does; then the
-/// same two rounds with the sites spread over 16 streams (`rawsh.<shard>.<site>.>`), the layout
-/// that would take the walk's cost from sites^2 to sites^2/16.
+/// through its per-subject index), then with a wildcard filter per site in one stream
+/// (`rawwc.<site>.>`, subject `rawwc.<site>.app`, one message per subject), twice: the second
+/// round replaces the first round's messages, as a change of a placed app does; then the same two
+/// rounds with the sites spread over as many streams as the hub's desired state has shards
+/// (`rawsh.<shard>.<site>.>`, each site in its desired-state shard), the layout of the hub's
+/// desired state: the like-for-like ceiling of a change.
 async fn raw_ceiling(client: &async_nats::Client, fleet: &mut Fleet) -> Result<RawRounds> {
     let mut js = topology::hub_js(client);
     // The wildcard rounds keep the hub busy for seconds at 10,000 sites.

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Result};
 use async_nats::jetstream::{message::PublishMessage, stream};
-use edge_bus::topology::{self, STREAM_DESIRED};
+use edge_bus::topology;
 use edge_testkit::NatsServer;
 
 use crate::procs::cpu_secs;
@@ -227,8 +227,11 @@ async fn write_pass(
     let pass = meter.stop();
 
     ensure!(writer.duplicates() == 0, "{} desired states were duplicates on a fresh stream", writer.duplicates());
-    let stored = js.get_stream(STREAM_DESIRED).await?.info().await?.state.messages;
-    ensure!(stored == writer.written(), "DESIRED holds {stored} messages, {} were acked", writer.written());
+    let mut stored = 0;
+    for shard in topology::desired_shards() {
+        stored += js.get_stream(topology::desired_stream(shard)).await?.info().await?.state.messages;
+    }
+    ensure!(stored == writer.written(), "the desired state holds {stored} messages, {} were acked", writer.written());
     Ok((pass, writer.written(), writer.payload_bytes()))
 }
 

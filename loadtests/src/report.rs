@@ -235,13 +235,12 @@ impl Table {
         self.row(
             &format!("rollout to {} sites: change received at 99% of sites", r.sites),
             at(&r.received, r.sites, 0.99),
-            format!("{} raw, wildcard filter, replacing", at(&r.raw.wildcard_change, r.sites, 0.99)),
+            format!("{} raw, {} shards, replacing", at(&r.raw.sharded_change, r.sites, 0.99), crate::sim::SHARDS),
             format!(
-                "apply replied after {}; raw wildcard first {}, in {} shards {}",
+                "apply replied after {}; raw wildcard first {}, in one stream {}",
                 secs(r.apply_reply),
                 at(&r.raw.wildcard_first, r.sites, 0.99),
-                crate::sim::SHARDS,
-                at(&r.raw.sharded_change, r.sites, 0.99)
+                at(&r.raw.wildcard_change, r.sites, 0.99)
             ),
         );
         if r.leaf_sites > 0 {

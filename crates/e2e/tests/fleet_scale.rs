@@ -1,12 +1,13 @@
-//! What breaks only past a thousand sites, on a real hub: every site's source of DESIRED is a
-//! consumer of that stream (nats-server 2.15 allows a stream 1,000 unless it says otherwise),
+//! What breaks only past a thousand sites, on a real hub: every site's source of its desired
+//! state is a consumer of its shard's stream (nats-server 2.15 allows a stream 1,000 unless it
+//! says otherwise; 32 shards reach that past 32,000 sites, here made with sites of one shard),
 //! and listing a bucket of thousands of keys.
 
 use std::time::Duration;
 
 use anyhow::Result;
 use async_nats::jetstream::consumer;
-use edge_bus::topology::{self, STREAM_DESIRED};
+use edge_bus::topology;
 use edge_testkit::NatsServer;
 use edge_types::{subject, Name};
 use futures::StreamExt;
@@ -19,9 +20,13 @@ async fn more_than_a_thousand_sites_follow_their_desired_state_and_list() -> Res
     let client = async_nats::connect(hub.url()).await?;
     let js = topology::hub_js(&client);
     let buckets = topology::ensure_hub(&js).await?;
-    let stream = js.get_stream(STREAM_DESIRED).await?;
 
-    let sites: Vec<Name> = (0..SITES).map(|i| Name::site(format!("scale-{i:04}"))).collect::<Result<_, _>>()?;
+    // Sites that all fall in one shard, so that one stream has more than a thousand sources.
+    let all: Vec<Name> =
+        (0..).map(|i| Name::site(format!("scale-{i:05}"))).take(40 * SITES).collect::<Result<_, _>>()?;
+    let sites: Vec<Name> = all.into_iter().filter(|s| subject::desired_shard(s) == 0).take(SITES).collect();
+    assert_eq!(sites.len(), SITES);
+    let stream = js.get_stream(topology::desired_stream(0)).await?;
     let mut last = None;
     for site in &sites {
         let c = stream
@@ -50,8 +55,10 @@ async fn more_than_a_thousand_sites_follow_their_desired_state_and_list() -> Res
     let listed: Vec<(String, serde_json::Value)> = edge_bus::kv::list(&buckets.sites, "").await?;
     assert_eq!(listed.len(), SITES - 1);
     assert!(listed.iter().all(|(k, _)| k != sites[0].as_str()), "a deleted key was listed");
-    let some: Vec<(String, serde_json::Value)> = edge_bus::kv::list(&buckets.sites, "scale-10").await?;
-    assert_eq!(some.len(), 100, "keys starting scale-10");
+    let prefix = &sites[1].as_str()[..9];
+    let some: Vec<(String, serde_json::Value)> = edge_bus::kv::list(&buckets.sites, prefix).await?;
+    let expected = sites[1..].iter().filter(|s| s.as_str().starts_with(prefix)).count();
+    assert_eq!(some.len(), expected, "keys starting {prefix}");
     // Listing leaves no consumer behind (the bucket's stream allows 1,000 by default).
     let mut kv_stream = buckets.sites.stream.clone();
     assert_eq!(kv_stream.info().await?.state.consumer_count, 0, "listing left its consumers");

@@ -100,15 +100,15 @@ async fn audits(stack: &Stack) -> Result<Vec<AuditEvent>> {
 /// The envelope the hub holds for a secret at a site.
 async fn envelope(stack: &Stack, site: &Name, secret: &str) -> Result<SealedSecret> {
     let js = edge_bus::topology::hub_js(&stack.client);
-    let stream = js.get_stream("DESIRED").await?;
-    let subject = format!("edge.v1.desired.{site}._secret.default.{secret}");
+    let stream = js.get_stream(edge_bus::topology::desired_stream_of(site)).await?;
+    let subject = edge_types::subject::sealed_secret(site, &Name::new("default")?, &Name::new(secret)?);
     let msg = stream.get_last_raw_message_by_subject(&subject).await?;
     Ok(serde_json::from_slice(&msg.payload)?)
 }
 
 async fn publish_envelope(stack: &Stack, e: &SealedSecret) -> Result<()> {
     let js = edge_bus::topology::hub_js(&stack.client);
-    let subject = format!("edge.v1.desired.{}._secret.{}.{}", e.site, e.tenant, e.name);
+    let subject = edge_types::subject::sealed_secret(&e.site, &e.tenant, &e.name);
     js.publish(subject, serde_json::to_vec(e)?.into()).await?.await?;
     Ok(())
 }

@@ -17,6 +17,9 @@ pub enum BusError {
         #[source]
         source: async_nats::Error,
     },
+    /// The server holds streams of an older layout that this version cannot use as they are.
+    #[error("{0}")]
+    Layout(String),
 }
 
 impl BusError {

@@ -9,7 +9,7 @@ use futures::StreamExt;
 /// The last message of every subject of `stream` that matches `filter`, in stream order. The
 /// consumer is deleted afterwards: callers list on every apply and every few seconds, and a
 /// lingering one counts against the stream's consumer limit (1,000 by default) for 30 s.
-pub async fn last_per_subject(stream: &Stream, filter: String) -> Result<Vec<Message>, async_nats::Error> {
+pub async fn last_per_subject<I>(stream: &Stream<I>, filter: String) -> Result<Vec<Message>, async_nats::Error> {
     let consumer = stream
         .create_consumer(consumer::pull::OrderedConfig {
             filter_subject: filter,

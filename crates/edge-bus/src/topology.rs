@@ -2,20 +2,23 @@
 //! every call is idempotent.
 //!
 //! Hub (domain `hub`):
-//! - stream `DESIRED` binds `edge.v1.desired.>`, one message per subject: the latest desired state
-//!   of each (site, app).
+//! - streams `DESIRED_00` to `DESIRED_31`, one per desired-state shard (`edge_types::subject::
+//!   desired_shard` of the site), each binding `edge.v1.desired.<shard>.>`, one message per
+//!   subject: the latest desired state of each (site, app).
 //! - stream `SITE_EVENTS` binds nothing; it sources every registered site's `SITE_EVENTS` through
 //!   `$JS.<site>.API`, so site events reach the hub once the link is up, however long it was down.
 //! - KV buckets `edge_apps`, `edge_sites`, `edge_status`, `edge_secrets` (secrets, encrypted
 //!   with their tenant's data key) and `edge_secret_keys` (data keys wrapped by the master key).
 //! - stream `AUDIT` binds `edge.v1.audit.>`: who did what to which secret, kept a year.
-//! - sealed secrets travel in `DESIRED` too, as `edge.v1.desired.<site>._secret.<tenant>.<name>`.
+//! - sealed secrets travel in the desired state too, as
+//!   `edge.v1.desired.<shard>.<site>._secret.<tenant>.<name>`.
 //!
 //! Site (domain = site id):
-//! - stream `DESIRED` binds nothing; it sources the hub's `DESIRED` filtered to
-//!   `edge.v1.desired.<site>.>`, so the site holds exactly its own desired state, also offline.
+//! - stream `DESIRED` binds nothing; it sources the hub's stream of the site's shard filtered to
+//!   `edge.v1.desired.<shard>.<site>.>`, so the site holds exactly its own desired state, also
+//!   offline.
 //! - stream `SITE_EVENTS` binds `edge.v1.site.<site>.>`: status and registration, kept at the
-//!   site until the hub has processed them (the hub's watermark, `edge.v1.desired.<site>._watermark`,
+//!   site until the hub has processed them (the hub's watermark, `..._watermark` of its desired state,
 //!   arrives with the desired state and the site purges up to it). Full, it refuses new events.
 //! - KV buckets `edge_hosts`, `edge_leader`, `edge_assign`, `edge_host_status`: the site's own
 //!   cluster (hosts, leader lease, replica placement, per-host status), see `edge_types::cluster`;
@@ -31,6 +34,7 @@ use crate::BusError;
 
 /// JetStream domain of the hub.
 pub const HUB_DOMAIN: &str = "hub";
+/// A site's own desired-state stream (the hub's are [`desired_stream`]).
 pub const STREAM_DESIRED: &str = "DESIRED";
 pub const STREAM_SITE_EVENTS: &str = "SITE_EVENTS";
 pub const STREAM_TELEMETRY: &str = "TELEMETRY";
@@ -59,7 +63,22 @@ const DEDUPE_WINDOW: Duration = Duration::from_secs(120);
 /// than with 2 minutes).
 pub const DESIRED_DEDUPE_WINDOW: Duration = Duration::from_secs(30);
 const DAY: Duration = Duration::from_secs(24 * 3600);
-/// Consumers the hub's `DESIRED` may have: one sourcing consumer per connected site, plus the
+/// The hub's stream of one desired-state shard: `DESIRED_<shard>`.
+pub fn desired_stream(shard: u32) -> String {
+    format!("{STREAM_DESIRED}_{}", subject::shard_token(shard))
+}
+
+/// The hub's desired-state stream that holds `site`'s subjects.
+pub fn desired_stream_of(site: &Name) -> String {
+    desired_stream(subject::desired_shard(site))
+}
+
+/// Every shard of the hub's desired state.
+pub fn desired_shards() -> std::ops::Range<u32> {
+    0..subject::DESIRED_SHARDS
+}
+
+/// Consumers each of the hub's `DESIRED_<shard>` streams may have: one sourcing consumer per connected site, plus the
 /// services' own. nats-server 2.15 limits every stream to 1,000 consumers unless the stream
 /// sets its own limit (zero or -1 mean that default, not "unlimited"), which would refuse the
 /// 1,001st site.
@@ -164,20 +183,7 @@ pub fn replicas() -> usize {
 
 /// Ensures the hub's streams and buckets.
 pub async fn ensure_hub(js: &jetstream::Context) -> Result<HubBuckets, BusError> {
-    js.create_or_update_stream(stream::Config {
-        name: STREAM_DESIRED.into(),
-        description: Some("Desired state per site and app, sourced by each site".into()),
-        subjects: vec![subject::desired_all()],
-        max_messages_per_subject: 1,
-        storage: stream::StorageType::File,
-        num_replicas: replicas(),
-        duplicate_window: DESIRED_DEDUPE_WINDOW,
-        allow_direct: true,
-        max_consumers: DESIRED_MAX_CONSUMERS,
-        ..Default::default()
-    })
-    .await
-    .map_err(|e| BusError::js("ensure hub stream DESIRED", e))?;
+    ensure_desired_streams(js).await?;
     // Sources are added per site at registration, so never overwrite an existing config here.
     js.get_or_create_stream(stream::Config {
         name: STREAM_SITE_EVENTS.into(),
@@ -210,6 +216,38 @@ pub async fn ensure_hub(js: &jetstream::Context) -> Result<HubBuckets, BusError>
             .await?,
         staging: ensure_bucket(js, BUCKET_STAGING, "What registry-sync has staged at each site, key = site").await?,
     })
+}
+
+/// Ensures the hub's desired-state streams, one per shard.
+async fn ensure_desired_streams(js: &jetstream::Context) -> Result<(), BusError> {
+    // Before the desired state was sharded, one hub stream `DESIRED` bound every desired-state
+    // subject; it overlaps the shards' subjects, so the server would refuse them.
+    if js.get_stream(STREAM_DESIRED).await.is_ok() {
+        return Err(BusError::Layout(format!(
+            "the hub has a stream {STREAM_DESIRED} from before the desired state was sharded \
+             (edge.v1.desired.<shard>.<site>...); remove it (nats stream rm {STREAM_DESIRED}, or start \
+             the hub with empty storage): the scheduler and the secrets service write every desired \
+             state and sealed secret again"
+        )));
+    }
+    for shard in desired_shards() {
+        let name = desired_stream(shard);
+        js.create_or_update_stream(stream::Config {
+            name: name.clone(),
+            description: Some(format!("Desired state per site and app of shard {shard}, sourced by its sites")),
+            subjects: vec![subject::desired_in_shard(shard)],
+            max_messages_per_subject: 1,
+            storage: stream::StorageType::File,
+            num_replicas: replicas(),
+            duplicate_window: DESIRED_DEDUPE_WINDOW,
+            allow_direct: true,
+            max_consumers: DESIRED_MAX_CONSUMERS,
+            ..Default::default()
+        })
+        .await
+        .map_err(|e| BusError::js(format!("ensure hub stream {name}"), e))?;
+    }
+    Ok(())
 }
 
 /// Ensures what the `telemetry` service keeps: alert events (stream `ALERTS`, a month) and the
@@ -325,7 +363,7 @@ pub async fn ensure_site(js: &jetstream::Context, site: &Name, limits: &SiteStre
         storage: stream::StorageType::File,
         num_replicas: replicas(),
         sources: Some(vec![stream::Source {
-            name: STREAM_DESIRED.into(),
+            name: desired_stream_of(site),
             filter_subject: Some(subject::desired_for_site(site)),
             external: Some(stream::External { api_prefix: api_prefix(HUB_DOMAIN), delivery_prefix: None }),
             ..Default::default()

@@ -151,7 +151,7 @@ pub struct StoredSecret {
     pub ciphertext: String,
 }
 
-/// A secret on its way to one site (`edge.v1.desired.<site>._secret.<tenant>.<name>`): sealed
+/// A secret on its way to one site (`edge.v1.desired.<shard>.<site>._secret.<tenant>.<name>`): sealed
 /// to the site's public key by the `secrets` service, or a withdrawal (no `sealed`), which
 /// replaces the ciphertext at the site.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -195,7 +195,7 @@ pub struct SiteRef {
     pub site: Name,
 }
 
-/// Travels to the site with its desired state (`edge.v1.desired.<site>._rekey`); reply to
+/// Travels to the site with its desired state (`edge.v1.desired.<shard>.<site>._rekey`); reply to
 /// `site.rotate-key`. A site rotates once per request: it records the last `requested_at_ms`
 /// it acted on.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]

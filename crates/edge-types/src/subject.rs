@@ -4,10 +4,10 @@
 //! ```text
 //! edge.v1.api.<noun>.<verb>            request/reply API of the central services (app, site: scheduler;
 //!                                      secret: secrets; alert, telemetry: telemetry; image: registry-sync)
-//! edge.v1.desired.<site>.<app>         desired state of one app at one site (hub stream DESIRED)
-//! edge.v1.desired.<site>._watermark    how far the hub has processed the site's events
-//! edge.v1.desired.<site>._secret.<tenant>.<name>   a secret sealed to the site (or withdrawn)
-//! edge.v1.desired.<site>._rekey        the site must make a new key pair
+//! edge.v1.desired.<shard>.<site>.<app>        desired state of one app at one site
+//! edge.v1.desired.<shard>.<site>._watermark   how far the hub has processed the site's events
+//! edge.v1.desired.<shard>.<site>._secret.<tenant>.<name>   a secret sealed to the site (or withdrawn)
+//! edge.v1.desired.<shard>.<site>._rekey       the site must make a new key pair
 //! edge.v1.site.<site>.status.<app>     an app's observed status at a site (site stream SITE_EVENTS)
 //! edge.v1.site.<site>.registration     call-home record of a site and its hosts (SITE_EVENTS)
 //! edge.v1.site.<site>.audit            audit events of a site: secrets read, refused (SITE_EVENTS)
@@ -18,6 +18,12 @@
 //! edge.v1.tm.<site>.stats.<host>       a host's and its containers' resource use (site TELEMETRY)
 //! edge.v1.tm.<site>.event.<host>       containers' lifecycle events (site TELEMETRY)
 //! ```
+//!
+//! `<shard>` is the site's desired-state shard, [`desired_shard`]: two digits, a fixed hash of
+//! the site id modulo [`DESIRED_SHARDS`]. The hub keeps each shard in its own stream
+//! (`DESIRED_<shard>`) and a site sources only its shard's stream, so that following one's own
+//! subjects costs a site a walk over its shard, not over every site's messages (see
+//! `docs/benchmarks.md`, rollout to 10,000 sites).
 
 use crate::names::Name;
 
@@ -136,31 +142,57 @@ impl ApiOp {
     }
 }
 
-/// `edge.v1.desired.<site>.<app>`
+/// Desired-state shards: the hub's desired state is split over this many streams by
+/// [`desired_shard`]. Part of the grammar: hub and sites must agree on it.
+pub const DESIRED_SHARDS: u32 = 32;
+
+/// The desired-state shard of a site: FNV-1a (32 bits) of its id, modulo [`DESIRED_SHARDS`].
+/// Stable across versions and platforms, since sites and hub compute it independently.
+pub fn desired_shard(site: &Name) -> u32 {
+    let hash = site.as_str().bytes().fold(0x811c_9dc5_u32, |h, b| (h ^ u32::from(b)).wrapping_mul(0x0100_0193));
+    hash % DESIRED_SHARDS
+}
+
+/// The `<shard>` token of a shard: two digits.
+pub fn shard_token(shard: u32) -> String {
+    format!("{shard:02}")
+}
+
+/// `edge.v1.desired.<shard>.<site>`: the root of one site's desired-state subjects.
+fn desired_root(site: &Name) -> String {
+    format!("{PREFIX}.desired.{}.{site}", shard_token(desired_shard(site)))
+}
+
+/// `edge.v1.desired.<shard>.<site>.<app>`
 pub fn desired(site: &Name, app: &Name) -> String {
-    format!("{PREFIX}.desired.{site}.{app}")
+    format!("{}.{app}", desired_root(site))
 }
 
-/// `edge.v1.desired.<site>._watermark`: travels with the desired state (the `_` keeps it apart
-/// from app names, which cannot start with one).
+/// `edge.v1.desired.<shard>.<site>._watermark`: travels with the desired state (the `_` keeps
+/// it apart from app names, which cannot start with one).
 pub fn events_watermark(site: &Name) -> String {
-    format!("{PREFIX}.desired.{site}._watermark")
+    format!("{}._watermark", desired_root(site))
 }
 
-/// `edge.v1.desired.<site>._secret.<tenant>.<name>`: a secret sealed to one site, travelling
-/// with its desired state (the `_` keeps it apart from app names).
+/// `edge.v1.desired.<shard>.<site>._secret.<tenant>.<name>`: a secret sealed to one site,
+/// travelling with its desired state (the `_` keeps it apart from app names).
 pub fn sealed_secret(site: &Name, tenant: &Name, name: &Name) -> String {
-    format!("{PREFIX}.desired.{site}._secret.{tenant}.{name}")
+    format!("{}._secret.{tenant}.{name}", desired_root(site))
 }
 
-/// `edge.v1.desired.<site>._rekey`
+/// `edge.v1.desired.<shard>.<site>._rekey`
 pub fn site_rekey(site: &Name) -> String {
-    format!("{PREFIX}.desired.{site}._rekey")
+    format!("{}._rekey", desired_root(site))
 }
 
-/// Every sealed secret of every site (a filter of the hub's DESIRED).
+/// Every sealed secret of every site (core subscriptions).
 pub fn sealed_secret_all() -> String {
-    format!("{PREFIX}.desired.*._secret.>")
+    format!("{PREFIX}.desired.*.*._secret.>")
+}
+
+/// Every sealed secret of the sites of one shard (a filter of the hub's `DESIRED_<shard>`).
+pub fn sealed_secret_in_shard(shard: u32) -> String {
+    format!("{PREFIX}.desired.{}.*._secret.>", shard_token(shard))
 }
 
 /// `edge.v1.site.<site>.audit`
@@ -188,19 +220,19 @@ pub fn audit_all() -> String {
     format!("{PREFIX}.audit.>")
 }
 
-/// Every desired-state subject: what the hub stream DESIRED binds.
-pub fn desired_all() -> String {
-    format!("{PREFIX}.desired.>")
+/// Every desired-state subject of one shard: what the hub stream `DESIRED_<shard>` binds.
+pub fn desired_in_shard(shard: u32) -> String {
+    format!("{PREFIX}.desired.{}.>", shard_token(shard))
 }
 
-/// Desired state of one app at every site: `edge.v1.desired.*.<app>`.
-pub fn desired_of_app(app: &Name) -> String {
-    format!("{PREFIX}.desired.*.{app}")
+/// Desired state of one app at every site of one shard: `edge.v1.desired.<shard>.*.<app>`.
+pub fn desired_of_app_in_shard(shard: u32, app: &Name) -> String {
+    format!("{PREFIX}.desired.{}.*.{app}", shard_token(shard))
 }
 
 /// Desired state of one site: the filter the site's DESIRED stream sources with.
 pub fn desired_for_site(site: &Name) -> String {
-    format!("{PREFIX}.desired.{site}.>")
+    format!("{}.>", desired_root(site))
 }
 
 /// Every event subject of one site: what the site stream SITE_EVENTS binds.
@@ -297,10 +329,20 @@ pub fn parse(subject: &str) -> Result<Subject, SubjectError> {
             .find(|op| op.parts() == (*noun, *verb))
             .map(Subject::Api)
             .ok_or_else(|| err("unknown operation")),
-        ["desired", site, "_rekey"] => Ok(Subject::SiteRekey { site: name(site)? }),
-        ["desired", site, "_watermark"] => Ok(Subject::EventsWatermark { site: name(site)? }),
-        ["desired", site, "_secret", tenant, secret] => {
-            Ok(Subject::SealedSecret { site: name(site)?, tenant: name(tenant)?, name: name(secret)? })
+        ["desired", shard, site, rest @ ..] => {
+            let site = name(site)?;
+            if *shard != shard_token(desired_shard(&site)) {
+                return Err(err("the shard token is not the site's desired-state shard"));
+            }
+            match rest {
+                ["_rekey"] => Ok(Subject::SiteRekey { site }),
+                ["_watermark"] => Ok(Subject::EventsWatermark { site }),
+                ["_secret", tenant, secret] => {
+                    Ok(Subject::SealedSecret { site, tenant: name(tenant)?, name: name(secret)? })
+                }
+                [app] => Ok(Subject::Desired { site, app: name(app)? }),
+                _ => Err(err("unknown shape")),
+            }
         }
         ["alert", kind, n] => {
             use crate::alert::AlertKind as K;
@@ -312,7 +354,6 @@ pub fn parse(subject: &str) -> Result<Subject, SubjectError> {
         }
         ["site", site, "audit"] => Ok(Subject::SiteAudit { site: name(site)? }),
         ["audit", "secret", tenant, secret] => Ok(Subject::AuditSecret { tenant: name(tenant)?, name: name(secret)? }),
-        ["desired", site, app] => Ok(Subject::Desired { site: name(site)?, app: name(app)? }),
         ["site", site, "status", app] => Ok(Subject::SiteStatus { site: name(site)?, app: name(app)? }),
         ["site", site, "registration"] => Ok(Subject::SiteRegistration { site: name(site)? }),
         ["hb", site] => Ok(Subject::Heartbeat { site: name(site)? }),
@@ -360,5 +401,26 @@ mod tests {
         {
             assert!(parse(bad).is_err(), "{bad}");
         }
+        // The pre-shard shape, and a site under another shard than its own.
+        assert!(parse("edge.v1.desired.shop-1.web").is_err());
+        let s = n("shop-1");
+        let other = shard_token((desired_shard(&s) + 1) % DESIRED_SHARDS);
+        assert!(parse(&format!("edge.v1.desired.{other}.shop-1.web")).is_err());
+    }
+
+    #[test]
+    fn shards_are_stable_and_spread() {
+        // Fixed values: sites and hub of different versions must agree.
+        assert_eq!(
+            desired(&n("shop-1"), &n("web")),
+            format!("edge.v1.desired.{}.shop-1.web", shard_token(desired_shard(&n("shop-1"))))
+        );
+        assert_eq!(desired_shard(&n("a")), 0xe40c292c % DESIRED_SHARDS);
+        let mut counts = vec![0u32; DESIRED_SHARDS as usize];
+        for i in 0..10_000 {
+            counts[desired_shard(&n(&format!("site-{i}"))) as usize] += 1;
+        }
+        let (lo, hi) = (counts.iter().min().unwrap(), counts.iter().max().unwrap());
+        assert!(*lo > 250 && *hi < 380, "uneven shards: {lo}..{hi}");
     }
 }

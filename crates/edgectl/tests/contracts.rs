@@ -89,8 +89,11 @@ fn asyncapi_addresses_follow_the_grammar() {
             assert!(known.contains(&bucket), "channel {id}: bucket {bucket} is not in the topology");
             continue;
         }
+        let site = edge_types::Name::new("site-1").unwrap();
+        let shard = subject::shard_token(subject::desired_shard(&site));
         let concrete = address
-            .replace("{site}", "site-1")
+            .replace("{shard}", &shard)
+            .replace("{site}", site.as_str())
             .replace("{app}", "web")
             .replace("{tenant}", "default")
             .replace("{name}", "db")

@@ -232,12 +232,12 @@ impl Fleet {
     }
 }
 
-/// Shards of the sharded raw ceiling.
-pub const SHARDS: usize = 16;
+/// Shards of the sharded raw ceiling: as many as the hub's desired state has.
+pub const SHARDS: usize = edge_types::subject::DESIRED_SHARDS as usize;
 
-/// The shard of a site in the sharded raw ceiling: a stable hash of its name.
+/// The shard of a site in the sharded raw ceiling: its desired-state shard.
 pub fn shard_of(site: &Name) -> usize {
-    site.as_str().bytes().fold(0usize, |h, b| h.wrapping_mul(31).wrapping_add(b as usize)) % SHARDS
+    edge_types::subject::desired_shard(site) as usize
 }
 
 /// Every site's heartbeat, through the site's own connection, spread over the interval.

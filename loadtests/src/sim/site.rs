@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_nats::jetstream::{self, consumer};
-use edge_bus::topology::{self, STREAM_DESIRED};
+use edge_bus::topology;
 use edge_types::cluster::Assignment;
 use edge_types::desired::DesiredApp;
 use edge_types::site::HostInventory;
@@ -75,7 +75,7 @@ impl SimSite {
     }
 
     async fn follow_once(&mut self, shutdown: &CancellationToken) -> Result<(), async_nats::Error> {
-        let stream = self.js.get_stream_no_info(STREAM_DESIRED).await?;
+        let stream = self.js.get_stream_no_info(topology::desired_stream_of(&self.name)).await?;
         let consumer = stream
             .create_consumer(consumer::push::OrderedConfig {
                 deliver_subject: self.client.new_inbox(),

@@ -1,11 +1,11 @@
-//! Placement: which sites an application belongs on, and making the hub's DESIRED stream say
+//! Placement: which sites an application belongs on, and making the hub's desired state say
 //! exactly that. Every function here is idempotent, so a retry or a resync pass is always safe.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use async_nats::jetstream::{self, stream::DirectGetErrorKind};
 use edge_bus::kv::{self, Change};
-use edge_bus::topology::STREAM_DESIRED;
+use edge_bus::topology::desired_stream;
 use edge_types::api::AppRecord;
 use edge_types::app::AppSpec;
 use edge_types::desired::DesiredApp;
@@ -226,19 +226,21 @@ fn target(record: &AppRecord, held: &BTreeMap<u64, Held>, site: &Name, orders: &
     }
 }
 
-/// Writes every state of `states` that the DESIRED stream does not already hold for its subject,
-/// through the pipelined [`DesiredWriter`], each acked. Idempotent: a retry rewrites nothing
-/// already there. What the stream holds is read with one scan of the app's subjects when many
-/// states of one app are checked (a fleet-wide placement), else with concurrent direct gets.
+/// Writes every state of `states` that the hub's desired state does not already hold for its
+/// subject, through the pipelined [`DesiredWriter`], each acked. Idempotent: a retry rewrites
+/// nothing already there. What the streams hold is read with one scan of the app's subjects per
+/// shard when many states of one app are checked (a fleet-wide placement), else with concurrent
+/// direct gets.
 pub async fn ensure_all(js: &jetstream::Context, states: Vec<DesiredApp>) -> Result<(), SchedulerError> {
     if states.is_empty() {
         return Ok(());
     }
-    let stream = js.get_stream(STREAM_DESIRED).await.map_err(SchedulerError::js)?;
+    let streams = shard_streams(js).await?;
     let mut writer = DesiredWriter::new(js.clone(), DesiredWriter::DEFAULT_WINDOW);
     let one_app = states.iter().all(|d| d.app == states[0].app);
     if one_app && states.len() > SCAN_ABOVE {
-        let held = held_states(&stream, &states[0].app).await?;
+        let shards: BTreeSet<u32> = states.iter().map(|d| subject::desired_shard(&d.site)).collect();
+        let held = held_states(&streams, &shards, &states[0].app).await?;
         for d in &states {
             let current = held.get(&subject::desired(&d.site, &d.app)).map(|(seq, p)| (*seq, p.as_ref()));
             if let Some(after) = must_write(current, d) {
@@ -247,8 +249,8 @@ pub async fn ensure_all(js: &jetstream::Context, states: Vec<DesiredApp>) -> Res
         }
     } else {
         let checks = futures::stream::iter(states)
-            .map(|d| {
-                let stream = stream.clone();
+            .map(move |d| {
+                let stream = streams[subject::desired_shard(&d.site) as usize].clone();
                 async move { write_after(&stream, &d).await.map(|after| (d, after)) }
             })
             .buffered(CONCURRENT_CHECKS);
@@ -270,22 +272,48 @@ pub async fn ensure_all(js: &jetstream::Context, states: Vec<DesiredApp>) -> Res
 
 /// Direct gets in flight at once while checking what a placement must write.
 const CONCURRENT_CHECKS: usize = 64;
-/// Above this many states of one app, the app's subjects are read in one scan instead.
+/// Above this many states of one app, the app's subjects are read in one scan per shard instead.
 const SCAN_ABOVE: usize = 32;
+/// Shards scanned at once.
+const CONCURRENT_SCANS: usize = 8;
 
-/// The stored state of `app` at every site: subject -> (stream sequence, payload).
-async fn held_states(
-    stream: &jetstream::stream::Stream,
-    app: &Name,
-) -> Result<std::collections::HashMap<String, (u64, Vec<u8>)>, SchedulerError> {
-    let messages =
-        edge_bus::scan::last_per_subject(stream, subject::desired_of_app(app)).await.map_err(SchedulerError::js)?;
-    let mut out = std::collections::HashMap::with_capacity(messages.len());
-    for m in messages {
-        let seq = m.info().map_err(SchedulerError::js)?.stream_sequence;
-        out.insert(m.subject.to_string(), (seq, m.payload.to_vec()));
+/// Handles to the hub's desired-state streams by shard (made without a round trip).
+async fn shard_streams(js: &jetstream::Context) -> Result<Vec<jetstream::stream::Stream<()>>, SchedulerError> {
+    let mut out = Vec::with_capacity(subject::DESIRED_SHARDS as usize);
+    for shard in edge_bus::topology::desired_shards() {
+        out.push(js.get_stream_no_info(desired_stream(shard)).await.map_err(SchedulerError::js)?);
     }
     Ok(out)
+}
+
+/// The stored state of `app` at every site of `shards`: subject -> (stream sequence, payload).
+async fn held_states(
+    streams: &[jetstream::stream::Stream<()>],
+    shards: &BTreeSet<u32>,
+    app: &Name,
+) -> Result<HashMap<String, (u64, Vec<u8>)>, SchedulerError> {
+    let mut scans = Vec::with_capacity(shards.len());
+    for &shard in shards {
+        scans.push(scan_shard(streams[shard as usize].clone(), shard, app.clone()));
+    }
+    let mut scans = futures::stream::iter(scans).buffer_unordered(CONCURRENT_SCANS);
+    let mut out = HashMap::new();
+    while let Some(messages) = scans.next().await {
+        for m in messages.map_err(SchedulerError::js)? {
+            let seq = m.info().map_err(SchedulerError::js)?.stream_sequence;
+            out.insert(m.subject.to_string(), (seq, m.payload.to_vec()));
+        }
+    }
+    Ok(out)
+}
+
+/// The last message of every subject of `app` in one shard.
+async fn scan_shard(
+    stream: jetstream::stream::Stream<()>,
+    shard: u32,
+    app: Name,
+) -> Result<Vec<jetstream::Message>, async_nats::Error> {
+    edge_bus::scan::last_per_subject(&stream, subject::desired_of_app_in_shard(shard, &app)).await
 }
 
 /// Whether `d` must be written given what its subject holds (sequence and payload, if any):
@@ -307,7 +335,7 @@ fn must_write(current: Option<(u64, &[u8])>, d: &DesiredApp) -> Option<u64> {
 }
 
 /// [`must_write`] for one state, read with a direct get.
-async fn write_after(stream: &jetstream::stream::Stream, d: &DesiredApp) -> Result<Option<u64>, SchedulerError> {
+async fn write_after(stream: &jetstream::stream::Stream<()>, d: &DesiredApp) -> Result<Option<u64>, SchedulerError> {
     match stream.direct_get_last_for_subject(subject::desired(&d.site, &d.app)).await {
         Ok(msg) => Ok(must_write(Some((msg.sequence, msg.payload.as_ref())), d)),
         Err(e) if e.kind() == DirectGetErrorKind::NotFound => Ok(must_write(None, d)),

@@ -1,7 +1,7 @@
 //! Tells each site how far the hub has processed its events, so the site's buffer holds only
 //! what the hub does not have. The watermark is the site stream's sequence of the last event
 //! processed (read from the `Nats-Stream-Source` header the hub's sourcing adds), published to
-//! `edge.v1.desired.<site>._watermark`, which each site receives with its desired state.
+//! `edge.v1.desired.<shard>.<site>._watermark`, which each site receives with its desired state.
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -1,21 +1,24 @@
 //! Writes many desired states at once (a full placement pass over a large fleet) into the hub's
-//! DESIRED stream: publishes are pipelined with a bounded number of acks outstanding, so memory
+//! desired-state streams (one per shard of sites): publishes are pipelined with a bounded number of acks outstanding, so memory
 //! stays bounded, and every ack is awaited and checked, so a write counts only once JetStream
 //! has stored it.
 
-use std::future::IntoFuture;
+use std::future::{Future, IntoFuture};
+use std::pin::Pin;
 
-use async_nats::jetstream::{self, context::PublishAckFuture, message::PublishMessage, publish::PublishAck};
-use edge_bus::topology::STREAM_DESIRED;
+use async_nats::jetstream::{self, context::PublishError, message::PublishMessage, publish::PublishAck};
+use edge_bus::topology::desired_stream_of;
 use edge_types::desired::DesiredApp;
 use edge_types::subject;
 use futures::stream::{FuturesUnordered, StreamExt};
+use futures::FutureExt;
 
 use crate::error::SchedulerError;
 
-type AckFuture = <PublishAckFuture as IntoFuture>::IntoFuture;
+/// An ack on its way, with the stream that must have stored the message.
+type AckFuture = Pin<Box<dyn Future<Output = (String, Result<PublishAck, PublishError>)> + Send>>;
 
-/// Pipelined, acknowledged writer of [`DesiredApp`]s to the DESIRED stream.
+/// Pipelined, acknowledged writer of [`DesiredApp`]s to the hub's desired-state streams.
 ///
 /// [`write`](Self::write) returns once the message is sent and at most `window` acks are
 /// outstanding; [`flush`](Self::flush) waits for the rest, and only then is everything written.
@@ -70,7 +73,8 @@ impl DesiredWriter {
         edge_bus::trace::inject(&mut headers);
         let msg = PublishMessage::build().headers(headers).payload(payload.into()).message_id(d.msg_id(after));
         let ack = self.js.send_publish(subject::desired(&d.site, &d.app), msg).await.map_err(SchedulerError::js)?;
-        self.acks.push(ack.into_future());
+        let stream = desired_stream_of(&d.site);
+        self.acks.push(ack.into_future().map(move |ack| (stream, ack)).boxed());
         Ok(())
     }
 
@@ -83,9 +87,9 @@ impl DesiredWriter {
     }
 
     async fn next_ack(&mut self) -> Result<(), SchedulerError> {
-        let Some(ack) = self.acks.next().await else { return Ok(()) };
+        let Some((stream, ack)) = self.acks.next().await else { return Ok(()) };
         let ack: PublishAck = ack.map_err(SchedulerError::js)?;
-        if ack.stream != STREAM_DESIRED {
+        if ack.stream != stream {
             return Err(SchedulerError::JetStream(format!("desired state stored in stream {}", ack.stream)));
         }
         if ack.duplicate {

@@ -1,17 +1,17 @@
 //! Distribution follows placement: a secret is sealed to a site while an application placed
 //! there references it, re-sealed when it is rotated or the site's key changes, and withdrawn
 //! (its subject overwritten by an envelope without ciphertext) when no application there uses
-//! it any more. Sealed envelopes travel in the hub's DESIRED stream, which each site sources
-//! filtered to its own subjects, so a site never holds another site's secrets.
+//! it any more. Sealed envelopes travel with the desired state (the hub's stream of the site's
+//! shard), which each site sources filtered to its own subjects, so a site never holds another site's secrets.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::future::IntoFuture;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use async_nats::jetstream::{self, consumer, message::PublishMessage};
+use async_nats::jetstream::{self, message::PublishMessage};
 use edge_bus::kv;
-use edge_bus::topology::STREAM_DESIRED;
+use edge_bus::topology::{desired_shards, desired_stream};
 use edge_seal::site::seal;
 use edge_types::api::AppRecord;
 use edge_types::app::AppSpec;
@@ -140,35 +140,25 @@ pub async fn run(s: Secrets, resync: Duration, shutdown: CancellationToken) {
     }
 }
 
-/// Reads the last envelope of every sealed-secret subject of the hub's DESIRED.
+/// Reads the last envelope of every sealed-secret subject of the hub's desired state, shard by
+/// shard.
 async fn load(js: &jetstream::Context, delivered: &Delivered) -> Result<usize, SecretsError> {
-    let stream = js.get_stream(STREAM_DESIRED).await.map_err(SecretsError::js)?;
     let mut out = BTreeMap::new();
-    let mut consumer = stream
-        .create_consumer(consumer::pull::OrderedConfig {
-            filter_subject: subject::sealed_secret_all(),
-            deliver_policy: consumer::DeliverPolicy::LastPerSubject,
-            ..Default::default()
-        })
-        .await
-        .map_err(SecretsError::js)?;
-    if consumer.info().await.map_err(SecretsError::js)?.num_pending > 0 {
-        let mut messages = consumer.messages().await.map_err(SecretsError::js)?;
-        while let Some(msg) = messages.next().await {
-            let msg = msg.map_err(SecretsError::js)?;
-            let info = msg.info().map_err(SecretsError::js)?;
-            let (seq, pending) = (info.stream_sequence, info.pending);
+    for shard in desired_shards() {
+        let stream = js.get_stream_no_info(desired_stream(shard)).await.map_err(SecretsError::js)?;
+        let messages = edge_bus::scan::last_per_subject(&stream, subject::sealed_secret_in_shard(shard))
+            .await
+            .map_err(SecretsError::js)?;
+        for msg in messages {
+            let seq = msg.info().map_err(SecretsError::js)?.stream_sequence;
             match (subject::parse(&msg.subject), decode::<SealedSecret>(&msg.payload)) {
                 (Ok(Subject::SealedSecret { site, tenant, name }), Ok(e)) => {
                     let d = Delivery { version: e.version, recipient: e.recipient, withdrawn: e.sealed.is_none(), seq };
                     out.insert(Target { site, tenant, name }, d);
                 }
                 _ => {
-                    tracing::error!(subject = %msg.subject, "unreadable sealed-secret envelope in DESIRED; it will be rewritten")
+                    tracing::error!(subject = %msg.subject, "unreadable sealed-secret envelope in the desired state; it will be rewritten")
                 }
-            }
-            if pending == 0 {
-                break;
             }
         }
     }

@@ -166,16 +166,21 @@ mod tests {
 
     #[test]
     fn rejects_other_sites_and_mismatches() {
-        let me = Name::new("s1").unwrap();
+        let (me, other) = (Name::new("s1").unwrap(), Name::new("s2").unwrap());
+        let (web, db) = (Name::new("web").unwrap(), Name::new("db").unwrap());
         let body = |site: &str, app: &str| {
             serde_json::to_vec(&serde_json::json!({"site": site, "app": app, "generation": 1, "spec": null})).unwrap()
         };
-        assert!(matches!(accept(&me, "edge.v1.desired.s1.web", &body("s1", "web")), Ok(Incoming::App(_))));
-        assert!(accept(&me, "edge.v1.desired.s2.web", &body("s2", "web")).is_err());
-        assert!(accept(&me, "edge.v1.desired.s1.web", &body("s1", "db")).is_err());
-        assert!(accept(&me, "edge.v1.desired.s1.web", b"{not json").is_err());
+        let mine = subject::desired(&me, &web);
+        assert!(matches!(accept(&me, &mine, &body("s1", "web")), Ok(Incoming::App(_))));
+        assert!(accept(&me, &subject::desired(&other, &web), &body("s2", "web")).is_err());
+        assert!(accept(&me, &subject::desired(&me, &db), &body("s1", "web")).is_err());
+        assert!(accept(&me, &mine, b"{not json").is_err());
+        // The subject shape from before the desired state was sharded.
+        assert!(accept(&me, "edge.v1.desired.s1.web", &body("s1", "web")).is_err());
         let wm = |site: &str| serde_json::to_vec(&serde_json::json!({"site": site, "through": 7})).unwrap();
-        assert!(matches!(accept(&me, "edge.v1.desired.s1._watermark", &wm("s1")), Ok(Incoming::Watermark(_))));
-        assert!(accept(&me, "edge.v1.desired.s1._watermark", &wm("s2")).is_err());
+        let watermark = subject::events_watermark(&me);
+        assert!(matches!(accept(&me, &watermark, &wm("s1")), Ok(Incoming::Watermark(_))));
+        assert!(accept(&me, &watermark, &wm("s2")).is_err());
     }
 }
