@@ -64,3 +64,26 @@ async fn more_than_a_thousand_sites_follow_their_desired_state_and_list() -> Res
     assert_eq!(kv_stream.info().await?.state.consumer_count, 0, "listing left its consumers");
     Ok(())
 }
+
+/// A hub of the layout before the desired state was sharded (one stream `DESIRED` binding every
+/// desired-state subject) is refused with what to do, and left as it was.
+#[tokio::test]
+async fn a_hub_of_the_unsharded_layout_is_refused_with_what_to_do() -> Result<()> {
+    use async_nats::jetstream::stream;
+    let hub = NatsServer::hub().await?;
+    let client = async_nats::connect(hub.url()).await?;
+    let js = topology::hub_js(&client);
+    js.create_stream(stream::Config {
+        name: topology::STREAM_DESIRED.into(),
+        subjects: vec!["edge.v1.desired.>".into()],
+        ..Default::default()
+    })
+    .await?;
+    let err = match topology::ensure_hub(&js).await {
+        Ok(_) => anyhow::bail!("a hub with the unsharded DESIRED stream was accepted"),
+        Err(e) => e.to_string(),
+    };
+    assert!(err.contains("stream DESIRED") && err.contains("remove it"), "unclear refusal: {err}");
+    assert!(js.get_stream(topology::desired_stream(0)).await.is_err(), "a shard stream was made anyway");
+    Ok(())
+}
