@@ -45,6 +45,7 @@ compose-down:
 	docker-compose down -v
 	ids=$$(docker ps -aq --filter label=io.edge.site=site-1 --filter label=io.edge.host=host-1); [ -z "$$ids" ] || docker rm -f $$ids
 	ids=$$(docker ps -aq --filter label=io.edge.site=site-2 --filter label=io.edge.host=host-1); [ -z "$$ids" ] || docker rm -f $$ids
+	nets=$$(docker network ls -q --filter label=io.edge.site=site-1; docker network ls -q --filter label=io.edge.site=site-2); [ -z "$$nets" ] || docker network rm $$nets
 
 fmt:
 	$(CARGO) fmt --all

@@ -151,15 +151,16 @@ pub fn unique(prefix: &str) -> String {
 }
 
 /// Removes every container the site-managers of `site` made on this Docker Engine (their
-/// `io.edge.site` label), running or not; blocking, so it also works in `Drop`.
+/// `io.edge.site` label), running or not, then the apps' networks they made; blocking, so it
+/// also works in `Drop`.
 pub fn remove_site_containers(site: &str) {
-    let out = std::process::Command::new("docker")
-        .args(["ps", "-aq", "--filter", &format!("label=io.edge.site={site}")])
-        .output();
-    if let Ok(out) = out {
+    let label = format!("label=io.edge.site={site}");
+    for (list, remove) in [(["ps", "-aq"], ["rm", "-f"]), (["network", "ls"], ["network", "rm"])] {
+        let out = std::process::Command::new("docker").args(list).args(["-q", "--filter", &label]).output();
+        let Ok(out) = out else { continue };
         let ids: Vec<String> = String::from_utf8_lossy(&out.stdout).split_whitespace().map(String::from).collect();
         if !ids.is_empty() {
-            let _ = std::process::Command::new("docker").arg("rm").arg("-f").args(&ids).output();
+            let _ = std::process::Command::new("docker").args(remove).args(&ids).output();
         }
     }
 }

@@ -27,6 +27,35 @@ pub struct AppSpec {
     /// How a new version rolls out over the sites running an older one; absent: all at once.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rollout: Option<crate::rollout::RolloutPolicy>,
+    /// The application's own network at each host; absent: isolated, no outbound access.
+    #[serde(default, skip_serializing_if = "NetworkSpec::is_default")]
+    pub network: NetworkSpec,
+}
+
+/// The application's network. At each host the application's containers share a Docker
+/// network of their own, where each service is found by its name (DNS); other applications'
+/// containers cannot reach them. Ports a service publishes (`ports`) are its ingress.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NetworkSpec {
+    /// Whether the containers may open connections outside the application's network (the
+    /// host, the site's LAN, the internet). Default: no; they reach only each other, and
+    /// answer on their published ports.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub outbound: bool,
+    /// Applications whose containers may reach this one's services by name: at each host where
+    /// both run, theirs join this application's network (under no names of their own there).
+    /// An application without `outbound` does not join one that has it, which would be its way
+    /// out. Default: none.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 16))]
+    pub allow_from: Vec<Name>,
+}
+
+impl NetworkSpec {
+    pub fn is_default(&self) -> bool {
+        self == &NetworkSpec::default()
+    }
 }
 
 /// One container of an application, run `replicas` times at every selected site.
@@ -217,6 +246,23 @@ pub enum Protocol {
     Udp,
 }
 
+impl Protocol {
+    /// `tcp` or `udp`, as Docker and the spec spell it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Protocol::Tcp => "tcp",
+            Protocol::Udp => "udp",
+        }
+    }
+}
+
+impl PortSpec {
+    /// The port on the host: `host`, else the container's.
+    pub fn host_port(&self) -> u16 {
+        self.host.unwrap_or(self.container)
+    }
+}
+
 /// Resource limits of one container.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
@@ -285,7 +331,7 @@ impl AppSpec {
             // Several replicas may publish a port only if no two share a host.
             let own_host = svc.replicas == 1 || svc.anti_affinity;
             for (j, p) in svc.ports.iter().enumerate() {
-                let host = p.host.unwrap_or(p.container);
+                let host = p.host_port();
                 if !own_host || !host_ports.insert((host, p.protocol)) {
                     return Err(SpecError {
                         pointer: format!("/services/{i}/ports/{j}"),
@@ -294,6 +340,16 @@ impl AppSpec {
                         ),
                     });
                 }
+            }
+        }
+        let mut peers = std::collections::BTreeSet::new();
+        for (i, app) in self.network.allow_from.iter().enumerate() {
+            let pointer = format!("/network/allow_from/{i}");
+            if app == &self.name {
+                return Err(SpecError { pointer, message: "an application always reaches its own services".into() });
+            }
+            if !peers.insert(app) {
+                return Err(SpecError { pointer, message: format!("{:?} is listed twice", app.as_str()) });
             }
         }
         for (i, svc) in self.services.iter().enumerate() {
@@ -388,6 +444,20 @@ mod tests {
             "services": [{"name": "api", "image": "edge/busybox:v1", "env": {"MODE": "x"}, "secrets": secrets}],
         }))
         .unwrap()
+    }
+
+    #[test]
+    fn network_peers_are_checked_and_the_default_is_closed() {
+        let mut s = spec(serde_json::json!([]));
+        assert_eq!(s.network, NetworkSpec::default());
+        assert!(!s.network.outbound && s.network.allow_from.is_empty());
+        assert!(!serde_json::to_string(&s).unwrap().contains("network"), "the default is not written");
+        s.network.allow_from = vec![Name::new("db").unwrap(), Name::new("web").unwrap()];
+        assert_eq!(s.check().unwrap_err().pointer, "/network/allow_from/1");
+        s.network.allow_from = vec![Name::new("db").unwrap(), Name::new("db").unwrap()];
+        assert_eq!(s.check().unwrap_err().pointer, "/network/allow_from/1");
+        s.network.allow_from.pop();
+        s.check().unwrap();
     }
 
     #[test]

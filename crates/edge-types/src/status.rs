@@ -43,6 +43,10 @@ pub struct ContainerStatus {
     pub health: String,
     /// Restarts done by the site-manager since the container was created.
     pub restarts: u32,
+    /// Ports it publishes on its host (the service's ingress), the host port always set.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 32))]
+    pub ingress: Vec<crate::app::PortSpec>,
     /// Last error, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,

@@ -123,6 +123,7 @@ pub async fn run(cmd: AppCommand, global: &Global) -> Result<()> {
                                 if image.is_empty() { "-".into() } else { image },
                                 cpu,
                                 mem,
+                                ingress(c),
                                 c.error.clone().unwrap_or_default(),
                             ]);
                         }
@@ -131,6 +132,7 @@ pub async fn run(cmd: AppCommand, global: &Global) -> Result<()> {
                         s.site.to_string(),
                         phase,
                         rep.as_ref().map(|r| r.generation.to_string()).unwrap_or_else(|| "-".into()),
+                        "-".into(),
                         "-".into(),
                         "-".into(),
                         "-".into(),
@@ -178,6 +180,7 @@ pub async fn run(cmd: AppCommand, global: &Global) -> Result<()> {
                     "IMAGE",
                     "CPU",
                     "MEMORY",
+                    "INGRESS",
                     "ERROR",
                 ],
                 rows,
@@ -222,4 +225,14 @@ fn read_spec(file: &std::path::Path) -> Result<Vec<u8>> {
             .with_context(|| format!("{} is neither valid JSON nor valid YAML", file.display()))?,
     };
     Ok(serde_json::to_vec(&value)?)
+}
+
+/// A container's published ports, `host->container/protocol`, or `-`.
+fn ingress(c: &edge_types::status::ContainerStatus) -> String {
+    if c.ingress.is_empty() {
+        return "-".into();
+    }
+    let ports: Vec<String> =
+        c.ingress.iter().map(|p| format!("{}->{}/{}", p.host_port(), p.container, p.protocol.as_str())).collect();
+    ports.join(",")
 }

@@ -304,6 +304,13 @@ async fn cleanup(dir: &Path, state: &State) -> Result<()> {
                     .await?;
             }
         }
+        // The apps' networks the site's hosts made.
+        let opts = bollard::query_parameters::ListNetworksOptionsBuilder::default().filters(&filters).build();
+        for n in docker.list_networks(Some(opts)).await? {
+            if let Some(name) = n.name {
+                docker.remove_network(&name).await?;
+            }
+        }
     }
     std::fs::remove_dir_all(dir).with_context(|| format!("cannot remove {}", dir.display()))?;
     Ok(())

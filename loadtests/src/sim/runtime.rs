@@ -61,6 +61,7 @@ impl SimRuntime {
             image_id: "sha256:simulated".into(),
             state: "running".into(),
             health: String::new(),
+            networks: Default::default(),
         });
     }
 }

@@ -2,7 +2,7 @@
 //! assignments, a Docker event or the resync tick; plan this host's share, act, report to the
 //! leader. One loop per site-manager, so one replica is never reconciled twice at once.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::time::{Duration, Instant};
 
 use edge_bus::signal::Signal;
@@ -15,7 +15,8 @@ use tokio_util::sync::CancellationToken;
 use crate::cluster::ClusterView;
 use crate::desired::DesiredMap;
 use crate::images::{Readiness, SiteImages};
-use crate::reconcile::{gate_secrets, plan, wanted, Action, Wanted};
+use crate::network::membership;
+use crate::reconcile::{gate_secrets, plan, wanted, Action, Observed, Wanted, WantedSet};
 use crate::runtime::{DockerRuntime, Resolved};
 use crate::secrets::SiteSecrets;
 use crate::status::{self, Facts, HostStatusWriter};
@@ -170,6 +171,7 @@ impl Agent {
             observed
         };
         self.refresh_secret_files(&wanted, &observed).await;
+        self.reconcile_networks(&wanted, &observed).await;
         let names = observed.iter().map(|o| self.runtime.replica_name(&o.app, &o.service, o.replica)).collect();
         self.runtime.remove_stale_secret_dirs(&names);
         let live: std::collections::HashSet<&str> = observed.iter().map(|o| o.id.as_str()).collect();
@@ -180,6 +182,46 @@ impl Agent {
             r.phase = Phase::Deferred;
         }
         self.status.write_changed(reports).await;
+    }
+
+    /// Keeps every running container of ours on exactly its app's networks, live (connect,
+    /// then disconnect: no restart), and removes networks no container refers to any more.
+    async fn reconcile_networks(&self, wanted: &WantedSet, observed: &[Observed]) {
+        let networks = self.runtime.networks();
+        // Networks of every container (a stopped one needs its networks to start again) and of
+        // every wanted replica (made before their containers).
+        let mut keep: BTreeSet<String> = observed.iter().flat_map(|o| o.networks.iter().cloned()).collect();
+        keep.extend(wanted.values().flat_map(|w| self.runtime.networks_of(w)).map(|n| n.name));
+        for o in observed.iter().filter(|o| o.running()) {
+            let Some(w) = wanted.get(&(o.app.clone(), o.service.clone(), o.replica)) else { continue };
+            if w.digest != o.digest {
+                continue;
+            }
+            let (join, leave) = membership(&self.runtime.networks_of(w), &o.networks);
+            if join.is_empty() && leave.is_empty() {
+                continue;
+            }
+            let mut joined = true;
+            for net in &join {
+                if let Err(e) = networks.join(&o.id, net, &o.service).await {
+                    tracing::warn!(container = short(&o.id), network = %net.name, error = %e, "cannot join the app's network");
+                    joined = false;
+                }
+            }
+            // Leave the old networks only once on all the new ones, never with none.
+            if !joined {
+                continue;
+            }
+            for name in &leave {
+                if let Err(e) = networks.leave(&o.id, name).await {
+                    tracing::warn!(container = short(&o.id), network = %name, error = %e, "cannot leave a network");
+                }
+            }
+            tracing::info!(app = %o.app, service = %o.service, container = short(&o.id), joined = join.len(), left = leave.len(), "container moved to its app's networks");
+        }
+        if let Err(e) = networks.remove_unused(&keep).await {
+            tracing::debug!(error = %e, "cannot list networks");
+        }
     }
 
     async fn execute(&mut self, action: Action) {

@@ -94,6 +94,10 @@ pub struct Config {
     /// removed (0: never; a dev stack whose sites share one Docker Engine should use 0).
     #[arg(long, env = "SITE_MANAGER_IMAGE_GC_SECS", default_value_t = 86_400)]
     pub image_gc_secs: u64,
+    /// The IPv4 /16 each app's Docker network at this host takes a /24 subnet from (pick one
+    /// that the site's LAN does not use).
+    #[arg(long, env = "SITE_MANAGER_NETWORK_POOL", default_value = "10.213.0.0/16")]
+    pub network_pool: crate::network::Pool,
 }
 
 impl Config {
@@ -123,6 +127,7 @@ impl Config {
             telemetry_max_bytes: 64 << 20,
             images_max_bytes: 8 << 30,
             image_gc_secs: 0,
+            network_pool: Default::default(),
         }
     }
 

@@ -17,6 +17,7 @@ pub mod keys;
 pub mod labels;
 pub mod leafwatch;
 pub mod logs;
+pub mod network;
 pub mod reconcile;
 pub mod runtime;
 pub mod secrets;
@@ -117,6 +118,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Site
 
     runtime.set_devices(&inventory);
     runtime.set_secrets_dir(config.secrets_dir.clone());
+    runtime.set_network_pool(config.network_pool);
     warn_unless_tmpfs(&config.secrets_dir);
     // Wakes this host's reconcile loop, and the leader's loop.
     let (changed, leader_changed) = (Signal::new(), Signal::new());

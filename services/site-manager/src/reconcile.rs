@@ -24,6 +24,8 @@ pub struct Observed {
     pub state: String,
     /// `healthy`, `unhealthy`, `starting`, or empty without a probe.
     pub health: String,
+    /// The Docker networks it is connected to (or will be, when stopped).
+    pub networks: std::collections::BTreeSet<String>,
 }
 
 impl Observed {
@@ -43,6 +45,28 @@ pub struct Wanted {
     pub digest: String,
     /// The service's image as the store resolved it (run by digest), if it is in the store.
     pub image: Option<edge_types::image::ImageRecord>,
+    /// Whether the app's containers may open connections outside its network.
+    pub outbound: bool,
+    /// Other apps at the site whose networks this replica joins (they allow this app).
+    pub peers: Vec<Peer>,
+}
+
+/// Another app whose network a replica joins, and whether that network has a way out.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Peer {
+    pub app: Name,
+    pub outbound: bool,
+}
+
+/// The apps whose networks `app`'s containers join: those that allow it, except, for an app
+/// without a way out, those that have one.
+fn peers_of(desired: &BTreeMap<Name, DesiredApp>, app: &Name, outbound: bool) -> Vec<Peer> {
+    desired
+        .values()
+        .filter_map(|d| d.spec.as_ref())
+        .filter(|s| &s.name != app && s.network.allow_from.contains(app) && (outbound || !s.network.outbound))
+        .map(|s| Peer { app: s.name.clone(), outbound: s.network.outbound })
+        .collect()
 }
 
 /// The containers a host must run, keyed by (app, service, replica).
@@ -96,6 +120,7 @@ pub fn wanted(
             held.insert(d.app.clone());
             continue;
         };
+        let peers = peers_of(desired, &d.app, spec.network.outbound);
         for p in a.replicas.iter().filter(|p| &p.host == host) {
             let Some(svc) = spec.services.iter().find(|s| s.name == p.service) else { continue };
             out.insert(
@@ -108,6 +133,8 @@ pub fn wanted(
                     replica: p.replica,
                     digest: replica_digest(svc, d.images.get(&svc.image)),
                     image: d.images.get(&svc.image).cloned(),
+                    outbound: spec.network.outbound,
+                    peers: peers.clone(),
                 },
             );
         }
@@ -220,13 +247,39 @@ mod tests {
         assert_eq!(w[&plain].digest, base[&plain].digest);
     }
 
+    #[test]
+    fn apps_join_the_networks_of_apps_that_allow_them_but_never_find_a_way_out_there() {
+        let mut all = desired("shop", 1, vec![svc("web", "i", 1)]);
+        all.extend(desired("friend", 1, vec![svc("main", "i", 1)]));
+        all.extend(desired("stranger", 1, vec![svc("main", "i", 1)]));
+        let net = |all: &mut BTreeMap<Name, DesiredApp>, app: &str, outbound: bool, allow: &[&str]| {
+            let spec = all.get_mut(&n(app)).unwrap().spec.as_mut().unwrap();
+            spec.network.outbound = outbound;
+            spec.network.allow_from = allow.iter().map(|a| n(a)).collect();
+        };
+        net(&mut all, "shop", false, &["friend"]);
+        assert_eq!(peers_of(&all, &n("friend"), false), [Peer { app: n("shop"), outbound: false }]);
+        assert!(peers_of(&all, &n("stranger"), true).is_empty());
+        assert!(peers_of(&all, &n("shop"), false).is_empty());
+        net(&mut all, "shop", true, &["friend"]);
+        assert!(peers_of(&all, &n("friend"), false).is_empty(), "no way out through a peer");
+        assert_eq!(peers_of(&all, &n("friend"), true), [Peer { app: n("shop"), outbound: true }]);
+    }
+
     fn svc(name: &str, image: &str, replicas: u32) -> ServiceSpec {
         serde_json::from_value(serde_json::json!({"name": name, "image": image, "replicas": replicas})).unwrap()
     }
 
     fn desired(app: &str, generation: u64, services: Vec<ServiceSpec>) -> BTreeMap<Name, DesiredApp> {
         let placement = Placement { sites: String::new(), hosts: String::new() };
-        let spec = AppSpec { name: n(app), version: "1".into(), services, placement, rollout: None };
+        let spec = AppSpec {
+            name: n(app),
+            version: "1".into(),
+            services,
+            placement,
+            rollout: None,
+            network: Default::default(),
+        };
         let d = DesiredApp {
             site: n("s1"),
             app: n(app),
@@ -301,6 +354,7 @@ mod tests {
             image_id: String::new(),
             state: state.into(),
             health: String::new(),
+            networks: Default::default(),
         }
     }
 

@@ -4,18 +4,21 @@
 use std::collections::HashMap;
 use std::path::PathBuf;
 
-use bollard::models::{ContainerCreateBody, DeviceMapping, HostConfig, PortBinding, SystemInfo};
+use bollard::models::{
+    ContainerCreateBody, DeviceMapping, EndpointSettings, HostConfig, NetworkingConfig, PortBinding, SystemInfo,
+};
 use bollard::query_parameters::{
     CreateContainerOptionsBuilder, EventsOptionsBuilder, ListContainersOptionsBuilder, RemoveContainerOptionsBuilder,
 };
 use bollard::Docker;
-use edge_types::app::{DeviceKind, Protocol};
+use edge_types::app::DeviceKind;
 use edge_types::secret::SecretRef;
 use edge_types::telemetry::Lifecycle;
 use edge_types::Name;
 use futures::{Stream, StreamExt};
 
 use crate::labels;
+use crate::network::{Net, Networks, Pool};
 use crate::reconcile::{Observed, Wanted};
 use crate::secrets::Opened;
 
@@ -28,6 +31,8 @@ pub enum RuntimeError {
     ImageMissing(String),
     #[error("cannot write secret files: {0}")]
     SecretFiles(std::io::Error),
+    #[error("no free /24 left in the network pool {0} (SITE_MANAGER_NETWORK_POOL)")]
+    NetworkPoolFull(String),
 }
 
 /// Docker, scoped to one site and host.
@@ -40,6 +45,8 @@ pub struct DockerRuntime {
     devices: HashMap<DeviceKind, Vec<String>>,
     /// Where secret files are written (a tmpfs), one directory per container.
     secrets_dir: PathBuf,
+    /// The apps' networks at this host.
+    networks: Networks,
 }
 
 /// Health from Docker's status line (`Up 5 minutes (healthy)`): `healthy`, `unhealthy`,
@@ -76,7 +83,30 @@ impl DockerRuntime {
     /// an API version the engine speaks.
     pub async fn connect(site: Name, host: Name) -> Result<Self, RuntimeError> {
         let docker = Docker::connect_with_local_defaults()?.negotiate_version().await?;
-        Ok(Self { docker, site, host, devices: HashMap::new(), secrets_dir: std::env::temp_dir().join("edge-secrets") })
+        let networks = Networks::new(docker.clone(), site.clone(), host.clone(), Pool::default());
+        Ok(Self {
+            docker,
+            site,
+            host,
+            devices: HashMap::new(),
+            secrets_dir: std::env::temp_dir().join("edge-secrets"),
+            networks,
+        })
+    }
+
+    /// Sets the /16 the apps' networks take their subnets from.
+    pub fn set_network_pool(&mut self, pool: Pool) {
+        self.networks = Networks::new(self.docker.clone(), self.site.clone(), self.host.clone(), pool);
+    }
+
+    /// The apps' networks at this host.
+    pub fn networks(&self) -> &Networks {
+        &self.networks
+    }
+
+    /// The networks a replica belongs on here, its primary first.
+    pub fn networks_of(&self, w: &Wanted) -> Vec<Net> {
+        crate::network::networks_of(&self.site, &self.host, w)
     }
 
     /// Sets the directory secret files are written under (it should be a tmpfs).
@@ -170,6 +200,12 @@ impl DockerRuntime {
                     image_id: c.image_id.clone().unwrap_or_default(),
                     state: c.state.map(|s| s.to_string()).unwrap_or_default(),
                     health: health_of(c.status.as_deref().unwrap_or_default()),
+                    networks: c
+                        .network_settings
+                        .as_ref()
+                        .and_then(|n| n.networks.as_ref())
+                        .map(|n| n.keys().cloned().collect())
+                        .unwrap_or_default(),
                 })
             })();
             match parsed {
@@ -225,16 +261,21 @@ impl DockerRuntime {
         let mut exposed = Vec::new();
         let mut bindings = HashMap::new();
         for p in &svc.ports {
-            let proto = match p.protocol {
-                Protocol::Tcp => "tcp",
-                Protocol::Udp => "udp",
-            };
-            let key = format!("{}/{proto}", p.container);
+            let key = format!("{}/{}", p.container, p.protocol.as_str());
             exposed.push(key.clone());
-            let host_port = p.host.unwrap_or(p.container).to_string();
+            let host_port = p.host_port().to_string();
             bindings.insert(key, Some(vec![PortBinding { host_ip: None, host_port: Some(host_port) }]));
         }
+        let networks = self.networks_of(w);
+        for net in &networks {
+            self.networks.ensure(net).await?;
+        }
+        let primary = networks[0].name.clone();
+        let endpoint = EndpointSettings { aliases: Some(vec![svc.name.to_string()]), ..Default::default() };
         let body = ContainerCreateBody {
+            networking_config: Some(NetworkingConfig {
+                endpoints_config: Some(HashMap::from([(primary.clone(), endpoint)])),
+            }),
             // An image from the store runs by its id (the config digest), never by a tag.
             image: Some(image_id.map(str::to_string).unwrap_or_else(|| svc.image.clone())),
             cmd: (!svc.command.is_empty()).then(|| svc.command.iter().map(|a| a.0.clone()).collect()),
@@ -263,6 +304,7 @@ impl DockerRuntime {
                         .collect()
                 }),
                 port_bindings: (!bindings.is_empty()).then_some(bindings),
+                network_mode: Some(primary),
                 binds,
                 memory: svc.resources.memory_mb.map(|m| (m * 1024 * 1024) as i64),
                 nano_cpus: svc.resources.cpus.map(|c| (c * 1e9) as i64),
@@ -277,6 +319,10 @@ impl DockerRuntime {
             }
             other => RuntimeError::Docker(other),
         })?;
+        // Docker before API 1.44 takes one network at creation; the others are joined before start.
+        for net in &networks[1..] {
+            self.networks.join(&created.id, net, &svc.name).await?;
+        }
         self.docker.start_container(&created.id, None).await?;
         Ok(created.id)
     }

@@ -70,6 +70,12 @@ pub fn build(
                     (None, None) => "missing".into(),
                 },
                 restarts,
+                ingress: w
+                    .service
+                    .ports
+                    .iter()
+                    .map(|p| edge_types::app::PortSpec { host: Some(p.host_port()), ..p.clone() })
+                    .collect(),
                 error,
             });
         }
@@ -119,6 +125,7 @@ pub fn merge(
             health: String::new(),
             state: "pending".into(),
             restarts: 0,
+            ingress: Vec::new(),
             error: None,
         });
         all_ok &= c.state == "running" && (c.health.is_empty() || c.health == "healthy");
