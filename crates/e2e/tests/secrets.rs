@@ -238,10 +238,16 @@ async fn secrets_reach_only_the_sites_that_need_them_sealed_rotate_and_are_withd
             })
             .await?;
         let prefix = format!("edge-{site}-");
-        let left: Vec<String> = std::fs::read_dir(&stack.secrets_dir)
-            .map(|d| d.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect())
-            .unwrap_or_default();
-        assert!(left.iter().all(|n| !n.starts_with(&prefix)), "secret files left at {site}: {left:?}");
+        let left = || -> Vec<String> {
+            std::fs::read_dir(&stack.secrets_dir)
+                .map(|d| d.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect())
+                .unwrap_or_default()
+        };
+        // Removed by the site's pass after the containers are gone.
+        let removed = stack.eventually("the site's secret files removed", || async {
+            Ok(left().iter().all(|n| !n.starts_with(&prefix)))
+        });
+        removed.await.map_err(|e| anyhow::anyhow!("{e}; secret files left at {site}: {:?}", left()))?;
     }
 
     // The trail: stored, rotated, distributed, withdrawn centrally; read and refused at the sites.

@@ -442,9 +442,11 @@ pub async fn reattach_site_source(js: &jetstream::Context, site: &Name) -> Resul
     reattach_source(js, STREAM_SITE_EVENTS, &api_prefix(site.as_str())).await
 }
 
-/// The same for another hub stream that sources the sites (`TELEMETRY`).
-pub async fn reattach_site_source_of(js: &jetstream::Context, stream: &str, site: &Name) -> Result<(), BusError> {
-    reattach_source(js, stream, &api_prefix(site.as_str())).await
+/// The same for several sites of a hub stream that sources the sites (`SITE_EVENTS`,
+/// `TELEMETRY`) at once: two stream updates in all, however many sites.
+pub async fn reattach_site_sources_of(js: &jetstream::Context, stream: &str, sites: &[Name]) -> Result<(), BusError> {
+    let apis: Vec<String> = sites.iter().map(|s| api_prefix(s.as_str())).collect();
+    reattach_sources(js, stream, &apis).await
 }
 
 /// The same for a site's `DESIRED` stream and its source in the hub (`js` is the site's).
@@ -453,14 +455,23 @@ pub async fn reattach_desired_source(js: &jetstream::Context) -> Result<(), BusE
 }
 
 async fn reattach_source(js: &jetstream::Context, name: &str, api: &str) -> Result<(), BusError> {
+    reattach_sources(js, name, &[api.to_string()]).await
+}
+
+/// Removes the sources of stream `name` that read through any of `apis`, then adds them back.
+async fn reattach_sources(js: &jetstream::Context, name: &str, apis: &[String]) -> Result<(), BusError> {
     let mut stream = js.get_stream(name).await.map_err(|e| BusError::js(format!("get stream {name}"), e))?;
     let mut config = stream.info().await.map_err(|e| BusError::js(format!("read stream {name}"), e))?.config.clone();
-    let is_it = |s: &stream::Source| s.external.as_ref().is_some_and(|x| x.api_prefix == api);
+    let is_one = |s: &stream::Source| s.external.as_ref().is_some_and(|x| apis.contains(&x.api_prefix));
     let sources = config.sources.get_or_insert_with(Vec::new);
-    let Some(source) = sources.iter().find(|s| is_it(s)).cloned() else { return Ok(()) };
-    sources.retain(|s| !is_it(s));
-    js.update_stream(config.clone()).await.map_err(|e| BusError::js(format!("detach source {api} of {name}"), e))?;
-    config.sources.get_or_insert_with(Vec::new).push(source);
-    js.update_stream(config).await.map_err(|e| BusError::js(format!("re-attach source {api} of {name}"), e))?;
+    let taken: Vec<stream::Source> = sources.iter().filter(|s| is_one(s)).cloned().collect();
+    if taken.is_empty() {
+        return Ok(());
+    }
+    sources.retain(|s| !is_one(s));
+    let what = |verb: &str| format!("{verb} {} source(s) of {name}", taken.len());
+    js.update_stream(config.clone()).await.map_err(|e| BusError::js(what("detach"), e))?;
+    config.sources.get_or_insert_with(Vec::new).extend(taken.iter().cloned());
+    js.update_stream(config).await.map_err(|e| BusError::js(what("re-attach"), e))?;
     Ok(())
 }

@@ -30,8 +30,11 @@ use tokio_util::sync::CancellationToken;
 pub use config::Config;
 pub use error::SchedulerError;
 
-/// How long the scheduler waits for a JetStream reply (publish ack, KV read) before failing.
-pub const JETSTREAM_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long the desired-state writer waits for a publish ack before failing: a hub busy
+/// delivering a fleet-wide change to thousands of sites may take longer than the 5 s other
+/// JetStream requests wait (a stuck request, e.g. right after a hub restart, must not hold a
+/// request handler for long).
+pub const WRITE_ACK_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Service version announced on the NATS service API.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
@@ -56,6 +59,9 @@ pub struct Hub {
     pub failed: edge_bus::api::Failures,
     /// The scheduler's configuration.
     pub config: Arc<Config>,
+    /// Sites whose events the hub's streams are known to source (checked or added by this
+    /// process): a site re-registering after every reconnect then costs no stream read.
+    pub sourced: Arc<dashmap::DashSet<Name>>,
 }
 
 impl Hub {
@@ -68,10 +74,7 @@ impl Hub {
 /// Runs the scheduler until `shutdown` is cancelled.
 pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), SchedulerError> {
     let (client, reconnects) = edge_bus::connect::connect_observed(&config.nats_url, "scheduler", true).await?;
-    let mut js = edge_bus::topology::hub_js(&client);
-    // A fleet-wide placement writes one state per site; a hub busy delivering them to thousands
-    // of sites may take longer than the default 5 s to ack one, which must not fail the apply.
-    js.set_timeout(JETSTREAM_TIMEOUT);
+    let js = edge_bus::topology::hub_js(&client);
     let buckets = edge_bus::topology::ensure_hub(&js).await?;
     let hub = Hub {
         js,
@@ -82,6 +85,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Sche
         orders: Arc::new(config.label_orders.clone()),
         config: Arc::new(config.clone()),
         rejected: Arc::new(AtomicU64::new(0)),
+        sourced: Arc::new(dashmap::DashSet::new()),
         rolling: Default::default(),
         failed: Default::default(),
     };

@@ -65,8 +65,11 @@ pub async fn upsert_registration(hub: &Hub, reg: &SiteRegistration) -> Result<bo
         }
     })
     .await?;
-    if edge_bus::topology::add_site_source(&hub.js, &reg.site).await? {
-        tracing::info!(site = %reg.site, "hub now sources the site's events");
+    if !hub.sourced.contains(&reg.site) {
+        if edge_bus::topology::add_site_source(&hub.js, &reg.site).await? {
+            tracing::info!(site = %reg.site, "hub now sources the site's events");
+        }
+        hub.sourced.insert(reg.site.clone());
     }
     if placement_changed {
         tracing::info!(site = %reg.site, new = is_new, "site registered");

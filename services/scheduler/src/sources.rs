@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use edge_bus::backoff::Backoff;
-use edge_bus::topology::{reattach_site_source_of, site_sources_of, STREAM_SITE_EVENTS, STREAM_TELEMETRY};
+use edge_bus::topology::{reattach_site_sources_of, site_sources_of, STREAM_SITE_EVENTS, STREAM_TELEMETRY};
 use edge_types::Name;
 use tokio_util::sync::CancellationToken;
 
@@ -51,6 +51,7 @@ async fn keep_stream_flowing<'a>(
             return;
         }
     };
+    let mut due = Vec::new();
     for st in states {
         let Ok(site) = Name::site(&st.site) else { continue };
         let settled = hub.liveness.connected_for(&site).is_some_and(|d| d >= GRACE);
@@ -66,10 +67,16 @@ async fn keep_stream_flowing<'a>(
             continue;
         }
         *not_before = Instant::now() + backoff.next_delay();
-        let _guard = hub.placement.lock().await; // the stream config is shared with registration
-        match reattach_site_source_of(&hub.js, stream, &site).await {
-            Ok(()) => tracing::info!(%site, stream, idle = ?st.active, "re-attached stalled source"),
-            Err(e) => tracing::warn!(%site, stream, error = %e, "cannot re-attach source"),
-        }
+        due.push(site);
+    }
+    if due.is_empty() {
+        return;
+    }
+    // All of this pass's stalled sources in two stream updates: the stream config is shared
+    // with registration (hence the lock), and applies wait on that lock, so it is held briefly.
+    let _guard = hub.placement.lock().await;
+    match reattach_site_sources_of(&hub.js, stream, &due).await {
+        Ok(()) => tracing::info!(sites = due.len(), stream, "re-attached stalled sources"),
+        Err(e) => tracing::warn!(sites = due.len(), stream, error = %e, "cannot re-attach sources"),
     }
 }

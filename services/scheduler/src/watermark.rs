@@ -10,6 +10,7 @@ use async_nats::jetstream::message::PublishMessage;
 use dashmap::DashMap;
 use edge_types::desired::EventsWatermark;
 use edge_types::{subject, Name};
+use futures::stream::{FuturesUnordered, StreamExt};
 use tokio_util::sync::CancellationToken;
 
 use crate::Hub;
@@ -50,21 +51,43 @@ pub async fn publish_loop(hub: Hub, every: Duration, shutdown: CancellationToken
             .filter(|e| hub.watermarks.published.get(e.key()).is_none_or(|p| *p < *e.value()))
             .map(|e| (e.key().clone(), *e.value()))
             .collect();
-        for (site, through) in changed {
-            let w = EventsWatermark { site: site.clone(), through };
-            let msg = PublishMessage::build()
-                .payload(serde_json::to_vec(&w).expect("watermarks serialize").into())
-                .message_id(format!("watermark.{site}.{through}"));
-            let sent = match hub.js.send_publish(subject::events_watermark(&site), msg).await {
-                Ok(ack) => ack.await.map(|_| ()).map_err(|e| e.to_string()),
-                Err(e) => Err(e.to_string()),
-            };
-            match sent {
-                Ok(()) => {
-                    hub.watermarks.published.insert(site, through);
-                }
-                Err(e) => tracing::warn!(%site, error = %e, "watermark not published; will retry"),
+        publish(&hub, changed).await;
+    }
+}
+
+/// Watermark publishes with acks outstanding at once: after a fleet-wide change every site has
+/// a new one, and one round trip each would take seconds at 10,000 sites.
+const WINDOW: usize = 512;
+
+/// Publishes the watermarks, acks pipelined; each is recorded as published once acked, and one
+/// that fails is tried again next round.
+async fn publish(hub: &Hub, changed: Vec<(Name, u64)>) {
+    let mut acks = FuturesUnordered::new();
+    for (site, through) in changed {
+        while acks.len() >= WINDOW {
+            if let Some(done) = acks.next().await {
+                settle(hub, done);
             }
         }
+        let w = EventsWatermark { site: site.clone(), through };
+        let msg = PublishMessage::build()
+            .payload(serde_json::to_vec(&w).expect("watermarks serialize").into())
+            .message_id(format!("watermark.{site}.{through}"));
+        match hub.js.send_publish(subject::events_watermark(&site), msg).await {
+            Ok(ack) => acks.push(async move { (site, through, ack.await.map(|_| ()).map_err(|e| e.to_string())) }),
+            Err(e) => tracing::warn!(%site, error = %e, "watermark not published; will retry"),
+        }
+    }
+    while let Some(done) = acks.next().await {
+        settle(hub, done);
+    }
+}
+
+fn settle(hub: &Hub, (site, through, acked): (Name, u64, Result<(), String>)) {
+    match acked {
+        Ok(()) => {
+            hub.watermarks.published.insert(site, through);
+        }
+        Err(e) => tracing::warn!(%site, error = %e, "watermark not published; will retry"),
     }
 }

@@ -43,8 +43,9 @@ impl DesiredWriter {
 
     /// A writer on the hub's JetStream context with at most `window` acks outstanding
     /// (clamped to 1..=[`MAX_WINDOW`](Self::MAX_WINDOW); the context's `max_ack_inflight`
-    /// must not be smaller).
-    pub fn new(js: jetstream::Context, window: usize) -> Self {
+    /// must not be smaller), each waited for up to [`crate::WRITE_ACK_TIMEOUT`].
+    pub fn new(mut js: jetstream::Context, window: usize) -> Self {
+        js.set_timeout(crate::WRITE_ACK_TIMEOUT);
         Self {
             js,
             window: window.clamp(1, Self::MAX_WINDOW),

@@ -171,7 +171,6 @@ impl Agent {
             observed
         };
         self.refresh_secret_files(&wanted, &observed).await;
-        self.reconcile_networks(&wanted, &observed).await;
         let names = observed.iter().map(|o| self.runtime.replica_name(&o.app, &o.service, o.replica)).collect();
         self.runtime.remove_stale_secret_dirs(&names);
         let live: std::collections::HashSet<&str> = observed.iter().map(|o| o.id.as_str()).collect();
@@ -182,6 +181,8 @@ impl Agent {
             r.phase = Phase::Deferred;
         }
         self.status.write_changed(reports).await;
+        // Last: network changes and removals take Docker a while and change no status.
+        self.reconcile_networks(&wanted, &observed).await;
     }
 
     /// Keeps every running container of ours on exactly its app's networks, live (connect,
