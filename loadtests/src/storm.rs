@@ -173,6 +173,10 @@ pub async fn run(n: usize) -> Result<Storm> {
 
     shutdown.cancel();
     while tasks.join_next().await.is_some() {}
+    // The sites made the app's network (its image is absent, so no container).
+    for s in &sites {
+        edge_testkit::remove_site_containers(s.name.as_str());
+    }
     let mut c: Vec<Duration> = connected_at.values().copied().collect();
     c.sort();
     Ok(Storm {
