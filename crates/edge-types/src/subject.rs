@@ -149,8 +149,12 @@ pub const DESIRED_SHARDS: u32 = 32;
 /// The desired-state shard of a site: FNV-1a (32 bits) of its id, modulo [`DESIRED_SHARDS`].
 /// Stable across versions and platforms, since sites and hub compute it independently.
 pub fn desired_shard(site: &Name) -> u32 {
-    let hash = site.as_str().bytes().fold(0x811c_9dc5_u32, |h, b| (h ^ u32::from(b)).wrapping_mul(0x0100_0193));
-    hash % DESIRED_SHARDS
+    fnv1a(site.as_str()) % DESIRED_SHARDS
+}
+
+/// FNV-1a, 32 bits: a small hash that is the same on every platform and version.
+pub fn fnv1a(s: &str) -> u32 {
+    s.bytes().fold(0x811c_9dc5_u32, |h, b| (h ^ u32::from(b)).wrapping_mul(0x0100_0193))
 }
 
 /// The `<shard>` token of a shard: two digits.

@@ -134,7 +134,7 @@ pub fn membership(wanted: &[Net], current: &BTreeSet<String>) -> (Vec<Net>, Vec<
 
 /// FNV-1a of the name: where a network's search for a free subnet starts.
 fn first_choice(name: &str) -> u8 {
-    (name.bytes().fold(0x811c_9dc5_u32, |h, b| (h ^ u32::from(b)).wrapping_mul(0x0100_0193)) % 256) as u8
+    (edge_types::subject::fnv1a(name) % 256) as u8
 }
 
 fn status_of(e: &bollard::errors::Error) -> Option<u16> {
@@ -156,10 +156,6 @@ pub struct Networks {
 impl Networks {
     pub fn new(docker: Docker, site: Name, host: Name, pool: Pool) -> Self {
         Self { docker, site, host, pool }
-    }
-
-    pub fn pool(&self) -> Pool {
-        self.pool
     }
 
     /// Makes `net` exist (a no-op when it does).
