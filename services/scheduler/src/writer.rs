@@ -3,20 +3,19 @@
 //! stays bounded, and every ack is awaited and checked, so a write counts only once JetStream
 //! has stored it.
 
-use std::future::{Future, IntoFuture};
-use std::pin::Pin;
+use std::future::IntoFuture;
 
-use async_nats::jetstream::{self, context::PublishError, message::PublishMessage, publish::PublishAck};
-use edge_bus::topology::desired_stream_of;
+use async_nats::jetstream::{self, context::PublishAckFuture, message::PublishMessage, publish::PublishAck};
+use edge_bus::topology::desired_stream;
 use edge_types::desired::DesiredApp;
 use edge_types::subject;
+use futures::future::{join, ready, Join, Ready};
 use futures::stream::{FuturesUnordered, StreamExt};
-use futures::FutureExt;
 
 use crate::error::SchedulerError;
 
-/// An ack on its way, with the stream that must have stored the message.
-type AckFuture = Pin<Box<dyn Future<Output = (String, Result<PublishAck, PublishError>)> + Send>>;
+/// An ack on its way, with the shard whose stream must have stored the message.
+type AckFuture = Join<<PublishAckFuture as IntoFuture>::IntoFuture, Ready<u32>>;
 
 /// Pipelined, acknowledged writer of [`DesiredApp`]s to the hub's desired-state streams.
 ///
@@ -29,6 +28,8 @@ pub struct DesiredWriter {
     js: jetstream::Context,
     window: usize,
     acks: FuturesUnordered<AckFuture>,
+    /// The hub's desired-state stream of each shard, for checking acks.
+    streams: Vec<String>,
     written: u64,
     duplicates: u64,
     payload_bytes: u64,
@@ -50,6 +51,7 @@ impl DesiredWriter {
             js,
             window: window.clamp(1, Self::MAX_WINDOW),
             acks: FuturesUnordered::new(),
+            streams: edge_bus::topology::desired_shards().map(desired_stream).collect(),
             written: 0,
             duplicates: 0,
             payload_bytes: 0,
@@ -74,8 +76,7 @@ impl DesiredWriter {
         edge_bus::trace::inject(&mut headers);
         let msg = PublishMessage::build().headers(headers).payload(payload.into()).message_id(d.msg_id(after));
         let ack = self.js.send_publish(subject::desired(&d.site, &d.app), msg).await.map_err(SchedulerError::js)?;
-        let stream = desired_stream_of(&d.site);
-        self.acks.push(ack.into_future().map(move |ack| (stream, ack)).boxed());
+        self.acks.push(join(ack.into_future(), ready(subject::desired_shard(&d.site))));
         Ok(())
     }
 
@@ -88,9 +89,9 @@ impl DesiredWriter {
     }
 
     async fn next_ack(&mut self) -> Result<(), SchedulerError> {
-        let Some((stream, ack)) = self.acks.next().await else { return Ok(()) };
+        let Some((ack, shard)) = self.acks.next().await else { return Ok(()) };
         let ack: PublishAck = ack.map_err(SchedulerError::js)?;
-        if ack.stream != stream {
+        if ack.stream != self.streams[shard as usize] {
             return Err(SchedulerError::JetStream(format!("desired state stored in stream {}", ack.stream)));
         }
         if ack.duplicate {

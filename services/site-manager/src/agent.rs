@@ -204,7 +204,11 @@ impl Agent {
             }
             let mut joined = true;
             for net in &join {
-                if let Err(e) = networks.join(&o.id, net, &o.service).await {
+                let joined_one = match networks.ensure(net).await {
+                    Ok(()) => networks.join(&o.id, net, &o.service).await,
+                    Err(e) => Err(e),
+                };
+                if let Err(e) = joined_one {
                     tracing::warn!(container = short(&o.id), network = %net.name, error = %e, "cannot join the app's network");
                     joined = false;
                 }

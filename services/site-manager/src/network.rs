@@ -205,9 +205,9 @@ impl Networks {
         Err(last.map(RuntimeError::from).unwrap_or_else(|| RuntimeError::NetworkPoolFull(format!("{:?}", self.pool))))
     }
 
-    /// Connects a container to `net`, with its service name as DNS alias where it is `named`.
+    /// Connects a container to `net` (which must exist, see [`ensure`](Self::ensure)), with its
+    /// service name as DNS alias where it is `named`.
     pub async fn join(&self, container: &str, net: &Net, service: &Name) -> Result<(), RuntimeError> {
-        self.ensure(net).await?;
         let aliases = net.named.then(|| vec![service.to_string()]);
         let request = NetworkConnectRequest {
             container: container.to_string(),
