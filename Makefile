@@ -38,6 +38,7 @@ images:
 
 ## The same stack in containers: hub, services, two sites on their own networks.
 compose-up: images
+	./scripts/compose-auth.sh
 	docker-compose up -d
 
 ## Stop the compose stack, drop its volumes, and remove the containers its sites ran.

@@ -85,18 +85,20 @@ pub async fn run(events: u64, rounds: usize, services: bool) -> Result<Catchup> 
     let hub = NatsServer::hub().await?;
     let wan = Relay::start(&hub.leaf_addr()).await?;
     let site = Name::site(if services { "bench-ours" } else { "bench-raw" })?;
-    let leaf = NatsServer::leaf_to(site.as_str(), &format!("nats-leaf://{}", wan.addr())).await?;
-    let hub_client = async_nats::connect(hub.url()).await?;
+    let leaf = NatsServer::leaf_to(site.as_str(), &hub, &format!("nats-leaf://{}", wan.addr())).await?;
+    let hub_client = hub.connect().await?;
     let hub_js = topology::hub_js(&hub_client);
-    let site_js = jetstream::with_domain(async_nats::connect(leaf.url()).await?, site.as_str());
+    let site_js = jetstream::with_domain(leaf.connect().await?, site.as_str());
 
     let shutdown = CancellationToken::new();
     let mut tasks = tokio::task::JoinSet::new();
     if services {
         let sd = shutdown.clone();
-        let url = hub.url();
-        tasks.spawn(async move { scheduler::run(scheduler::Config::new(url), sd).await.map_err(anyhow::Error::from) });
+        let mut sched = scheduler::Config::new(hub.url());
+        sched.nats_creds = Some(hub.user_creds("scheduler")?);
+        tasks.spawn(async move { scheduler::run(sched, sd).await.map_err(anyhow::Error::from) });
         let mut cfg = site_manager::Config::new(site.clone(), leaf.url());
+        cfg.nats_creds = Some(leaf.creds().to_path_buf());
         cfg.host = Some(Name::new("bench")?);
         cfg.heartbeat_secs = 1;
         let sd = shutdown.clone();

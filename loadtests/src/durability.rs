@@ -17,8 +17,8 @@ pub async fn run(events: u64, sync_always: bool) -> Result<f64> {
     let site = Name::site(if sync_always { "sync-always" } else { "sync-default" })?;
     // No hub: the leaf keeps trying to dial it, which changes nothing here.
     let overrides = [("LEAF_SYNC_INTERVAL", interval)];
-    let leaf = NatsServer::leaf_with(site.as_str(), "nats-leaf://127.0.0.1:1", &overrides).await?;
-    let js = jetstream::with_domain(async_nats::connect(leaf.url()).await?, site.as_str());
+    let leaf = NatsServer::leaf_with(site.as_str(), None, "nats-leaf://127.0.0.1:1", &overrides).await?;
+    let js = jetstream::with_domain(leaf.connect().await?, site.as_str());
     edge_bus::topology::ensure_site(&js, &site, &Default::default()).await?;
     let start = Instant::now();
     crate::catchup::publish(&js, &site, 0, events).await?;

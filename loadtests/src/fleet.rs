@@ -92,7 +92,7 @@ impl Drop for Leaf {
 
 pub async fn run(n: usize, leaves: usize, opts: FleetOptions) -> Result<FleetRun> {
     let hub = NatsServer::hub().await?;
-    let client = async_nats::connect(hub.url()).await?;
+    let client = hub.connect().await?;
     let js = topology::hub_js(&client);
     let buckets = topology::ensure_hub(&js).await?;
     sim::ensure_bridge(&js).await?;
@@ -105,13 +105,18 @@ pub async fn run(n: usize, leaves: usize, opts: FleetOptions) -> Result<FleetRun
         Service::start(
             "scheduler",
             "scheduler",
-            &[("SCHEDULER_NATS_URL", url.clone()), ("SCHEDULER_IMAGES_FROM_HOSTS", IMAGE.into())],
+            &[
+                ("SCHEDULER_NATS_URL", url.clone()),
+                ("SCHEDULER_NATS_CREDS", hub.user_creds("scheduler")?.display().to_string()),
+                ("SCHEDULER_IMAGES_FROM_HOSTS", IMAGE.into()),
+            ],
         )?,
         Service::start(
             "secrets",
             "secrets",
             &[
                 ("SECRETS_NATS_URL", url.clone()),
+                ("SECRETS_NATS_CREDS", hub.user_creds("secrets")?.display().to_string()),
                 ("SECRETS_MASTER_KEY_FILE", dir.path().join("master.key").display().to_string()),
                 ("SECRETS_CREATE_MASTER_KEY", "true".into()),
             ],
@@ -121,11 +126,19 @@ pub async fn run(n: usize, leaves: usize, opts: FleetOptions) -> Result<FleetRun
             "telemetry",
             &[
                 ("TELEMETRY_NATS_URL", url.clone()),
+                ("TELEMETRY_NATS_CREDS", hub.user_creds("telemetry")?.display().to_string()),
                 ("TELEMETRY_LISTEN", format!("127.0.0.1:{}", edge_bus::natsconf::free_port()?)),
                 ("TELEMETRY_MAX_SITES", (2 * (n + leaves)).max(10_000).to_string()),
             ],
         )?,
-        Service::start("registry-sync", "registry-sync", &[("REGISTRY_SYNC_NATS_URL", url.clone())])?,
+        Service::start(
+            "registry-sync",
+            "registry-sync",
+            &[
+                ("REGISTRY_SYNC_NATS_URL", url.clone()),
+                ("REGISTRY_SYNC_NATS_CREDS", hub.user_creds("registry-sync")?.display().to_string()),
+            ],
+        )?,
     ];
     for s in &services {
         procs::wait_healthy(&client, &s.name, Duration::from_secs(60)).await?;
@@ -135,12 +148,12 @@ pub async fn run(n: usize, leaves: usize, opts: FleetOptions) -> Result<FleetRun
     for i in 0..leaves {
         let name = Name::site(format!("leaf-{}-{i}", std::process::id()))?;
         let server = NatsServer::leaf(name.as_str(), &hub).await?;
-        let manager = procs::start_site_manager(&name, &server.url(), &dir.path().join(name.as_str()))?;
+        let manager = procs::start_site_manager(&name, &server, &dir.path().join(name.as_str()))?;
         leaf_sites.push(Leaf { name, _server: server, manager });
     }
 
     let start = Instant::now();
-    let mut fleet = Fleet::start(&url, sites.clone(), opts).await?;
+    let mut fleet = Fleet::start(&url, hub.creds(), sites.clone(), opts).await?;
     let setup = start.elapsed();
     eprintln!("fleet: {n} simulated sites following their desired state after {setup:.1?}");
     for leaf in &leaf_sites {

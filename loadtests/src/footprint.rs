@@ -35,19 +35,23 @@ pub struct Footprint {
 
 pub async fn run(containers: u32, settle: Duration) -> Result<Footprint> {
     let hub = NatsServer::hub().await?;
-    let client = async_nats::connect(hub.url()).await?;
+    let client = hub.connect().await?;
     let buckets = topology::ensure_hub(&topology::hub_js(&client)).await?;
     let scheduler = Service::start(
         "scheduler",
         "scheduler",
-        &[("SCHEDULER_NATS_URL", hub.url()), ("SCHEDULER_IMAGES_FROM_HOSTS", IMAGE.into())],
+        &[
+            ("SCHEDULER_NATS_URL", hub.url()),
+            ("SCHEDULER_NATS_CREDS", hub.user_creds("scheduler")?.display().to_string()),
+            ("SCHEDULER_IMAGES_FROM_HOSTS", IMAGE.into()),
+        ],
     )?;
     procs::wait_healthy(&client, "scheduler", Duration::from_secs(60)).await?;
 
     let site = Name::site(format!("footprint-{}", std::process::id()))?;
     let leaf = NatsServer::leaf(site.as_str(), &hub).await?;
     let dir = tempfile::tempdir()?;
-    let manager = procs::start_site_manager(&site, &leaf.url(), dir.path())?;
+    let manager = procs::start_site_manager(&site, &leaf, dir.path())?;
     let deadline = Instant::now() + Duration::from_secs(60);
     while buckets.sites.get(site.as_str()).await?.is_none() {
         ensure!(Instant::now() < deadline, "the site never registered");

@@ -82,7 +82,7 @@ pub async fn run(sites: usize, messages: u64) -> Result<IngestRun> {
 
     // The hub's TELEMETRY, binding the sites' subjects as sourcing would fill it.
     let hub = NatsServer::hub().await?;
-    let client = async_nats::connect(hub.url()).await?;
+    let client = hub.connect().await?;
     let js = edge_bus::topology::hub_js(&client);
     js.create_stream(stream::Config {
         name: edge_bus::topology::STREAM_TELEMETRY.into(),
@@ -121,7 +121,7 @@ pub async fn run(sites: usize, messages: u64) -> Result<IngestRun> {
 
     // Raw: the same bytes into a plain stream on a fresh hub.
     let hub = NatsServer::hub().await?;
-    let client = async_nats::connect(hub.url()).await?;
+    let client = hub.connect().await?;
     let js = edge_bus::topology::hub_js(&client);
     js.create_stream(stream::Config {
         name: "RAW".into(),

@@ -200,7 +200,7 @@ async fn write_pass(
     window: usize,
 ) -> Result<(Pass, u64, u64)> {
     let hub = NatsServer::hub().await?;
-    let client = async_nats::connect(hub.url()).await?;
+    let client = hub.connect().await?;
     let js = topology::hub_js(&client);
     topology::ensure_hub(&js).await?;
     let mut writer = DesiredWriter::new(js.clone(), window);
@@ -249,7 +249,7 @@ enum Ceiling {
 /// window and checks as the writer, but no decisions and no serialization.
 async fn ceiling(kind: Ceiling, n: u64, size: usize, window: usize) -> Result<Pass> {
     let hub = NatsServer::hub().await?;
-    let client = async_nats::connect(hub.url()).await?;
+    let client = hub.connect().await?;
     let js = topology::hub_js(&client);
     let like = kind == Ceiling::LikeDesired;
     js.create_stream(stream::Config {

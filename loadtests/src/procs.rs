@@ -122,12 +122,18 @@ pub fn site_manager_binary() -> Result<PathBuf> {
 
 /// A site's `site-manager` process (host `h1`) on the leaf server at `leaf_url`, its keys and
 /// secret files under `home`, image garbage collection off.
-pub fn start_site_manager(site: &edge_types::Name, leaf_url: &str, home: &std::path::Path) -> Result<Service> {
+/// Connects with the leaf's site-manager credentials.
+pub fn start_site_manager(
+    site: &edge_types::Name,
+    leaf: &edge_testkit::NatsServer,
+    home: &std::path::Path,
+) -> Result<Service> {
     Service::start_at(
         "site-manager",
         &site_manager_binary()?,
         &[
-            ("SITE_MANAGER_NATS_URL", leaf_url.to_string()),
+            ("SITE_MANAGER_NATS_URL", leaf.url()),
+            ("SITE_MANAGER_NATS_CREDS", leaf.creds().display().to_string()),
             ("SITE_MANAGER_SITE", site.to_string()),
             ("SITE_MANAGER_HOST", "h1".into()),
             ("SITE_MANAGER_KEY_DIR", home.join("keys").display().to_string()),

@@ -46,7 +46,7 @@ struct Opened {
 
 pub async fn run(sites: usize, rounds: usize) -> Result<SecretsRun> {
     let hub = NatsServer::hub().await?;
-    let client = async_nats::connect(hub.url()).await?;
+    let client = hub.connect().await?;
     let js = topology::hub_js(&client);
     let buckets = topology::ensure_hub(&js).await?;
 
@@ -98,7 +98,8 @@ pub async fn run(sites: usize, rounds: usize) -> Result<SecretsRun> {
 
     let dir = tempfile::tempdir()?;
     let shutdown = CancellationToken::new();
-    let config = secrets::Config::new(hub.url(), dir.path().join("master.key"));
+    let mut config = secrets::Config::new(hub.url(), dir.path().join("master.key"));
+    config.nats_creds = Some(hub.user_creds("secrets")?);
     let service = tokio::spawn(secrets::run(config, shutdown.clone()));
     let put = |op: ApiOp, value: String| {
         let client = client.clone();

@@ -59,21 +59,22 @@ pub async fn run(sites: usize, mb: usize) -> Result<StagingRun> {
     let mut leaves = Vec::new();
     for i in 0..sites {
         let name = Name::site(format!("stage-{i:03}"))?;
-        let leaf = NatsServer::leaf_to(name.as_str(), &hub.leaf_url()).await?;
+        let leaf = NatsServer::leaf_to(name.as_str(), &hub, &hub.leaf_url()).await?;
         leaves.push((name, leaf));
     }
-    let client = async_nats::connect(hub.url()).await?;
+    let client = hub.connect().await?;
     let js = topology::hub_js(&client);
     let buckets = topology::ensure_hub(&js).await?;
     // Each site's store, made through the site's own leaf as its site-manager does.
     for (name, leaf) in &leaves {
-        let c = async_nats::connect(leaf.url()).await?;
+        let c = leaf.connect().await?;
         let sjs = jetstream::with_domain(c, name.as_str());
         topology::ensure_object_store(&sjs, &site_blobs(name), "bench").await?;
         topology::ensure_object_store(&sjs, &format!("raw_{name}"), "bench ceiling").await?;
     }
     let shutdown = CancellationToken::new();
     let mut config = registry_sync::Config::new(hub.url());
+    config.nats_creds = Some(hub.user_creds("registry-sync")?);
     config.pass_secs = 1;
     config.concurrent_sites = CONCURRENT;
     let sd = shutdown.clone();

@@ -52,6 +52,7 @@ pub async fn run(n: usize) -> Result<Storm> {
     let shutdown = CancellationToken::new();
     let mut tasks = tokio::task::JoinSet::new();
     let mut sched = scheduler::Config::new(hub.url());
+    sched.nats_creds = Some(hub.user_creds("scheduler")?);
     sched.site_timeout_secs = 3;
     // The storm's app names an image no host has, so that no container starts: it only
     // measures desired state reaching the sites.
@@ -64,14 +65,15 @@ pub async fn run(n: usize) -> Result<Storm> {
         let name = Name::site(format!("storm-{i:03}"))?;
         let leaf = NatsServer::leaf(name.as_str(), &hub).await?;
         let mut cfg = site_manager::Config::new(name.clone(), leaf.url());
+        cfg.nats_creds = Some(leaf.creds().to_path_buf());
         cfg.host = Some(Name::new("h1")?);
         cfg.heartbeat_secs = 1;
         let sd = shutdown.clone();
         tasks.spawn(async move { site_manager::run(cfg, sd).await.map_err(anyhow::Error::from) });
-        let js = jetstream::with_domain(async_nats::connect(leaf.url()).await?, name.as_str());
+        let js = jetstream::with_domain(leaf.connect().await?, name.as_str());
         sites.push(Site { name, _leaf: leaf, js });
     }
-    let client = async_nats::connect(hub.url()).await?;
+    let client = hub.connect().await?;
     let start = Instant::now();
     while sites_connected(&client).await.map(|s| s.len()).unwrap_or(0) < n {
         if start.elapsed() > Duration::from_secs(120) {
@@ -92,7 +94,7 @@ pub async fn run(n: usize) -> Result<Storm> {
     hub.restart().await?;
     let t0 = Instant::now();
     let pid = hub.pid().unwrap_or(0);
-    let client = async_nats::connect(hub.url()).await?;
+    let client = hub.connect().await?;
     let spec = serde_json::json!({
         "name": "storm", "version": "2",
         "services": [{"name": "main", "image": "edge/absent:none", "command": ["true"]}],

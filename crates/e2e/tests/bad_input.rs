@@ -6,7 +6,9 @@ use anyhow::Result;
 use edge_bus::api::RequestError;
 use edge_types::api::{AppListReply, ApplyReply, ErrorCode};
 use edge_types::subject::ApiOp;
+use edge_types::Name;
 use serde_json::json;
+use std::time::Duration;
 use support::{sleeper, Stack};
 
 fn invalid(r: Result<ApplyReply, RequestError>) -> (String, String) {
@@ -149,13 +151,32 @@ async fn bad_specs_are_rejected_with_the_field_and_change_nothing() -> Result<()
         other => panic!("{other:?}"),
     }
 
-    // A site may not take the hub's name (its domain would collide with the hub's).
-    let reg = json!({"site": "hub", "labels": {}, "hosts": [], "agent_version": "x"});
-    let r: Result<edge_types::api::RegisterReply, _> = stack.raw(ApiOp::SiteRegister, &serde_json::to_vec(&reg)?).await;
-    match r {
-        Err(RequestError::Api(e)) => assert_eq!(e.pointer.as_deref(), Some("/site"), "{e:?}"),
-        other => panic!("{other:?}"),
+    // A site may not take the hub's name (its domain would collide with the hub's), nor call
+    // home as another site than the one its subject (its credential) names.
+    let register = |caller: &str, claimed: &str| {
+        let reg = json!({"site": claimed, "labels": {}, "hosts": [], "agent_version": "x"});
+        let caller = Name::new(caller).unwrap();
+        let client = stack.client.clone();
+        async move {
+            edge_bus::api::request_as_site::<_, edge_types::api::RegisterReply>(
+                &client,
+                ApiOp::SiteRegister,
+                &caller,
+                &reg,
+                Duration::from_secs(20),
+            )
+            .await
+        }
+    };
+    for (caller, claimed) in [("hub", "hub"), ("shop-x", "shop-y")] {
+        match register(caller, claimed).await {
+            Err(RequestError::Api(e)) => assert_eq!(e.pointer.as_deref(), Some("/site"), "{e:?}"),
+            other => panic!("{caller} as {claimed}: {other:?}"),
+        }
     }
+    let unnamed = json!({"site": "shop-y", "labels": {}, "hosts": [], "agent_version": "x"});
+    let r = stack.client.request("edge.v1.api.site.register", serde_json::to_vec(&unnamed)?.into()).await;
+    assert!(r.is_err(), "a call-home without its site token is not served: {r:?}");
     assert_eq!(stack.sites_list().await?.sites.len(), 1);
 
     // Rejections are counted where operators look: the service API's stats.

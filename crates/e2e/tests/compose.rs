@@ -35,6 +35,8 @@ fn run(cmd: &mut Command) -> Result<String> {
 struct Project {
     name: String,
     ports: [(String, u16); 3],
+    /// The stack's authority and credentials (`scripts/compose-auth.sh`).
+    auth: tempfile::TempDir,
 }
 
 impl Project {
@@ -44,6 +46,7 @@ impl Project {
         for (k, v) in &self.ports {
             c.env(k, v.to_string());
         }
+        c.env("EDGE_AUTH_DIR", self.auth.path());
         c
     }
 
@@ -102,12 +105,18 @@ async fn the_compose_stack_runs_the_example_and_a_cut_site_keeps_running() -> Re
             ("EDGE_HUB_HTTP_PORT".into(), free()?),
             ("EDGE_TELEMETRY_PORT".into(), free()?),
         ],
+        auth: tempfile::tempdir()?,
     };
+    let edgectl = support::bin_dir().join("edgectl");
+    run(Command::new(root().join("scripts/compose-auth.sh"))
+        .env("EDGE_AUTH_DIR", project.auth.path())
+        .env("EDGECTL", &edgectl))?;
     run(project.compose().args(["up", "-d"]))?;
+    let admin = project.auth.path().join("creds/admin.creds");
     let url = format!("nats://127.0.0.1:{}", project.ports[0].1);
     let start = Instant::now();
     let client = loop {
-        match async_nats::connect(&url).await {
+        match edge_bus::connect(&edge_bus::Endpoint::new(&url, Some(admin.clone())), "test", false).await {
             Ok(c) => break c,
             Err(e) if start.elapsed() > Duration::from_secs(60) => bail!("the hub does not answer at {url}: {e}"),
             Err(_) => tokio::time::sleep(Duration::from_millis(500)).await,

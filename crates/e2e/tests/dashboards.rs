@@ -85,8 +85,7 @@ async fn every_dashboard_panel_shows_data_from_a_live_stack() -> Result<()> {
     let stack = Stack::start(&[&[("tier", "edge")], &[("tier", "edge")]]).await?;
     let telemetry_addr = format!("127.0.0.1:{}", edge_bus::natsconf::free_port()?);
     let shutdown = CancellationToken::new();
-    let service =
-        tokio::spawn(telemetry::run(telemetry::Config::new(stack.hub.url(), telemetry_addr.clone()), shutdown.clone()));
+    let service = tokio::spawn(telemetry::run(stack.telemetry_config(telemetry_addr.clone()), shutdown.clone()));
     let app = unique("dashboarded");
     stack.apply(&sleeper(&app, "tier = edge", "edge/busybox:v1", &[])).await?;
     let (a, b) = (stack.site(0).clone(), stack.site(1).clone());

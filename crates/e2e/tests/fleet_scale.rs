@@ -17,7 +17,7 @@ const SITES: usize = 1_100;
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn more_than_a_thousand_sites_follow_their_desired_state_and_list() -> Result<()> {
     let hub = NatsServer::hub().await?;
-    let client = async_nats::connect(hub.url()).await?;
+    let client = hub.connect().await?;
     let js = topology::hub_js(&client);
     let buckets = topology::ensure_hub(&js).await?;
 
@@ -71,7 +71,7 @@ async fn more_than_a_thousand_sites_follow_their_desired_state_and_list() -> Res
 async fn a_hub_of_the_unsharded_layout_is_refused_with_what_to_do() -> Result<()> {
     use async_nats::jetstream::stream;
     let hub = NatsServer::hub().await?;
-    let client = async_nats::connect(hub.url()).await?;
+    let client = hub.connect().await?;
     let js = topology::hub_js(&client);
     js.create_stream(stream::Config {
         name: topology::STREAM_DESIRED.into(),

@@ -14,21 +14,24 @@ async fn secrets_registry_sync_and_telemetry_answer_ping_and_health() -> Result<
     let shutdown = CancellationToken::new();
     let url = hub.url();
     let (url_for_secrets, sd_secrets) = (url.clone(), shutdown.clone());
+    let creds_secrets = hub.user_creds("secrets")?;
     let mut tasks = tokio::task::JoinSet::new();
     let keys = tempfile::tempdir()?;
     tasks.spawn(async move {
-        secrets::run(secrets::Config::new(url_for_secrets, keys.path().join("master.key")), sd_secrets)
-            .await
-            .map_err(|e| e.to_string())
+        let mut config = secrets::Config::new(url_for_secrets, keys.path().join("master.key"));
+        config.nats_creds = Some(creds_secrets);
+        secrets::run(config, sd_secrets).await.map_err(|e| e.to_string())
     });
-    let (u, sd) = (url.clone(), shutdown.clone());
-    tasks.spawn(async move { registry_sync::run(registry_sync::Config::new(u), sd).await.map_err(|e| e.to_string()) });
-    let (u, sd) = (url.clone(), shutdown.clone());
-    tasks.spawn(async move {
-        telemetry::run(telemetry::Config::new(u, "127.0.0.1:0"), sd).await.map_err(|e| e.to_string())
-    });
+    let mut registry = registry_sync::Config::new(url.clone());
+    registry.nats_creds = Some(hub.user_creds("registry-sync")?);
+    let sd = shutdown.clone();
+    tasks.spawn(async move { registry_sync::run(registry, sd).await.map_err(|e| e.to_string()) });
+    let mut telemetry = telemetry::Config::new(url.clone(), "127.0.0.1:0");
+    telemetry.nats_creds = Some(hub.user_creds("telemetry")?);
+    let sd = shutdown.clone();
+    tasks.spawn(async move { telemetry::run(telemetry, sd).await.map_err(|e| e.to_string()) });
 
-    let client = async_nats::connect(&url).await?;
+    let client = hub.connect().await?;
     for name in ["secrets", "registry-sync", "telemetry"] {
         let mut health = None;
         for _ in 0..100 {

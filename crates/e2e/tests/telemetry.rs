@@ -33,7 +33,7 @@ fn value(text: &str, series: &str) -> Option<f64> {
 async fn metrics_show_sites_apps_and_requests() -> Result<()> {
     let stack = Stack::start(&[&[("tier", "edge")], &[("tier", "edge")]]).await?;
     let addr = format!("127.0.0.1:{}", edge_bus::natsconf::free_port()?);
-    let mut config = telemetry::Config::new(stack.hub.url(), addr.clone());
+    let mut config = stack.telemetry_config(addr.clone());
     config.site_timeout_secs = 3;
     let shutdown = CancellationToken::new();
     let service = tokio::spawn(telemetry::run(config, shutdown.clone()));
@@ -90,7 +90,7 @@ async fn alerts(stack: &Stack) -> Result<Vec<edge_types::alert::Alert>> {
 #[tokio::test]
 async fn alerts_fire_with_their_cause_and_resolve_themselves() -> Result<()> {
     let stack = Stack::start(&[&[("tier", "edge")], &[("tier", "edge")]]).await?;
-    let mut config = telemetry::Config::new(stack.hub.url(), format!("127.0.0.1:{}", edge_bus::natsconf::free_port()?));
+    let mut config = stack.telemetry_config(format!("127.0.0.1:{}", edge_bus::natsconf::free_port()?));
     config.site_timeout_secs = 3;
     config.alert_every_secs = 1;
     config.site_offline_secs = 2;
@@ -167,7 +167,7 @@ async fn sites_report_resources_and_lifecycle_buffered_through_cuts() -> Result<
     let stack = Stack::start_with(&[&[("tier", "edge")], &[("tier", "edge")]], |c| c.stats_secs = 1).await?;
     let addr = format!("127.0.0.1:{}", edge_bus::natsconf::free_port()?);
     let shutdown = CancellationToken::new();
-    let service = tokio::spawn(telemetry::run(telemetry::Config::new(stack.hub.url(), addr.clone()), shutdown.clone()));
+    let service = tokio::spawn(telemetry::run(stack.telemetry_config(addr.clone()), shutdown.clone()));
     let app = unique("measured");
     stack.apply(&sleeper(&app, "tier = edge", "edge/busybox:v1", &[])).await?;
     let crashy = unique("exits");
@@ -233,7 +233,7 @@ async fn a_failing_probe_keeps_a_container_from_counting_as_running() -> Result<
     let stack = Stack::start(&[&[("tier", "edge")]]).await?;
     let site = stack.site(0).clone();
     let addr = format!("127.0.0.1:{}", edge_bus::natsconf::free_port()?);
-    let mut config = telemetry::Config::new(stack.hub.url(), addr.clone());
+    let mut config = stack.telemetry_config(addr.clone());
     config.alert_every_secs = 1;
     config.app_short_secs = 2;
     let shutdown = CancellationToken::new();

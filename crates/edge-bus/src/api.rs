@@ -64,6 +64,19 @@ pub async fn request<Req: Serialize, Resp: Message>(
     request_raw(client, op, payload, timeout).await
 }
 
+/// [`request`] made by `site`, for an operation whose subject names the caller's site
+/// ([`ApiOp::per_site`], call-home).
+pub async fn request_as_site<Req: Serialize, Resp: Message>(
+    client: &async_nats::Client,
+    op: ApiOp,
+    site: &edge_types::Name,
+    body: &Req,
+    timeout: Duration,
+) -> Result<Resp, RequestError> {
+    let payload = serde_json::to_vec(body).expect("requests serialize");
+    request_at(client, op, op.subject_for(site), payload, timeout).await
+}
+
 /// Sends raw bytes (for example a user's file, unparsed) and decodes the typed reply.
 pub async fn request_raw<Resp: Message>(
     client: &async_nats::Client,
@@ -71,8 +84,17 @@ pub async fn request_raw<Resp: Message>(
     payload: Vec<u8>,
     timeout: Duration,
 ) -> Result<Resp, RequestError> {
+    request_at(client, op, op.subject(), payload, timeout).await
+}
+
+async fn request_at<Resp: Message>(
+    client: &async_nats::Client,
+    op: ApiOp,
+    subject: String,
+    payload: Vec<u8>,
+    timeout: Duration,
+) -> Result<Resp, RequestError> {
     use async_nats::RequestErrorKind as K;
-    let subject = op.subject();
     let req = async_nats::Request::new().payload(payload.into()).timeout(Some(timeout));
     let msg = client.send_request(subject.clone(), req).await.map_err(|e| match e.kind() {
         K::NoResponders => RequestError::NoResponders { subject: subject.clone(), service: op.service() },
@@ -130,7 +152,7 @@ pub async fn endpoints(
     let health = service.group(format!("{}.{name}", edge_types::subject::PREFIX)).endpoint("health").await?;
     let mut all = vec![health.map(|req| (None, req)).boxed()];
     for op in ApiOp::ALL.into_iter().filter(|op| op.service() == name) {
-        let ep = service.group(op.group()).endpoint_builder().name(endpoint_name(op)).add(op.parts().1).await?;
+        let ep = service.group(op.group()).endpoint_builder().name(endpoint_name(op)).add(op.endpoint()).await?;
         all.push(ep.map(move |req| (Some(op), req)).boxed());
     }
     Ok(futures::stream::select_all(all))

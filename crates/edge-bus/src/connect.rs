@@ -1,5 +1,6 @@
 //! Connecting to a NATS server with the options every component wants.
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 /// Errors of the bus layer that callers branch on.
@@ -17,6 +18,12 @@ pub enum BusError {
         #[source]
         source: async_nats::Error,
     },
+    /// The credentials file cannot be read (the reason never holds its content).
+    #[error("cannot read credentials {path}: {reason}")]
+    Credentials { path: PathBuf, reason: String },
+    /// An account update was not accepted by the hub's resolver.
+    #[error("{0}")]
+    Claims(String),
     /// The server holds streams of an older layout that this version cannot use as they are.
     #[error("{0}")]
     Layout(String),
@@ -28,16 +35,33 @@ impl BusError {
     }
 }
 
+/// Where and as whom to connect.
+#[derive(Clone, Debug, Default)]
+pub struct Endpoint {
+    pub url: String,
+    /// Credentials file (user JWT and seed) issued by the authority (`edgectl auth`).
+    pub creds: Option<PathBuf>,
+    /// Prefix of reply subjects; a site's clients use the site's own
+    /// (`edge_types::subject::site_inbox_prefix`), which its leaf link may receive.
+    pub inbox_prefix: Option<String>,
+}
+
+impl Endpoint {
+    pub fn new(url: impl Into<String>, creds: Option<PathBuf>) -> Self {
+        Self { url: url.into(), creds, inbox_prefix: None }
+    }
+}
+
 /// Connects as `name`. When `wait` is true the first connection is retried until the server
 /// is up (a site-manager that boots before its leaf server); otherwise a down server is an error.
-pub async fn connect(url: &str, name: &str, wait: bool) -> Result<async_nats::Client, BusError> {
-    connect_with(url, name, wait, async_nats::ConnectOptions::new()).await
+pub async fn connect(to: &Endpoint, name: &str, wait: bool) -> Result<async_nats::Client, BusError> {
+    connect_with(to, name, wait, async_nats::ConnectOptions::new()).await
 }
 
 /// Like [`connect`], also counting (re)connections: the receiver changes each time the client
 /// (re)connects, so state learned from core NATS while disconnected can be reset.
 pub async fn connect_observed(
-    url: &str,
+    to: &Endpoint,
     name: &str,
     wait: bool,
 ) -> Result<(async_nats::Client, tokio::sync::watch::Receiver<u64>), BusError> {
@@ -51,15 +75,25 @@ pub async fn connect_observed(
             }
         }
     });
-    Ok((connect_with(url, name, wait, opts).await?, rx))
+    Ok((connect_with(to, name, wait, opts).await?, rx))
 }
 
 async fn connect_with(
-    url: &str,
+    to: &Endpoint,
     name: &str,
     wait: bool,
-    opts: async_nats::ConnectOptions,
+    mut opts: async_nats::ConnectOptions,
 ) -> Result<async_nats::Client, BusError> {
+    let url = to.url.as_str();
+    if let Some(path) = &to.creds {
+        opts = opts
+            .credentials_file(path)
+            .await
+            .map_err(|source| BusError::Credentials { path: path.clone(), reason: source.to_string() })?;
+    }
+    if let Some(prefix) = &to.inbox_prefix {
+        opts = opts.custom_inbox_prefix(prefix);
+    }
     let mut opts = opts
         .name(name)
         .max_reconnects(None)

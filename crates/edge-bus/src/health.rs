@@ -43,21 +43,3 @@ pub async fn serve_health(
     crate::shutdown::bounded("stopping the service API", service.stop()).await.transpose()?;
     Ok(())
 }
-
-/// The whole life of a service that so far only answers health: connect, serve, drain.
-pub async fn run_health_only(
-    nats_url: &str,
-    name: &str,
-    version: &str,
-    description: &str,
-    shutdown: CancellationToken,
-) -> Result<(), crate::BusError> {
-    let client = crate::connect(nats_url, name, true).await?;
-    tracing::info!("{name} ready");
-    serve_health(&client, name, version, description, shutdown)
-        .await
-        .map_err(|e| crate::BusError::js("service API", e))?;
-    crate::shutdown::bounded("flushing", client.flush()).await;
-    tracing::info!("{name} stopped");
-    Ok(())
-}

@@ -4,6 +4,7 @@
 
 pub mod api;
 pub mod backoff;
+pub mod claims;
 pub mod connect;
 pub mod health;
 pub mod kv;
@@ -17,4 +18,4 @@ pub mod time;
 pub mod topology;
 pub mod trace;
 
-pub use connect::{connect, BusError};
+pub use connect::{connect, BusError, Endpoint};

@@ -23,8 +23,8 @@ pub struct LeafPorts {
     pub http: u16,
 }
 
-/// Environment that fills in `hub.conf`.
-pub fn hub_env(name: &str, ports: &HubPorts, store: &Path) -> Vec<(String, String)> {
+/// Environment that fills in `hub.conf`; `tls` is the leafnode listener's certificate and key.
+pub fn hub_env(name: &str, ports: &HubPorts, store: &Path, tls: (&Path, &Path)) -> Vec<(String, String)> {
     vec![
         ("HUB_NAME".into(), name.into()),
         ("HUB_HOST".into(), "127.0.0.1".into()),
@@ -32,14 +32,33 @@ pub fn hub_env(name: &str, ports: &HubPorts, store: &Path) -> Vec<(String, Strin
         ("HUB_LEAF_PORT".into(), ports.leaf.to_string()),
         ("HUB_HTTP_PORT".into(), ports.http.to_string()),
         ("HUB_STORE_DIR".into(), store.display().to_string()),
+        ("HUB_RESOLVER_DIR".into(), store.join("resolver").display().to_string()),
+        ("HUB_TLS_CERT".into(), tls.0.display().to_string()),
+        ("HUB_TLS_KEY".into(), tls.1.display().to_string()),
     ]
 }
 
 /// The leaf's durability setting: fsync every acknowledged write.
 pub const LEAF_SYNC_INTERVAL: &str = "always";
 
+/// What a site's leaf server is given from its bundle (`edgectl site add`).
+pub struct LeafAuth<'a> {
+    /// The leaf link's credentials file.
+    pub creds: &'a Path,
+    /// The CA certificate that verifies the hub.
+    pub tls_ca: &'a Path,
+    /// The key of the encrypted JetStream store.
+    pub store_key: String,
+}
+
 /// Environment that fills in `leaf.conf`.
-pub fn leaf_env(site: &str, ports: &LeafPorts, store: &Path, hub_leaf_url: &str) -> Vec<(String, String)> {
+pub fn leaf_env(
+    site: &str,
+    ports: &LeafPorts,
+    store: &Path,
+    hub_leaf_url: &str,
+    auth: &LeafAuth,
+) -> Vec<(String, String)> {
     vec![
         ("SITE_ID".into(), site.into()),
         ("LEAF_HOST".into(), "127.0.0.1".into()),
@@ -48,6 +67,9 @@ pub fn leaf_env(site: &str, ports: &LeafPorts, store: &Path, hub_leaf_url: &str)
         ("LEAF_STORE_DIR".into(), store.display().to_string()),
         ("HUB_LEAF_URL".into(), hub_leaf_url.into()),
         ("LEAF_SYNC_INTERVAL".into(), LEAF_SYNC_INTERVAL.into()),
+        ("LEAF_CREDS".into(), auth.creds.display().to_string()),
+        ("LEAF_TLS_CA".into(), auth.tls_ca.display().to_string()),
+        ("LEAF_STORE_KEY".into(), auth.store_key.clone()),
     ]
 }
 

@@ -9,7 +9,7 @@
 //!   `$JS.<site>.API`, so site events reach the hub once the link is up, however long it was down.
 //! - KV buckets `edge_apps`, `edge_sites`, `edge_status`, `edge_secrets` (secrets, encrypted
 //!   with their tenant's data key) and `edge_secret_keys` (data keys wrapped by the master key).
-//! - stream `AUDIT` binds `edge.v1.audit.>`: who did what to which secret, kept a year.
+//! - stream `AUDIT` binds `edge.v1.audit.>`: who did what to which secret or site, kept a year.
 //! - sealed secrets travel in the desired state too, as
 //!   `edge.v1.desired.<shard>.<site>._secret.<tenant>.<name>`.
 //!
@@ -258,10 +258,15 @@ pub async fn ensure_alerts(js: &jetstream::Context) -> Result<kv::Store, BusErro
     ensure_bucket(js, BUCKET_ALERTS, "Firing alerts, key <kind>.<name>").await
 }
 
+/// Ensures the audit stream `AUDIT`: who did what to which secret or site, kept a year.
+pub async fn ensure_audit(js: &jetstream::Context) -> Result<(), BusError> {
+    let description = "Audit trail: who stored, rotated, distributed or withdrew which secret; who blocked which site";
+    ensure_record_stream(js, STREAM_AUDIT, description, subject::audit_all(), 365 * DAY).await
+}
+
 /// Ensures what only the `secrets` service uses: the wrapped data keys and the audit stream.
 pub async fn ensure_secret_store(js: &jetstream::Context) -> Result<kv::Store, BusError> {
-    let description = "Audit trail: who stored, rotated, distributed or withdrew which secret";
-    ensure_record_stream(js, STREAM_AUDIT, description, subject::audit_all(), 365 * DAY).await?;
+    ensure_audit(js).await?;
     ensure_bucket(js, BUCKET_SECRET_KEYS, "Data keys per tenant and the sealing key, wrapped by the master key").await
 }
 
@@ -340,18 +345,20 @@ async fn add_source(js: &jetstream::Context, name: &str, site: &Name) -> Result<
     let mut config = info.config.clone();
     let sources = config.sources.get_or_insert_with(Vec::new);
     let api = api_prefix(site.as_str());
-    if sources.iter().any(|s| s.external.as_ref().is_some_and(|x| x.api_prefix == api)) {
-        return Ok(false);
-    }
     // `external.api` is set explicitly: async-nats sends `domain` raw on update, which the
-    // server rejects (nats.rs #1350).
-    sources.push(stream::Source {
-        name: name.into(),
-        external: Some(stream::External { api_prefix: api, delivery_prefix: None }),
-        ..Default::default()
-    });
+    // server rejects (nats.rs #1350). The site's consumer delivers on the site's own subjects
+    // (`edge.v1.dlv.<site>.up`), the only ones its leaf link may publish.
+    let external = stream::External { api_prefix: api.clone(), delivery_prefix: Some(subject::delivery_up(site)) };
+    let existing = sources.iter().position(|s| s.external.as_ref().is_some_and(|x| x.api_prefix == api));
+    match existing {
+        Some(i) if sources[i].external.as_ref() == Some(&external) => return Ok(false),
+        // Made by a version without delivery prefixes: the same source, delivered on the site's subjects.
+        Some(i) => sources[i].external = Some(external),
+        None => sources.push(stream::Source { name: name.into(), external: Some(external), ..Default::default() }),
+    }
+    let added = existing.is_none();
     js.update_stream(config).await.map_err(|e| BusError::js(format!("add source for site {site}"), e))?;
-    Ok(true)
+    Ok(added)
 }
 
 /// Ensures a site's streams in its own domain (`js` must be the site leaf's JetStream).
@@ -365,7 +372,11 @@ pub async fn ensure_site(js: &jetstream::Context, site: &Name, limits: &SiteStre
         sources: Some(vec![stream::Source {
             name: desired_stream_of(site),
             filter_subject: Some(subject::desired_for_site(site)),
-            external: Some(stream::External { api_prefix: api_prefix(HUB_DOMAIN), delivery_prefix: None }),
+            // The hub's consumer delivers on the site's own subjects, which its leaf link may receive.
+            external: Some(stream::External {
+                api_prefix: api_prefix(HUB_DOMAIN),
+                delivery_prefix: Some(subject::delivery_down(site)),
+            }),
             ..Default::default()
         }]),
         ..Default::default()

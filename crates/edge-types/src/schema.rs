@@ -25,7 +25,7 @@ use crate::secret::{
     AuditEvent, SealedSecret, SecretDeleteReply, SecretInfo, SecretListReply, SecretListRequest, SecretName,
     SecretWrite, SiteRef, SiteRekey, StoredSecret,
 };
-use crate::site::{Heartbeat, SiteRecord, SiteRegistration};
+use crate::site::{Heartbeat, SiteBlockEvent, SiteRecord, SiteRegistration};
 use crate::status::AppStatusReport;
 use crate::telemetry::{HostStats, LifecycleEvent, ResourcesReply};
 
@@ -103,6 +103,7 @@ messages!(
     ImageRecord,
     ImageListReply,
     SiteStaging,
+    SiteBlockEvent,
 );
 
 /// The schema a type generates (draft 2020-12).

@@ -4,6 +4,7 @@
 //! ```text
 //! edge.v1.api.<noun>.<verb>            request/reply API of the central services (app, site: scheduler;
 //!                                      secret: secrets; alert, telemetry: telemetry; image: registry-sync)
+//! edge.v1.api.site.register.<site>     call-home of a site (the site is the caller, from its credential)
 //! edge.v1.desired.<shard>.<site>.<app>        desired state of one app at one site
 //! edge.v1.desired.<shard>.<site>._watermark   how far the hub has processed the site's events
 //! edge.v1.desired.<shard>.<site>._secret.<tenant>.<name>   a secret sealed to the site (or withdrawn)
@@ -12,12 +13,19 @@
 //! edge.v1.site.<site>.registration     call-home record of a site and its hosts (SITE_EVENTS)
 //! edge.v1.site.<site>.audit            audit events of a site: secrets read, refused (SITE_EVENTS)
 //! edge.v1.audit.secret.<tenant>.<name> audit events of the secrets service (hub stream AUDIT)
+//! edge.v1.audit.site.<site>            a site blocked or unblocked (hub stream AUDIT)
 //! edge.v1.hb.<site>                    liveness heartbeat, core NATS only (not stored)
 //! edge.v1.alert.<kind>.<name>          an alert firing or resolving (hub stream ALERTS)
 //! edge.v1.logs.<site>                  logs on demand from a site's hosts (core request)
 //! edge.v1.tm.<site>.stats.<host>       a host's and its containers' resource use (site TELEMETRY)
 //! edge.v1.tm.<site>.event.<host>       containers' lifecycle events (site TELEMETRY)
+//! edge.v1.dlv.<site>.up.>              stream-source deliveries from the site to the hub
+//! edge.v1.dlv.<site>.down.>            stream-source deliveries from the hub to the site
+//! _INBOX.site.<site>.>                 replies to requests made at the site
 //! ```
+//!
+//! The per-site tokens of the last three let the hub allow a site's leaf link exactly its own
+//! subjects (`edge_auth::scope::site_leaf`): a site cannot read or forge another's traffic.
 //!
 //! `<shard>` is the site's desired-state shard, [`desired_shard`]: two digits, a fixed hash of
 //! the site id modulo [`DESIRED_SHARDS`]. The hub keeps each shard in its own stream
@@ -130,10 +138,44 @@ impl ApiOp {
         }
     }
 
-    /// Full subject, e.g. `edge.v1.api.app.apply`.
+    /// Whether the caller's site is the subject's last token: call-home, where the site's
+    /// credential allows it only its own (`edge.v1.api.site.register.<site>`), so that the
+    /// hub takes the site's identity from the subject, never from the payload.
+    pub fn per_site(self) -> bool {
+        matches!(self, ApiOp::SiteRegister)
+    }
+
+    /// Full subject, e.g. `edge.v1.api.app.apply`; for a [`ApiOp::per_site`] operation the
+    /// documented form with a `{site}` parameter (requests go to [`ApiOp::subject_for`]).
     pub fn subject(self) -> String {
         let (noun, verb) = self.parts();
-        format!("{PREFIX}.api.{noun}.{verb}")
+        if self.per_site() {
+            format!("{PREFIX}.api.{noun}.{verb}.{{site}}")
+        } else {
+            format!("{PREFIX}.api.{noun}.{verb}")
+        }
+    }
+
+    /// The subject of a request made by `site`: `edge.v1.api.<noun>.<verb>.<site>` for a
+    /// [`ApiOp::per_site`] operation, else [`ApiOp::subject`].
+    pub fn subject_for(self, site: &Name) -> String {
+        let (noun, verb) = self.parts();
+        if self.per_site() {
+            format!("{PREFIX}.api.{noun}.{verb}.{site}")
+        } else {
+            self.subject()
+        }
+    }
+
+    /// The endpoint's subject within its [`ApiOp::group`]: the verb, and `.*` for the site of a
+    /// [`ApiOp::per_site`] operation.
+    pub fn endpoint(self) -> String {
+        let verb = self.parts().1;
+        if self.per_site() {
+            format!("{verb}.*")
+        } else {
+            verb.to_string()
+        }
     }
 
     /// The service-API group the endpoint lives in, e.g. `edge.v1.api.app`.
@@ -202,6 +244,11 @@ pub fn sealed_secret_in_shard(shard: u32) -> String {
 /// `edge.v1.site.<site>.audit`
 pub fn site_audit(site: &Name) -> String {
     format!("{PREFIX}.site.{site}.audit")
+}
+
+/// `edge.v1.audit.site.<site>`: a site blocked or unblocked.
+pub fn audit_site(site: &Name) -> String {
+    format!("{PREFIX}.audit.site.{site}")
 }
 
 /// `edge.v1.audit.secret.<tenant>.<name>`
@@ -289,6 +336,23 @@ pub fn logs(site: &Name) -> String {
     format!("{PREFIX}.logs.{site}")
 }
 
+/// Delivery prefix of the hub's sources of a site's streams (`external.deliver_prefix`): the
+/// site's consumers publish to `edge.v1.dlv.<site>.up.S.<id>`.
+pub fn delivery_up(site: &Name) -> String {
+    format!("{PREFIX}.dlv.{site}.up")
+}
+
+/// Delivery prefix of a site's sources of the hub's streams: the hub's consumers publish to
+/// `edge.v1.dlv.<site>.down.S.<id>`.
+pub fn delivery_down(site: &Name) -> String {
+    format!("{PREFIX}.dlv.{site}.down")
+}
+
+/// Inbox prefix of the clients at a site, so that replies to them are the site's own subjects.
+pub fn site_inbox_prefix(site: &Name) -> String {
+    format!("_INBOX.site.{site}")
+}
+
 /// Every heartbeat subject.
 pub fn heartbeat_all() -> String {
     format!("{PREFIX}.hb.*")
@@ -298,19 +362,61 @@ pub fn heartbeat_all() -> String {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Subject {
     Api(ApiOp),
-    Desired { site: Name, app: Name },
-    EventsWatermark { site: Name },
-    SealedSecret { site: Name, tenant: Name, name: Name },
-    SiteRekey { site: Name },
-    Alert { kind: crate::alert::AlertKind, name: Name },
-    SiteAudit { site: Name },
-    AuditSecret { tenant: Name, name: Name },
-    SiteStatus { site: Name, app: Name },
-    SiteRegistration { site: Name },
-    Heartbeat { site: Name },
-    Logs { site: Name },
-    HostStats { site: Name, host: Name },
-    Lifecycle { site: Name, host: Name },
+    /// A [`ApiOp::per_site`] request made by `site`.
+    ApiOfSite {
+        op: ApiOp,
+        site: Name,
+    },
+    Desired {
+        site: Name,
+        app: Name,
+    },
+    EventsWatermark {
+        site: Name,
+    },
+    SealedSecret {
+        site: Name,
+        tenant: Name,
+        name: Name,
+    },
+    SiteRekey {
+        site: Name,
+    },
+    Alert {
+        kind: crate::alert::AlertKind,
+        name: Name,
+    },
+    SiteAudit {
+        site: Name,
+    },
+    AuditSecret {
+        tenant: Name,
+        name: Name,
+    },
+    AuditSite {
+        site: Name,
+    },
+    SiteStatus {
+        site: Name,
+        app: Name,
+    },
+    SiteRegistration {
+        site: Name,
+    },
+    Heartbeat {
+        site: Name,
+    },
+    Logs {
+        site: Name,
+    },
+    HostStats {
+        site: Name,
+        host: Name,
+    },
+    Lifecycle {
+        site: Name,
+        host: Name,
+    },
 }
 
 /// Why a subject is not part of the grammar.
@@ -328,11 +434,15 @@ pub fn parse(subject: &str) -> Result<Subject, SubjectError> {
     let tokens: Vec<&str> = rest.split('.').collect();
     let name = |s: &str| Name::new(s).map_err(|e| err(&e.to_string()));
     match tokens.as_slice() {
-        ["api", noun, verb] => ApiOp::ALL
-            .into_iter()
-            .find(|op| op.parts() == (*noun, *verb))
-            .map(Subject::Api)
-            .ok_or_else(|| err("unknown operation")),
+        ["api", noun, verb] => match ApiOp::ALL.into_iter().find(|op| op.parts() == (*noun, *verb)) {
+            Some(op) if op.per_site() => Err(err("the operation takes the caller's site as a last token")),
+            Some(op) => Ok(Subject::Api(op)),
+            None => Err(err("unknown operation")),
+        },
+        ["api", noun, verb, site] => match ApiOp::ALL.into_iter().find(|op| op.parts() == (*noun, *verb)) {
+            Some(op) if op.per_site() => Ok(Subject::ApiOfSite { op, site: name(site)? }),
+            _ => Err(err("unknown operation")),
+        },
         ["desired", shard, site, rest @ ..] => {
             let site = name(site)?;
             if *shard != shard_token(desired_shard(&site)) {
@@ -357,6 +467,7 @@ pub fn parse(subject: &str) -> Result<Subject, SubjectError> {
             Ok(Subject::Alert { kind, name: name(n)? })
         }
         ["site", site, "audit"] => Ok(Subject::SiteAudit { site: name(site)? }),
+        ["audit", "site", site] => Ok(Subject::AuditSite { site: name(site)? }),
         ["audit", "secret", tenant, secret] => Ok(Subject::AuditSecret { tenant: name(tenant)?, name: name(secret)? }),
         ["site", site, "status", app] => Ok(Subject::SiteStatus { site: name(site)?, app: name(app)? }),
         ["site", site, "registration"] => Ok(Subject::SiteRegistration { site: name(site)? }),
@@ -393,10 +504,19 @@ mod tests {
         let k = crate::alert::AlertKind::SiteOffline;
         assert_eq!(parse(&alert(k, &s)).unwrap(), Subject::Alert { kind: k, name: s.clone() });
         assert_eq!(parse(&audit_secret(&t, &x)).unwrap(), Subject::AuditSecret { tenant: t, name: x });
+        assert_eq!(parse(&audit_site(&s)).unwrap(), Subject::AuditSite { site: s.clone() });
         assert_eq!(parse(&heartbeat(&s)).unwrap(), Subject::Heartbeat { site: s });
-        for op in ApiOp::ALL {
+        for op in ApiOp::ALL.into_iter().filter(|op| !op.per_site()) {
             assert_eq!(parse(&op.subject()).unwrap(), Subject::Api(op));
         }
+        let site = n("shop-1");
+        assert_eq!(
+            parse(&ApiOp::SiteRegister.subject_for(&site)).unwrap(),
+            Subject::ApiOfSite { op: ApiOp::SiteRegister, site }
+        );
+        assert_eq!(ApiOp::SiteRegister.subject_for(&n("shop-1")), "edge.v1.api.site.register.shop-1");
+        assert!(parse("edge.v1.api.site.register").is_err(), "call-home names its site");
+        assert!(parse("edge.v1.api.app.apply.shop-1").is_err());
     }
 
     #[test]

@@ -24,6 +24,20 @@ pub struct Global {
     /// Directory holding the dev stack's state, logs and stores.
     #[arg(long, global = true, env = "EDGE_DEV_DIR", default_value = ".edge")]
     pub dev_dir: PathBuf,
+    /// Credentials file to connect with; defaults to `admin.creds` of the authority
+    /// (`--auth-dir`) when there is one.
+    #[arg(long, global = true, env = "EDGE_NATS_CREDS")]
+    pub creds: Option<PathBuf>,
+    /// Directory of the authority (operator and account keys) that `edgectl auth init` made;
+    /// defaults to `auth` in the dev directory.
+    #[arg(long, global = true, env = "EDGE_AUTH_DIR")]
+    pub auth_dir: Option<PathBuf>,
+}
+
+impl Global {
+    pub fn auth_dir(&self) -> PathBuf {
+        self.auth_dir.clone().unwrap_or_else(|| self.dev_dir.join("auth"))
+    }
 }
 
 #[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
@@ -43,6 +57,9 @@ pub enum Command {
     /// Sites.
     #[command(subcommand)]
     Site(SiteCommand),
+    /// Keys and credentials: who may say what on the bus.
+    #[command(subcommand)]
+    Auth(AuthCommand),
     /// Secrets: stored encrypted, delivered sealed to the sites whose apps use them.
     #[command(subcommand)]
     Secret(SecretCommand),
@@ -213,9 +230,45 @@ pub enum RolloutCommand {
 }
 
 #[derive(Subcommand, Debug)]
+pub enum AuthCommand {
+    /// Make the authority: the operator key, the system and control-plane accounts, and the
+    /// hub server's trust configuration (`hub-auth.conf`). Keeps an existing one.
+    Init,
+    /// Credentials of a control-plane user (a central service or an operator): prints the
+    /// path of its credentials file, issued on first call.
+    User { name: String },
+    /// Issue the hub's leafnode TLS certificate, signed by the authority's CA, for the names
+    /// (DNS names or IP addresses) the sites dial; prints the certificate and key paths.
+    Tls {
+        #[arg(long = "name", required = true)]
+        names: Vec<String>,
+    },
+}
+
+#[derive(Subcommand, Debug)]
 pub enum SiteCommand {
     /// List sites with their labels, hosts and connection state.
     List,
+    /// Issue a site's bundle from the authority (`--auth-dir`): its own account, its leaf
+    /// link's credentials (allowed only the site's own subjects at the hub), its site-manager's
+    /// credentials and its leaf server's trust configuration. Prints the bundle's directory;
+    /// the same files on a second call.
+    Add { site: String },
+    /// Block a site in one step: its leaf link is revoked at the hub (the hub drops the link
+    /// and refuses it from then on, however often the site redials), and the block is recorded
+    /// in the hub's AUDIT stream. Needs the authority (`--auth-dir`).
+    Block {
+        site: String,
+        /// Why, for the audit record.
+        #[arg(long)]
+        reason: Option<String>,
+    },
+    /// Reinstate a blocked site's leaf link (recorded in the AUDIT stream too).
+    Unblock {
+        site: String,
+        #[arg(long)]
+        reason: Option<String>,
+    },
     /// Set (`key=value`) or remove (`key-`) central labels of a site.
     Label {
         site: String,

@@ -11,10 +11,12 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use bollard::query_parameters::{ListContainersOptionsBuilder, RemoveContainerOptionsBuilder};
+use edge_auth::Authority;
 use edge_bus::api::request;
 use edge_bus::natsconf::{self, HubPorts, LeafPorts};
 use edge_types::api::{Empty, SiteListReply};
 use edge_types::subject::ApiOp;
+use edge_types::Name;
 use rustix::process::{kill_process, test_kill_process, Pid, Signal};
 use serde::{Deserialize, Serialize};
 
@@ -111,10 +113,11 @@ fn spawn(dir: &Path, name: &str, program: &Path, args: &[&str], env: &[(String, 
     Ok(Proc { name: name.into(), pid: child.id() as i32, log })
 }
 
-async fn wait_nats(url: &str, log: &Path) -> Result<()> {
+async fn wait_nats(url: &str, creds: &Path, log: &Path) -> Result<()> {
     let start = Instant::now();
+    let endpoint = edge_bus::Endpoint::new(url, Some(creds.to_path_buf()));
     while start.elapsed() < Duration::from_secs(20) {
-        if let Ok(client) = async_nats::connect(url).await {
+        if let Ok(client) = edge_bus::connect(&endpoint, "edgectl", false).await {
             if async_nats::jetstream::new(client).query_account().await.is_ok() {
                 return Ok(());
             }
@@ -169,23 +172,32 @@ async fn up(dir: &Path, n: u32) -> Result<()> {
     let nats = natsconf::nats_server_bin();
     std::fs::create_dir_all(dir.join("logs"))?;
     let dir = dir.canonicalize()?;
+    // The stack's own authority: every server trusts it, every process presents a credential.
+    let authority = Authority::init(&dir.join("auth"))?;
+    let admin = authority.control_user(&Name::new("admin")?)?;
 
     let ports = HubPorts { client: port_or_free(4222)?, leaf: port_or_free(7422)?, http: port_or_free(8222)? };
     std::fs::create_dir_all(dir.join("hub"))?;
     let conf = dir.join("hub/hub.conf");
     std::fs::write(&conf, natsconf::HUB_CONF)?;
+    std::fs::copy(authority.hub_auth_conf(), dir.join("hub/auth.conf"))?;
     let hub_url = format!("nats://127.0.0.1:{}", ports.client);
     let mut state = State { hub_url: hub_url.clone(), sites: Vec::new(), processes: Vec::new() };
-    let env = natsconf::hub_env("hub", &ports, &dir.join("hub/store"));
+    let tls = authority.hub_tls(&["127.0.0.1".into(), "localhost".into()])?;
+    let env = natsconf::hub_env("hub", &ports, &dir.join("hub/store"), (&tls.0, &tls.1));
     let hub = spawn(&dir, "hub", &nats, &["-c", &conf.display().to_string()], &env)?;
     state.processes.push(hub.clone());
     state.save(&dir)?;
-    wait_nats(&hub_url, &hub.log).await?;
+    wait_nats(&hub_url, &admin, &hub.log).await?;
     println!("hub        {hub_url} (leaf port {}, monitoring http://127.0.0.1:{})", ports.leaf, ports.http);
 
     for svc in SERVICES {
-        let var = format!("{}_NATS_URL", svc.to_uppercase().replace('-', "_"));
-        let mut env = vec![(var, hub_url.clone())];
+        let prefix = svc.to_uppercase().replace('-', "_");
+        let creds = authority.control_user(&Name::new(svc)?)?;
+        let mut env = vec![
+            (format!("{prefix}_NATS_URL"), hub_url.clone()),
+            (format!("{prefix}_NATS_CREDS"), creds.display().to_string()),
+        ];
         if svc == "secrets" {
             // A development master key, created on first start next to the hub's store.
             env.push(("SECRETS_MASTER_KEY_FILE".into(), dir.join("hub/master.key").display().to_string()));
@@ -207,16 +219,22 @@ async fn up(dir: &Path, n: u32) -> Result<()> {
         std::fs::create_dir_all(dir.join(&site))?;
         let conf = dir.join(&site).join("leaf.conf");
         std::fs::write(&conf, natsconf::LEAF_CONF)?;
-        let env = natsconf::leaf_env(&site, &leaf_ports, &dir.join(&site).join("store"), &hub_leaf);
+        let bundle = authority.site(&Name::new(&site)?)?;
+        std::fs::copy(&bundle.auth_conf, dir.join(&site).join("auth.conf"))?;
+        let store = dir.join(&site).join("store");
+        let auth =
+            natsconf::LeafAuth { creds: &bundle.leaf_creds, tls_ca: &bundle.ca, store_key: bundle.read_store_key()? };
+        let env = natsconf::leaf_env(&site, &leaf_ports, &store, &hub_leaf, &auth);
         let leaf = spawn(&dir, &format!("{site}-leaf"), &nats, &["-c", &conf.display().to_string()], &env)?;
         state.processes.push(leaf.clone());
         let leaf_url = format!("nats://127.0.0.1:{}", leaf_ports.client);
         state.sites.push(DevSite { name: site.clone(), leaf_url: leaf_url.clone(), labels: site_labels(i) });
         state.save(&dir)?;
-        wait_nats(&leaf_url, &leaf.log).await?;
+        wait_nats(&leaf_url, &bundle.agent_creds, &leaf.log).await?;
         let env = [
             ("SITE_MANAGER_SITE".to_string(), site.clone()),
             ("SITE_MANAGER_NATS_URL".to_string(), leaf_url.clone()),
+            ("SITE_MANAGER_NATS_CREDS".to_string(), bundle.agent_creds.display().to_string()),
             ("SITE_MANAGER_HOST".to_string(), "host-1".to_string()),
             ("SITE_MANAGER_LABELS".to_string(), site_labels(i)),
             ("SITE_MANAGER_KEY_DIR".to_string(), dir.join(&site).join("keys").display().to_string()),
@@ -229,7 +247,7 @@ async fn up(dir: &Path, n: u32) -> Result<()> {
     }
 
     // Ready when every site has called home.
-    let client = async_nats::connect(&hub_url).await?;
+    let client = edge_bus::connect(&edge_bus::Endpoint::new(&hub_url, Some(admin)), "edgectl", false).await?;
     let start = Instant::now();
     loop {
         let listed: Result<SiteListReply, _> =

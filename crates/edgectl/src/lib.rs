@@ -2,6 +2,7 @@
 //! so any NATS client can do the same; `dev` runs a whole local stack as processes.
 
 pub mod app;
+pub mod auth;
 pub mod cli;
 pub mod dev;
 pub mod image;
@@ -24,6 +25,7 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Dev(cmd) => dev::run(cmd, &cli.global).await,
         Command::App(cmd) => app::run(cmd, &cli.global).await,
         Command::Site(cmd) => site::run(cmd, &cli.global).await,
+        Command::Auth(cmd) => auth::run(cmd, &cli.global),
         Command::Secret(cmd) => secret::run(cmd, &cli.global).await,
         Command::Image(cmd) => image::run(cmd, &cli.global).await,
         Command::Alerts => alerts(&cli.global).await,
@@ -32,15 +34,28 @@ pub async fn run(cli: Cli) -> Result<()> {
     }
 }
 
-/// Connects to the hub: `--server`, else `EDGE_NATS_URL`, else the running dev stack's hub.
+/// Connects to the hub: `--server`, else `EDGE_NATS_URL`, else the running dev stack's hub,
+/// with the credential of [`auth::client_creds`].
 pub async fn connect(global: &cli::Global) -> Result<async_nats::Client> {
+    connect_as(global, auth::client_creds(global)).await
+}
+
+/// Connects to the hub (as [`connect`]) presenting `creds`.
+pub async fn connect_as(global: &cli::Global, creds: Option<std::path::PathBuf>) -> Result<async_nats::Client> {
     let url = match &global.server {
         Some(u) => u.clone(),
         None => dev::State::load(&global.dev_dir)
             .map(|s| s.hub_url)
             .context("no hub to talk to: pass --server URL, set EDGE_NATS_URL, or start one with `edgectl dev up`")?,
     };
-    let client = async_nats::ConnectOptions::new()
+    let mut opts = async_nats::ConnectOptions::new();
+    if let Some(creds) = creds {
+        opts = opts
+            .credentials_file(&creds)
+            .await
+            .with_context(|| format!("cannot read credentials {}", creds.display()))?;
+    }
+    let client = opts
         .name("edgectl")
         .connection_timeout(Duration::from_secs(5))
         .connect(&url)

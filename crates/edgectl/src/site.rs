@@ -39,6 +39,9 @@ pub async fn run(cmd: SiteCommand, global: &Global) -> Result<()> {
                 .collect();
             print(global.output, &r, &["SITE", "CONNECTED", "LAST SEEN", "BUFFER", "LABELS", "HOSTS", "APPS"], rows);
         }
+        SiteCommand::Add { site } => crate::auth::site_add(&site, global)?,
+        SiteCommand::Block { site, reason } => crate::auth::site_block(&site, true, reason, global).await?,
+        SiteCommand::Unblock { site, reason } => crate::auth::site_block(&site, false, reason, global).await?,
         SiteCommand::RotateKey { site } => {
             let req = edge_types::secret::SiteRef {
                 site: Name::new(&site).map_err(|e| anyhow::anyhow!("site {site:?}: {e}"))?,

@@ -137,9 +137,11 @@ pub struct FleetOptions {
 impl Fleet {
     /// Connects every site (its own connection), then starts following desired state and
     /// sending heartbeats. Returns once every site's consumer exists.
-    pub async fn start(hub_url: &str, sites: Vec<Name>, opts: FleetOptions) -> Result<Self> {
+    pub async fn start(hub_url: &str, creds: &std::path::Path, sites: Vec<Name>, opts: FleetOptions) -> Result<Self> {
+        let creds = std::fs::read_to_string(creds).context("reading the simulated sites' credentials")?;
         let connects = sites.iter().map(|s| {
-            let options = async_nats::ConnectOptions::new()
+            let options = async_nats::ConnectOptions::with_credentials(&creds)
+                .expect("credentials checked by the hub's start")
                 .name(format!("sim-{s}"))
                 .read_buffer_capacity(4096)
                 .client_capacity(256)

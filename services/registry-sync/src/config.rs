@@ -8,6 +8,10 @@ pub struct Config {
     /// URL of the hub NATS server.
     #[arg(long, env = "REGISTRY_SYNC_NATS_URL", default_value = "nats://127.0.0.1:4222")]
     pub nats_url: String,
+    /// Credentials file (user JWT and nkey seed) to connect with, issued by the authority
+    /// (`edgectl auth`); the file is read, never logged.
+    #[arg(long, env = "REGISTRY_SYNC_NATS_CREDS")]
+    pub nats_creds: Option<std::path::PathBuf>,
     /// Most bytes per second sent to any one site (0: no limit).
     #[arg(long, env = "REGISTRY_SYNC_SITE_BYTES_PER_SEC", default_value_t = 0)]
     pub site_bytes_per_sec: u64,
@@ -35,6 +39,7 @@ impl Config {
     pub fn new(nats_url: impl Into<String>) -> Self {
         Self {
             nats_url: nats_url.into(),
+            nats_creds: None,
             site_bytes_per_sec: 0,
             pass_secs: 10,
             concurrent_sites: 8,

@@ -12,6 +12,10 @@ pub struct Config {
     /// URL of the hub NATS server.
     #[arg(long, env = "SCHEDULER_NATS_URL", default_value = "nats://127.0.0.1:4222")]
     pub nats_url: String,
+    /// Credentials file (user JWT and nkey seed) to connect with, issued by the authority
+    /// (`edgectl auth`); the file is read, never logged.
+    #[arg(long, env = "SCHEDULER_NATS_CREDS")]
+    pub nats_creds: Option<std::path::PathBuf>,
     /// Seconds between full placement passes over every app (a safety net; applies, deletes,
     /// registrations and label changes place at once).
     #[arg(long, env = "SCHEDULER_RESYNC_SECS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=3600))]
@@ -35,6 +39,7 @@ impl Config {
     pub fn new(nats_url: impl Into<String>) -> Self {
         Self {
             nats_url: nats_url.into(),
+            nats_creds: None,
             resync_secs: 30,
             site_timeout_secs: 15,
             label_orders: LabelOrders::default(),

@@ -73,7 +73,12 @@ impl Hub {
 
 /// Runs the scheduler until `shutdown` is cancelled.
 pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), SchedulerError> {
-    let (client, reconnects) = edge_bus::connect::connect_observed(&config.nats_url, "scheduler", true).await?;
+    let (client, reconnects) = edge_bus::connect::connect_observed(
+        &edge_bus::Endpoint::new(&config.nats_url, config.nats_creds.clone()),
+        "scheduler",
+        true,
+    )
+    .await?;
     let js = edge_bus::topology::hub_js(&client);
     let buckets = edge_bus::topology::ensure_hub(&js).await?;
     let hub = Hub {
@@ -164,7 +169,7 @@ async fn handle(hub: &Hub, op: ApiOp, req: &async_nats::service::Request) {
         ApiOp::AppRollback => reply_counted(f, op, req, rollout_api::rollback(hub, body).await).await,
         ApiOp::SiteList => reply_counted(f, op, req, sites::list(hub, body).await).await,
         ApiOp::SiteLabel => reply_counted(f, op, req, sites::label(hub, body).await).await,
-        ApiOp::SiteRegister => reply_counted(f, op, req, sites::register(hub, body).await).await,
+        ApiOp::SiteRegister => reply_counted(f, op, req, sites::register(hub, &req.message.subject, body).await).await,
         ApiOp::SiteRotateKey => reply_counted(f, op, req, sites::rotate_key(hub, body).await).await,
         other => unreachable!("{other:?} belongs to the {} service; no endpoint is registered here", other.service()),
     }

@@ -80,8 +80,22 @@ pub async fn upsert_registration(hub: &Hub, reg: &SiteRegistration) -> Result<bo
     Ok(is_new)
 }
 
-pub async fn register(hub: &Hub, body: &[u8]) -> Result<RegisterReply, ApiError> {
+/// Call-home of the site named by the request's subject (`edge.v1.api.site.register.<site>`),
+/// which the caller's credential allows only for its own site: the payload must name the same
+/// site, so that no site can register (and so be placed, sourced and trusted) as another.
+pub async fn register(hub: &Hub, subject: &str, body: &[u8]) -> Result<RegisterReply, ApiError> {
     let reg: SiteRegistration = decode(body).map_err(edge_bus::api::invalid)?;
+    let caller = match edge_types::subject::parse(subject) {
+        Ok(edge_types::subject::Subject::ApiOfSite { site, .. }) => site,
+        _ => return Err(ApiError::invalid("/site", "invalid request: the subject does not name the calling site")),
+    };
+    if caller != reg.site {
+        tracing::warn!(caller = %caller, claimed = %reg.site, "call-home refused: the payload names another site");
+        return Err(ApiError::invalid(
+            "/site",
+            "invalid request: /site: is not the calling site (the subject's, which its credential allows)",
+        ));
+    }
     // A site named like the hub's domain would make the hub source its own stream.
     Name::site(reg.site.as_str()).map_err(|e| ApiError::invalid("/site", format!("invalid request: /site: {e}")))?;
     let new = upsert_registration(hub, &reg).await?;

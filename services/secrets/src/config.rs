@@ -19,6 +19,10 @@ pub struct Config {
     /// URL of the hub NATS server.
     #[arg(long, env = "SECRETS_NATS_URL", default_value = "nats://127.0.0.1:4222")]
     pub nats_url: String,
+    /// Credentials file (user JWT and nkey seed) to connect with, issued by the authority
+    /// (`edgectl auth`); the file is read, never logged.
+    #[arg(long, env = "SECRETS_NATS_CREDS")]
+    pub nats_creds: Option<std::path::PathBuf>,
     /// File holding the master key that wraps every tenant's data key (64 hex digits or base64
     /// of 32 bytes). Without it, `SECRETS_MASTER_KEY` must hold the key.
     #[arg(long, env = "SECRETS_MASTER_KEY_FILE")]
@@ -32,7 +36,12 @@ pub struct Config {
 impl Config {
     /// A configuration for tests and embedding: the key in `master_key_file`, created if absent.
     pub fn new(nats_url: impl Into<String>, master_key_file: impl Into<PathBuf>) -> Self {
-        Self { nats_url: nats_url.into(), master_key_file: Some(master_key_file.into()), create_master_key: true }
+        Self {
+            nats_url: nats_url.into(),
+            nats_creds: None,
+            master_key_file: Some(master_key_file.into()),
+            create_master_key: true,
+        }
     }
 
     /// Reads the master key: the file, else the environment variable.

@@ -84,7 +84,8 @@ impl Secrets {
 /// Runs the service until `shutdown` is cancelled.
 pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), SecretsError> {
     let master = config.master_key()?;
-    let client = edge_bus::connect(&config.nats_url, NAME, true).await?;
+    let client =
+        edge_bus::connect(&edge_bus::Endpoint::new(&config.nats_url, config.nats_creds.clone()), NAME, true).await?;
     let js = edge_bus::topology::hub_js(&client);
     let buckets = edge_bus::topology::ensure_hub(&js).await?;
     let key_store = edge_bus::topology::ensure_secret_store(&js).await?;

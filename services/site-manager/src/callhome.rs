@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use std::sync::Arc;
 
-use edge_bus::api::{request, RequestError};
+use edge_bus::api::{request_as_site, RequestError};
 use edge_bus::backoff::Backoff;
 use edge_types::api::RegisterReply;
 use edge_types::app::digest_json;
@@ -31,7 +31,15 @@ pub async fn register(
     // Jittered back-off, so a fleet reconnecting at once does not stampede.
     let mut backoff = Backoff::new(Duration::from_millis(500), Duration::from_secs(30));
     loop {
-        match request::<_, RegisterReply>(&client, ApiOp::SiteRegister, &reg, Duration::from_secs(10)).await {
+        match request_as_site::<_, RegisterReply>(
+            &client,
+            ApiOp::SiteRegister,
+            &reg.site,
+            &reg,
+            Duration::from_secs(10),
+        )
+        .await
+        {
             Ok(reply) => {
                 tracing::info!(site = %reply.site, new = reply.new, "registered with the hub");
                 return;

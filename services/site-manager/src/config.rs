@@ -16,6 +16,10 @@ pub struct Config {
     /// URL of the site's own leaf NATS server.
     #[arg(long, env = "SITE_MANAGER_NATS_URL", default_value = "nats://127.0.0.1:4222")]
     pub nats_url: String,
+    /// Credentials file (user JWT and nkey seed) to connect with, issued by the authority
+    /// (`edgectl auth`); the file is read, never logged.
+    #[arg(long, env = "SITE_MANAGER_NATS_CREDS")]
+    pub nats_creds: Option<std::path::PathBuf>,
     /// Site id: a lower-case DNS label; also the site leaf's JetStream domain.
     #[arg(long, env = "SITE_MANAGER_SITE", value_parser = parse_site)]
     pub site: Name,
@@ -105,6 +109,7 @@ impl Config {
     pub fn new(site: Name, nats_url: impl Into<String>) -> Self {
         Self {
             nats_url: nats_url.into(),
+            nats_creds: None,
             site,
             host: None,
             labels: Vec::new(),

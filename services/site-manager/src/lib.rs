@@ -86,7 +86,11 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Site
     else {
         return Ok(());
     };
-    let client = edge_bus::connect(&config.nats_url, &format!("site-manager/{site}/{host}"), true).await?;
+    let endpoint = edge_bus::Endpoint {
+        inbox_prefix: Some(edge_types::subject::site_inbox_prefix(&site)),
+        ..edge_bus::Endpoint::new(&config.nats_url, config.nats_creds.clone())
+    };
+    let client = edge_bus::connect(&endpoint, &format!("site-manager/{site}/{host}"), true).await?;
     // The leaf's own JetStream domain: the site's streams live there, reachable with the WAN down.
     let js = jetstream::with_domain(client.clone(), site.as_str());
     let limits = config.limits();

@@ -27,6 +27,10 @@ pub struct Config {
     /// URL of the hub NATS server.
     #[arg(long, env = "TELEMETRY_NATS_URL", default_value = "nats://127.0.0.1:4222")]
     pub nats_url: String,
+    /// Credentials file (user JWT and nkey seed) to connect with, issued by the authority
+    /// (`edgectl auth`); the file is read, never logged.
+    #[arg(long, env = "TELEMETRY_NATS_CREDS")]
+    pub nats_creds: Option<std::path::PathBuf>,
     /// Address of the Prometheus endpoint (`/metrics`).
     #[arg(long, env = "TELEMETRY_LISTEN", default_value = "127.0.0.1:9464")]
     pub listen: String,
@@ -60,6 +64,7 @@ impl Config {
         let th = alerts::Thresholds::default();
         Self {
             nats_url: nats_url.into(),
+            nats_creds: None,
             listen: listen.into(),
             site_timeout_secs: 15,
             max_sites: 10_000,
@@ -101,7 +106,8 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Tele
     let (listener, addr) = http::bind(&config.listen)
         .await
         .map_err(|source| TelemetryError::Listen { addr: config.listen.clone(), source })?;
-    let client = edge_bus::connect(&config.nats_url, NAME, true).await?;
+    let client =
+        edge_bus::connect(&edge_bus::Endpoint::new(&config.nats_url, config.nats_creds.clone()), NAME, true).await?;
     let js = edge_bus::topology::hub_js(&client);
     let buckets = edge_bus::topology::ensure_hub(&js).await?;
     let alert_kv = edge_bus::topology::ensure_alerts(&js).await?;

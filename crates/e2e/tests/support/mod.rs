@@ -96,7 +96,7 @@ impl Stack {
             let _ = edge_bus::logging::init("e2e", "info"); // RUST_LOG=info shows every service's log
         }
         let hub = NatsServer::hub().await?;
-        let client = async_nats::connect(hub.url()).await?;
+        let client = hub.connect().await?;
         let docker = Docker::connect_with_local_defaults()?.negotiate_version().await?;
         let secrets_dir = std::path::PathBuf::from(format!("/dev/shm/{}", unique("edge-test-secrets")));
         let keys = tempfile::tempdir()?;
@@ -118,7 +118,7 @@ impl Stack {
         for (labels, hosts) in sites {
             let name = Name::site(unique("s"))?;
             let wan = Relay::start(&stack.hub.leaf_addr()).await?;
-            let leaf = NatsServer::leaf_to(name.as_str(), &format!("nats-leaf://{}", wan.addr())).await?;
+            let leaf = NatsServer::leaf_to(name.as_str(), &stack.hub, &format!("nats-leaf://{}", wan.addr())).await?;
             let hosts = hosts
                 .iter()
                 .map(|(h, l)| Ok(Host { name: Name::new(*h)?, labels: owned(l), manager: None }))
@@ -146,6 +146,7 @@ impl Stack {
 
     fn start_scheduler(&mut self) {
         let mut config = scheduler::Config::new(self.hub.url());
+        config.nats_creds = Some(self.hub.user_creds("scheduler").expect("credentials"));
         config.resync_secs = 5;
         config.site_timeout_secs = 3;
         config.label_orders = edge_types::selector::LabelOrders::parse("size=small<medium<large").expect("valid");
@@ -154,8 +155,17 @@ impl Stack {
         self.scheduler = Some(service("scheduler", |t| scheduler::run(config, t)));
     }
 
+    /// A telemetry service's configuration for this stack, listening on `listen`.
+    #[allow(dead_code)] // not every test binary runs telemetry
+    pub fn telemetry_config(&self, listen: impl Into<String>) -> telemetry::Config {
+        let mut config = telemetry::Config::new(self.hub.url(), listen);
+        config.nats_creds = Some(self.hub.user_creds("telemetry").expect("credentials"));
+        config
+    }
+
     fn start_secrets(&mut self) {
-        let config = secrets::Config::new(self.hub.url(), self.keys.path().join("master.key"));
+        let mut config = secrets::Config::new(self.hub.url(), self.keys.path().join("master.key"));
+        config.nats_creds = Some(self.hub.user_creds("secrets").expect("credentials"));
         self.secrets = Some(service("secrets", |t| secrets::run(config, t)));
     }
 
@@ -176,6 +186,7 @@ impl Stack {
 
     fn start_registry_with(&mut self, tweak: impl FnOnce(&mut registry_sync::Config)) {
         let mut config = registry_sync::Config::new(self.hub.url());
+        config.nats_creds = Some(self.hub.user_creds("registry-sync").expect("credentials"));
         config.pass_secs = 2;
         config.gc_grace_secs = 4;
         config.recheck_secs = 2;
@@ -350,7 +361,7 @@ impl Stack {
 
     /// The site's own JetStream (its leaf's domain).
     pub async fn site_js(&self, i: usize) -> Result<async_nats::jetstream::Context> {
-        let leaf = async_nats::connect(self.sites[i].leaf.url()).await?;
+        let leaf = self.sites[i].leaf.connect().await?;
         Ok(async_nats::jetstream::with_domain(leaf, self.sites[i].name.as_str()))
     }
 
@@ -420,6 +431,7 @@ impl Site {
     pub fn start_host(&mut self, j: usize) {
         let host = &mut self.hosts[j];
         let mut config = site_manager::Config::new(self.name.clone(), self.leaf.url());
+        config.nats_creds = Some(self.leaf.creds().to_path_buf());
         config.host = Some(host.name.clone());
         config.resync_secs = 2;
         config.heartbeat_secs = 1;
@@ -499,6 +511,13 @@ pub fn assert_exactly_once(seqs: &[u64], through: u64, what: &str) {
     let expected: Vec<u64> = (1..=seqs.len() as u64).collect();
     assert_eq!(seqs, expected.as_slice(), "{what}: every site event exactly once, in order");
     assert!(seqs.len() as u64 >= through, "{what}: the hub holds {} of at least {through} events", seqs.len());
+}
+
+/// The directory of the workspace's binaries (`target/debug`), from this test's own path
+/// (`target/debug/deps/<test>-<hash>`).
+#[allow(dead_code)] // used by the tests that run binaries
+pub fn bin_dir() -> std::path::PathBuf {
+    std::env::current_exe().unwrap().parent().unwrap().parent().unwrap().to_path_buf()
 }
 
 /// Removes every container of a site (blocking; used on drop).

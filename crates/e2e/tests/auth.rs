@@ -1,0 +1,266 @@
+//! Least privilege on the bus, with real nats-server auth: a hub and two site leaves trusting one
+//! operator. Whatever runs at site B (here a client with B's site-manager credential, which is
+//! all-powerful inside B's own account) cannot receive site A's traffic through the hub nor
+//! publish as A; credentials only open what they were issued for.
+
+mod support;
+
+use std::process::Command;
+use std::time::Duration;
+
+use anyhow::{ensure, Result};
+use edge_testkit::NatsServer;
+use edge_types::subject;
+use edge_types::Name;
+use futures::StreamExt;
+
+/// A subscription that must stay silent for a while.
+async fn silent(sub: &mut async_nats::Subscriber, what: &str) {
+    if let Ok(Some(m)) = tokio::time::timeout(Duration::from_millis(700), sub.next()).await {
+        panic!("{what}: received {:?}", m.subject);
+    }
+}
+
+async fn receives(sub: &mut async_nats::Subscriber, what: &str) {
+    match tokio::time::timeout(Duration::from_secs(5), sub.next()).await {
+        Ok(Some(_)) => {}
+        _ => panic!("{what}: nothing received"),
+    }
+}
+
+/// Waits until interest of the leaves has crossed to the hub (subscriptions propagate
+/// asynchronously): publishes until the control subscription receives.
+async fn until_received(hub: &async_nats::Client, subject: &str, sub: &mut async_nats::Subscriber) {
+    for _ in 0..50 {
+        hub.publish(subject.to_string(), "x".into()).await.unwrap();
+        hub.flush().await.unwrap();
+        if let Ok(Some(_)) = tokio::time::timeout(Duration::from_millis(100), sub.next()).await {
+            return;
+        }
+    }
+    panic!("{subject} never reached its own site");
+}
+
+#[tokio::test]
+async fn a_site_can_neither_read_nor_forge_another_sites_subjects() -> Result<()> {
+    let hub_server = NatsServer::hub().await?;
+    let (a, b) = (Name::new("shop-a")?, Name::new("shop-b")?);
+    let leaf_a = NatsServer::leaf(a.as_str(), &hub_server).await?;
+    let leaf_b = NatsServer::leaf(b.as_str(), &hub_server).await?;
+    let hub = hub_server.connect().await?;
+    let at_a = leaf_a.connect().await?;
+    let at_b = leaf_b.connect().await?;
+
+    // Hub -> site: A's log requests, desired-state deliveries and replies reach A, never B.
+    for subj in [
+        subject::logs(&a),
+        format!("{}.S.x", subject::delivery_down(&a)),
+        format!("{}.1", subject::site_inbox_prefix(&a)),
+    ] {
+        let mut own = at_a.subscribe(subj.clone()).await?;
+        let mut other = at_b.subscribe(subj.clone()).await?;
+        at_b.flush().await?;
+        until_received(&hub, &subj, &mut own).await;
+        silent(&mut other, &format!("site B listening on {subj}")).await;
+    }
+    // Nor can B see anything with a wildcard over the whole grammar.
+    let mut everything = at_b.subscribe("edge.v1.>").await?;
+    at_b.flush().await?;
+    let mut own = at_a.subscribe(subject::logs(&a)).await?;
+    until_received(&hub, &subject::logs(&a), &mut own).await;
+    hub.publish(subject::desired(&a, &Name::new("web")?), "x".into()).await?;
+    hub.flush().await?;
+    silent(&mut everything, "site B's wildcard").await;
+
+    // Site -> hub: B's heartbeat arrives; B publishing as A (heartbeat, events delivered to the
+    // hub's streams, call-home as a raw subject of A) does not.
+    let mut hb_b = hub.subscribe(subject::heartbeat(&b)).await?;
+    let mut as_a = hub.subscribe(format!("{}.>", subject::PREFIX)).await?;
+    hub.flush().await?;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    for subj in [
+        subject::heartbeat(&a),
+        format!("{}.S.1", subject::delivery_up(&a)),
+        subject::site_status(&a, &Name::new("web")?),
+        subject::site_registration(&a),
+    ] {
+        at_b.publish(subj, "forged".into()).await?;
+    }
+    at_b.publish(subject::heartbeat(&b), "mine".into()).await?;
+    at_b.flush().await?;
+    receives(&mut hb_b, "B's own heartbeat at the hub").await;
+    while let Ok(Some(m)) = tokio::time::timeout(Duration::from_millis(700), as_a.next()).await {
+        assert_eq!(m.subject.as_str(), subject::heartbeat(&b), "only B's own heartbeat crosses");
+    }
+
+    // B cannot open a consumer on A's desired state in the hub, only on its own.
+    let js_b = async_nats::jetstream::with_domain(at_b.clone(), "hub");
+    let hub_js = edge_bus::topology::hub_js(&hub);
+    edge_bus::topology::ensure_hub(&hub_js).await?;
+    // Named, so that the request's subject carries the filter (as a stream source's does).
+    let consumer_of = |site: &Name| async_nats::jetstream::consumer::push::Config {
+        name: Some("probe".into()),
+        deliver_subject: format!("{}.S.test", subject::delivery_down(site)),
+        filter_subject: subject::desired_for_site(site),
+        ack_policy: async_nats::jetstream::consumer::AckPolicy::None,
+        ..Default::default()
+    };
+    let stream_of = |site: &Name| edge_bus::topology::desired_stream_of(site);
+    let stolen = tokio::time::timeout(Duration::from_secs(3), async {
+        js_b.get_stream_no_info(stream_of(&a))
+            .await?
+            .create_consumer(consumer_of(&a))
+            .await
+            .map(|_| ())
+            .map_err(anyhow::Error::from)
+    })
+    .await;
+    assert!(!matches!(stolen, Ok(Ok(()))), "site B made a consumer on site A's desired state");
+    js_b.get_stream_no_info(stream_of(&b)).await?.create_consumer(consumer_of(&b)).await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn credentials_open_only_what_they_were_issued_for() -> Result<()> {
+    let hub = NatsServer::hub().await?;
+    let site = Name::new("shop-c")?;
+    let bundle = hub.authority().site(&site)?;
+    let connect = |creds: Option<std::path::PathBuf>| {
+        let endpoint = edge_bus::Endpoint::new(hub.url(), creds);
+        async move { edge_bus::connect(&endpoint, "probe", false).await }
+    };
+    assert!(connect(None).await.is_err(), "a client without credentials is refused");
+    assert!(connect(Some(bundle.agent_creds)).await.is_err(), "a site's own account is unknown at the hub");
+    assert!(connect(Some(bundle.leaf_creds)).await.is_err(), "a leaf-link credential makes no client session");
+    let other = NatsServer::hub().await?;
+    let foreign = other.user_creds("scheduler")?;
+    assert!(connect(Some(foreign)).await.is_err(), "another operator's user is refused");
+    connect(Some(hub.user_creds("scheduler")?)).await?;
+    Ok(())
+}
+
+/// `edgectl site block|unblock` as an operator runs it, against `hub`'s authority.
+fn edgectl_site(hub: &NatsServer, verb: &str, site: &Name) -> Result<()> {
+    let out = Command::new(support::bin_dir().join("edgectl"))
+        .args(["--server", &hub.url(), "--auth-dir"])
+        .arg(hub.authority().dir())
+        .args(["site", verb, site.as_str(), "--reason", "host stolen"])
+        .output()?;
+    ensure!(out.status.success(), "edgectl site {verb}: {}", String::from_utf8_lossy(&out.stderr));
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_blocked_site_is_cut_off_stays_out_and_keeps_running_locally() -> Result<()> {
+    let hub_server = NatsServer::hub().await?;
+    let site = Name::new("shop-d")?;
+    let leaf = NatsServer::leaf(site.as_str(), &hub_server).await?;
+    let hub = hub_server.connect().await?;
+    let at_site = leaf.connect().await?;
+    let mut logs = at_site.subscribe(subject::logs(&site)).await?;
+    at_site.flush().await?;
+    until_received(&hub, &subject::logs(&site), &mut logs).await;
+
+    edgectl_site(&hub_server, "block", &site)?;
+    // The hub drops the link at once and refuses it on every redial (the leaf redials each
+    // second): nothing crosses for several seconds.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    while tokio::time::timeout(Duration::from_millis(50), logs.next()).await.is_ok() {}
+    for _ in 0..8 {
+        hub.publish(subject::logs(&site), "x".into()).await?;
+        hub.flush().await?;
+        silent(&mut logs, "a blocked site").await;
+    }
+    assert!(hub_server.log().contains("Credentials Revoked"), "the hub says why it dropped the site");
+    // The site itself keeps working: its own server still serves its own clients.
+    let mut local = at_site.subscribe("edge.v1.local.check").await?;
+    at_site.publish("edge.v1.local.check", "x".into()).await?;
+    receives(&mut local, "the site's own traffic while blocked").await;
+
+    // Recorded where auditors look.
+    let audit = edge_bus::topology::hub_js(&hub)
+        .get_stream("AUDIT")
+        .await?
+        .get_last_raw_message_by_subject(&subject::audit_site(&site))
+        .await?;
+    let event: edge_types::site::SiteBlockEvent = serde_json::from_slice(&audit.payload)?;
+    assert!(event.blocked && event.reason.as_deref() == Some("host stolen"), "{event:?}");
+
+    edgectl_site(&hub_server, "unblock", &site)?;
+    until_received(&hub, &subject::logs(&site), &mut logs).await;
+    Ok(())
+}
+
+#[tokio::test]
+async fn leaf_links_are_tls_and_a_site_trusts_only_its_authoritys_hub() -> Result<()> {
+    use tokio::io::AsyncReadExt;
+    let hub = NatsServer::hub().await?;
+    // The leafnode port demands TLS before anything else.
+    let mut tcp = tokio::net::TcpStream::connect(hub.leaf_addr()).await?;
+    let mut info = vec![0u8; 4096];
+    let n = tokio::time::timeout(Duration::from_secs(5), tcp.read(&mut info)).await??;
+    let info = String::from_utf8_lossy(&info[..n]);
+    assert!(info.contains("\"tls_required\":true"), "{info}");
+
+    // A site whose CA did not sign the hub's certificate (a hub impostor, as the site sees it)
+    // never links up.
+    let other = NatsServer::hub().await?;
+    let foreign_ca = other.authority().site(&Name::new("elsewhere")?)?.ca;
+    let site = Name::new("shop-e")?;
+    let foreign = foreign_ca.display().to_string();
+    let leaf = NatsServer::leaf_with(site.as_str(), Some(&hub), &hub.leaf_url(), &[("LEAF_TLS_CA", &foreign)]).await?;
+    let hub_client = hub.connect().await?;
+    let mut logs = leaf.connect().await?.subscribe(subject::logs(&site)).await?;
+    for _ in 0..5 {
+        hub_client.publish(subject::logs(&site), "x".into()).await?;
+        hub_client.flush().await?;
+        silent(&mut logs, "a site that cannot verify the hub").await;
+    }
+    assert!(leaf.log().contains("certificate"), "the leaf says why: {}", leaf.log());
+
+    // With its own CA the same site links up.
+    let trusted = NatsServer::leaf(site.as_str(), &hub).await?;
+    let mut logs = trusted.connect().await?.subscribe(subject::logs(&site)).await?;
+    until_received(&hub_client, &subject::logs(&site), &mut logs).await;
+    Ok(())
+}
+
+/// Every file under `dir`, read whole.
+fn files(dir: &std::path::Path, out: &mut Vec<Vec<u8>>) {
+    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            files(&p, out);
+        } else if let Ok(b) = std::fs::read(&p) {
+            out.push(b);
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_sites_store_is_encrypted_at_rest() -> Result<()> {
+    let hub = NatsServer::hub().await?;
+    let site = Name::new("shop-f")?;
+    let leaf = NatsServer::leaf(site.as_str(), &hub).await?;
+    let js = async_nats::jetstream::with_domain(leaf.connect().await?, site.as_str());
+    js.create_stream(async_nats::jetstream::stream::Config {
+        name: "PROBE".into(),
+        subjects: vec!["probe.>".into()],
+        ..Default::default()
+    })
+    .await?;
+    let marker = "plaintext-marker-7f3a9c";
+    for i in 0..20 {
+        js.publish(format!("probe.{i}"), format!("{marker} {i}").into()).await?.await?;
+    }
+    let mut all = Vec::new();
+    files(&leaf.store_dir(), &mut all);
+    let total: usize = all.iter().map(Vec::len).sum();
+    assert!(total > 1000, "the store holds the messages ({total} bytes)");
+    let leaked = all.iter().any(|f| f.windows(marker.len()).any(|w| w == marker.as_bytes()));
+    assert!(!leaked, "a message is readable in the site's store files");
+    // The site reads them back as usual.
+    let msg = js.get_stream("PROBE").await?.get_last_raw_message_by_subject("probe.19").await?;
+    assert_eq!(&msg.payload[..], format!("{marker} 19").as_bytes());
+    Ok(())
+}

@@ -1,0 +1,465 @@
+//! The authority: the operator key and the accounts it signs, kept in a directory, and the
+//! credentials it issues. `edgectl auth init` makes one; `edgectl site add` issues a site's
+//! bundle from it.
+//!
+//! Accounts:
+//! - `SYS`: nats-server's system account.
+//! - `EDGE`: the control plane at the hub: the central services, operators' tools, and the leaf
+//!   link of every site (each scoped to its own site, [`crate::scope::site_leaf`]).
+//! - `SITE_<site>`, one per site: the site's own leaf server serves it (the site-manager and,
+//!   later, the site's applications). Only that leaf server knows it, so what is issued in it
+//!   opens nothing at the hub or at another site; the leaf link binds it to the site's `EDGE`
+//!   user at the hub.
+//!
+//! Layout (seed files are mode 0600; a seed is never logged or put in an error):
+//! ```text
+//! operator.seed  operator.jwt
+//! accounts/<NAME>.seed  accounts/<NAME>.jwt  accounts/<NAME>.signer.seed
+//! creds/<user>.creds                 control-plane users (services, operators)
+//! tls/ca.pem tls/ca.key tls/hub.pem tls/hub.key   the leaf links' CA, the hub's certificate
+//! sites/<site>/leaf.creds            the site's leaf link (EDGE account, LEAFNODE only)
+//! sites/<site>/ca.pem                the CA, to verify the hub
+//! sites/<site>/store.key store.env   the key of the leaf's encrypted JetStream store (0600)
+//! sites/<site>/agent.creds           the site-manager (SITE_<site> account)
+//! sites/<site>/auth.conf             the leaf server's trust: operator, accounts, leaf binding
+//! hub-auth.conf                      the hub server's trust
+//! ```
+
+use std::path::{Path, PathBuf};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use edge_types::Name;
+use nkeys::KeyPair;
+
+use crate::claims::{self, AccountLimits};
+use crate::creds::Creds;
+use crate::jwt::{self, Claims};
+use crate::scope::{self, Scope};
+use crate::AuthError;
+
+pub const SYSTEM_ACCOUNT: &str = "SYS";
+/// Where the system user pushes an updated account JWT to the hub's resolver.
+pub const CLAIMS_UPDATE: &str = "$SYS.REQ.CLAIMS.UPDATE";
+pub const CONTROL_ACCOUNT: &str = "EDGE";
+
+/// An account's keys and its signed JWT.
+pub struct Account {
+    pub name: String,
+    pub key: KeyPair,
+    /// Signs the account's users, so that the account key itself can be kept offline.
+    pub signer: KeyPair,
+    pub jwt: String,
+}
+
+/// The operator and its accounts, backed by a directory.
+pub struct Authority {
+    dir: PathBuf,
+    operator: KeyPair,
+    operator_jwt: String,
+    system: Account,
+    control: Account,
+}
+
+/// What a site needs to join: its leaf link's credentials, its site-manager's, and its leaf
+/// server's trust configuration.
+pub struct SiteBundle {
+    pub dir: PathBuf,
+    pub leaf_creds: PathBuf,
+    pub agent_creds: PathBuf,
+    pub auth_conf: PathBuf,
+    /// The CA certificate the leaf server verifies the hub's TLS certificate with.
+    pub ca: PathBuf,
+    /// The key the leaf server encrypts its JetStream store with (`LEAF_STORE_KEY`), and the
+    /// same as an environment file (`LEAF_STORE_KEY=...`, for docker-compose).
+    pub store_key: PathBuf,
+    pub store_env: PathBuf,
+}
+
+impl SiteBundle {
+    /// The leaf server's store key.
+    pub fn read_store_key(&self) -> Result<String, AuthError> {
+        read(&self.store_key)
+    }
+}
+
+/// 32 random bytes, hex: a site's store key.
+fn store_key() -> Result<String, AuthError> {
+    let mut key = [0u8; 32];
+    getrandom::getrandom(&mut key).map_err(|e| AuthError::Key(format!("no randomness: {e}")))?;
+    Ok(key.iter().map(|b| format!("{b:02x}")).collect())
+}
+
+fn now() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+}
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> AuthError + '_ {
+    move |source| AuthError::Io { path: path.to_path_buf(), source }
+}
+
+fn key_err(e: nkeys::error::Error) -> AuthError {
+    AuthError::Key(e.to_string())
+}
+
+/// Writes `text` to `path` (mode 0600 when `secret`), replacing it atomically.
+pub(crate) fn write(path: &Path, text: &str, secret: bool) -> Result<(), AuthError> {
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent).map_err(io(parent))?;
+    }
+    let tmp = path.with_extension("tmp");
+    {
+        use std::io::Write;
+        let mut opts = std::fs::OpenOptions::new();
+        opts.write(true).create(true).truncate(true);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::OpenOptionsExt;
+            opts.mode(if secret { 0o600 } else { 0o644 });
+        }
+        let mut f = opts.open(&tmp).map_err(io(&tmp))?;
+        f.write_all(text.as_bytes()).map_err(io(&tmp))?;
+        f.sync_all().map_err(io(&tmp))?;
+    }
+    std::fs::rename(&tmp, path).map_err(io(path))
+}
+
+fn read(path: &Path) -> Result<String, AuthError> {
+    Ok(std::fs::read_to_string(path).map_err(io(path))?.trim().to_string())
+}
+
+fn read_seed(path: &Path) -> Result<KeyPair, AuthError> {
+    KeyPair::from_seed(&read(path)?).map_err(|_| AuthError::Invalid(format!("{} holds no valid seed", path.display())))
+}
+
+impl Authority {
+    /// Opens the authority in `dir`, making it (operator, system and control accounts) if the
+    /// directory holds none yet.
+    pub fn init(dir: &Path) -> Result<Self, AuthError> {
+        if dir.join("operator.seed").exists() {
+            return Self::open(dir);
+        }
+        let operator = KeyPair::new_operator();
+        let mut this = Self {
+            dir: dir.to_path_buf(),
+            operator_jwt: String::new(),
+            system: Self::blank_account(SYSTEM_ACCOUNT),
+            control: Self::blank_account(CONTROL_ACCOUNT),
+            operator,
+        };
+        this.system.jwt = this.sign_account(&this.system, AccountLimits::unlimited_without_jetstream())?;
+        this.control.jwt = this.sign_account(&this.control, AccountLimits::unlimited_with_jetstream())?;
+        this.operator_jwt = this.sign_operator()?;
+        write(&dir.join("operator.seed"), &this.operator.seed().map_err(key_err)?, true)?;
+        write(&dir.join("operator.jwt"), &this.operator_jwt, false)?;
+        this.save_account(&this.system)?;
+        this.save_account(&this.control)?;
+        write(&dir.join("hub-auth.conf"), &this.hub_conf(), false)?;
+        crate::tls::ensure_ca(&this.tls_dir())?;
+        Ok(this)
+    }
+
+    /// Opens an existing authority.
+    pub fn open(dir: &Path) -> Result<Self, AuthError> {
+        let operator = read_seed(&dir.join("operator.seed"))?;
+        let operator_jwt = read(&dir.join("operator.jwt"))?;
+        let load = |name: &str| -> Result<Account, AuthError> {
+            let base = dir.join("accounts");
+            Ok(Account {
+                name: name.to_string(),
+                key: read_seed(&base.join(format!("{name}.seed")))?,
+                signer: read_seed(&base.join(format!("{name}.signer.seed")))?,
+                jwt: read(&base.join(format!("{name}.jwt")))?,
+            })
+        };
+        Ok(Self {
+            dir: dir.to_path_buf(),
+            operator,
+            operator_jwt,
+            system: load(SYSTEM_ACCOUNT)?,
+            control: load(CONTROL_ACCOUNT)?,
+        })
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    pub fn operator_public_key(&self) -> String {
+        self.operator.public_key()
+    }
+
+    /// The control-plane account's public key (`EDGE`).
+    pub fn control_account(&self) -> String {
+        self.control.key.public_key()
+    }
+
+    fn tls_dir(&self) -> PathBuf {
+        self.dir.join("tls")
+    }
+
+    /// Issues the hub's leafnode TLS certificate for the `names` sites dial (DNS names or IP
+    /// addresses), signed by the authority's CA: `(certificate, key)` paths.
+    pub fn hub_tls(&self, names: &[String]) -> Result<(PathBuf, PathBuf), AuthError> {
+        crate::tls::issue_server(&self.tls_dir(), names)
+    }
+
+    /// Path of the hub server's trust configuration (included by `nats-config/hub.conf`).
+    pub fn hub_auth_conf(&self) -> PathBuf {
+        self.dir.join("hub-auth.conf")
+    }
+
+    fn blank_account(name: &str) -> Account {
+        Account {
+            name: name.to_string(),
+            key: KeyPair::new_account(),
+            signer: KeyPair::new_account(),
+            jwt: String::new(),
+        }
+    }
+
+    fn sign_operator(&self) -> Result<String, AuthError> {
+        let pk = self.operator.public_key();
+        let mut c = Claims {
+            jti: String::new(),
+            iat: now(),
+            iss: pk.clone(),
+            name: "edge".into(),
+            sub: pk,
+            exp: None,
+            nats: claims::Operator {
+                system_account: self.system.key.public_key(),
+                kind: "operator".into(),
+                version: 2,
+                ..Default::default()
+            },
+        };
+        jwt::encode(&mut c, &self.operator)
+    }
+
+    fn sign_account(&self, account: &Account, limits: AccountLimits) -> Result<String, AuthError> {
+        let mut c = Claims {
+            jti: String::new(),
+            iat: now(),
+            iss: self.operator.public_key(),
+            name: account.name.clone(),
+            sub: account.key.public_key(),
+            exp: None,
+            nats: claims::Account {
+                limits,
+                signing_keys: vec![account.signer.public_key()],
+                kind: "account".into(),
+                version: 2,
+                ..Default::default()
+            },
+        };
+        jwt::encode(&mut c, &self.operator)
+    }
+
+    fn save_account(&self, a: &Account) -> Result<(), AuthError> {
+        let base = self.dir.join("accounts");
+        write(&base.join(format!("{}.seed", a.name)), &a.key.seed().map_err(key_err)?, true)?;
+        write(&base.join(format!("{}.signer.seed", a.name)), &a.signer.seed().map_err(key_err)?, true)?;
+        write(&base.join(format!("{}.jwt", a.name)), &a.jwt, false)
+    }
+
+    /// A new user of `account` with `scope`, under a fresh key.
+    fn issue(&self, account: &Account, name: &str, scope: Scope) -> Result<Creds, AuthError> {
+        let user = KeyPair::new_user();
+        let mut c = Claims {
+            jti: String::new(),
+            iat: now(),
+            iss: account.signer.public_key(),
+            name: name.to_string(),
+            sub: user.public_key(),
+            exp: None,
+            nats: claims::User {
+                publish: scope.publish,
+                subscribe: scope.subscribe,
+                subs: -1,
+                data: -1,
+                payload: -1,
+                allowed_connection_types: scope.connection_types,
+                issuer_account: account.key.public_key(),
+                tags: scope.tags,
+                kind: "user".into(),
+                version: 2,
+                ..Default::default()
+            },
+        };
+        let jwt = jwt::encode(&mut c, &account.signer)?;
+        Ok(Creds { jwt, seed: user.seed().map_err(key_err)? })
+    }
+
+    /// Credentials of a control-plane user (`scheduler`, `secrets`, `admin`, ...), issued once
+    /// and kept in `creds/<name>.creds`.
+    pub fn control_user(&self, name: &Name) -> Result<PathBuf, AuthError> {
+        let path = self.dir.join("creds").join(format!("{name}.creds"));
+        if !path.exists() {
+            let creds = self.issue(&self.control, name.as_str(), scope::control_plane(name.as_str()))?;
+            write(&path, &creds.render(), true)?;
+        }
+        Ok(path)
+    }
+
+    /// Credentials of the system account's operator user (`creds/sys.creds`): what pushes
+    /// account updates (revocations) to the hub's resolver. Kept at the centre.
+    pub fn system_user(&self) -> Result<PathBuf, AuthError> {
+        let path = self.dir.join("creds").join("sys.creds");
+        if !path.exists() {
+            let creds = self.issue(&self.system, "sys", scope::control_plane("system"))?;
+            write(&path, &creds.render(), true)?;
+        }
+        Ok(path)
+    }
+
+    /// The public key of a site's leaf-link user (its identity at the hub).
+    pub fn site_leaf_user(&self, site: &Name) -> Result<String, AuthError> {
+        let path = self.dir.join("sites").join(site.as_str()).join("leaf.creds");
+        let creds = Creds::parse(&read(&path)?)?;
+        let claims: Claims<claims::User> = jwt::decode(&creds.jwt)?;
+        Ok(claims.sub)
+    }
+
+    /// Revokes (`true`) or reinstates (`false`) the leaf link of `site` in the control
+    /// account, re-signs the account and returns its new JWT, which the hub must be given
+    /// (`$SYS.REQ.CLAIMS.UPDATE`, [`CLAIMS_UPDATE`]): then the hub drops the site's leaf
+    /// connection and refuses it until reinstated. `hub-auth.conf` is rewritten too, so a hub
+    /// started from it knows the revocation.
+    pub fn set_site_revoked(&mut self, site: &Name, revoked: bool) -> Result<String, AuthError> {
+        let user = self.site_leaf_user(site)?;
+        let mut claims: Claims<claims::Account> = jwt::decode(&self.control.jwt)?;
+        if revoked {
+            // A revocation covers JWTs issued at or before its time.
+            claims.nats.revocations.insert(user, now().max(claims.iat));
+        } else {
+            claims.nats.revocations.remove(&user);
+        }
+        claims.iat = now().max(claims.iat + 1);
+        self.control.jwt = jwt::encode(&mut claims, &self.operator)?;
+        self.save_account(&self.control)?;
+        write(&self.dir.join("hub-auth.conf"), &self.hub_conf(), false)?;
+        Ok(self.control.jwt.clone())
+    }
+
+    /// Whether the leaf link of `site` is revoked.
+    pub fn site_revoked(&self, site: &Name) -> Result<bool, AuthError> {
+        let user = self.site_leaf_user(site)?;
+        let claims: Claims<claims::Account> = jwt::decode(&self.control.jwt)?;
+        Ok(claims.nats.revocations.contains_key(&user))
+    }
+
+    /// The bundle of `site`: made on first call, the same files after.
+    pub fn site(&self, site: &Name) -> Result<SiteBundle, AuthError> {
+        let dir = self.dir.join("sites").join(site.as_str());
+        let bundle = SiteBundle {
+            leaf_creds: dir.join("leaf.creds"),
+            agent_creds: dir.join("agent.creds"),
+            auth_conf: dir.join("auth.conf"),
+            ca: dir.join("ca.pem"),
+            store_key: dir.join("store.key"),
+            store_env: dir.join("store.env"),
+            dir,
+        };
+        if !bundle.store_key.exists() {
+            let key = store_key()?;
+            write(&bundle.store_key, &key, true)?;
+            write(&bundle.store_env, &format!("LEAF_STORE_KEY={key}\n"), true)?;
+        }
+        if !bundle.ca.exists() {
+            let ca = crate::tls::ensure_ca(&self.tls_dir())?;
+            let pem = std::fs::read_to_string(&ca).map_err(io(&ca))?;
+            write(&bundle.ca, &pem, false)?;
+        }
+        if bundle.auth_conf.exists() {
+            return Ok(bundle);
+        }
+        let account_name = format!("SITE_{site}");
+        let mut account = Self::blank_account(&account_name);
+        account.jwt = self.sign_account(&account, AccountLimits::unlimited_with_jetstream())?;
+        self.save_account(&account)?;
+        let leaf = self.issue(&self.control, &format!("{site}-leaf"), scope::site_leaf(site))?;
+        let agent = self.issue(&account, &format!("{site}-agent"), scope::site_agent(site))?;
+        write(&bundle.leaf_creds, &leaf.render(), true)?;
+        write(&bundle.agent_creds, &agent.render(), true)?;
+        write(&bundle.auth_conf, &self.leaf_conf(&account), false)?;
+        Ok(bundle)
+    }
+
+    /// The public key of a site's own account (`SITE_<site>`), once its bundle exists.
+    pub fn site_account(&self, site: &Name) -> Result<String, AuthError> {
+        let path = self.dir.join("accounts").join(format!("SITE_{site}.seed"));
+        Ok(read_seed(&path)?.public_key())
+    }
+
+    /// The hub server's trust: the operator, the system account and the control account,
+    /// preloaded into the hub's own resolver (`nats-config/hub.conf`), which takes updates.
+    fn hub_conf(&self) -> String {
+        trust_conf(&self.operator_jwt, &self.system, &[&self.control], false)
+    }
+
+    /// A site leaf server's trust: the operator, the system account and the site's account,
+    /// which the leaf link binds to the site's user at the hub.
+    fn leaf_conf(&self, site_account: &Account) -> String {
+        let mut conf = trust_conf(&self.operator_jwt, &self.system, &[site_account], true);
+        conf.push_str(&format!(
+            "# The site's account: what crosses the leaf link.\nSITE_ACCOUNT: {}\n",
+            site_account.key.public_key()
+        ));
+        conf
+    }
+}
+
+/// `operator`, `system_account` and the accounts' JWTs to preload into the resolver (with
+/// `memory`, a fixed resolver of just those).
+fn trust_conf(operator_jwt: &str, system: &Account, accounts: &[&Account], memory: bool) -> String {
+    let mut s = String::from("# Written by edgectl auth: whom this server trusts.\n");
+    s.push_str(&format!("operator: \"{operator_jwt}\"\n"));
+    s.push_str(&format!("system_account: {}\n", system.key.public_key()));
+    if memory {
+        s.push_str("resolver: MEMORY\n");
+    }
+    s.push_str("resolver_preload: {\n");
+    for a in std::iter::once(system).chain(accounts.iter().copied()) {
+        s.push_str(&format!("  # {}\n  {}: \"{}\"\n", a.name, a.key.public_key(), a.jwt));
+    }
+    s.push_str("}\n");
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn init_is_idempotent_and_issues_verifiable_credentials() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = Authority::init(dir.path()).unwrap();
+        let again = Authority::init(dir.path()).unwrap();
+        assert_eq!(a.operator_public_key(), again.operator_public_key());
+
+        let svc = a.control_user(&Name::new("scheduler").unwrap()).unwrap();
+        let creds = Creds::parse(&std::fs::read_to_string(&svc).unwrap()).unwrap();
+        let user: Claims<claims::User> = jwt::decode(&creds.jwt).unwrap();
+        assert_eq!(user.nats.issuer_account, a.control_account());
+        let account: Claims<claims::Account> =
+            jwt::decode(&std::fs::read_to_string(dir.path().join("accounts/EDGE.jwt")).unwrap()).unwrap();
+        assert_eq!(account.iss, a.operator_public_key());
+        assert!(account.nats.signing_keys.contains(&user.iss));
+
+        let site = Name::new("shop-1").unwrap();
+        let b = a.site(&site).unwrap();
+        let leaf = Creds::parse(&std::fs::read_to_string(&b.leaf_creds).unwrap()).unwrap();
+        let leaf: Claims<claims::User> = jwt::decode(&leaf.jwt).unwrap();
+        assert_eq!(leaf.nats.allowed_connection_types, vec!["LEAFNODE"]);
+        let conf = std::fs::read_to_string(&b.auth_conf).unwrap();
+        assert!(conf.contains(&a.site_account(&site).unwrap()));
+        assert!(!conf.contains(&a.control_account()), "a site's leaf server must not know the control account");
+
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(&b.agent_creds).unwrap().permissions().mode();
+            assert_eq!(mode & 0o777, 0o600);
+        }
+    }
+}

@@ -1,0 +1,142 @@
+//! The kind-specific claims of operator, account and user JWTs (the `nats` object), with the
+//! field names nats-server reads. Only what the project sets is modelled; nats-server applies
+//! its defaults to the rest.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+fn is_false(b: &bool) -> bool {
+    !*b
+}
+
+/// The operator: the root of trust every server of the system is configured with.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct Operator {
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub signing_keys: Vec<String>,
+    /// Public key of the system account (server events, `$SYS`).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub system_account: String,
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub version: u8,
+}
+
+/// An account: a namespace of subjects, streams and users.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct Account {
+    pub limits: AccountLimits,
+    /// Keys that may sign this account's users (besides the account's own).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub signing_keys: Vec<String>,
+    /// Users (public keys, or `*` for all) whose JWTs issued at or before the time (Unix
+    /// seconds) are refused: the revocation list.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub revocations: BTreeMap<String, u64>,
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub version: u8,
+}
+
+/// Limits of an account; -1 is unlimited. JetStream is enabled when a storage limit is not 0.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct AccountLimits {
+    pub subs: i64,
+    pub data: i64,
+    pub payload: i64,
+    pub imports: i64,
+    pub exports: i64,
+    pub wildcards: bool,
+    pub conn: i64,
+    pub leaf: i64,
+    pub mem_storage: i64,
+    pub disk_storage: i64,
+    pub streams: i64,
+    pub consumer: i64,
+}
+
+impl AccountLimits {
+    /// No limits, JetStream enabled.
+    pub fn unlimited_with_jetstream() -> Self {
+        Self {
+            subs: -1,
+            data: -1,
+            payload: -1,
+            imports: -1,
+            exports: -1,
+            wildcards: true,
+            conn: -1,
+            leaf: -1,
+            mem_storage: -1,
+            disk_storage: -1,
+            streams: -1,
+            consumer: -1,
+        }
+    }
+
+    /// No limits, JetStream disabled (the system account).
+    pub fn unlimited_without_jetstream() -> Self {
+        Self { mem_storage: 0, disk_storage: 0, streams: 0, consumer: 0, ..Self::unlimited_with_jetstream() }
+    }
+}
+
+impl Default for AccountLimits {
+    fn default() -> Self {
+        Self::unlimited_with_jetstream()
+    }
+}
+
+/// Subjects allowed and denied (wildcards allowed). Empty allow with empty deny: everything.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct SubjectPermission {
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allow: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub deny: Vec<String>,
+}
+
+impl SubjectPermission {
+    pub fn allow<I: IntoIterator<Item = S>, S: Into<String>>(subjects: I) -> Self {
+        Self { allow: subjects.into_iter().map(Into::into).collect(), deny: Vec::new() }
+    }
+}
+
+/// Responses a user may publish to the reply subjects of requests it received, without a
+/// publish permission for them (`max` replies per request within `ttl` nanoseconds).
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ResponsePermission {
+    pub max: i64,
+    pub ttl: i64,
+}
+
+/// Kinds of connections a user may make.
+pub const CONN_STANDARD: &str = "STANDARD";
+pub const CONN_LEAFNODE: &str = "LEAFNODE";
+
+/// A user: one client (or one leaf link) of one account.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct User {
+    #[serde(rename = "pub", default)]
+    pub publish: SubjectPermission,
+    #[serde(rename = "sub", default)]
+    pub subscribe: SubjectPermission,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resp: Option<ResponsePermission>,
+    pub subs: i64,
+    pub data: i64,
+    pub payload: i64,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allowed_connection_types: Vec<String>,
+    /// The account, when a signing key of it (not its own key) signed this user.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub issuer_account: String,
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub bearer_token: bool,
+    /// Free-form tags; the project records the role and scope here (`role:site-leaf`, `site:s1`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tags: Vec<String>,
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub version: u8,
+}

@@ -1,0 +1,113 @@
+//! What each role may publish and subscribe to: the least privilege of every credential the
+//! project issues.
+//!
+//! A site's leaf link is the boundary that matters. Its user lives in the hub's control-plane
+//! account and may only carry the site's own traffic: through it the site publishes its
+//! heartbeat, its deliveries to the hub's streams, the consumer requests that read its own
+//! desired state, and replies to requests the hub sent it; and it receives (its interest
+//! crosses the link for) requests into its own JetStream domain, its log requests, replies to
+//! its own requests and its own desired-state deliveries. Everything else of every other site
+//! stays out of reach: nats-server drops what the link's user may not publish and never
+//! forwards what it may not subscribe to.
+
+use edge_types::subject;
+use edge_types::Name;
+
+use crate::claims::{SubjectPermission, CONN_LEAFNODE, CONN_STANDARD};
+
+/// Permissions of one credential.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Scope {
+    pub publish: SubjectPermission,
+    pub subscribe: SubjectPermission,
+    /// Kinds of connection allowed (empty: any).
+    pub connection_types: Vec<String>,
+    /// Recorded in the JWT's tags: role and scope, for `edgectl auth` listings and audits.
+    pub tags: Vec<String>,
+}
+
+/// The hub streams a site's consumers deliver to (their flow-control replies come back).
+const SITE_STREAMS_SOURCED_BY_HUB: [&str; 2] = ["SITE_EVENTS", "TELEMETRY"];
+
+/// The leaf link of one site, as the hub sees it.
+pub fn site_leaf(site: &Name) -> Scope {
+    let shard = subject::desired_shard(site);
+    let desired_stream = format!("DESIRED_{}", subject::shard_token(shard));
+    let publish = vec![
+        subject::heartbeat(site),
+        subject::ApiOp::SiteRegister.subject_for(site),
+        format!("{}.>", subject::delivery_up(site)),
+        // Only consumers filtered to the site's own desired state (the filter is part of the
+        // subject, and the server checks it against the request).
+        format!("$JS.hub.API.CONSUMER.CREATE.{desired_stream}.*.{}", subject::desired_for_site(site)),
+        "$JS.hub.API.INFO".to_string(),
+        format!("$JS.FC.{desired_stream}.>"),
+        // Replies to what the hub asked: its clients' inboxes and its servers' JetStream
+        // replies. nats-server's per-request response permission does not cover leaf links,
+        // so the site may publish to any reply subject; they are random (a NUID of about 130
+        // bits) and a site can only receive its own (`_INBOX.site.<site>.>`), so it cannot
+        // learn, let alone answer, another site's requests.
+        "_INBOX.>".to_string(),
+        "$JSC.R.>".to_string(),
+    ];
+    let mut subscribe = vec![
+        format!("$JS.{site}.API.>"),
+        subject::logs(site),
+        format!("{}.>", subject::site_inbox_prefix(site)),
+        format!("{}.>", subject::delivery_down(site)),
+        format!("$O.edge_blobs_{site}.>"),
+        // Replies to the consumer requests the site's leaf server makes for its sources.
+        "$JSC.R.>".to_string(),
+    ];
+    subscribe.extend(SITE_STREAMS_SOURCED_BY_HUB.iter().map(|s| format!("$JS.FC.{s}.>")));
+    Scope {
+        publish: SubjectPermission::allow(publish),
+        subscribe: SubjectPermission::allow(subscribe),
+        connection_types: vec![CONN_LEAFNODE.to_string()],
+        tags: vec!["role:site-leaf".into(), format!("site:{site}")],
+    }
+}
+
+/// The site-manager of a site, on the site's own leaf server (in the site's account, which
+/// only that leaf server knows: this credential opens nothing at the hub or at another site).
+pub fn site_agent(site: &Name) -> Scope {
+    unrestricted(vec!["role:site-agent".into(), format!("site:{site}")])
+}
+
+/// A central service (`scheduler`, `secrets`, ...) or an operator's tool at the hub.
+pub fn control_plane(role: &str) -> Scope {
+    unrestricted(vec![format!("role:{role}")])
+}
+
+/// Everything its account allows, from client connections only.
+fn unrestricted(tags: Vec<String>) -> Scope {
+    Scope {
+        publish: SubjectPermission::default(),
+        subscribe: SubjectPermission::default(),
+        connection_types: vec![CONN_STANDARD.to_string()],
+        tags,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_site_leaf_names_its_own_site_only() {
+        let a = Name::new("shop-1").unwrap();
+        let s = site_leaf(&a);
+        for subj in s.publish.allow.iter().chain(&s.subscribe.allow) {
+            let generic = subj.starts_with("$JS.hub.API.INFO")
+                || subj == "_INBOX.>"
+                || subj.starts_with("$JSC.")
+                || subj.starts_with("$JS.FC.");
+            assert!(generic || subj.contains("shop-1"), "{subj} is not scoped to the site");
+        }
+        assert!(s
+            .publish
+            .allow
+            .contains(&"$JS.hub.API.CONSUMER.CREATE.DESIRED_07.*.edge.v1.desired.07.shop-1.>".into()));
+        assert_eq!(s.connection_types, vec!["LEAFNODE"]);
+    }
+}

@@ -1,0 +1,87 @@
+//! `edgectl auth ...` and `edgectl site add`: the authority's keys and the credentials it issues.
+
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+use edge_auth::Authority;
+use edge_types::site::SiteBlockEvent;
+use edge_types::Name;
+
+use crate::cli::{AuthCommand, Global};
+
+pub fn run(cmd: AuthCommand, global: &Global) -> Result<()> {
+    let dir = global.auth_dir();
+    match cmd {
+        AuthCommand::Init => {
+            let a = Authority::init(&dir).with_context(|| format!("making the authority in {}", dir.display()))?;
+            a.control_user(&Name::new("admin")?)?;
+            println!("operator {}", a.operator_public_key());
+            println!("hub trust: {}", a.hub_auth_conf().display());
+        }
+        AuthCommand::Tls { names } => {
+            let (cert, key) = open(&dir)?.hub_tls(&names)?;
+            println!("{}\n{}", cert.display(), key.display());
+        }
+        AuthCommand::User { name } => {
+            let name = Name::new(&name).map_err(|e| anyhow::anyhow!("user {name:?}: {e}"))?;
+            println!("{}", open(&dir)?.control_user(&name)?.display());
+        }
+    }
+    Ok(())
+}
+
+/// `edgectl site add SITE`: prints the site's bundle directory.
+pub fn site_add(site: &str, global: &Global) -> Result<()> {
+    let site = Name::new(site).map_err(|e| anyhow::anyhow!("site {site:?}: {e}"))?;
+    let bundle = open(&global.auth_dir())?.site(&site)?;
+    println!("{}", bundle.dir.display());
+    Ok(())
+}
+
+/// `edgectl site block|unblock SITE`: revokes (or reinstates) the site's leaf link in the
+/// control account, gives the hub the re-signed account, and records it in the AUDIT stream.
+pub async fn site_block(site: &str, blocked: bool, reason: Option<String>, global: &Global) -> Result<()> {
+    let site = Name::new(site).map_err(|e| anyhow::anyhow!("site {site:?}: {e}"))?;
+    anyhow::ensure!(reason.as_ref().is_none_or(|r| r.len() <= 256), "--reason: at most 256 bytes");
+    let mut authority = open(&global.auth_dir())?;
+    let jwt = authority.set_site_revoked(&site, blocked).with_context(|| format!("site {site} has no bundle here"))?;
+    let system = crate::connect_as(global, Some(authority.system_user()?)).await?;
+    edge_bus::claims::push_account_jwt(&system, &jwt).await?;
+    let event = SiteBlockEvent { at_ms: now_ms(), actor: actor(), site: site.clone(), blocked, reason };
+    let client = crate::connect(global).await?;
+    let js = edge_bus::topology::hub_js(&client);
+    edge_bus::topology::ensure_audit(&js).await?;
+    let ack = js
+        .publish(edge_types::subject::audit_site(&site), serde_json::to_vec(&event)?.into())
+        .await
+        .context("recording the block in the AUDIT stream")?;
+    ack.await.context("recording the block in the AUDIT stream")?;
+    let state = if blocked { "blocked" } else { "unblocked" };
+    crate::output::print(global.output, &event, &["SITE", "STATE"], vec![vec![site.to_string(), state.into()]]);
+    Ok(())
+}
+
+/// Who runs the command, for audit records.
+fn actor() -> String {
+    let user = std::env::var("USER").unwrap_or_else(|_| "unknown".into());
+    let mut a = format!("edgectl/{user}");
+    a.truncate(128);
+    a
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+}
+
+fn open(dir: &std::path::Path) -> Result<Authority> {
+    Authority::open(dir).with_context(|| format!("no authority in {} (run `edgectl auth init`)", dir.display()))
+}
+
+/// The credentials the CLI connects with: `--creds`, else the authority's `admin` user.
+pub fn client_creds(global: &Global) -> Option<PathBuf> {
+    if let Some(c) = &global.creds {
+        return Some(c.clone());
+    }
+    let admin = global.auth_dir().join("creds").join("admin.creds");
+    admin.exists().then_some(admin)
+}
