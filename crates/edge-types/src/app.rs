@@ -108,6 +108,10 @@ pub struct ServiceSpec {
     /// running (status, rollout gates, alerts).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub probe: Option<Probe>,
+    /// The container's root filesystem is read-only; `/tmp` is a small tmpfs (secret files are
+    /// mounted as always).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub read_only_root: bool,
 }
 
 /// A health probe, run by Docker inside the container every `period_secs`: exactly one of

@@ -81,6 +81,10 @@ pub struct Config {
     /// `/run/secrets`. Must be a tmpfs, so secrets never reach a disk.
     #[arg(long, env = "SITE_MANAGER_SECRETS_DIR", default_value = "/dev/shm/edge-secrets")]
     pub secrets_dir: PathBuf,
+    /// Memory limit in MiB of containers whose spec sets none (every container gets a limit);
+    /// 0: no limit.
+    #[arg(long, env = "SITE_MANAGER_DEFAULT_MEMORY_MB", default_value_t = 1024)]
+    pub default_memory_mb: u64,
     /// Seconds between resource samples of this host and its containers.
     #[arg(long, env = "SITE_MANAGER_STATS_SECS", default_value_t = 15, value_parser = clap::value_parser!(u64).range(1..=3600))]
     pub stats_secs: u64,
@@ -128,6 +132,7 @@ impl Config {
             key_dir: std::env::temp_dir().join("edge-site-manager"),
             secrets_dir: PathBuf::from("/dev/shm/edge-secrets"),
             secrets_sender: None,
+            default_memory_mb: 1024,
             stats_secs: 15,
             telemetry_max_bytes: 64 << 20,
             images_max_bytes: 8 << 30,

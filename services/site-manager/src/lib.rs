@@ -123,6 +123,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Site
     runtime.set_devices(&inventory);
     runtime.set_secrets_dir(config.secrets_dir.clone());
     runtime.set_network_pool(config.network_pool);
+    runtime.set_default_memory_mb((config.default_memory_mb > 0).then_some(config.default_memory_mb));
     warn_unless_tmpfs(&config.secrets_dir);
     // Wakes this host's reconcile loop, and the leader's loop.
     let (changed, leader_changed) = (Signal::new(), Signal::new());

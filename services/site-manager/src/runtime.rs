@@ -47,6 +47,8 @@ pub struct DockerRuntime {
     secrets_dir: PathBuf,
     /// The apps' networks at this host.
     networks: Networks,
+    /// Memory limit of containers whose spec sets none.
+    default_memory_mb: Option<u64>,
 }
 
 /// Health from Docker's status line (`Up 5 minutes (healthy)`): `healthy`, `unhealthy`,
@@ -78,6 +80,9 @@ pub struct Resolved<'a> {
 /// Where a container sees its file secrets.
 pub const SECRETS_MOUNT: &str = "/run/secrets";
 
+/// Most processes (and threads) one container may have.
+pub const PIDS_LIMIT: i64 = 4096;
+
 impl DockerRuntime {
     /// Connects to the local Docker Engine (`DOCKER_HOST` or the default socket) and agrees on
     /// an API version the engine speaks.
@@ -91,7 +96,13 @@ impl DockerRuntime {
             devices: HashMap::new(),
             secrets_dir: std::env::temp_dir().join("edge-secrets"),
             networks,
+            default_memory_mb: None,
         })
+    }
+
+    /// The memory limit of containers whose spec sets none (`None`: no limit).
+    pub fn set_default_memory_mb(&mut self, mb: Option<u64>) {
+        self.default_memory_mb = mb;
     }
 
     /// Sets the /16 the apps' networks take their subnets from.
@@ -306,8 +317,16 @@ impl DockerRuntime {
                 port_bindings: (!bindings.is_empty()).then_some(bindings),
                 network_mode: Some(primary),
                 binds,
-                memory: svc.resources.memory_mb.map(|m| (m * 1024 * 1024) as i64),
+                memory: svc.resources.memory_mb.or(self.default_memory_mb).map(|m| (m * 1024 * 1024) as i64),
                 nano_cpus: svc.resources.cpus.map(|c| (c * 1e9) as i64),
+                // Hardening every container gets: no privilege gained through setuid binaries,
+                // a bounded number of processes (a fork bomb stays in its container).
+                security_opt: Some(vec!["no-new-privileges:true".into()]),
+                pids_limit: Some(PIDS_LIMIT),
+                readonly_rootfs: svc.read_only_root.then_some(true),
+                tmpfs: svc
+                    .read_only_root
+                    .then(|| HashMap::from([("/tmp".to_string(), "rw,nosuid,nodev,size=64m".to_string())])),
                 ..Default::default()
             }),
             ..Default::default()
