@@ -48,20 +48,8 @@ pub async fn connect_as(global: &cli::Global, creds: Option<std::path::PathBuf>)
             .map(|s| s.hub_url)
             .context("no hub to talk to: pass --server URL, set EDGE_NATS_URL, or start one with `edgectl dev up`")?,
     };
-    let mut opts = async_nats::ConnectOptions::new();
-    if let Some(creds) = creds {
-        opts = opts
-            .credentials_file(&creds)
-            .await
-            .with_context(|| format!("cannot read credentials {}", creds.display()))?;
-    }
-    let client = opts
-        .name("edgectl")
-        .connection_timeout(Duration::from_secs(5))
-        .connect(&url)
-        .await
-        .with_context(|| format!("cannot reach the hub at {url}"))?;
-    Ok(client)
+    let endpoint = edge_bus::Endpoint::new(&url, creds);
+    edge_bus::connect(&endpoint, "edgectl", false).await.context("cannot reach the hub")
 }
 
 /// `edgectl health SERVICE`: the service's health reply, or an error (exit 1).
