@@ -38,8 +38,6 @@ use crate::scope::{self, Scope};
 use crate::AuthError;
 
 pub const SYSTEM_ACCOUNT: &str = "SYS";
-/// Where the system user pushes an updated account JWT to the hub's resolver.
-pub const CLAIMS_UPDATE: &str = "$SYS.REQ.CLAIMS.UPDATE";
 pub const CONTROL_ACCOUNT: &str = "EDGE";
 
 /// An account's keys and its signed JWT.
@@ -293,21 +291,20 @@ impl Authority {
     /// Credentials of a control-plane user (`scheduler`, `secrets`, `admin`, ...), issued once
     /// and kept in `creds/<name>.creds`.
     pub fn control_user(&self, name: &Name) -> Result<PathBuf, AuthError> {
-        let path = self.dir.join("creds").join(format!("{name}.creds"));
-        if !path.exists() {
-            let creds = self.issue(&self.control, name.as_str(), scope::control_plane(name.as_str()))?;
-            write(&path, &creds.render(), true)?;
-        }
-        Ok(path)
+        self.issued_once(&format!("{name}.creds"), &self.control, name.as_str(), name.as_str())
     }
 
     /// Credentials of the system account's operator user (`creds/sys.creds`): what pushes
     /// account updates (revocations) to the hub's resolver. Kept at the centre.
     pub fn system_user(&self) -> Result<PathBuf, AuthError> {
-        let path = self.dir.join("creds").join("sys.creds");
+        self.issued_once("sys.creds", &self.system, "sys", "system")
+    }
+
+    /// `creds/<file>`: a user of `account` in role `role`, issued on the first call.
+    fn issued_once(&self, file: &str, account: &Account, name: &str, role: &str) -> Result<PathBuf, AuthError> {
+        let path = self.dir.join("creds").join(file);
         if !path.exists() {
-            let creds = self.issue(&self.system, "sys", scope::control_plane("system"))?;
-            write(&path, &creds.render(), true)?;
+            write(&path, &self.issue(account, name, scope::control_plane(role))?.render(), true)?;
         }
         Ok(path)
     }
@@ -322,7 +319,7 @@ impl Authority {
 
     /// Revokes (`true`) or reinstates (`false`) the leaf link of `site` in the control
     /// account, re-signs the account and returns its new JWT, which the hub must be given
-    /// (`$SYS.REQ.CLAIMS.UPDATE`, [`CLAIMS_UPDATE`]): then the hub drops the site's leaf
+    /// ([`edge_bus::claims::push_account_jwt`]): then the hub drops the site's leaf
     /// connection and refuses it until reinstated. `hub-auth.conf` is rewritten too, so a hub
     /// started from it knows the revocation.
     pub fn set_site_revoked(&mut self, site: &Name, revoked: bool) -> Result<String, AuthError> {

@@ -6,10 +6,6 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-fn is_false(b: &bool) -> bool {
-    !*b
-}
-
 /// The operator: the root of trust every server of the system is configured with.
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
 pub struct Operator {
@@ -102,14 +98,6 @@ impl SubjectPermission {
     }
 }
 
-/// Responses a user may publish to the reply subjects of requests it received, without a
-/// publish permission for them (`max` replies per request within `ttl` nanoseconds).
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
-pub struct ResponsePermission {
-    pub max: i64,
-    pub ttl: i64,
-}
-
 /// Kinds of connections a user may make.
 pub const CONN_STANDARD: &str = "STANDARD";
 pub const CONN_LEAFNODE: &str = "LEAFNODE";
@@ -121,8 +109,6 @@ pub struct User {
     pub publish: SubjectPermission,
     #[serde(rename = "sub", default)]
     pub subscribe: SubjectPermission,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub resp: Option<ResponsePermission>,
     pub subs: i64,
     pub data: i64,
     pub payload: i64,
@@ -131,7 +117,7 @@ pub struct User {
     /// The account, when a signing key of it (not its own key) signed this user.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub issuer_account: String,
-    #[serde(default, skip_serializing_if = "is_false")]
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub bearer_token: bool,
     /// Free-form tags; the project records the role and scope here (`role:site-leaf`, `site:s1`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]

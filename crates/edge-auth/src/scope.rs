@@ -10,6 +10,7 @@
 //! stays out of reach: nats-server drops what the link's user may not publish and never
 //! forwards what it may not subscribe to.
 
+use edge_bus::topology::{self, api_prefix, HUB_DOMAIN};
 use edge_types::subject;
 use edge_types::Name;
 
@@ -27,20 +28,20 @@ pub struct Scope {
 }
 
 /// The hub streams a site's consumers deliver to (their flow-control replies come back).
-const SITE_STREAMS_SOURCED_BY_HUB: [&str; 2] = ["SITE_EVENTS", "TELEMETRY"];
+const SITE_STREAMS_SOURCED_BY_HUB: [&str; 2] = [topology::STREAM_SITE_EVENTS, topology::STREAM_TELEMETRY];
 
 /// The leaf link of one site, as the hub sees it.
 pub fn site_leaf(site: &Name) -> Scope {
-    let shard = subject::desired_shard(site);
-    let desired_stream = format!("DESIRED_{}", subject::shard_token(shard));
+    let desired_stream = topology::desired_stream_of(site);
+    let hub_api = api_prefix(HUB_DOMAIN);
     let publish = vec![
         subject::heartbeat(site),
         subject::ApiOp::SiteRegister.subject_for(site),
         format!("{}.>", subject::delivery_up(site)),
         // Only consumers filtered to the site's own desired state (the filter is part of the
         // subject, and the server checks it against the request).
-        format!("$JS.hub.API.CONSUMER.CREATE.{desired_stream}.*.{}", subject::desired_for_site(site)),
-        "$JS.hub.API.INFO".to_string(),
+        format!("{hub_api}.CONSUMER.CREATE.{desired_stream}.*.{}", subject::desired_for_site(site)),
+        format!("{hub_api}.INFO"),
         format!("$JS.FC.{desired_stream}.>"),
         // Replies to what the hub asked: its clients' inboxes and its servers' JetStream
         // replies. nats-server's per-request response permission does not cover leaf links,
@@ -51,11 +52,11 @@ pub fn site_leaf(site: &Name) -> Scope {
         "$JSC.R.>".to_string(),
     ];
     let mut subscribe = vec![
-        format!("$JS.{site}.API.>"),
+        format!("{}.>", api_prefix(site.as_str())),
         subject::logs(site),
         format!("{}.>", subject::site_inbox_prefix(site)),
         format!("{}.>", subject::delivery_down(site)),
-        format!("$O.edge_blobs_{site}.>"),
+        format!("$O.{}.>", topology::site_blobs(site)),
         // Replies to the consumer requests the site's leaf server makes for its sources.
         "$JSC.R.>".to_string(),
     ];

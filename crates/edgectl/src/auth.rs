@@ -47,7 +47,7 @@ pub async fn site_block(site: &str, blocked: bool, reason: Option<String>, globa
     let jwt = authority.set_site_revoked(&site, blocked).with_context(|| format!("site {site} has no bundle here"))?;
     let system = crate::connect_as(global, Some(authority.system_user()?)).await?;
     edge_bus::claims::push_account_jwt(&system, &jwt).await?;
-    let event = SiteBlockEvent { at_ms: now_ms(), actor: actor(), site: site.clone(), blocked, reason };
+    let event = SiteBlockEvent { at_ms: edge_bus::time::now_ms(), actor: actor(), site: site.clone(), blocked, reason };
     let client = crate::connect(global).await?;
     let js = edge_bus::topology::hub_js(&client);
     edge_bus::topology::ensure_audit(&js).await?;
@@ -67,10 +67,6 @@ fn actor() -> String {
     let mut a = format!("edgectl/{user}");
     a.truncate(128);
     a
-}
-
-fn now_ms() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
 }
 
 fn open(dir: &std::path::Path) -> Result<Authority> {
