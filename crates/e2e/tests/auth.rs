@@ -10,7 +10,9 @@ use std::time::Duration;
 
 use anyhow::{ensure, Result};
 use edge_testkit::NatsServer;
-use edge_types::subject;
+use edge_types::api::Empty;
+use edge_types::block::{BlockEvent, BlockListReply, BlockTarget};
+use edge_types::subject::{self, ApiOp};
 use edge_types::Name;
 use futures::StreamExt;
 
@@ -150,9 +152,12 @@ fn edgectl_site(hub: &NatsServer, verb: &str, site: &Name) -> Result<()> {
     Ok(())
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_blocked_site_is_cut_off_stays_out_and_keeps_running_locally() -> Result<()> {
     let hub_server = NatsServer::hub().await?;
+    // The scheduler records and enforces blocks (`block.set`).
+    let (scheduler, _running) = support::run_scheduler(&hub_server);
+    let _stop = scheduler.drop_guard();
     let site = Name::new("shop-d")?;
     let leaf = NatsServer::leaf(site.as_str(), &hub_server).await?;
     let hub = hub_server.connect().await?;
@@ -160,6 +165,11 @@ async fn a_blocked_site_is_cut_off_stays_out_and_keeps_running_locally() -> Resu
     let mut logs = at_site.subscribe(subject::logs(&site)).await?;
     at_site.flush().await?;
     until_received(&hub, &subject::logs(&site), &mut logs).await;
+    let list =
+        || edge_bus::api::request::<_, BlockListReply>(&hub, ApiOp::BlockList, &Empty {}, Duration::from_secs(5));
+    while list().await.is_err() {
+        tokio::time::sleep(Duration::from_millis(100)).await; // the scheduler is starting
+    }
 
     edgectl_site(&hub_server, "block", &site)?;
     // The hub drops the link at once and refuses it on every redial (the leaf redials each
@@ -183,11 +193,16 @@ async fn a_blocked_site_is_cut_off_stays_out_and_keeps_running_locally() -> Resu
         .await?
         .get_last_raw_message_by_subject(&subject::audit_site(&site))
         .await?;
-    let event: edge_types::site::SiteBlockEvent = serde_json::from_slice(&audit.payload)?;
+    let event: BlockEvent = serde_json::from_slice(&audit.payload)?;
     assert!(event.blocked && event.reason.as_deref() == Some("host stolen"), "{event:?}");
+    // And the scheduler knows it: the site is listed as blocked.
+    let blocks = list().await?;
+    assert!(blocks.blocks.iter().any(|b| b.target == BlockTarget::Site { site: site.clone() }));
 
     edgectl_site(&hub_server, "unblock", &site)?;
     until_received(&hub, &subject::logs(&site), &mut logs).await;
+    let blocks = list().await?;
+    assert!(blocks.blocks.is_empty(), "{blocks:?}");
     Ok(())
 }
 

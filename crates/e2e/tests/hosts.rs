@@ -117,17 +117,7 @@ async fn the_briefs_example_places_by_host_across_a_mixed_fleet() -> Result<()> 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_failed_hosts_replicas_move_with_and_without_the_wan() -> Result<()> {
-    let mut stack = Stack::start_sites(&[(&[], &[("h1", &[]), ("h2", &[]), ("h3", &[])])], fast).await?;
-    let site = stack.site(0).clone();
-    stack
-        .eventually("all three hosts registered", || async { Ok(stack.site_summary(0).await?.hosts.len() == 3) })
-        .await?;
-    let app = edge_testkit::unique("web");
-    let mut spec = sleeper(&app, "", "edge/busybox:v1", &[]);
-    spec["services"][0]["replicas"] = 2.into();
-    spec["services"][0]["anti_affinity"] = true.into();
-    stack.apply(&spec).await?;
-    stack.wait_running(&[&site], &app, 2).await?;
+    let (mut stack, site, app) = two_replicas_on_three_hosts(fast).await?;
     let leader = stack.leader(0).await?.expect("a leader");
 
     // A host that is not the leader loses power: its replica moves, the other one stays put.
@@ -158,6 +148,25 @@ async fn a_failed_hosts_replicas_move_with_and_without_the_wan() -> Result<()> {
 /// Cuts the power of a host of site 0 that runs a replica of `app` and is not the `leader`
 /// (its site-manager is killed, its containers removed), then waits until the replica has moved;
 /// returns the host's index.
+/// A site of three hosts running an app of two replicas, never two on one host: the stack, the
+/// site and the app.
+async fn two_replicas_on_three_hosts(
+    tweak: fn(&mut site_manager::Config),
+) -> Result<(Stack, edge_types::Name, String)> {
+    let stack = Stack::start_sites(&[(&[], &[("h1", &[]), ("h2", &[]), ("h3", &[])])], tweak).await?;
+    let site = stack.site(0).clone();
+    stack
+        .eventually("all three hosts registered", || async { Ok(stack.site_summary(0).await?.hosts.len() == 3) })
+        .await?;
+    let app = edge_testkit::unique("web");
+    let mut spec = sleeper(&app, "", "edge/busybox:v1", &[]);
+    spec["services"][0]["replicas"] = 2.into();
+    spec["services"][0]["anti_affinity"] = true.into();
+    stack.apply(&spec).await?;
+    stack.wait_running(&[&site], &app, 2).await?;
+    Ok((stack, site, app))
+}
+
 async fn power_off_a_replica_host(stack: &mut Stack, app: &str, leader: &str) -> Result<usize> {
     let site = stack.site(0).clone();
     let before = stack.containers(&site, app).await?;
@@ -229,5 +238,51 @@ async fn a_dead_leader_is_replaced_without_restarting_anything() -> Result<()> {
     let now: BTreeMap<String, String> = after.iter().map(|c| (c.id.clone(), c.started_at.clone())).collect();
     assert_eq!(now, started, "no container was restarted, replaced or moved");
     assert!(after.iter().all(|c| c.running));
+    Ok(())
+}
+
+/// `edgectl host block|unblock` as an operator runs it.
+fn edgectl_host(stack: &Stack, verb: &str, site: &edge_types::Name, host: &str) -> Result<()> {
+    let out = std::process::Command::new(support::bin_dir().join("edgectl"))
+        .args(["--server", &stack.hub.url(), "--auth-dir"])
+        .arg(stack.hub.authority().dir())
+        .args(["host", verb, site.as_str(), host, "--reason", "stolen"])
+        .output()?;
+    anyhow::ensure!(out.status.success(), "edgectl host {verb}: {}", String::from_utf8_lossy(&out.stderr));
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_blocked_hosts_workloads_move_and_it_runs_nothing_until_unblocked() -> Result<()> {
+    let (stack, site, app) = two_replicas_on_three_hosts(steady).await?;
+    let before = stack.containers(&site, &app).await?;
+    let victim = before[0].host.clone();
+
+    // One step: the host's replica moves to the free host, the other replica is not touched.
+    edgectl_host(&stack, "block", &site, &victim)?;
+    wait_moved(&stack, &site, &app, &before, &victim).await?;
+    let summary = stack.site_summary(0).await?;
+    assert_eq!(summary.blocked_hosts.iter().map(|h| h.as_str()).collect::<Vec<_>>(), [victim.as_str()]);
+    let audit = edge_bus::topology::hub_js(&stack.client)
+        .get_stream("AUDIT")
+        .await?
+        .get_last_raw_message_by_subject(&edge_types::subject::audit_host(&site, &edge_types::Name::new(&victim)?))
+        .await?;
+    let event: edge_types::block::BlockEvent = serde_json::from_slice(&audit.payload)?;
+    assert!(event.blocked && event.reason.as_deref() == Some("stolen"), "{event:?}");
+
+    // Unblocked, it may run workloads again, but nothing running moves back.
+    let placed = stack.containers(&site, &app).await?;
+    edgectl_host(&stack, "unblock", &site, &victim)?;
+    stack
+        .eventually("the site list shows no blocked host", || async {
+            Ok(stack.site_summary(0).await?.blocked_hosts.is_empty())
+        })
+        .await?;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let now = stack.containers(&site, &app).await?;
+    for c in &placed {
+        assert!(now.iter().any(|n| n.id == c.id && n.started_at == c.started_at), "{c:?} was restarted");
+    }
     Ok(())
 }

@@ -6,6 +6,10 @@
 //! - `SYS`: nats-server's system account.
 //! - `EDGE`: the control plane at the hub: the central services, operators' tools, and the leaf
 //!   link of every site (each scoped to its own site, [`crate::scope::site_leaf`]).
+//! - `TENANT_<tenant>`, one per tenant (`edgectl tenant add`): its users (application teams)
+//!   reach only the control plane's `app.*` and `secret.*` operations, which the account
+//!   imports under their plain subjects from `EDGE`'s `edge.v1.api.tenant.<tenant>.>`: the
+//!   tenant a request is for comes from the credential. Blocking a tenant revokes every user.
 //! - `SITE_<site>`, one per site: the site's own leaf server serves it (the site-manager and,
 //!   later, the site's applications). Only that leaf server knows it, so what is issued in it
 //!   opens nothing at the hub or at another site; the leaf link binds it to the site's `EDGE`
@@ -21,6 +25,7 @@
 //! sites/<site>/ca.pem                the CA, to verify the hub
 //! sites/<site>/store.key store.env   the key of the leaf's encrypted JetStream store (0600)
 //! sites/<site>/agent.creds           the site-manager (SITE_<site> account)
+//! tenants/<tenant>/<user>.creds      a tenant's users (TENANT_<tenant> account)
 //! sites/<site>/auth.conf             the leaf server's trust: operator, accounts, leaf binding
 //! hub-auth.conf                      the hub server's trust
 //! ```
@@ -39,6 +44,12 @@ use crate::AuthError;
 
 pub const SYSTEM_ACCOUNT: &str = "SYS";
 pub const CONTROL_ACCOUNT: &str = "EDGE";
+const TENANT_PREFIX: &str = "TENANT_";
+
+/// The account name of a tenant.
+fn tenant_account(tenant: &Name) -> String {
+    format!("{TENANT_PREFIX}{tenant}")
+}
 
 /// An account's keys and its signed JWT.
 pub struct Account {
@@ -125,6 +136,44 @@ fn read(path: &Path) -> Result<String, AuthError> {
     Ok(std::fs::read_to_string(path).map_err(io(path))?.trim().to_string())
 }
 
+fn load_account(dir: &Path, name: &str) -> Result<Account, AuthError> {
+    let base = dir.join("accounts");
+    Ok(Account {
+        name: name.to_string(),
+        key: read_seed(&base.join(format!("{name}.seed")))?,
+        signer: read_seed(&base.join(format!("{name}.signer.seed")))?,
+        jwt: read(&base.join(format!("{name}.jwt")))?,
+    })
+}
+
+/// What the control account exports: tenants' requests (each tenant's account imports its
+/// own, [`tenant_imports`]).
+fn control_exports() -> Vec<claims::Export> {
+    vec![claims::Export {
+        name: "tenant-api".into(),
+        subject: edge_types::subject::tenant_api_all(),
+        kind: claims::SERVICE.into(),
+    }]
+}
+
+/// A tenant's imports from the control account (`control`, its public key): every
+/// [`ApiOp::tenant_scoped`](edge_types::subject::ApiOp::tenant_scoped) operation, sent on its
+/// plain subject, arriving as the tenant's.
+fn tenant_imports(tenant: &Name, control: &str) -> Vec<claims::Import> {
+    use edge_types::subject::{tenant_api, ApiOp};
+    ApiOp::ALL
+        .into_iter()
+        .filter(|op| op.tenant_scoped())
+        .map(|op| claims::Import {
+            name: op.subject(),
+            subject: tenant_api(tenant, op),
+            account: control.to_string(),
+            local_subject: op.subject(),
+            kind: claims::SERVICE.into(),
+        })
+        .collect()
+}
+
 fn read_seed(path: &Path) -> Result<KeyPair, AuthError> {
     KeyPair::from_seed(&read(path)?).map_err(|_| AuthError::Invalid(format!("{} holds no valid seed", path.display())))
 }
@@ -146,12 +195,15 @@ impl Authority {
         };
         this.system.jwt = this.sign_account(&this.system, AccountLimits::unlimited_without_jetstream())?;
         this.control.jwt = this.sign_account(&this.control, AccountLimits::unlimited_with_jetstream())?;
+        this.control.jwt = this.resign(&this.control.jwt, |c| {
+            c.exports = control_exports();
+        })?;
         this.operator_jwt = this.sign_operator()?;
         write(&dir.join("operator.seed"), &this.operator.seed().map_err(key_err)?, true)?;
         write(&dir.join("operator.jwt"), &this.operator_jwt, false)?;
         this.save_account(&this.system)?;
         this.save_account(&this.control)?;
-        write(&dir.join("hub-auth.conf"), &this.hub_conf(), false)?;
+        this.write_hub_conf()?;
         crate::tls::ensure_ca(&this.tls_dir())?;
         Ok(this)
     }
@@ -160,21 +212,12 @@ impl Authority {
     pub fn open(dir: &Path) -> Result<Self, AuthError> {
         let operator = read_seed(&dir.join("operator.seed"))?;
         let operator_jwt = read(&dir.join("operator.jwt"))?;
-        let load = |name: &str| -> Result<Account, AuthError> {
-            let base = dir.join("accounts");
-            Ok(Account {
-                name: name.to_string(),
-                key: read_seed(&base.join(format!("{name}.seed")))?,
-                signer: read_seed(&base.join(format!("{name}.signer.seed")))?,
-                jwt: read(&base.join(format!("{name}.jwt")))?,
-            })
-        };
         Ok(Self {
             dir: dir.to_path_buf(),
             operator,
             operator_jwt,
-            system: load(SYSTEM_ACCOUNT)?,
-            control: load(CONTROL_ACCOUNT)?,
+            system: load_account(dir, SYSTEM_ACCOUNT)?,
+            control: load_account(dir, CONTROL_ACCOUNT)?,
         })
     }
 
@@ -253,6 +296,15 @@ impl Authority {
         jwt::encode(&mut c, &self.operator)
     }
 
+    /// `jwt` (an account's) with `change` made, re-signed by the operator and issued later
+    /// than before (servers take the newer).
+    fn resign(&self, jwt: &str, change: impl FnOnce(&mut claims::Account)) -> Result<String, AuthError> {
+        let mut claims: Claims<claims::Account> = jwt::decode(jwt)?;
+        change(&mut claims.nats);
+        claims.iat = now().max(claims.iat + 1);
+        jwt::encode(&mut claims, &self.operator)
+    }
+
     fn save_account(&self, a: &Account) -> Result<(), AuthError> {
         let base = self.dir.join("accounts");
         write(&base.join(format!("{}.seed", a.name)), &a.key.seed().map_err(key_err)?, true)?;
@@ -324,17 +376,16 @@ impl Authority {
     /// started from it knows the revocation.
     pub fn set_site_revoked(&mut self, site: &Name, revoked: bool) -> Result<String, AuthError> {
         let user = self.site_leaf_user(site)?;
-        let mut claims: Claims<claims::Account> = jwt::decode(&self.control.jwt)?;
-        if revoked {
-            // A revocation covers JWTs issued at or before its time.
-            claims.nats.revocations.insert(user, now().max(claims.iat));
-        } else {
-            claims.nats.revocations.remove(&user);
-        }
-        claims.iat = now().max(claims.iat + 1);
-        self.control.jwt = jwt::encode(&mut claims, &self.operator)?;
+        self.control.jwt = self.resign(&self.control.jwt, |c| {
+            if revoked {
+                // A revocation covers JWTs issued at or before its time.
+                c.revocations.insert(user, now());
+            } else {
+                c.revocations.remove(&user);
+            }
+        })?;
         self.save_account(&self.control)?;
-        write(&self.dir.join("hub-auth.conf"), &self.hub_conf(), false)?;
+        self.write_hub_conf()?;
         Ok(self.control.jwt.clone())
     }
 
@@ -382,6 +433,79 @@ impl Authority {
         Ok(bundle)
     }
 
+    /// Makes tenant `tenant`'s account (`TENANT_<tenant>`) if it has none, and makes sure the
+    /// control account exports what tenants import. Returns the account JWTs the hub must be
+    /// given ([`edge_bus::claims::push_account_jwt`], the control account's first).
+    pub fn tenant(&mut self, tenant: &Name) -> Result<Vec<String>, AuthError> {
+        let mut changed = Vec::new();
+        let current: Claims<claims::Account> = jwt::decode(&self.control.jwt)?;
+        if current.nats.exports != control_exports() {
+            // An authority made before tenants existed.
+            self.control.jwt = self.resign(&self.control.jwt, |c| c.exports = control_exports())?;
+            self.save_account(&self.control)?;
+        }
+        changed.push(self.control.jwt.clone());
+        let name = tenant_account(tenant);
+        let account = match load_account(&self.dir, &name) {
+            Ok(a) => a,
+            Err(_) => {
+                let mut a = Self::blank_account(&name);
+                a.jwt = self.sign_account(&a, AccountLimits::unlimited_without_jetstream())?;
+                a.jwt = self.resign(&a.jwt, |c| c.imports = tenant_imports(tenant, &self.control.key.public_key()))?;
+                self.save_account(&a)?;
+                a
+            }
+        };
+        changed.push(account.jwt);
+        self.write_hub_conf()?;
+        Ok(changed)
+    }
+
+    /// Credentials of user `user` of tenant `tenant` (`tenants/<tenant>/<user>.creds`), issued
+    /// once; the tenant must exist ([`Authority::tenant`]).
+    pub fn tenant_user(&self, tenant: &Name, user: &Name) -> Result<PathBuf, AuthError> {
+        let account = load_account(&self.dir, &tenant_account(tenant))
+            .map_err(|_| AuthError::Invalid(format!("tenant {tenant} does not exist (edgectl tenant add {tenant})")))?;
+        let path = self.dir.join("tenants").join(tenant.as_str()).join(format!("{user}.creds"));
+        if !path.exists() {
+            let scope = scope::tenant_user(&format!("{tenant}/{user}"));
+            write(&path, &self.issue(&account, &format!("{tenant}-{user}"), scope)?.render(), true)?;
+        }
+        Ok(path)
+    }
+
+    /// Revokes (`true`) or reinstates (`false`) every user of tenant `tenant`; returns its
+    /// re-signed account JWT for the hub. Users issued after a block are revoked only by the
+    /// next block.
+    pub fn set_tenant_revoked(&mut self, tenant: &Name, revoked: bool) -> Result<String, AuthError> {
+        let mut account = load_account(&self.dir, &tenant_account(tenant))
+            .map_err(|_| AuthError::Invalid(format!("tenant {tenant} does not exist")))?;
+        account.jwt = self.resign(&account.jwt, |c| {
+            if revoked {
+                c.revocations.insert(claims::ALL_USERS.into(), now());
+            } else {
+                c.revocations.remove(claims::ALL_USERS);
+            }
+        })?;
+        self.save_account(&account)?;
+        self.write_hub_conf()?;
+        Ok(account.jwt)
+    }
+
+    /// The tenants that have an account, sorted.
+    pub fn tenants(&self) -> Result<Vec<Name>, AuthError> {
+        let base = self.dir.join("accounts");
+        let mut out = Vec::new();
+        for e in std::fs::read_dir(&base).map_err(io(&base))?.flatten() {
+            let file = e.file_name().to_string_lossy().into_owned();
+            if let Some(t) = file.strip_prefix(TENANT_PREFIX).and_then(|f| f.strip_suffix(".jwt")) {
+                out.extend(Name::new(t).ok());
+            }
+        }
+        out.sort();
+        Ok(out)
+    }
+
     /// The public key of a site's own account (`SITE_<site>`), once its bundle exists.
     pub fn site_account(&self, site: &Name) -> Result<String, AuthError> {
         let path = self.dir.join("accounts").join(format!("SITE_{site}.seed"));
@@ -390,8 +514,16 @@ impl Authority {
 
     /// The hub server's trust: the operator, the system account and the control account,
     /// preloaded into the hub's own resolver (`nats-config/hub.conf`), which takes updates.
-    fn hub_conf(&self) -> String {
-        trust_conf(&self.operator_jwt, &self.system, &[&self.control], false)
+    fn hub_conf(&self) -> Result<String, AuthError> {
+        let tenants: Vec<Account> =
+            self.tenants()?.iter().map(|t| load_account(&self.dir, &tenant_account(t))).collect::<Result<_, _>>()?;
+        let mut accounts = vec![&self.control];
+        accounts.extend(tenants.iter());
+        Ok(trust_conf(&self.operator_jwt, &self.system, &accounts, false))
+    }
+
+    fn write_hub_conf(&self) -> Result<(), AuthError> {
+        write(&self.dir.join("hub-auth.conf"), &self.hub_conf()?, false)
     }
 
     /// A site leaf server's trust: the operator, the system account and the site's account,

@@ -30,10 +30,44 @@ pub struct Account {
     /// seconds) are refused: the revocation list.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub revocations: BTreeMap<String, u64>,
+    /// What other accounts may import from this one.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub exports: Vec<Export>,
+    /// What this account takes from others' exports.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub imports: Vec<Import>,
     #[serde(rename = "type")]
     pub kind: String,
     pub version: u8,
 }
+
+/// The revocation that covers every user of an account (`revocations` key).
+pub const ALL_USERS: &str = "*";
+
+/// A subject an account offers other accounts: `service` (requests, answered across) here.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct Export {
+    pub name: String,
+    pub subject: String,
+    #[serde(rename = "type")]
+    pub kind: String,
+}
+
+/// An import of another account's export: requests the importer sends on `local_subject` go
+/// to `subject` in `account` (its public key), replies come back.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct Import {
+    pub name: String,
+    pub subject: String,
+    pub account: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub local_subject: String,
+    #[serde(rename = "type")]
+    pub kind: String,
+}
+
+/// Export and import kind of request/reply subjects.
+pub const SERVICE: &str = "service";
 
 /// Limits of an account; -1 is unlimited. JetStream is enabled when a storage limit is not 0.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]

@@ -80,6 +80,12 @@ pub fn control_plane(role: &str) -> Scope {
     unrestricted(vec![format!("role:{role}")])
 }
 
+/// A tenant's user: everything its account allows (its own account holds nothing but the
+/// control plane's imports of the tenant's operations), from client connections only.
+pub fn tenant_user(who: &str) -> Scope {
+    unrestricted(vec![format!("tenant:{who}")])
+}
+
 /// Everything its account allows, from client connections only.
 fn unrestricted(tags: Vec<String>) -> Scope {
     Scope {

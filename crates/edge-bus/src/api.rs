@@ -132,7 +132,11 @@ pub fn body(req: &Request) -> Result<&[u8], ApiError> {
 /// is logged: it names fields, never values).
 pub async fn reply_counted<T: Serialize>(failures: &Failures, op: ApiOp, req: &Request, result: Result<T, ApiError>) {
     if let Err(e) = &result {
-        *failures.entry(endpoint_name(op)).or_insert(0) += 1;
+        let endpoint = match edge_types::subject::tenant_of_request(&req.message.subject) {
+            Some(_) => format!("tenant-{}", endpoint_name(op)),
+            None => endpoint_name(op),
+        };
+        *failures.entry(endpoint).or_insert(0) += 1;
         tracing::info!(op = %op.subject(), error = %e, "request refused");
     }
     respond(req, result).await
@@ -142,8 +146,9 @@ pub async fn reply_counted<T: Serialize>(failures: &Failures, op: ApiOp, req: &R
 pub type Incoming = (Option<ApiOp>, Request);
 
 /// Registers, on `service`, `edge.v1.<name>.health` and an endpoint for every operation that
-/// [`ApiOp::service`] assigns to `name` (endpoint names like `image-push`), and returns their
-/// requests as one stream.
+/// [`ApiOp::service`] assigns to `name` (endpoint names like `image-push`; a
+/// [`ApiOp::tenant_scoped`] one also on tenants' subjects, `tenant-app-apply`), and returns
+/// their requests as one stream.
 pub async fn endpoints(
     service: &async_nats::service::Service,
     name: &str,
@@ -154,6 +159,14 @@ pub async fn endpoints(
     for op in ApiOp::ALL.into_iter().filter(|op| op.service() == name) {
         let ep = service.group(op.group()).endpoint_builder().name(endpoint_name(op)).add(op.endpoint()).await?;
         all.push(ep.map(move |req| (Some(op), req)).boxed());
+        if op.tenant_scoped() {
+            // Tenants' requests, `edge.v1.api.tenant.<tenant>.<noun>.<verb>`: the handler
+            // learns the tenant from the subject (`edge_types::block::Caller::of_subject`).
+            let (group, endpoint) = edge_types::subject::tenant_api_endpoint(op);
+            let named = format!("tenant-{}", endpoint_name(op));
+            let ep = service.group(group).endpoint_builder().name(named).add(endpoint).await?;
+            all.push(ep.map(move |req| (Some(op), req)).boxed());
+        }
     }
     Ok(futures::stream::select_all(all))
 }

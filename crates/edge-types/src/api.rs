@@ -59,6 +59,8 @@ pub struct AppRecord {
 #[serde(deny_unknown_fields)]
 pub struct AppSummary {
     pub name: Name,
+    #[serde(default = "crate::secret::default_tenant", skip_serializing_if = "crate::secret::is_default_tenant")]
+    pub tenant: Name,
     pub version: String,
     pub generation: u64,
     /// Sites the app is placed at.
@@ -202,6 +204,12 @@ pub struct SiteSummary {
     /// site-manager started.
     #[serde(default)]
     pub secrets_refused: u64,
+    /// The site is blocked (`block.set`): its leaf link is refused and it gets no secrets.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub blocked: bool,
+    /// Its hosts that are blocked: nothing runs on them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub blocked_hosts: Vec<Name>,
 }
 
 /// Reply to `site.list`.

@@ -16,6 +16,11 @@ use crate::policy::Policy;
 pub struct AppSpec {
     /// Application name, unique in the fleet.
     pub name: Name,
+    /// The tenant the application belongs to: only that tenant's users see and change it, and
+    /// its secrets are that tenant's. A tenant's request is always for its own tenant (absent
+    /// means so); operators name it. Absent: `default`.
+    #[serde(default = "crate::secret::default_tenant", skip_serializing_if = "crate::secret::is_default_tenant")]
+    pub tenant: Name,
     /// The application's own version string, shown in status; any change is a new generation.
     #[schemars(length(min = 1, max = 64), regex(pattern = r"^[A-Za-z0-9][A-Za-z0-9._+-]*$"))]
     pub version: String,
@@ -388,7 +393,7 @@ impl AppSpec {
         Ok(policy)
     }
 
-    /// Names of the secrets any service references (tenant `default`), sorted, once each.
+    /// Names of the secrets any service references (the app's tenant's), sorted, once each.
     pub fn secret_names(&self) -> std::collections::BTreeSet<Name> {
         self.services.iter().flat_map(|s| s.secrets.iter().map(|r| r.name.clone())).collect()
     }

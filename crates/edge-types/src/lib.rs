@@ -4,6 +4,7 @@
 pub mod alert;
 pub mod api;
 pub mod app;
+pub mod block;
 pub mod cluster;
 pub mod desired;
 pub mod image;

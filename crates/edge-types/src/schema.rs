@@ -16,6 +16,7 @@ use serde_json::Value;
 use crate::alert::{Alert, AlertListReply};
 use crate::api::*;
 use crate::app::AppSpec;
+use crate::block::{BlockEvent, BlockListReply, BlockRequest, BlockedHosts};
 use crate::cluster::{Assignment, HostState, LeaderLease};
 use crate::desired::{DesiredApp, EventsWatermark};
 use crate::image::{ImageImport, ImageListReply, ImagePush, ImageRecord, SiteStaging};
@@ -25,7 +26,7 @@ use crate::secret::{
     AuditEvent, SealedSecret, SecretDeleteReply, SecretInfo, SecretListReply, SecretListRequest, SecretName,
     SecretWrite, SiteRef, SiteRekey, StoredSecret,
 };
-use crate::site::{Heartbeat, SiteBlockEvent, SiteRecord, SiteRegistration};
+use crate::site::{Heartbeat, SiteRecord, SiteRegistration};
 use crate::status::AppStatusReport;
 use crate::telemetry::{HostStats, LifecycleEvent, ResourcesReply};
 
@@ -103,7 +104,10 @@ messages!(
     ImageRecord,
     ImageListReply,
     SiteStaging,
-    SiteBlockEvent,
+    BlockRequest,
+    BlockEvent,
+    BlockListReply,
+    BlockedHosts,
 );
 
 /// The schema a type generates (draft 2020-12).

@@ -9,8 +9,13 @@ use serde::{Deserialize, Serialize};
 
 use crate::names::Name;
 
-/// Tenant of the secrets applications reference until applications belong to tenants.
+/// The tenant of what names none: applications and secrets made by operators without one.
 pub const DEFAULT_TENANT: &str = "default";
+
+/// Whether `t` is the default tenant (left out when serializing).
+pub fn is_default_tenant(t: &Name) -> bool {
+    t.as_str() == DEFAULT_TENANT
+}
 /// Largest secret value, in bytes.
 pub const MAX_VALUE_BYTES: usize = 64 * 1024;
 
@@ -57,7 +62,7 @@ impl fmt::Debug for SecretValue {
     }
 }
 
-fn default_tenant() -> Name {
+pub fn default_tenant() -> Name {
     Name::new(DEFAULT_TENANT).expect("valid")
 }
 

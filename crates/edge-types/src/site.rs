@@ -62,24 +62,6 @@ pub struct HostInventory {
     pub labels: BTreeMap<String, LabelValue>,
 }
 
-/// A site blocked or unblocked by an operator (`edgectl site block`), recorded in the hub's
-/// AUDIT stream on `edge.v1.audit.site.<site>`.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct SiteBlockEvent {
-    /// Milliseconds since the Unix epoch.
-    pub at_ms: u64,
-    /// Who: the operator's user name or the tool.
-    #[schemars(length(max = 128))]
-    pub actor: String,
-    pub site: Name,
-    /// True: its leaf link was revoked at the hub; false: reinstated.
-    pub blocked: bool,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(max = 256))]
-    pub reason: Option<String>,
-}
-
 /// Liveness beat of a site-manager, on core NATS.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]

@@ -5,6 +5,9 @@
 //! edge.v1.api.<noun>.<verb>            request/reply API of the central services (app, site: scheduler;
 //!                                      secret: secrets; alert, telemetry: telemetry; image: registry-sync)
 //! edge.v1.api.site.register.<site>     call-home of a site (the site is the caller, from its credential)
+//! edge.v1.api.tenant.<tenant>.<noun>.<verb>  a tenant's request: its account imports `app.*` and
+//!                                      `secret.*` under their plain names and the hub sees them
+//!                                      here, so the tenant comes from the credential
 //! edge.v1.desired.<shard>.<site>.<app>        desired state of one app at one site
 //! edge.v1.desired.<shard>.<site>._watermark   how far the hub has processed the site's events
 //! edge.v1.desired.<shard>.<site>._secret.<tenant>.<name>   a secret sealed to the site (or withdrawn)
@@ -14,6 +17,8 @@
 //! edge.v1.site.<site>.audit            audit events of a site: secrets read, refused (SITE_EVENTS)
 //! edge.v1.audit.secret.<tenant>.<name> audit events of the secrets service (hub stream AUDIT)
 //! edge.v1.audit.site.<site>            a site blocked or unblocked (hub stream AUDIT)
+//! edge.v1.audit.tenant.<tenant>        a tenant blocked or unblocked (hub stream AUDIT)
+//! edge.v1.audit.host.<site>.<host>     a host blocked or unblocked (hub stream AUDIT)
 //! edge.v1.hb.<site>                    liveness heartbeat, core NATS only (not stored)
 //! edge.v1.alert.<kind>.<name>          an alert firing or resolving (hub stream ALERTS)
 //! edge.v1.logs.<site>                  logs on demand from a site's hosts (core request)
@@ -66,10 +71,12 @@ pub enum ApiOp {
     ImagePush,
     ImageImport,
     ImageList,
+    BlockSet,
+    BlockList,
 }
 
 impl ApiOp {
-    pub const ALL: [ApiOp; 25] = [
+    pub const ALL: [ApiOp; 27] = [
         ApiOp::AppApply,
         ApiOp::AppList,
         ApiOp::AppGet,
@@ -95,6 +102,8 @@ impl ApiOp {
         ApiOp::ImagePush,
         ApiOp::ImageImport,
         ApiOp::ImageList,
+        ApiOp::BlockSet,
+        ApiOp::BlockList,
     ];
 
     /// `(noun, verb)` of the operation.
@@ -125,6 +134,8 @@ impl ApiOp {
             ApiOp::ImagePush => ("image", "push"),
             ApiOp::ImageImport => ("image", "import"),
             ApiOp::ImageList => ("image", "list"),
+            ApiOp::BlockSet => ("block", "set"),
+            ApiOp::BlockList => ("block", "list"),
         }
     }
 
@@ -143,6 +154,13 @@ impl ApiOp {
     /// hub takes the site's identity from the subject, never from the payload.
     pub fn per_site(self) -> bool {
         matches!(self, ApiOp::SiteRegister)
+    }
+
+    /// Whether a tenant's users may call the operation: their account imports it from the
+    /// control plane under its plain subject, mapped to [`tenant_api`] (the tenant's apps and
+    /// secrets, nothing of the fleet's).
+    pub fn tenant_scoped(self) -> bool {
+        matches!(self.parts().0, "app" | "secret")
     }
 
     /// Full subject, e.g. `edge.v1.api.app.apply`; for a [`ApiOp::per_site`] operation the
@@ -181,6 +199,33 @@ impl ApiOp {
     /// The service-API group the endpoint lives in, e.g. `edge.v1.api.app`.
     pub fn group(self) -> String {
         format!("{PREFIX}.api.{}", self.parts().0)
+    }
+}
+
+/// `edge.v1.api.tenant.<tenant>.<noun>.<verb>`: a [`ApiOp::tenant_scoped`] operation as the
+/// control plane receives it from `tenant`'s account.
+pub fn tenant_api(tenant: &Name, op: ApiOp) -> String {
+    let (noun, verb) = op.parts();
+    format!("{PREFIX}.api.tenant.{tenant}.{noun}.{verb}")
+}
+
+/// Every tenant's requests: what the control-plane account exports to tenants' accounts.
+pub fn tenant_api_all() -> String {
+    format!("{PREFIX}.api.tenant.*.>")
+}
+
+/// The service-API group of tenants' requests, and an operation's endpoint within it.
+pub fn tenant_api_endpoint(op: ApiOp) -> (String, String) {
+    let (noun, verb) = op.parts();
+    (format!("{PREFIX}.api.tenant"), format!("*.{noun}.{verb}"))
+}
+
+/// The tenant a request subject was made by (its account's import put it there), or `None`
+/// for the control plane's own subjects.
+pub fn tenant_of_request(subject: &str) -> Option<Name> {
+    match parse(subject) {
+        Ok(Subject::ApiOfTenant { tenant, .. }) => Some(tenant),
+        _ => None,
     }
 }
 
@@ -249,6 +294,22 @@ pub fn site_audit(site: &Name) -> String {
 /// `edge.v1.audit.site.<site>`: a site blocked or unblocked.
 pub fn audit_site(site: &Name) -> String {
     format!("{PREFIX}.audit.site.{site}")
+}
+
+/// `edge.v1.audit.tenant.<tenant>`: a tenant blocked or unblocked.
+pub fn audit_tenant(tenant: &Name) -> String {
+    format!("{PREFIX}.audit.tenant.{tenant}")
+}
+
+/// `edge.v1.audit.host.<site>.<host>`: a host blocked or unblocked.
+pub fn audit_host(site: &Name, host: &Name) -> String {
+    format!("{PREFIX}.audit.host.{site}.{host}")
+}
+
+/// `edge.v1.desired.<shard>.<site>._blocked`: the hosts of the site that are blocked
+/// ([`crate::api::BlockedHosts`]).
+pub fn blocked_hosts(site: &Name) -> String {
+    format!("{}._blocked", desired_root(site))
 }
 
 /// `edge.v1.audit.secret.<tenant>.<name>`
@@ -367,6 +428,21 @@ pub enum Subject {
         op: ApiOp,
         site: Name,
     },
+    /// A [`ApiOp::tenant_scoped`] request made by `tenant`.
+    ApiOfTenant {
+        op: ApiOp,
+        tenant: Name,
+    },
+    BlockedHosts {
+        site: Name,
+    },
+    AuditTenant {
+        tenant: Name,
+    },
+    AuditHost {
+        site: Name,
+        host: Name,
+    },
     Desired {
         site: Name,
         app: Name,
@@ -439,6 +515,10 @@ pub fn parse(subject: &str) -> Result<Subject, SubjectError> {
             Some(op) => Ok(Subject::Api(op)),
             None => Err(err("unknown operation")),
         },
+        ["api", "tenant", tenant, noun, verb] => match ApiOp::ALL.into_iter().find(|op| op.parts() == (*noun, *verb)) {
+            Some(op) if op.tenant_scoped() => Ok(Subject::ApiOfTenant { op, tenant: name(tenant)? }),
+            _ => Err(err("not an operation tenants may call")),
+        },
         ["api", noun, verb, site] => match ApiOp::ALL.into_iter().find(|op| op.parts() == (*noun, *verb)) {
             Some(op) if op.per_site() => Ok(Subject::ApiOfSite { op, site: name(site)? }),
             _ => Err(err("unknown operation")),
@@ -451,6 +531,7 @@ pub fn parse(subject: &str) -> Result<Subject, SubjectError> {
             match rest {
                 ["_rekey"] => Ok(Subject::SiteRekey { site }),
                 ["_watermark"] => Ok(Subject::EventsWatermark { site }),
+                ["_blocked"] => Ok(Subject::BlockedHosts { site }),
                 ["_secret", tenant, secret] => {
                     Ok(Subject::SealedSecret { site, tenant: name(tenant)?, name: name(secret)? })
                 }
@@ -468,6 +549,8 @@ pub fn parse(subject: &str) -> Result<Subject, SubjectError> {
         }
         ["site", site, "audit"] => Ok(Subject::SiteAudit { site: name(site)? }),
         ["audit", "site", site] => Ok(Subject::AuditSite { site: name(site)? }),
+        ["audit", "tenant", tenant] => Ok(Subject::AuditTenant { tenant: name(tenant)? }),
+        ["audit", "host", site, host] => Ok(Subject::AuditHost { site: name(site)?, host: name(host)? }),
         ["audit", "secret", tenant, secret] => Ok(Subject::AuditSecret { tenant: name(tenant)?, name: name(secret)? }),
         ["site", site, "status", app] => Ok(Subject::SiteStatus { site: name(site)?, app: name(app)? }),
         ["site", site, "registration"] => Ok(Subject::SiteRegistration { site: name(site)? }),
@@ -505,6 +588,15 @@ mod tests {
         assert_eq!(parse(&alert(k, &s)).unwrap(), Subject::Alert { kind: k, name: s.clone() });
         assert_eq!(parse(&audit_secret(&t, &x)).unwrap(), Subject::AuditSecret { tenant: t, name: x });
         assert_eq!(parse(&audit_site(&s)).unwrap(), Subject::AuditSite { site: s.clone() });
+        assert_eq!(parse(&blocked_hosts(&s)).unwrap(), Subject::BlockedHosts { site: s.clone() });
+        let (tenant, h) = (n("acme"), n("pos-2"));
+        assert_eq!(parse(&audit_tenant(&tenant)).unwrap(), Subject::AuditTenant { tenant: tenant.clone() });
+        assert_eq!(parse(&audit_host(&s, &h)).unwrap(), Subject::AuditHost { site: s.clone(), host: h });
+        for op in ApiOp::ALL.into_iter().filter(|op| op.tenant_scoped()) {
+            assert_eq!(tenant_of_request(&tenant_api(&tenant, op)), Some(tenant.clone()));
+        }
+        assert!(parse("edge.v1.api.tenant.acme.block.set").is_err(), "only app and secret operations are tenants'");
+        assert_eq!(tenant_of_request(&ApiOp::AppApply.subject()), None);
         assert_eq!(parse(&heartbeat(&s)).unwrap(), Subject::Heartbeat { site: s });
         for op in ApiOp::ALL.into_iter().filter(|op| !op.per_site()) {
             assert_eq!(parse(&op.subject()).unwrap(), Subject::Api(op));

@@ -4,7 +4,6 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 use edge_auth::Authority;
-use edge_types::site::SiteBlockEvent;
 use edge_types::Name;
 
 use crate::cli::{AuthCommand, Global};
@@ -38,38 +37,15 @@ pub fn site_add(site: &str, global: &Global) -> Result<()> {
     Ok(())
 }
 
-/// `edgectl site block|unblock SITE`: revokes (or reinstates) the site's leaf link in the
-/// control account, gives the hub the re-signed account, and records it in the AUDIT stream.
-pub async fn site_block(site: &str, blocked: bool, reason: Option<String>, global: &Global) -> Result<()> {
-    let site = Name::new(site).map_err(|e| anyhow::anyhow!("site {site:?}: {e}"))?;
-    anyhow::ensure!(reason.as_ref().is_none_or(|r| r.len() <= 256), "--reason: at most 256 bytes");
-    let mut authority = open(&global.auth_dir())?;
-    let jwt = authority.set_site_revoked(&site, blocked).with_context(|| format!("site {site} has no bundle here"))?;
-    let system = crate::connect_as(global, Some(authority.system_user()?)).await?;
-    edge_bus::claims::push_account_jwt(&system, &jwt).await?;
-    let event = SiteBlockEvent { at_ms: edge_bus::time::now_ms(), actor: actor(), site: site.clone(), blocked, reason };
-    let client = crate::connect(global).await?;
-    let js = edge_bus::topology::hub_js(&client);
-    edge_bus::topology::ensure_audit(&js).await?;
-    let ack = js
-        .publish(edge_types::subject::audit_site(&site), serde_json::to_vec(&event)?.into())
-        .await
-        .context("recording the block in the AUDIT stream")?;
-    ack.await.context("recording the block in the AUDIT stream")?;
-    let state = if blocked { "blocked" } else { "unblocked" };
-    crate::output::print(global.output, &event, &["SITE", "STATE"], vec![vec![site.to_string(), state.into()]]);
-    Ok(())
-}
-
 /// Who runs the command, for audit records.
-fn actor() -> String {
+pub fn actor() -> String {
     let user = std::env::var("USER").unwrap_or_else(|_| "unknown".into());
     let mut a = format!("edgectl/{user}");
     a.truncate(128);
     a
 }
 
-fn open(dir: &std::path::Path) -> Result<Authority> {
+pub(crate) fn open(dir: &std::path::Path) -> Result<Authority> {
     Authority::open(dir).with_context(|| format!("no authority in {} (run `edgectl auth init`)", dir.display()))
 }
 

@@ -60,6 +60,16 @@ pub enum Command {
     /// Keys and credentials: who may say what on the bus.
     #[command(subcommand)]
     Auth(AuthCommand),
+    /// Tenants: application teams, each with its own account; they see and change only their
+    /// own applications and secrets.
+    #[command(subcommand)]
+    Tenant(TenantCommand),
+    /// Hosts of a site.
+    #[command(subcommand)]
+    Host(HostCommand),
+    /// The blocks in force (tenants, sites, hosts).
+    #[command(subcommand)]
+    Block(BlockCommand),
     /// Secrets: stored encrypted, delivered sealed to the sites whose apps use them.
     #[command(subcommand)]
     Secret(SecretCommand),
@@ -255,8 +265,9 @@ pub enum SiteCommand {
     /// the same files on a second call.
     Add { site: String },
     /// Block a site in one step: its leaf link is revoked at the hub (the hub drops the link
-    /// and refuses it from then on, however often the site redials), and the block is recorded
-    /// in the hub's AUDIT stream. Needs the authority (`--auth-dir`).
+    /// and refuses it from then on, however often the site redials), it gets no secrets, the
+    /// site list shows it blocked, and the block is recorded in the hub's AUDIT stream. Its
+    /// workloads keep running on their own. Needs the authority (`--auth-dir`).
     Block {
         site: String,
         /// Why, for the audit record.
@@ -278,4 +289,55 @@ pub enum SiteCommand {
     /// Make the site create a new key pair; everything sealed to it is re-sealed to the new
     /// key (an offline site rotates when its link returns).
     RotateKey { site: String },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum TenantCommand {
+    /// Make a tenant's account (its users reach only their own applications and secrets) and
+    /// its first user, `admin`; prints that user's credentials file. Needs the authority.
+    Add { tenant: String },
+    /// Issue (once) credentials of another user of a tenant; prints the file.
+    User { tenant: String, name: String },
+    /// The tenants the authority has made.
+    List,
+    /// Block a tenant in one step: every user's credentials are revoked (connected ones are
+    /// dropped), its applications stop at every site and their secrets are withdrawn;
+    /// recorded in the AUDIT stream.
+    Block {
+        tenant: String,
+        #[arg(long)]
+        reason: Option<String>,
+    },
+    /// Reinstate a blocked tenant: its users may connect again and its applications run again.
+    Unblock {
+        tenant: String,
+        #[arg(long)]
+        reason: Option<String>,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum HostCommand {
+    /// Block a host (stolen, failing, to be swapped): the site moves its workloads to its other
+    /// hosts, places nothing more on it, and the host's own site-manager stops what it runs;
+    /// recorded in the AUDIT stream. An offline site acts when its link returns.
+    Block {
+        site: String,
+        host: String,
+        #[arg(long)]
+        reason: Option<String>,
+    },
+    /// Let a blocked host run workloads again.
+    Unblock {
+        site: String,
+        host: String,
+        #[arg(long)]
+        reason: Option<String>,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum BlockCommand {
+    /// List the tenants, sites and hosts blocked now.
+    List,
 }

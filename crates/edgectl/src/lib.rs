@@ -3,6 +3,7 @@
 
 pub mod app;
 pub mod auth;
+pub mod block;
 pub mod cli;
 pub mod dev;
 pub mod image;
@@ -17,6 +18,11 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use cli::{Cli, Command};
 
+/// A name given on the command line, or an error saying which (`kind`) is invalid.
+pub(crate) fn name(kind: &str, s: &str) -> Result<edge_types::Name> {
+    edge_types::Name::new(s).map_err(|e| anyhow::anyhow!("{kind} {s:?}: {e}"))
+}
+
 /// How long a request may take before edgectl gives up.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -26,6 +32,9 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::App(cmd) => app::run(cmd, &cli.global).await,
         Command::Site(cmd) => site::run(cmd, &cli.global).await,
         Command::Auth(cmd) => auth::run(cmd, &cli.global),
+        Command::Tenant(cmd) => block::tenant(cmd, &cli.global).await,
+        Command::Host(cmd) => block::host(cmd, &cli.global).await,
+        Command::Block(cmd) => block::list(cmd, &cli.global).await,
         Command::Secret(cmd) => secret::run(cmd, &cli.global).await,
         Command::Image(cmd) => image::run(cmd, &cli.global).await,
         Command::Alerts => alerts(&cli.global).await,

@@ -15,18 +15,13 @@ use crate::cli::{Global, SecretCommand};
 use crate::output::{self, print};
 use crate::{connect, REQUEST_TIMEOUT};
 
-fn name(kind: &str, s: &str) -> Result<Name> {
-    Name::new(s).map_err(|e| anyhow::anyhow!("{kind} {s:?}: {e}"))
-}
+use crate::name;
 
 fn tenant(t: &Option<String>) -> Result<Name> {
     name("tenant", t.as_deref().unwrap_or(DEFAULT_TENANT))
 }
 
-/// Who asks, for the audit trail.
-fn actor() -> String {
-    std::env::var("USER").map(|u| format!("edgectl/{u}")).unwrap_or_else(|_| "edgectl".into())
-}
+use crate::auth::actor;
 
 /// The value: the file's bytes as they are, or standard input without one trailing newline.
 fn read_value(file: &Option<PathBuf>) -> Result<SecretValue> {

@@ -23,12 +23,19 @@ pub async fn run(cmd: SiteCommand, global: &Global) -> Result<()> {
                     let hosts: Vec<String> = s
                         .hosts
                         .iter()
-                        .map(|h| format!("{}({} {}cpu {}GiB)", h.host, h.arch, h.cpus, h.memory_bytes >> 30))
+                        .map(|h| {
+                            let blocked = if s.blocked_hosts.contains(&h.host) { " BLOCKED" } else { "" };
+                            format!("{}({} {}cpu {}GiB{blocked})", h.host, h.arch, h.cpus, h.memory_bytes >> 30)
+                        })
                         .collect();
                     let apps: Vec<&str> = s.apps.iter().map(|a| a.as_str()).collect();
                     vec![
                         s.site.to_string(),
-                        if s.connected { "yes".into() } else { "no".into() },
+                        match (s.blocked, s.connected) {
+                            (true, _) => "blocked".into(),
+                            (false, true) => "yes".into(),
+                            (false, false) => "no".into(),
+                        },
                         output::age(s.last_seen_ms),
                         s.buffer.as_ref().map(output::buffer).unwrap_or_else(|| "-".into()),
                         output::labels(&s.labels),
@@ -40,8 +47,8 @@ pub async fn run(cmd: SiteCommand, global: &Global) -> Result<()> {
             print(global.output, &r, &["SITE", "CONNECTED", "LAST SEEN", "BUFFER", "LABELS", "HOSTS", "APPS"], rows);
         }
         SiteCommand::Add { site } => crate::auth::site_add(&site, global)?,
-        SiteCommand::Block { site, reason } => crate::auth::site_block(&site, true, reason, global).await?,
-        SiteCommand::Unblock { site, reason } => crate::auth::site_block(&site, false, reason, global).await?,
+        SiteCommand::Block { site, reason } => crate::block::site(global, &site, true, reason).await?,
+        SiteCommand::Unblock { site, reason } => crate::block::site(global, &site, false, reason).await?,
         SiteCommand::RotateKey { site } => {
             let req = edge_types::secret::SiteRef {
                 site: Name::new(&site).map_err(|e| anyhow::anyhow!("site {site:?}: {e}"))?,

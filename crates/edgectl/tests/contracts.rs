@@ -98,7 +98,8 @@ fn asyncapi_addresses_follow_the_grammar() {
             .replace("{tenant}", "default")
             .replace("{name}", "db")
             .replace("{kind}", "site_offline")
-            .replace("{host}", "host-1");
+            .replace("{host}", "host-1")
+            .replace("{op}", "app.apply");
         assert!(subject::parse(&concrete).is_ok(), "channel {id}: {address} is not in the grammar");
     }
 }

@@ -12,6 +12,9 @@ use edge_types::rollout::{Revision, RolloutPhase};
 use edge_types::status::AppStatusReport;
 use edge_types::Name;
 
+use edge_types::block::Caller;
+use edge_types::subject::ApiOp;
+
 use crate::placement::{self, app_key, gen_key};
 use crate::rollout;
 use crate::sites::all_sites;
@@ -20,8 +23,9 @@ use crate::Hub;
 /// Decodes and checks a spec as `apply` and `plan` take it: schema, then what the schema cannot
 /// say (unique names, parsable selectors that do not contradict themselves, comparisons that
 /// have a meaning).
-fn checked_spec(hub: &Hub, body: &[u8]) -> Result<(AppSpec, Policy), ApiError> {
-    let spec: AppSpec = decode(body).map_err(edge_bus::api::invalid)?;
+fn checked_spec(hub: &Hub, caller: &Caller, body: &[u8]) -> Result<(AppSpec, Policy), ApiError> {
+    let mut spec: AppSpec = decode(body).map_err(edge_bus::api::invalid)?;
+    spec.tenant = caller.tenant_for(&spec.tenant, "/tenant")?;
     let invalid = |e: edge_types::app::SpecError| ApiError::invalid(e.pointer.clone(), format!("invalid request: {e}"));
     let policy = spec.check().map_err(invalid)?;
     policy.check_orders(&hub.orders).map_err(invalid)?;
@@ -31,7 +35,7 @@ fn checked_spec(hub: &Hub, body: &[u8]) -> Result<(AppSpec, Policy), ApiError> {
 /// Every secret the spec references must exist (they are stored by the `secrets` service), so
 /// a typo fails here and not at the sites.
 async fn check_secrets(hub: &Hub, spec: &AppSpec) -> Result<(), ApiError> {
-    let tenant = edge_types::secret::DEFAULT_TENANT;
+    let tenant = &spec.tenant;
     for (i, svc) in spec.services.iter().enumerate() {
         for (j, r) in svc.secrets.iter().enumerate() {
             let key = format!("{tenant}.{}", r.name);
@@ -40,7 +44,7 @@ async fn check_secrets(hub: &Hub, spec: &AppSpec) -> Result<(), ApiError> {
                 return Err(ApiError::invalid(
                     format!("/services/{i}/secrets/{j}/name"),
                     format!(
-                        "invalid request: secret {:?} does not exist; store it first (edgectl secret put)",
+                        "invalid request: secret {:?} of tenant {tenant:?} does not exist; store it first (edgectl secret put)",
                         r.name.as_str()
                     ),
                 ));
@@ -80,8 +84,8 @@ async fn resolve_images(hub: &Hub, spec: &AppSpec) -> Result<BTreeMap<String, Im
 }
 
 /// Where a spec would run, and why every other site and host is excluded; changes nothing.
-pub async fn plan(hub: &Hub, body: &[u8]) -> Result<PlanReply, ApiError> {
-    let (spec, policy) = checked_spec(hub, body)?;
+pub async fn plan(hub: &Hub, caller: &Caller, body: &[u8]) -> Result<PlanReply, ApiError> {
+    let (spec, policy) = checked_spec(hub, caller, body)?;
     check_secrets(hub, &spec).await?;
     resolve_images(hub, &spec).await?;
     let sites = all_sites(hub).await?;
@@ -121,8 +125,8 @@ pub async fn plan(hub: &Hub, body: &[u8]) -> Result<PlanReply, ApiError> {
 }
 
 /// Validates and stores a spec, then places it. An identical spec changes nothing.
-pub async fn apply(hub: &Hub, body: &[u8]) -> Result<ApplyReply, ApiError> {
-    let (spec, policy) = checked_spec(hub, body)?;
+pub async fn apply(hub: &Hub, caller: &Caller, body: &[u8]) -> Result<ApplyReply, ApiError> {
+    let (spec, policy) = checked_spec(hub, caller, body)?;
     check_secrets(hub, &spec).await?;
     let images = resolve_images(hub, &spec).await?;
     let _guard = hub.placement.lock().await;
@@ -130,6 +134,17 @@ pub async fn apply(hub: &Hub, body: &[u8]) -> Result<ApplyReply, ApiError> {
     let digest = spec.digest();
     let existing = kv::get::<AppRecord>(&hub.buckets.apps, &key).await.map_err(crate::SchedulerError::from)?;
     if let Some((r, _)) = &existing {
+        if r.spec.tenant != spec.tenant {
+            let whose = if caller.owns(&r.spec.tenant) {
+                format!(" by tenant {:?}", r.spec.tenant.as_str())
+            } else {
+                String::new()
+            };
+            return Err(ApiError::new(
+                ErrorCode::Conflict,
+                format!("application name {:?} is taken{whose}; choose another name", spec.name.as_str()),
+            ));
+        }
         if r.digest == digest && r.images == images {
             return Ok(ApplyReply {
                 name: spec.name,
@@ -154,7 +169,7 @@ pub async fn apply(hub: &Hub, body: &[u8]) -> Result<ApplyReply, ApiError> {
         rollout: None,
         images: images.clone(),
     };
-    let matched = placement::select_sites(&spec, &policy, &hub.orders, &sites);
+    let matched = placement::matching(hub, &spec, &policy, &sites);
     placement::check_arches(&spec, &policy, &hub.orders, &images, &sites, &matched)?;
     if let Some(prev) = &previous {
         // Records stored before revisions existed: keep the running version restorable.
@@ -197,6 +212,29 @@ pub async fn apply(hub: &Hub, body: &[u8]) -> Result<ApplyReply, ApiError> {
     let placed = placement::place(hub, &next, &sites).await?;
     tracing::info!(app = %spec.name, generation, sites = placed.len(), rollout = next.rollout.is_some(), "applied");
     Ok(ApplyReply { name: spec.name, generation, changed: true, sites: placed })
+}
+
+/// A tenant's request about one application (`{"name": ...}`) must name one of its own: any
+/// other is answered as if it did not exist. Operators may name any.
+pub async fn check_owner(hub: &Hub, caller: &Caller, op: ApiOp, body: &[u8]) -> Result<(), ApiError> {
+    let Caller::Tenant(_) = caller else { return Ok(()) };
+    if matches!(op, ApiOp::AppApply | ApiOp::AppPlan | ApiOp::AppList) {
+        return Ok(());
+    }
+    // A body without a valid name is left to the operation's own validation.
+    let Some(name) = serde_json::from_slice::<serde_json::Value>(body)
+        .ok()
+        .and_then(|v| v.get("name").and_then(|n| n.as_str()).and_then(|n| Name::new(n).ok()))
+    else {
+        return Ok(());
+    };
+    let found = kv::get::<AppRecord>(&hub.buckets.apps, &app_key(&name)).await.map_err(crate::SchedulerError::from)?;
+    match found {
+        Some((r, _)) if !caller.owns(&r.spec.tenant) => {
+            Err(ApiError::not_found(format!("application \"{name}\" does not exist")))
+        }
+        _ => Ok(()),
+    }
 }
 
 async fn get_record(hub: &Hub, name: &Name) -> Result<AppRecord, ApiError> {
@@ -280,12 +318,12 @@ pub async fn status(hub: &Hub, body: &[u8]) -> Result<AppStatusReply, ApiError> 
     })
 }
 
-pub async fn list(hub: &Hub, body: &[u8]) -> Result<AppListReply, ApiError> {
+pub async fn list(hub: &Hub, caller: &Caller, body: &[u8]) -> Result<AppListReply, ApiError> {
     let _: Empty = decode(body).map_err(edge_bus::api::invalid)?;
     let records = kv::list::<AppRecord>(&hub.buckets.apps, "app.").await.map_err(crate::SchedulerError::from)?;
     let statuses = kv::list::<AppStatusReport>(&hub.buckets.status, "").await.map_err(crate::SchedulerError::from)?;
     let mut apps = Vec::new();
-    for (_, r) in records {
+    for (_, r) in records.into_iter().filter(|(_, r)| caller.owns(&r.spec.tenant)) {
         let running = statuses
             .iter()
             .filter(|(_, s)| {
@@ -297,6 +335,7 @@ pub async fn list(hub: &Hub, body: &[u8]) -> Result<AppListReply, ApiError> {
             .count();
         apps.push(AppSummary {
             name: r.spec.name.clone(),
+            tenant: r.spec.tenant.clone(),
             version: r.spec.version.clone(),
             generation: r.generation,
             sites_desired: r.sites.len() as u32,

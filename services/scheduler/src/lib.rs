@@ -3,6 +3,7 @@
 //! status reports to keep placement current and to answer status queries.
 
 pub mod apps;
+pub mod blocks;
 pub mod config;
 pub mod error;
 pub mod events;
@@ -23,6 +24,7 @@ use async_nats::jetstream;
 use async_nats::service::ServiceExt;
 use edge_bus::api::reply_counted;
 use edge_bus::topology::HubBuckets;
+use edge_types::block::Caller;
 use edge_types::subject::ApiOp;
 use edge_types::Name;
 use tokio_util::sync::CancellationToken;
@@ -62,6 +64,8 @@ pub struct Hub {
     /// Sites whose events the hub's streams are known to source (checked or added by this
     /// process): a site re-registering after every reconnect then costs no stream read.
     pub sourced: Arc<dashmap::DashSet<Name>>,
+    /// Tenants, sites and hosts blocked by operators (`block.set`).
+    pub blocks: blocks::Blocks,
 }
 
 impl Hub {
@@ -81,7 +85,11 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Sche
     .await?;
     let js = edge_bus::topology::hub_js(&client);
     let buckets = edge_bus::topology::ensure_hub(&js).await?;
+    edge_bus::topology::ensure_audit(&js).await?;
+    let blocks = blocks::Blocks::follow(buckets.apps.clone(), shutdown.clone());
+    blocks.loaded().await;
     let hub = Hub {
+        blocks,
         js,
         buckets,
         placement: Arc::new(tokio::sync::Mutex::new(())),
@@ -155,13 +163,17 @@ async fn handle(hub: &Hub, op: ApiOp, req: &async_nats::service::Request) {
         Ok(b) => b,
         Err(e) => return reply_counted::<()>(f, op, req, Err(e)).await,
     };
+    let caller = Caller::of_subject(&req.message.subject);
+    if let Err(e) = apps::check_owner(hub, &caller, op, body).await {
+        return reply_counted::<()>(f, op, req, Err(e)).await;
+    }
     match op {
-        ApiOp::AppApply => reply_counted(f, op, req, apps::apply(hub, body).await).await,
-        ApiOp::AppList => reply_counted(f, op, req, apps::list(hub, body).await).await,
+        ApiOp::AppApply => reply_counted(f, op, req, apps::apply(hub, &caller, body).await).await,
+        ApiOp::AppList => reply_counted(f, op, req, apps::list(hub, &caller, body).await).await,
         ApiOp::AppGet => reply_counted(f, op, req, apps::get(hub, body).await).await,
         ApiOp::AppStatus => reply_counted(f, op, req, apps::status(hub, body).await).await,
         ApiOp::AppDelete => reply_counted(f, op, req, apps::delete(hub, body).await).await,
-        ApiOp::AppPlan => reply_counted(f, op, req, apps::plan(hub, body).await).await,
+        ApiOp::AppPlan => reply_counted(f, op, req, apps::plan(hub, &caller, body).await).await,
         ApiOp::AppRollout => reply_counted(f, op, req, rollout_api::status(hub, body).await).await,
         ApiOp::AppPause => reply_counted(f, op, req, rollout_api::control(hub, body, true).await).await,
         ApiOp::AppResume => reply_counted(f, op, req, rollout_api::control(hub, body, false).await).await,
@@ -171,6 +183,8 @@ async fn handle(hub: &Hub, op: ApiOp, req: &async_nats::service::Request) {
         ApiOp::SiteLabel => reply_counted(f, op, req, sites::label(hub, body).await).await,
         ApiOp::SiteRegister => reply_counted(f, op, req, sites::register(hub, &req.message.subject, body).await).await,
         ApiOp::SiteRotateKey => reply_counted(f, op, req, sites::rotate_key(hub, body).await).await,
+        ApiOp::BlockSet => reply_counted(f, op, req, blocks::set(hub, body).await).await,
+        ApiOp::BlockList => reply_counted(f, op, req, blocks::list(hub, body).await).await,
         other => unreachable!("{other:?} belongs to the {} service; no endpoint is registered here", other.service()),
     }
 }

@@ -27,6 +27,15 @@ pub fn select_sites(spec: &AppSpec, policy: &Policy, orders: &LabelOrders, sites
     out
 }
 
+/// The sites `spec` belongs on now: those its policy selects, none while its tenant is blocked
+/// (a blocked tenant's applications stop everywhere).
+pub fn matching(hub: &Hub, spec: &AppSpec, policy: &Policy, sites: &[SiteRecord]) -> Vec<Name> {
+    if hub.blocks.tenant_blocked(&spec.tenant) {
+        return Vec::new();
+    }
+    select_sites(spec, policy, &hub.orders, sites)
+}
+
 /// Every selected site must have, among the hosts the app may use there, one of an architecture
 /// each stored image was built for; else the error names the service's image field. Sites that
 /// have not reported their hosts yet are not judged.
@@ -100,7 +109,7 @@ async fn place_in_span(hub: &Hub, record: &AppRecord, sites: &[SiteRecord]) -> R
     let app = &record.spec.name;
     let policy = policy_of(record)?;
     let orders = policy.host_orders(&hub.orders);
-    let matched = select_sites(&record.spec, &policy, &hub.orders, sites);
+    let matched = matching(hub, &record.spec, &policy, sites);
     let held = held_specs(hub, record).await?;
     let mut states: Vec<DesiredApp> = matched.iter().map(|site| target(record, &held, site, &orders)).collect();
     let keep: BTreeSet<&Name> = matched.iter().collect();
@@ -129,7 +138,7 @@ async fn place_in_span(hub: &Hub, record: &AppRecord, sites: &[SiteRecord]) -> R
 pub async fn place_on_site(hub: &Hub, record: &AppRecord, site: &SiteRecord) -> Result<(), SchedulerError> {
     let app = &record.spec.name;
     let policy = policy_of(record)?;
-    let matches = policy.selects(&record.spec, site, &hub.orders);
+    let matches = !hub.blocks.tenant_blocked(&record.spec.tenant) && policy.selects(&record.spec, site, &hub.orders);
     let placed = record.sites.contains(&site.site);
     if matches || placed {
         let orders = policy.host_orders(&hub.orders);

@@ -155,6 +155,8 @@ pub async fn list(hub: &Hub, body: &[u8]) -> Result<SiteListReply, ApiError> {
                 buffer: live.buffer,
                 leaf_recoveries: live.leaf_recoveries,
                 secrets_refused: live.secrets_refused,
+                blocked: hub.blocks.site_blocked(&s.site),
+                blocked_hosts: hub.blocks.blocked_hosts(&s.site),
                 apps: apps
                     .iter()
                     .filter(|(_, a)| a.sites.contains(&s.site))

@@ -15,9 +15,10 @@ use edge_bus::topology::{desired_shards, desired_stream};
 use edge_seal::site::seal;
 use edge_types::api::AppRecord;
 use edge_types::app::AppSpec;
+use edge_types::block::BlockTarget;
 use edge_types::rollout::Revision;
 use edge_types::schema::decode;
-use edge_types::secret::{AuditAction, SealedSecret, SecretPayload, SecretValue, StoredSecret, DEFAULT_TENANT};
+use edge_types::secret::{AuditAction, SealedSecret, SecretPayload, SecretValue, StoredSecret};
 use edge_types::subject::{self, Subject};
 use edge_types::Name;
 use futures::stream::{FuturesUnordered, StreamExt};
@@ -60,20 +61,22 @@ pub type Delivered = Arc<Mutex<BTreeMap<Target, Delivery>>>;
 /// Publishes awaiting acks at most.
 const WINDOW: usize = 512;
 
-/// Which secrets each site needs: every (site, secret) where an app placed at the site runs a
-/// spec that references the secret, the secret exists, and the site registered a key.
+/// A secret of a tenant: `(tenant, name)`.
+pub type SecretId = (Name, Name);
+
+/// Which secrets each site needs: every target where an app placed at the site runs a spec
+/// that references the secret (of the app's tenant), the secret exists, and the site
+/// registered a key.
 pub fn needed(
-    uses: &BTreeSet<(Name, Name)>,
+    uses: &BTreeSet<Target>,
     keys: &HashMap<Name, String>,
-    versions: &HashMap<Name, u64>,
+    versions: &HashMap<SecretId, u64>,
 ) -> BTreeMap<Target, Want> {
-    let tenant = Name::new(DEFAULT_TENANT).expect("valid");
     uses.iter()
-        .filter_map(|(site, secret)| {
-            let recipient = keys.get(site)?.clone();
-            let version = *versions.get(secret)?;
-            let target = Target { site: site.clone(), tenant: tenant.clone(), name: secret.clone() };
-            Some((target, Want { version, recipient }))
+        .filter_map(|t| {
+            let recipient = keys.get(&t.site)?.clone();
+            let version = *versions.get(&(t.tenant.clone(), t.name.clone()))?;
+            Some((t.clone(), Want { version, recipient }))
         })
         .collect()
 }
@@ -84,7 +87,7 @@ pub fn needed(
 pub fn diff(
     want: &BTreeMap<Target, Want>,
     have: &BTreeMap<Target, Delivery>,
-    uses: &BTreeSet<(Name, Name)>,
+    uses: &BTreeSet<Target>,
 ) -> Vec<(Target, Option<Want>)> {
     let mut out = Vec::new();
     for (t, w) in want {
@@ -94,8 +97,7 @@ pub fn diff(
         }
     }
     for (t, d) in have {
-        let used = t.tenant.as_str() == DEFAULT_TENANT && uses.contains(&(t.site.clone(), t.name.clone()));
-        if !d.withdrawn && !want.contains_key(t) && !used {
+        if !d.withdrawn && !want.contains_key(t) && !uses.contains(t) {
             out.push((t.clone(), None));
         }
     }
@@ -108,7 +110,7 @@ pub async fn run(s: Secrets, resync: Duration, shutdown: CancellationToken) {
     let mut waiter = s.changed.waiter();
     tokio::select! {
         _ = shutdown.cancelled() => return,
-        _ = async { s.apps.loaded().await; s.sites.loaded().await; s.stored.loaded().await; } => {}
+        _ = async { s.apps.loaded().await; s.sites.loaded().await; s.stored.loaded().await; s.blocks.loaded().await; } => {}
     }
     loop {
         match load(&s.js, &s.delivered).await {
@@ -167,13 +169,23 @@ async fn load(js: &jetstream::Context, delivered: &Delivered) -> Result<usize, S
     Ok(n)
 }
 
-/// Which (site, secret) pairs the placed apps reference, held rollout sites by their older spec.
-async fn uses(s: &Secrets) -> Result<BTreeSet<(Name, Name)>, SecretsError> {
+/// Which secrets at which sites the placed apps reference, held rollout sites by their older
+/// spec; none at a blocked site (what it holds is withdrawn).
+async fn uses(s: &Secrets) -> Result<BTreeSet<Target>, SecretsError> {
+    let blocked: BTreeSet<Name> = s
+        .blocks
+        .snapshot()
+        .into_values()
+        .filter_map(|e| match e.value.target {
+            BlockTarget::Site { site } if e.value.blocked => Some(site),
+            _ => None,
+        })
+        .collect();
     let mut out = BTreeSet::new();
     let mut revisions: HashMap<(Name, u64), AppSpec> = HashMap::new();
     for entry in s.apps.snapshot().into_values() {
         let r: AppRecord = entry.value;
-        for site in &r.sites {
+        for site in r.sites.iter().filter(|s| !blocked.contains(*s)) {
             let held = r.rollout.as_ref().and_then(|ro| ro.held.get(site).copied()).filter(|g| *g != r.generation);
             let spec = match held {
                 None => &r.spec,
@@ -186,7 +198,12 @@ async fn uses(s: &Secrets) -> Result<BTreeSet<(Name, Name)>, SecretsError> {
                     &revisions[&key]
                 }
             };
-            out.extend(spec.secret_names().into_iter().map(|n| (site.clone(), n)));
+            let tenant = &r.spec.tenant;
+            out.extend(spec.secret_names().into_iter().map(|name| Target {
+                site: site.clone(),
+                tenant: tenant.clone(),
+                name,
+            }));
         }
     }
     Ok(out)
@@ -201,13 +218,8 @@ pub async fn pass(s: &Secrets) -> Result<(), SecretsError> {
         .into_values()
         .filter_map(|e| Some((e.value.site.clone(), e.value.public_key.clone()?)))
         .collect();
-    let stored: HashMap<Name, StoredSecret> = s
-        .stored
-        .snapshot()
-        .into_values()
-        .filter(|e| e.value.tenant.as_str() == DEFAULT_TENANT)
-        .map(|e| (e.value.name.clone(), e.value))
-        .collect();
+    let stored: HashMap<SecretId, StoredSecret> =
+        s.stored.snapshot().into_values().map(|e| ((e.value.tenant.clone(), e.value.name.clone()), e.value)).collect();
     let versions = stored.iter().map(|(n, r)| (n.clone(), r.version)).collect();
     let want = needed(&uses, &keys, &versions);
     let have = s.delivered.lock().expect("delivered lock").clone();
@@ -215,13 +227,13 @@ pub async fn pass(s: &Secrets) -> Result<(), SecretsError> {
     if todo.is_empty() {
         return Ok(());
     }
-    let waiting: BTreeSet<&Name> = uses.iter().filter(|(site, _)| !keys.contains_key(site)).map(|(s, _)| s).collect();
+    let waiting: BTreeSet<&Name> = uses.iter().filter(|t| !keys.contains_key(&t.site)).map(|t| &t.site).collect();
     if !waiting.is_empty() {
         tracing::info!(sites = ?waiting, "sites without a registered key wait for their secrets");
     }
 
     // Each value opened once per pass, kept only in zeroized memory.
-    let mut values: HashMap<Name, Zeroizing<Vec<u8>>> = HashMap::new();
+    let mut values: HashMap<SecretId, Zeroizing<Vec<u8>>> = HashMap::new();
     let mut acks = FuturesUnordered::new();
     let mut audit = Vec::new();
     let mut first_error = None;
@@ -232,16 +244,17 @@ pub async fn pass(s: &Secrets) -> Result<(), SecretsError> {
         let after = have.get(&target).map(|d| d.seq).unwrap_or(0);
         let envelope = match &want {
             Some(w) => {
-                let record = &stored[&target.name];
-                if !values.contains_key(&target.name) {
+                let id = (target.tenant.clone(), target.name.clone());
+                let record = &stored[&id];
+                if !values.contains_key(&id) {
                     let dek = s.keys.tenant(&target.tenant).await?;
                     let ctx = context(&record.tenant, &record.name, record.version);
                     let v = dek
                         .open(&ctx, &record.ciphertext)
                         .map_err(|_| SecretsError::Undecryptable(format!("{}/{}", record.tenant, record.name)))?;
-                    values.insert(target.name.clone(), v);
+                    values.insert(id.clone(), v);
                 }
-                let text = String::from_utf8_lossy(&values[&target.name]).into_owned();
+                let text = String::from_utf8_lossy(&values[&id]).into_owned();
                 let payload = SecretPayload {
                     site: target.site.clone(),
                     tenant: target.tenant.clone(),
@@ -338,10 +351,9 @@ mod tests {
 
     #[test]
     fn sites_get_what_their_apps_use_and_lose_the_rest() {
-        let uses: BTreeSet<(Name, Name)> =
-            [(n("a"), n("db")), (n("b"), n("db")), (n("c"), n("db")), (n("a"), n("missing"))].into();
+        let uses: BTreeSet<Target> = [t("a", "db"), t("b", "db"), t("c", "db"), t("a", "missing")].into();
         let keys: HashMap<Name, String> = [(n("a"), "XA".into()), (n("b"), "XB".into())].into();
-        let versions: HashMap<Name, u64> = [(n("db"), 2)].into();
+        let versions: HashMap<SecretId, u64> = [((n("default"), n("db")), 2)].into();
         let want = needed(&uses, &keys, &versions);
         // c has no key yet, `missing` does not exist.
         assert_eq!(want.keys().cloned().collect::<Vec<_>>(), [t("a", "db"), t("b", "db")]);
@@ -370,5 +382,17 @@ mod tests {
         assert!(!todo.iter().any(|(t, _)| t.site == n("a")), "{todo:?}");
         let todo = diff(&needed(&uses, &rekeyed, &versions), &have, &uses);
         assert!(todo.contains(&(t("a", "db"), Some(Want { version: 2, recipient: "XA2".into() }))));
+    }
+
+    #[test]
+    fn a_secret_is_its_tenants_only() {
+        let theirs = Target { site: n("a"), tenant: n("t2"), name: n("db") };
+        let uses: BTreeSet<Target> = [theirs.clone()].into();
+        let keys: HashMap<Name, String> = [(n("a"), "XA".into())].into();
+        // Tenant t1 has a secret `db`; an app of t2 naming `db` gets nothing of it.
+        let versions: HashMap<SecretId, u64> = [((n("t1"), n("db")), 1)].into();
+        assert!(needed(&uses, &keys, &versions).is_empty());
+        let versions: HashMap<SecretId, u64> = [((n("t2"), n("db")), 3)].into();
+        assert_eq!(needed(&uses, &keys, &versions)[&theirs].version, 3);
     }
 }

@@ -19,7 +19,8 @@ use edge_bus::mirror::Mirror;
 use edge_bus::signal::Signal;
 use edge_bus::topology::HubBuckets;
 use edge_types::api::AppRecord;
-use edge_types::secret::{SecretInfo, StoredSecret, DEFAULT_TENANT};
+use edge_types::block::{BlockEvent, Caller, BLOCK_KEY_PREFIX};
+use edge_types::secret::{SecretInfo, StoredSecret};
 use edge_types::site::SiteRecord;
 use edge_types::subject::ApiOp;
 use edge_types::Name;
@@ -42,6 +43,8 @@ pub struct Secrets {
     pub apps: Mirror<AppRecord>,
     pub sites: Mirror<SiteRecord>,
     pub stored: Mirror<StoredSecret>,
+    /// Blocks set by operators: a blocked site gets no secrets.
+    pub blocks: Mirror<BlockEvent>,
     pub delivered: distribute::Delivered,
     /// Raised on every change that may change what a site needs.
     pub changed: Signal,
@@ -50,14 +53,11 @@ pub struct Secrets {
 }
 
 impl Secrets {
-    /// Applications whose spec references a secret (tenant `default` only, for now).
+    /// Applications of `tenant` whose spec references its secret `name`.
     pub fn apps_using(&self, tenant: &Name, name: &Name) -> Vec<Name> {
-        if tenant.as_str() != DEFAULT_TENANT {
-            return Vec::new();
-        }
         let apps = self.apps.snapshot();
         apps.values()
-            .filter(|e| e.value.spec.secret_names().contains(name))
+            .filter(|e| &e.value.spec.tenant == tenant && e.value.spec.secret_names().contains(name))
             .map(|e| e.value.spec.name.clone())
             .collect()
     }
@@ -96,6 +96,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Secr
         apps: Mirror::follow_prefix(buckets.apps.clone(), "app.", changed.clone(), shutdown.clone()),
         sites: Mirror::follow(buckets.sites.clone(), changed.clone(), shutdown.clone()),
         stored: Mirror::follow(buckets.secrets.clone(), changed.clone(), shutdown.clone()),
+        blocks: Mirror::follow_prefix(buckets.apps.clone(), BLOCK_KEY_PREFIX, changed.clone(), shutdown.clone()),
         buckets,
         keys,
         audit: audit::Audit::new(js),
@@ -141,12 +142,14 @@ async fn serve(s: &Secrets, op: Option<ApiOp>, req: async_nats::service::Request
         Ok(b) => b,
         Err(e) => return reply_counted::<()>(f, op, &req, Err(e)).await,
     };
+    // A tenant's request is for its own secrets whatever it names (`Caller::tenant_for`).
+    let c = &Caller::of_subject(&req.message.subject);
     match op {
-        ApiOp::SecretPut => reply_counted(f, op, &req, store::write(s, body, false).await).await,
-        ApiOp::SecretRotate => reply_counted(f, op, &req, store::write(s, body, true).await).await,
-        ApiOp::SecretList => reply_counted(f, op, &req, store::list(s, body).await).await,
-        ApiOp::SecretDescribe => reply_counted(f, op, &req, store::describe(s, body).await).await,
-        ApiOp::SecretDelete => reply_counted(f, op, &req, store::delete(s, body).await).await,
+        ApiOp::SecretPut => reply_counted(f, op, &req, store::write(s, c, body, false).await).await,
+        ApiOp::SecretRotate => reply_counted(f, op, &req, store::write(s, c, body, true).await).await,
+        ApiOp::SecretList => reply_counted(f, op, &req, store::list(s, c, body).await).await,
+        ApiOp::SecretDescribe => reply_counted(f, op, &req, store::describe(s, c, body).await).await,
+        ApiOp::SecretDelete => reply_counted(f, op, &req, store::delete(s, c, body).await).await,
         other => unreachable!("{other:?} is not registered by the secrets service"),
     }
 }

@@ -4,6 +4,7 @@
 use edge_bus::api::invalid;
 use edge_bus::kv::{self, Change};
 use edge_types::api::{ApiError, ErrorCode};
+use edge_types::block::Caller;
 use edge_types::schema::decode;
 use edge_types::secret::*;
 use edge_types::Name;
@@ -29,8 +30,9 @@ fn actor(a: &Option<String>) -> String {
 }
 
 /// `put` (the secret must not exist) and `rotate` (it must).
-pub async fn write(s: &Secrets, body: &[u8], rotate: bool) -> Result<SecretInfo, ApiError> {
-    let req: SecretWrite = decode(body).map_err(invalid)?;
+pub async fn write(s: &Secrets, caller: &Caller, body: &[u8], rotate: bool) -> Result<SecretInfo, ApiError> {
+    let mut req: SecretWrite = decode(body).map_err(invalid)?;
+    req.tenant = caller.tenant_for(&req.tenant, "/tenant")?;
     let size = req.value.0.len();
     if size > MAX_VALUE_BYTES {
         return Err(ApiError::invalid("/value", format!("value is {size} bytes; the limit is {MAX_VALUE_BYTES}")));
@@ -81,14 +83,15 @@ async fn get(s: &Secrets, tenant: &Name, name: &Name) -> Result<StoredSecret, Ap
         .ok_or_else(|| ApiError::not_found(format!("secret {tenant}/{name} does not exist")))
 }
 
-pub async fn describe(s: &Secrets, body: &[u8]) -> Result<SecretInfo, ApiError> {
-    let req: SecretName = decode(body).map_err(invalid)?;
+pub async fn describe(s: &Secrets, caller: &Caller, body: &[u8]) -> Result<SecretInfo, ApiError> {
+    let mut req: SecretName = decode(body).map_err(invalid)?;
+    req.tenant = caller.tenant_for(&req.tenant, "/tenant")?;
     Ok(s.info(&get(s, &req.tenant, &req.name).await?))
 }
 
-pub async fn list(s: &Secrets, body: &[u8]) -> Result<SecretListReply, ApiError> {
+pub async fn list(s: &Secrets, caller: &Caller, body: &[u8]) -> Result<SecretListReply, ApiError> {
     let req: SecretListRequest = decode(body).map_err(invalid)?;
-    let tenant = req.tenant.unwrap_or_else(|| Name::new(DEFAULT_TENANT).expect("valid"));
+    let tenant = caller.tenant_for(&req.tenant.unwrap_or_else(default_tenant), "/tenant")?;
     let all =
         kv::list::<StoredSecret>(&s.buckets.secrets, &format!("{tenant}.")).await.map_err(crate::SecretsError::from)?;
     let secrets = all.iter().filter(|(_, r)| r.tenant == tenant).map(|(_, r)| s.info(r)).collect();
@@ -96,8 +99,9 @@ pub async fn list(s: &Secrets, body: &[u8]) -> Result<SecretListReply, ApiError>
 }
 
 /// Deletes a secret no application references; it is then withdrawn from every site.
-pub async fn delete(s: &Secrets, body: &[u8]) -> Result<SecretDeleteReply, ApiError> {
-    let req: SecretName = decode(body).map_err(invalid)?;
+pub async fn delete(s: &Secrets, caller: &Caller, body: &[u8]) -> Result<SecretDeleteReply, ApiError> {
+    let mut req: SecretName = decode(body).map_err(invalid)?;
+    req.tenant = caller.tenant_for(&req.tenant, "/tenant")?;
     let current = get(s, &req.tenant, &req.name).await?;
     let users = s.apps_using(&req.tenant, &req.name);
     if !users.is_empty() {

@@ -53,6 +53,8 @@ pub struct Agent {
     pub traces: Arc<AppTraces>,
     /// The site's image store, for images from the project's store.
     pub images: Option<SiteImages>,
+    /// Hosts operators blocked; when this one is, it runs nothing.
+    pub blocked: crate::desired::BlockedHosts,
 }
 
 impl Agent {
@@ -82,6 +84,7 @@ impl Agent {
             secrets,
             traces: Arc::default(),
             images: None,
+            blocked: Default::default(),
         }
     }
 
@@ -111,7 +114,13 @@ impl Agent {
     /// One reconcile pass.
     pub async fn pass(&mut self) {
         let desired = self.desired.lock().expect("desired lock").clone();
-        let (mut wanted, held) = wanted(&desired, &self.view.assignments(), &self.host);
+        let (mut wanted, mut held) = wanted(&desired, &self.view.assignments(), &self.host);
+        if self.blocked.lock().expect("blocked lock").contains(&self.host) {
+            // Blocked: stop everything here, whatever assignments this host last read (the
+            // leader has moved them, or will once it reads the block).
+            wanted.clear();
+            held.clear();
+        }
         // Replicas whose secrets have not arrived wait; their old containers keep running.
         let mut waiting = gate_secrets(&mut wanted, &self.secrets.versions());
         // Replicas whose image is not at the site yet wait too.
@@ -271,7 +280,11 @@ impl Agent {
 
     /// The secrets a replica uses, opened; `None` if one is missing (it then waits).
     fn resolve<'a>(&self, w: &'a Wanted) -> Option<Vec<Resolved<'a>>> {
-        w.service.secrets.iter().map(|r| Some(Resolved { by: r, secret: self.secrets.get(&r.name)? })).collect()
+        w.service
+            .secrets
+            .iter()
+            .map(|r| Some(Resolved { by: r, secret: self.secrets.get(&w.tenant, &r.name)? }))
+            .collect()
     }
 
     /// Rewrites the files of running replicas' `in-place` secrets that were rotated.
@@ -293,7 +306,7 @@ impl Agent {
                 Ok(changed) => {
                     for s in in_place.iter().filter(|s| changed.contains(&s.by.name)) {
                         tracing::info!(container = %name, secret = %s.by.name, version = s.secret.version, "secret file updated in place");
-                        self.secrets.read_by(&s.by.name, s.secret.version, &name).await;
+                        self.secrets.read_by(&w.tenant, &s.by.name, s.secret.version, &name).await;
                     }
                 }
                 Err(e) => tracing::warn!(container = %name, error = %e, "cannot update secret files"),
@@ -360,7 +373,7 @@ impl Agent {
                 self.facts.errors.remove(&key);
                 let name = self.runtime.container_name(w);
                 for s in &secrets {
-                    self.secrets.read_by(&s.by.name, s.secret.version, &name).await;
+                    self.secrets.read_by(&w.tenant, &s.by.name, s.secret.version, &name).await;
                 }
             }
             Err(e) => {

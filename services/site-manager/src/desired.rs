@@ -23,6 +23,10 @@ use crate::buffer::EventBuffer;
 /// The latest desired state per app, shared with the reconcile loop.
 pub type DesiredMap = Arc<Mutex<BTreeMap<Name, DesiredApp>>>;
 
+/// The site's hosts that operators blocked (`edgectl host block`), as the hub last said: the
+/// leader assigns nothing to them and each stops what it runs.
+pub type BlockedHosts = Arc<Mutex<std::collections::BTreeSet<Name>>>;
+
 /// Reads the site's DESIRED stream into [`DesiredMap`].
 pub struct DesiredFollower {
     pub js: jetstream::Context,
@@ -41,6 +45,7 @@ pub struct DesiredFollower {
     pub rekey: watch::Sender<u64>,
     /// The trace context each app's desired state came with.
     pub traces: Arc<crate::traces::AppTraces>,
+    pub blocked: BlockedHosts,
 }
 
 /// A message of the site's DESIRED stream.
@@ -49,6 +54,7 @@ pub enum Incoming {
     Watermark(EventsWatermark),
     Secret(Box<SealedSecret>),
     Rekey(SiteRekey),
+    Blocked(edge_types::block::BlockedHosts),
 }
 
 impl DesiredFollower {
@@ -101,6 +107,15 @@ impl DesiredFollower {
                         }
                         newer
                     });
+                }
+                Ok(Incoming::Blocked(b)) => {
+                    let hosts: std::collections::BTreeSet<Name> = b.hosts.into_iter().collect();
+                    let mut blocked = self.blocked.lock().expect("blocked lock");
+                    if *blocked != hosts {
+                        tracing::info!(hosts = ?hosts, "blocked hosts changed");
+                        *blocked = hosts;
+                        self.changed.raise();
+                    }
                 }
                 Ok(Incoming::Secret(e)) => {
                     if self.secrets.receive(*e).await == crate::secrets::Received::Changed {
@@ -155,6 +170,13 @@ pub fn accept(site: &Name, subj: &str, payload: &[u8]) -> Result<Incoming, Strin
                 return Err("site in the rotation request does not match its subject".into());
             }
             Ok(Incoming::Rekey(r))
+        }
+        Ok(Subject::BlockedHosts { site: s }) => {
+            let b = decode::<edge_types::block::BlockedHosts>(payload).map_err(|e| e.to_string())?;
+            if &s != site || b.site != s {
+                return Err("site in the blocked-hosts record does not match its subject".into());
+            }
+            Ok(Incoming::Blocked(b))
         }
         _ => Err("not a desired-state subject".into()),
     }

@@ -142,7 +142,9 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Site
         buckets.keys.clone(),
     ));
     let traces = Arc::new(traces::AppTraces::default());
+    let blocked = desired::BlockedHosts::default();
     let follower = desired::DesiredFollower {
+        blocked: blocked.clone(),
         js: js.clone(),
         site: site.clone(),
         desired: desired.clone(),
@@ -192,6 +194,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Site
         site_labels: config.label_map(),
         own: inventory.clone(),
         public_key: public_key_of(site_key_rx.clone(), &shutdown),
+        blocked: blocked.clone(),
     };
     tasks.spawn(leader.run(shutdown.clone()));
     tasks.spawn(callhome::registrar(client.clone(), buffer.clone(), registration_rx, shutdown.clone()));
@@ -234,6 +237,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Site
     agent.resync = config.resync();
     agent.window = window;
     agent.traces = traces;
+    agent.blocked = blocked;
     if config.image_gc_secs > 0 {
         let grace = std::time::Duration::from_secs(config.image_gc_secs);
         let gc = imagegc::ImageGc::new(agent.runtime.docker().clone(), blobs.clone(), agent.desired.clone(), grace);

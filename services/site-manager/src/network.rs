@@ -274,6 +274,7 @@ mod tests {
         }
         Wanted {
             app: n("shop"),
+            tenant: n("default"),
             version: "1".into(),
             generation: 1,
             service: svc,

@@ -38,6 +38,8 @@ impl Observed {
 #[derive(Clone, Debug, PartialEq)]
 pub struct Wanted {
     pub app: Name,
+    /// The app's tenant, whose secrets it uses.
+    pub tenant: Name,
     pub version: String,
     pub generation: u64,
     pub service: ServiceSpec,
@@ -127,6 +129,7 @@ pub fn wanted(
                 (d.app.clone(), svc.name.clone(), p.replica),
                 Wanted {
                     app: d.app.clone(),
+                    tenant: spec.tenant.clone(),
                     version: spec.version.clone(),
                     generation: d.generation,
                     service: svc.clone(),
@@ -148,14 +151,15 @@ pub fn wanted(
 /// rewritten in the running container instead).
 pub fn gate_secrets(
     wanted: &mut WantedSet,
-    versions: &std::collections::HashMap<Name, u64>,
+    versions: &std::collections::HashMap<(Name, Name), u64>,
 ) -> BTreeMap<(Name, Name, u32), String> {
     use edge_types::secret::OnRotate;
     let mut waiting = BTreeMap::new();
     for (key, w) in wanted.iter_mut() {
         let refs = &w.service.secrets;
+        let id = |r: &edge_types::secret::SecretRef| (w.tenant.clone(), r.name.clone());
         let missing: Vec<&str> =
-            refs.iter().filter(|r| !versions.contains_key(&r.name)).map(|r| r.name.as_str()).collect();
+            refs.iter().filter(|r| !versions.contains_key(&id(r))).map(|r| r.name.as_str()).collect();
         if !missing.is_empty() {
             waiting.insert(key.clone(), format!("waiting for secret {} to reach the site", missing.join(", ")));
             continue;
@@ -163,7 +167,7 @@ pub fn gate_secrets(
         let restart: Vec<String> = refs
             .iter()
             .filter(|r| r.on_rotate == OnRotate::Restart)
-            .map(|r| format!("{}={}", r.name, versions[&r.name]))
+            .map(|r| format!("{}={}", r.name, versions[&id(r)]))
             .collect();
         if !restart.is_empty() {
             w.digest = format!("{}-{}", w.digest, edge_types::app::digest_json(&restart));
@@ -217,6 +221,11 @@ mod tests {
         Name::new(s).unwrap()
     }
 
+    /// A secret of the default tenant.
+    fn of_default(name: Name) -> (Name, Name) {
+        (n("default"), name)
+    }
+
     #[test]
     fn replicas_wait_for_their_secrets_and_restart_secrets_change_the_digest() {
         let mut with = svc("api", "img:1", 1);
@@ -229,20 +238,20 @@ mod tests {
         let key = (n("web"), n("api"), 0);
 
         let mut w = base.clone();
-        let waiting = gate_secrets(&mut w, &[(n("db"), 1)].into());
+        let waiting = gate_secrets(&mut w, &[(of_default(n("db")), 1)].into());
         assert_eq!(waiting[&key], "waiting for secret cert to reach the site");
         assert_eq!(waiting.len(), 1, "services without secrets never wait");
 
         let digest = |db: u64, cert: u64| {
             let mut w = base.clone();
-            assert!(gate_secrets(&mut w, &[(n("db"), db), (n("cert"), cert)].into()).is_empty());
+            assert!(gate_secrets(&mut w, &[(of_default(n("db")), db), (of_default(n("cert")), cert)].into()).is_empty());
             w[&key].digest.clone()
         };
         assert_ne!(digest(1, 1), base[&key].digest);
         assert_ne!(digest(1, 1), digest(2, 1), "a rotated restart secret replaces the container");
         assert_eq!(digest(1, 1), digest(1, 2), "an in-place secret does not");
         let mut w = base.clone();
-        gate_secrets(&mut w, &[(n("db"), 1), (n("cert"), 1)].into());
+        gate_secrets(&mut w, &[(of_default(n("db")), 1), (of_default(n("cert")), 1)].into());
         let plain = (n("web"), n("plain"), 0);
         assert_eq!(w[&plain].digest, base[&plain].digest);
     }
@@ -274,6 +283,7 @@ mod tests {
         let placement = Placement { sites: String::new(), hosts: String::new() };
         let spec = AppSpec {
             name: n(app),
+            tenant: n("default"),
             version: "1".into(),
             services,
             placement,

@@ -159,21 +159,15 @@ impl SiteSecrets {
         self.audit(e).await;
     }
 
-    /// An opened secret of the tenant applications use.
-    pub fn get(&self, name: &Name) -> Option<Opened> {
-        let tenant = Name::new(edge_types::secret::DEFAULT_TENANT).expect("valid");
-        self.inner.lock().expect("secrets lock").opened.get(&(tenant, name.clone())).cloned()
+    /// An opened secret of `tenant`.
+    pub fn get(&self, tenant: &Name, name: &Name) -> Option<Opened> {
+        self.inner.lock().expect("secrets lock").opened.get(&(tenant.clone(), name.clone())).cloned()
     }
 
-    /// Versions of the opened secrets applications may use, by name.
-    pub fn versions(&self) -> HashMap<Name, u64> {
+    /// Versions of the opened secrets, by tenant and name.
+    pub fn versions(&self) -> HashMap<(Name, Name), u64> {
         let inner = self.inner.lock().expect("secrets lock");
-        inner
-            .opened
-            .iter()
-            .filter(|((t, _), _)| t.as_str() == edge_types::secret::DEFAULT_TENANT)
-            .map(|((_, n), o)| (n.clone(), o.version))
-            .collect()
+        inner.opened.iter().map(|(id, o)| (id.clone(), o.version)).collect()
     }
 
     fn event(&self, action: AuditAction, tenant: &Name, name: &Name, version: u64) -> AuditEvent {
@@ -190,9 +184,8 @@ impl SiteSecrets {
     }
 
     /// Records that a secret was given to a container.
-    pub async fn read_by(&self, name: &Name, version: u64, container: &str) {
-        let tenant = Name::new(edge_types::secret::DEFAULT_TENANT).expect("valid");
-        let mut e = self.event(AuditAction::Read, &tenant, name, version);
+    pub async fn read_by(&self, tenant: &Name, name: &Name, version: u64, container: &str) {
+        let mut e = self.event(AuditAction::Read, tenant, name, version);
         e.detail = Some(container.chars().take(256).collect());
         self.audit(e).await;
     }

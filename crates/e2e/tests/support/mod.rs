@@ -145,14 +145,7 @@ impl Stack {
     }
 
     fn start_scheduler(&mut self) {
-        let mut config = scheduler::Config::new(self.hub.url());
-        config.nats_creds = Some(self.hub.user_creds("scheduler").expect("credentials"));
-        config.resync_secs = 5;
-        config.site_timeout_secs = 3;
-        config.label_orders = edge_types::selector::LabelOrders::parse("size=small<medium<large").expect("valid");
-        // An image said to be on the hosts that is not: how tests make a version fail at a site.
-        config.images_from_hosts = vec!["edge/busybox:missing".into()];
-        self.scheduler = Some(service("scheduler", |t| scheduler::run(config, t)));
+        self.scheduler = Some(run_scheduler(&self.hub));
     }
 
     /// A telemetry service's configuration for this stack, listening on `listen`.
@@ -555,6 +548,18 @@ pub fn sleeper(name: &str, selector: &str, image: &str, env: &[(&str, &str)]) ->
         }],
         "placement": {"sites": selector}
     })
+}
+
+/// The scheduler as tests run it, against `hub` (stopped when the token is cancelled).
+pub fn run_scheduler(hub: &NatsServer) -> (CancellationToken, JoinHandle<()>) {
+    let mut config = scheduler::Config::new(hub.url());
+    config.nats_creds = Some(hub.user_creds("scheduler").expect("credentials"));
+    config.resync_secs = 5;
+    config.site_timeout_secs = 3;
+    config.label_orders = edge_types::selector::LabelOrders::parse("size=small<medium<large").expect("valid");
+    // An image said to be on the hosts that is not: how tests make a version fail at a site.
+    config.images_from_hosts = vec!["edge/busybox:missing".into()];
+    service("scheduler", |t| scheduler::run(config, t))
 }
 
 /// Runs a central service in this process until its token is cancelled; it must not fail.

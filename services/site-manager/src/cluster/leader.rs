@@ -34,6 +34,8 @@ pub struct Leader {
     pub own: edge_types::site::HostInventory,
     /// The site's public key once this host holds the site key; registered for sealing.
     pub public_key: tokio::sync::watch::Receiver<Option<String>>,
+    /// Hosts operators blocked: nothing is assigned to them, so their workloads move.
+    pub blocked: crate::desired::BlockedHosts,
 }
 
 impl Leader {
@@ -72,6 +74,8 @@ impl Leader {
         let mut live = hosts::live(&self.view, self.dead_after);
         live.retain(|h| h.host != self.me);
         live.push(self.own.clone());
+        let blocked = self.blocked.lock().expect("blocked lock").clone();
+        live.retain(|h| !blocked.contains(&h.host));
         live.sort_by(|a, b| a.host.cmp(&b.host));
         let desired = self.desired.lock().expect("desired lock").clone();
         let stored = self.view.assignments.snapshot();

@@ -1,0 +1,116 @@
+//! `edgectl tenant ...`, `edgectl host block|unblock`, `edgectl site block|unblock` and
+//! `edgectl block list`: credentials revoked by the authority (given to the hub's resolver),
+//! the rest enforced and audited by the scheduler (`edge.v1.api.block.set`).
+
+use anyhow::{Context, Result};
+use edge_auth::Authority;
+use edge_bus::api::request;
+use edge_types::api::Empty;
+use edge_types::block::{BlockEvent, BlockListReply, BlockRequest, BlockTarget};
+use edge_types::subject::ApiOp;
+use edge_types::Name;
+
+use crate::cli::{BlockCommand, Global, HostCommand, TenantCommand};
+use crate::output::print;
+use crate::{connect, connect_as, name, REQUEST_TIMEOUT};
+
+fn open(global: &Global) -> Result<Authority> {
+    crate::auth::open(&global.auth_dir())
+}
+
+/// Gives the hub's resolver re-signed account JWTs, as the authority's system user.
+async fn push(global: &Global, authority: &Authority, jwts: &[String]) -> Result<()> {
+    let system = connect_as(global, Some(authority.system_user()?)).await?;
+    for jwt in jwts {
+        edge_bus::claims::push_account_jwt(&system, jwt).await?;
+    }
+    Ok(())
+}
+
+pub async fn tenant(cmd: TenantCommand, global: &Global) -> Result<()> {
+    match cmd {
+        TenantCommand::Add { tenant } => {
+            let tenant = name("tenant", &tenant)?;
+            let mut authority = open(global)?;
+            let jwts = authority.tenant(&tenant)?;
+            push(global, &authority, &jwts).await.context("giving the hub the tenant's account")?;
+            println!("{}", authority.tenant_user(&tenant, &Name::new("admin")?)?.display());
+        }
+        TenantCommand::User { tenant, name: user } => {
+            let path = open(global)?.tenant_user(&name("tenant", &tenant)?, &name("user", &user)?)?;
+            println!("{}", path.display());
+        }
+        TenantCommand::List => {
+            let tenants = open(global)?.tenants()?;
+            let rows = tenants.iter().map(|t| vec![t.to_string()]).collect();
+            print(global.output, &tenants, &["TENANT"], rows);
+        }
+        TenantCommand::Block { tenant, reason } => block_tenant(global, &tenant, true, reason).await?,
+        TenantCommand::Unblock { tenant, reason } => block_tenant(global, &tenant, false, reason).await?,
+    }
+    Ok(())
+}
+
+async fn block_tenant(global: &Global, tenant: &str, blocked: bool, reason: Option<String>) -> Result<()> {
+    let tenant = name("tenant", tenant)?;
+    let mut authority = open(global)?;
+    let jwt = authority.set_tenant_revoked(&tenant, blocked)?;
+    push(global, &authority, &[jwt]).await?;
+    set(global, BlockTarget::Tenant { tenant }, blocked, reason).await
+}
+
+/// `edgectl site block|unblock SITE`: revokes (or reinstates) the site's leaf link at the hub,
+/// then has the scheduler record and enforce it.
+pub async fn site(global: &Global, site: &str, blocked: bool, reason: Option<String>) -> Result<()> {
+    let site = name("site", site)?;
+    let mut authority = open(global)?;
+    let jwt = authority.set_site_revoked(&site, blocked).with_context(|| format!("site {site} has no bundle here"))?;
+    push(global, &authority, &[jwt]).await?;
+    set(global, BlockTarget::Site { site }, blocked, reason).await
+}
+
+pub async fn host(cmd: HostCommand, global: &Global) -> Result<()> {
+    let (site, host, blocked, reason) = match cmd {
+        HostCommand::Block { site, host, reason } => (site, host, true, reason),
+        HostCommand::Unblock { site, host, reason } => (site, host, false, reason),
+    };
+    let target = BlockTarget::Host { site: name("site", &site)?, host: name("host", &host)? };
+    set(global, target, blocked, reason).await
+}
+
+pub async fn list(cmd: BlockCommand, global: &Global) -> Result<()> {
+    let BlockCommand::List = cmd;
+    let client = connect(global).await?;
+    let r: BlockListReply = request(&client, ApiOp::BlockList, &Empty {}, REQUEST_TIMEOUT).await?;
+    let rows = r
+        .blocks
+        .iter()
+        .map(|b| {
+            vec![
+                b.target.to_string(),
+                crate::output::age(b.at_ms),
+                b.actor.clone(),
+                b.reason.clone().unwrap_or_default(),
+            ]
+        })
+        .collect();
+    print(global.output, &r, &["BLOCKED", "SINCE", "BY", "REASON"], rows);
+    Ok(())
+}
+
+/// `block.set` at the scheduler, which enforces the block and records it in AUDIT.
+async fn set(global: &Global, target: BlockTarget, blocked: bool, reason: Option<String>) -> Result<()> {
+    anyhow::ensure!(reason.as_ref().is_none_or(|r| r.len() <= 256), "--reason: at most 256 bytes");
+    let req = BlockRequest { target, blocked, reason, actor: Some(crate::auth::actor()) };
+    let client = connect(global).await?;
+    let r: BlockEvent = request(&client, ApiOp::BlockSet, &req, REQUEST_TIMEOUT).await?;
+    let state = if r.blocked { "blocked" } else { "unblocked" };
+    let apps: Vec<&str> = r.apps.iter().map(|a| a.as_str()).collect();
+    print(
+        global.output,
+        &r,
+        &["TARGET", "STATE", "APPS"],
+        vec![vec![r.target.to_string(), state.into(), apps.join(",")]],
+    );
+    Ok(())
+}
