@@ -141,6 +141,18 @@ async fn credentials_open_only_what_they_were_issued_for() -> Result<()> {
     Ok(())
 }
 
+fn leaf_jwt(creds: &edge_auth::Creds) -> String {
+    creds.jwt.clone()
+}
+
+/// The field a refused request names.
+fn refused_at<T: std::fmt::Debug>(r: Result<T, edge_bus::api::RequestError>) -> String {
+    match r {
+        Err(edge_bus::api::RequestError::Api(e)) => e.pointer.unwrap_or_default(),
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+}
+
 /// `edgectl site block|unblock` as an operator runs it, against `hub`'s authority.
 fn edgectl_site(hub: &NatsServer, verb: &str, site: &Name) -> Result<()> {
     let out = Command::new(support::bin_dir().join("edgectl"))
@@ -171,7 +183,46 @@ async fn a_blocked_site_is_cut_off_stays_out_and_keeps_running_locally() -> Resu
         tokio::time::sleep(Duration::from_millis(100)).await; // the scheduler is starting
     }
 
+    // Before the block the site may renew its leaf credential; a key that is not the
+    // credential's may not.
+    let bundle = hub_server.authority().site(&site)?;
+    let enrol =
+        edge_bus::connect(&edge_bus::Endpoint::new(hub_server.url(), Some(bundle.enrol_creds.clone())), "t", false)
+            .await?;
+    let leaf = edge_auth::Creds::parse(&std::fs::read_to_string(&bundle.leaf_creds)?)?;
+    let renew = |creds: edge_auth::Creds| {
+        let (enrol, site) = (enrol.clone(), site.clone());
+        async move {
+            let at_ms = edge_bus::time::now_ms();
+            let req = edge_types::site::LeafRenewal {
+                site: site.clone(),
+                jwt: leaf_jwt(&creds),
+                at_ms,
+                signature: edge_auth::leaf::sign_renewal(&creds, &site, at_ms).unwrap(),
+            };
+            edge_bus::api::request_as_site::<_, edge_types::site::LeafRenewed>(
+                &enrol,
+                ApiOp::SiteRenew,
+                &site,
+                &req,
+                Duration::from_secs(5),
+            )
+            .await
+        }
+    };
+    renew(leaf.clone()).await?;
+    let other = hub_server.authority().site(&Name::new("shop-other")?)?;
+    let other = edge_auth::Creds::parse(&std::fs::read_to_string(&other.leaf_creds)?)?;
+    let thief = edge_auth::Creds { jwt: leaf.jwt.clone(), seed: other.seed };
+    assert_eq!(refused_at(renew(thief).await), "/signature");
+    // The enrolment credential opens nothing else.
+    assert!(edge_bus::api::request::<_, BlockListReply>(&enrol, ApiOp::BlockList, &Empty {}, Duration::from_secs(2))
+        .await
+        .is_err());
+
     edgectl_site(&hub_server, "block", &site)?;
+    // A blocked site renews nothing.
+    assert_eq!(refused_at(renew(leaf.clone()).await), "/site");
     // The hub drops the link at once and refuses it on every redial (the leaf redials each
     // second): nothing crosses for several seconds.
     tokio::time::sleep(Duration::from_millis(500)).await;

@@ -260,3 +260,56 @@ async fn a_stuck_leaf_is_detected_and_recovered() -> Result<()> {
     assert_eq!(stack.site_summary(0).await?.leaf_recoveries, before);
     Ok(())
 }
+
+/// When the site's leaf-link credential expires, Unix seconds.
+fn leaf_expiry(stack: &Stack) -> Result<u64> {
+    let creds = edge_auth::Creds::parse(&std::fs::read_to_string(&stack.sites[0].leaf_creds)?)?;
+    Ok(edge_auth::leaf::expires_at(&creds.jwt)?.expect("leaf credentials expire"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_site_whose_credential_expires_while_offline_keeps_running_and_recovers() -> Result<()> {
+    let stack = Stack::start(&[&[]]).await?;
+    let site = stack.site(0).clone();
+    let app = edge_testkit::unique("pos");
+    stack.apply(&sleeper(&app, "", "edge/busybox:v1", &[])).await?;
+    stack.wait_running(&[&site], &app, 1).await?;
+    let before = stack.containers(&site, &app).await?;
+
+    // The WAN goes down, and while it is down the leaf-link credential reaches its end (here
+    // after 3 s; 90 days by default). The site's leader tries to renew it and cannot.
+    stack.cut(0).await?;
+    stack.hub.authority().renew_leaf(&site, Duration::from_secs(3))?;
+    let expiry = leaf_expiry(&stack)?;
+    let now = || edge_bus::time::now_ms() / 1000;
+    while now() <= expiry + 2 {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    assert_eq!(leaf_expiry(&stack)?, expiry, "no renewal can happen offline");
+    // Expired and offline: everything at the site keeps running, untouched.
+    let during = stack.containers(&site, &app).await?;
+    assert!(during.iter().all(|c| c.running), "{during:?}");
+    assert_eq!(
+        during.iter().map(|c| (&c.id, &c.started_at)).collect::<Vec<_>>(),
+        before.iter().map(|c| (&c.id, &c.started_at)).collect::<Vec<_>>()
+    );
+
+    // The WAN returns: the leader renews through the hub's client port with the enrolment
+    // credential, and the leaf server links again with the renewed file.
+    stack.restore(0).await?;
+    let renewed = leaf_expiry(&stack)?;
+    assert!(renewed >= now() + 3000, "renewed for the scheduler's hour: {renewed}");
+    stack
+        .eventually("the hub hears the site's status again", || async {
+            let s = stack.status(&app).await?;
+            Ok(s.sites.first().is_some_and(|x| x.phase == SitePhase::Running && !x.offline))
+        })
+        .await?;
+    let after = stack.containers(&site, &app).await?;
+    assert_eq!(
+        after.iter().map(|c| (&c.id, &c.started_at)).collect::<Vec<_>>(),
+        before.iter().map(|c| (&c.id, &c.started_at)).collect::<Vec<_>>(),
+        "nothing restarted"
+    );
+    Ok(())
+}

@@ -10,6 +10,9 @@
 //!   reach only the control plane's `app.*` and `secret.*` operations, which the account
 //!   imports under their plain subjects from `EDGE`'s `edge.v1.api.tenant.<tenant>.>`: the
 //!   tenant a request is for comes from the credential. Blocking a tenant revokes every user.
+//! - `ENROL`: one shared user (`enrol.creds`, in every site's bundle) that may only ask for a
+//!   leaf-link renewal (`edge.v1.api.site.renew.<site>`, imported from `EDGE`); the proof is in
+//!   the request ([`crate::leaf`]), so this credential opens nothing by itself.
 //! - `SITE_<site>`, one per site: the site's own leaf server serves it (the site-manager and,
 //!   later, the site's applications). Only that leaf server knows it, so what is issued in it
 //!   opens nothing at the hub or at another site; the leaf link binds it to the site's `EDGE`
@@ -23,6 +26,7 @@
 //! tls/ca.pem tls/ca.key tls/hub.pem tls/hub.key   the leaf links' CA, the hub's certificate
 //! sites/<site>/leaf.creds            the site's leaf link (EDGE account, LEAFNODE only)
 //! sites/<site>/ca.pem                the CA, to verify the hub
+//! sites/<site>/enrol.creds           the shared enrolment user (renewals only)
 //! sites/<site>/store.key store.env   the key of the leaf's encrypted JetStream store (0600)
 //! sites/<site>/agent.creds           the site-manager (SITE_<site> account)
 //! tenants/<tenant>/<user>.creds      a tenant's users (TENANT_<tenant> account)
@@ -44,6 +48,7 @@ use crate::AuthError;
 
 pub const SYSTEM_ACCOUNT: &str = "SYS";
 pub const CONTROL_ACCOUNT: &str = "EDGE";
+pub const ENROL_ACCOUNT: &str = "ENROL";
 const TENANT_PREFIX: &str = "TENANT_";
 
 /// The account name of a tenant.
@@ -63,6 +68,8 @@ pub struct Account {
 /// The operator and its accounts, backed by a directory.
 pub struct Authority {
     dir: PathBuf,
+    /// How long the leaf-link credentials it issues are valid ([`crate::leaf::DEFAULT_VALIDITY`]).
+    pub leaf_validity: std::time::Duration,
     operator: KeyPair,
     operator_jwt: String,
     system: Account,
@@ -74,6 +81,8 @@ pub struct Authority {
 pub struct SiteBundle {
     pub dir: PathBuf,
     pub leaf_creds: PathBuf,
+    /// The shared enrolment user: renews the leaf link's credential without the link.
+    pub enrol_creds: PathBuf,
     pub agent_creds: PathBuf,
     pub auth_conf: PathBuf,
     /// The CA certificate the leaf server verifies the hub's TLS certificate with.
@@ -82,6 +91,8 @@ pub struct SiteBundle {
     /// same as an environment file (`LEAF_STORE_KEY=...`, for docker-compose).
     pub store_key: PathBuf,
     pub store_env: PathBuf,
+    /// A site that joins by call-home: its one-time token (`site_to_join`).
+    pub token: PathBuf,
 }
 
 impl SiteBundle {
@@ -154,6 +165,26 @@ fn control_exports() -> Vec<claims::Export> {
         subject: edge_types::subject::tenant_api_all(),
         kind: claims::SERVICE.into(),
     }]
+    .into_iter()
+    .chain(crate::leaf::ENROL_OPS.map(|op| claims::Export {
+        name: op.subject_for_any(),
+        subject: op.subject_for_any(),
+        kind: claims::SERVICE.into(),
+    }))
+    .collect()
+}
+
+/// The enrolment account's only imports: renewals and joins, answered by the control plane.
+fn enrol_imports(control: &str) -> Vec<claims::Import> {
+    crate::leaf::ENROL_OPS
+        .map(|op| claims::Import {
+            name: op.subject_for_any(),
+            subject: op.subject_for_any(),
+            account: control.to_string(),
+            local_subject: op.subject_for_any(),
+            kind: claims::SERVICE.into(),
+        })
+        .to_vec()
 }
 
 /// A tenant's imports from the control account (`control`, its public key): every
@@ -188,6 +219,7 @@ impl Authority {
         let operator = KeyPair::new_operator();
         let mut this = Self {
             dir: dir.to_path_buf(),
+            leaf_validity: crate::leaf::DEFAULT_VALIDITY,
             operator_jwt: String::new(),
             system: Self::blank_account(SYSTEM_ACCOUNT),
             control: Self::blank_account(CONTROL_ACCOUNT),
@@ -203,6 +235,7 @@ impl Authority {
         write(&dir.join("operator.jwt"), &this.operator_jwt, false)?;
         this.save_account(&this.system)?;
         this.save_account(&this.control)?;
+        this.enrol()?;
         this.write_hub_conf()?;
         crate::tls::ensure_ca(&this.tls_dir())?;
         Ok(this)
@@ -214,6 +247,7 @@ impl Authority {
         let operator_jwt = read(&dir.join("operator.jwt"))?;
         Ok(Self {
             dir: dir.to_path_buf(),
+            leaf_validity: crate::leaf::DEFAULT_VALIDITY,
             operator,
             operator_jwt,
             system: load_account(dir, SYSTEM_ACCOUNT)?,
@@ -398,14 +432,31 @@ impl Authority {
 
     /// The bundle of `site`: made on first call, the same files after.
     pub fn site(&self, site: &Name) -> Result<SiteBundle, AuthError> {
+        self.bundle(site, true)
+    }
+
+    /// The bundle of a site that joins by call-home: everything but the leaf link's
+    /// credential, which the site makes its key for and receives when approved, and a new
+    /// one-time `token` (also written to the bundle's `token` file). The scheduler must be told
+    /// the token's digest (`site.invite`, [`crate::leaf::token_digest`]).
+    pub fn site_to_join(&self, site: &Name) -> Result<(SiteBundle, String), AuthError> {
+        let bundle = self.bundle(site, false)?;
+        let token = crate::leaf::new_token()?;
+        write(&bundle.token, &token, true)?;
+        Ok((bundle, token))
+    }
+
+    fn bundle(&self, site: &Name, with_leaf: bool) -> Result<SiteBundle, AuthError> {
         let dir = self.dir.join("sites").join(site.as_str());
         let bundle = SiteBundle {
             leaf_creds: dir.join("leaf.creds"),
+            enrol_creds: dir.join("enrol.creds"),
             agent_creds: dir.join("agent.creds"),
             auth_conf: dir.join("auth.conf"),
             ca: dir.join("ca.pem"),
             store_key: dir.join("store.key"),
             store_env: dir.join("store.env"),
+            token: dir.join("token"),
             dir,
         };
         if !bundle.store_key.exists() {
@@ -418,6 +469,11 @@ impl Authority {
             let pem = std::fs::read_to_string(&ca).map_err(io(&ca))?;
             write(&bundle.ca, &pem, false)?;
         }
+        if !bundle.enrol_creds.exists() {
+            let (_, shared) = self.enrol()?;
+            let text = std::fs::read_to_string(&shared).map_err(io(&shared))?;
+            write(&bundle.enrol_creds, &text, true)?;
+        }
         if bundle.auth_conf.exists() {
             return Ok(bundle);
         }
@@ -425,9 +481,21 @@ impl Authority {
         let mut account = Self::blank_account(&account_name);
         account.jwt = self.sign_account(&account, AccountLimits::unlimited_with_jetstream())?;
         self.save_account(&account)?;
-        let leaf = self.issue(&self.control, &format!("{site}-leaf"), scope::site_leaf(site))?;
         let agent = self.issue(&account, &format!("{site}-agent"), scope::site_agent(site))?;
-        write(&bundle.leaf_creds, &leaf.render(), true)?;
+        if with_leaf {
+            let leaf_key = KeyPair::new_user();
+            let leaf = Creds {
+                jwt: crate::leaf::issue(
+                    &self.control.signer,
+                    &self.control.key.public_key(),
+                    site,
+                    &leaf_key.public_key(),
+                    self.leaf_validity,
+                )?,
+                seed: leaf_key.seed().map_err(key_err)?,
+            };
+            write(&bundle.leaf_creds, &leaf.render(), true)?;
+        }
         write(&bundle.agent_creds, &agent.render(), true)?;
         write(&bundle.auth_conf, &self.leaf_conf(&account), false)?;
         Ok(bundle)
@@ -438,12 +506,7 @@ impl Authority {
     /// given ([`edge_bus::claims::push_account_jwt`], the control account's first).
     pub fn tenant(&mut self, tenant: &Name) -> Result<Vec<String>, AuthError> {
         let mut changed = Vec::new();
-        let current: Claims<claims::Account> = jwt::decode(&self.control.jwt)?;
-        if current.nats.exports != control_exports() {
-            // An authority made before tenants existed.
-            self.control.jwt = self.resign(&self.control.jwt, |c| c.exports = control_exports())?;
-            self.save_account(&self.control)?;
-        }
+        self.ensure_control_exports()?;
         changed.push(self.control.jwt.clone());
         let name = tenant_account(tenant);
         let account = match load_account(&self.dir, &name) {
@@ -459,6 +522,73 @@ impl Authority {
         changed.push(account.jwt);
         self.write_hub_conf()?;
         Ok(changed)
+    }
+
+    /// Re-signs the control account if its exports are not this version's (an authority made
+    /// before tenants or renewals existed).
+    fn ensure_control_exports(&mut self) -> Result<(), AuthError> {
+        let current: Claims<claims::Account> = jwt::decode(&self.control.jwt)?;
+        if current.nats.exports != control_exports() {
+            self.control.jwt = self.resign(&self.control.jwt, |c| c.exports = control_exports())?;
+            self.save_account(&self.control)?;
+        }
+        Ok(())
+    }
+
+    /// The enrolment account (made on first call) and its shared user's credentials file.
+    fn enrol(&self) -> Result<(Account, PathBuf), AuthError> {
+        let imports = enrol_imports(&self.control.key.public_key());
+        let account = match load_account(&self.dir, ENROL_ACCOUNT) {
+            Ok(mut a) => {
+                let current: Claims<claims::Account> = jwt::decode(&a.jwt)?;
+                if current.nats.imports != imports {
+                    // Made by an older version: what the enrolment user may ask changed.
+                    a.jwt = self.resign(&a.jwt, |c| c.imports = imports)?;
+                    self.save_account(&a)?;
+                }
+                a
+            }
+            Err(_) => {
+                let mut a = Self::blank_account(ENROL_ACCOUNT);
+                a.jwt = self.sign_account(&a, AccountLimits::unlimited_without_jetstream())?;
+                a.jwt = self.resign(&a.jwt, |c| c.imports = imports)?;
+                self.save_account(&a)?;
+                a
+            }
+        };
+        let path = self.dir.join("creds").join("enrol.creds");
+        if !path.exists() {
+            write(&path, &self.issue(&account, "enrol", crate::leaf::enrol_scope())?.render(), true)?;
+        }
+        Ok((account, path))
+    }
+
+    /// The account JWTs a hub must know besides its preloaded trust: the control account and
+    /// the enrolment account, made if missing (`edgectl auth init` and `site add` call it).
+    pub fn ensure_enrolment(&mut self) -> Result<Vec<String>, AuthError> {
+        self.ensure_control_exports()?;
+        let (enrol, _) = self.enrol()?;
+        self.write_hub_conf()?;
+        Ok(vec![self.control.jwt.clone(), enrol.jwt])
+    }
+
+    /// Gives `site`'s leaf link a new JWT for the same key, valid for `valid` from now (what
+    /// the scheduler does on a renewal; `edgectl site renew` by hand). Returns its path.
+    pub fn renew_leaf(&self, site: &Name, valid: std::time::Duration) -> Result<PathBuf, AuthError> {
+        let path = self.dir.join("sites").join(site.as_str()).join("leaf.creds");
+        let creds = Creds::parse(&read(&path)?)?;
+        let user =
+            KeyPair::from_seed(&creds.seed).map_err(|_| AuthError::Invalid("leaf.creds holds no valid seed".into()))?;
+        let jwt =
+            crate::leaf::issue(&self.control.signer, &self.control.key.public_key(), site, &user.public_key(), valid)?;
+        write(&path, &Creds { jwt, seed: creds.seed }.render(), true)?;
+        Ok(path)
+    }
+
+    /// Path of the control account's signing key seed: what a scheduler that renews leaf-link
+    /// credentials is given (`SCHEDULER_LEAF_SIGNER`).
+    pub fn control_signer_seed(&self) -> PathBuf {
+        self.dir.join("accounts").join(format!("{CONTROL_ACCOUNT}.signer.seed"))
     }
 
     /// Credentials of user `user` of tenant `tenant` (`tenants/<tenant>/<user>.creds`), issued
@@ -517,7 +647,9 @@ impl Authority {
     fn hub_conf(&self) -> Result<String, AuthError> {
         let tenants: Vec<Account> =
             self.tenants()?.iter().map(|t| load_account(&self.dir, &tenant_account(t))).collect::<Result<_, _>>()?;
+        let enrol = load_account(&self.dir, ENROL_ACCOUNT).ok();
         let mut accounts = vec![&self.control];
+        accounts.extend(enrol.iter());
         accounts.extend(tenants.iter());
         Ok(trust_conf(&self.operator_jwt, &self.system, &accounts, false))
     }

@@ -49,6 +49,17 @@ impl Creds {
     }
 }
 
+/// Writes `creds` to `path` (mode 0600), replacing the file atomically: a reader (nats-server
+/// connecting) sees the old file or the new one, never half of one.
+pub fn write_file(path: &std::path::Path, creds: &Creds) -> Result<(), AuthError> {
+    crate::authority::write(path, &creds.render(), true)
+}
+
+/// Writes a secret (a seed) to `path`, mode 0600, atomically.
+pub fn write_secret(path: &std::path::Path, text: &str) -> Result<(), AuthError> {
+    crate::authority::write(path, text, true)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -8,6 +8,7 @@ pub mod authority;
 pub mod claims;
 pub mod creds;
 pub mod jwt;
+pub mod leaf;
 pub mod scope;
 pub mod tls;
 

@@ -8,6 +8,7 @@ pub mod block;
 pub mod cluster;
 pub mod desired;
 pub mod image;
+pub mod join;
 pub mod logs;
 pub mod names;
 pub mod policy;

@@ -20,13 +20,14 @@ use crate::block::{BlockEvent, BlockListReply, BlockRequest, BlockedHosts};
 use crate::cluster::{Assignment, HostState, LeaderLease};
 use crate::desired::{DesiredApp, EventsWatermark};
 use crate::image::{ImageImport, ImageListReply, ImagePush, ImageRecord, SiteStaging};
+use crate::join::{Invitation, InvitationList, JoinEvent, SiteInvite, SiteJoin, SiteJoined};
 use crate::logs::{LogChunk, LogRequest};
 use crate::rollout::{HistoryReply, RollbackRequest, RolloutControl, RolloutControlReply, RolloutStatusReply};
 use crate::secret::{
     AuditEvent, SealedSecret, SecretDeleteReply, SecretInfo, SecretListReply, SecretListRequest, SecretName,
     SecretWrite, SiteRef, SiteRekey, StoredSecret,
 };
-use crate::site::{Heartbeat, SiteRecord, SiteRegistration};
+use crate::site::{Heartbeat, LeafRenewal, LeafRenewed, SiteRecord, SiteRegistration};
 use crate::status::AppStatusReport;
 use crate::telemetry::{HostStats, LifecycleEvent, ResourcesReply};
 
@@ -108,6 +109,14 @@ messages!(
     BlockEvent,
     BlockListReply,
     BlockedHosts,
+    LeafRenewal,
+    LeafRenewed,
+    SiteInvite,
+    Invitation,
+    InvitationList,
+    SiteJoin,
+    SiteJoined,
+    JoinEvent,
 );
 
 /// The schema a type generates (draft 2020-12).

@@ -62,6 +62,34 @@ pub struct HostInventory {
     pub labels: BTreeMap<String, LabelValue>,
 }
 
+/// Request of `site.renew` (`edge.v1.api.site.renew.<site>`): a site asks for a new leaf-link
+/// credential before (or after) its current one expires. Sent with the shared enrolment
+/// credential, so the proof is in the body: the current JWT and a signature by its key.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LeafRenewal {
+    pub site: Name,
+    /// The site's current leaf-link JWT (expired or not).
+    #[schemars(length(min = 1, max = 8192))]
+    pub jwt: String,
+    /// When the request was made, ms since the Unix epoch (at most 5 minutes off the hub's clock).
+    pub at_ms: u64,
+    /// Ed25519 signature (base64url) by the JWT's key over the site, `at_ms` and the key.
+    #[schemars(length(min = 1, max = 256))]
+    pub signature: String,
+}
+
+/// Reply to `site.renew`: the same identity, valid for another period.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LeafRenewed {
+    pub site: Name,
+    #[schemars(length(min = 1, max = 8192))]
+    pub jwt: String,
+    /// When the new JWT expires, Unix seconds.
+    pub expires_at: u64,
+}
+
 /// Liveness beat of a site-manager, on core NATS.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]

@@ -5,6 +5,9 @@
 //! edge.v1.api.<noun>.<verb>            request/reply API of the central services (app, site: scheduler;
 //!                                      secret: secrets; alert, telemetry: telemetry; image: registry-sync)
 //! edge.v1.api.site.register.<site>     call-home of a site (the site is the caller, from its credential)
+//! edge.v1.api.site.renew.<site>        a site renews its leaf-link credential (proved by its key;
+//!                                      reachable without the leaf link, through the enrolment account)
+//! edge.v1.api.site.join.<site>         a new site's first call-home with its one-time token
 //! edge.v1.api.tenant.<tenant>.<noun>.<verb>  a tenant's request: its account imports `app.*` and
 //!                                      `secret.*` under their plain names and the hub sees them
 //!                                      here, so the tenant comes from the credential
@@ -19,6 +22,7 @@
 //! edge.v1.audit.site.<site>            a site blocked or unblocked (hub stream AUDIT)
 //! edge.v1.audit.tenant.<tenant>        a tenant blocked or unblocked (hub stream AUDIT)
 //! edge.v1.audit.host.<site>.<host>     a host blocked or unblocked (hub stream AUDIT)
+//! edge.v1.audit.join.<site>            a site invited, joined, approved, or a join refused (AUDIT)
 //! edge.v1.hb.<site>                    liveness heartbeat, core NATS only (not stored)
 //! edge.v1.alert.<kind>.<name>          an alert firing or resolving (hub stream ALERTS)
 //! edge.v1.logs.<site>                  logs on demand from a site's hosts (core request)
@@ -60,6 +64,11 @@ pub enum ApiOp {
     SiteList,
     SiteLabel,
     SiteRegister,
+    SiteRenew,
+    SiteInvite,
+    SiteInvites,
+    SiteApprove,
+    SiteJoin,
     SiteRotateKey,
     SecretPut,
     SecretRotate,
@@ -76,7 +85,7 @@ pub enum ApiOp {
 }
 
 impl ApiOp {
-    pub const ALL: [ApiOp; 27] = [
+    pub const ALL: [ApiOp; 32] = [
         ApiOp::AppApply,
         ApiOp::AppList,
         ApiOp::AppGet,
@@ -91,6 +100,11 @@ impl ApiOp {
         ApiOp::SiteList,
         ApiOp::SiteLabel,
         ApiOp::SiteRegister,
+        ApiOp::SiteRenew,
+        ApiOp::SiteInvite,
+        ApiOp::SiteInvites,
+        ApiOp::SiteApprove,
+        ApiOp::SiteJoin,
         ApiOp::SiteRotateKey,
         ApiOp::SecretPut,
         ApiOp::SecretRotate,
@@ -123,6 +137,11 @@ impl ApiOp {
             ApiOp::SiteList => ("site", "list"),
             ApiOp::SiteLabel => ("site", "label"),
             ApiOp::SiteRegister => ("site", "register"),
+            ApiOp::SiteRenew => ("site", "renew"),
+            ApiOp::SiteInvite => ("site", "invite"),
+            ApiOp::SiteInvites => ("site", "invites"),
+            ApiOp::SiteApprove => ("site", "approve"),
+            ApiOp::SiteJoin => ("site", "join"),
             ApiOp::SiteRotateKey => ("site", "rotate-key"),
             ApiOp::SecretPut => ("secret", "put"),
             ApiOp::SecretRotate => ("secret", "rotate"),
@@ -153,7 +172,13 @@ impl ApiOp {
     /// credential allows it only its own (`edge.v1.api.site.register.<site>`), so that the
     /// hub takes the site's identity from the subject, never from the payload.
     pub fn per_site(self) -> bool {
-        matches!(self, ApiOp::SiteRegister)
+        matches!(self, ApiOp::SiteRegister | ApiOp::SiteRenew | ApiOp::SiteJoin)
+    }
+
+    /// The subjects of a [`ApiOp::per_site`] operation for every site: `...<verb>.*`.
+    pub fn subject_for_any(self) -> String {
+        let (noun, verb) = self.parts();
+        format!("{PREFIX}.api.{noun}.{verb}.*")
     }
 
     /// Whether a tenant's users may call the operation: their account imports it from the
@@ -301,6 +326,11 @@ pub fn audit_tenant(tenant: &Name) -> String {
     format!("{PREFIX}.audit.tenant.{tenant}")
 }
 
+/// `edge.v1.audit.join.<site>`: a site invited, joined, approved, or a join refused.
+pub fn audit_join(site: &Name) -> String {
+    format!("{PREFIX}.audit.join.{site}")
+}
+
 /// `edge.v1.audit.host.<site>.<host>`: a host blocked or unblocked.
 pub fn audit_host(site: &Name, host: &Name) -> String {
     format!("{PREFIX}.audit.host.{site}.{host}")
@@ -443,6 +473,9 @@ pub enum Subject {
         site: Name,
         host: Name,
     },
+    AuditJoin {
+        site: Name,
+    },
     Desired {
         site: Name,
         app: Name,
@@ -549,6 +582,7 @@ pub fn parse(subject: &str) -> Result<Subject, SubjectError> {
         }
         ["site", site, "audit"] => Ok(Subject::SiteAudit { site: name(site)? }),
         ["audit", "site", site] => Ok(Subject::AuditSite { site: name(site)? }),
+        ["audit", "join", site] => Ok(Subject::AuditJoin { site: name(site)? }),
         ["audit", "tenant", tenant] => Ok(Subject::AuditTenant { tenant: name(tenant)? }),
         ["audit", "host", site, host] => Ok(Subject::AuditHost { site: name(site)?, host: name(host)? }),
         ["audit", "secret", tenant, secret] => Ok(Subject::AuditSecret { tenant: name(tenant)?, name: name(secret)? }),

@@ -12,7 +12,10 @@ pub fn run(cmd: AuthCommand, global: &Global) -> Result<()> {
     let dir = global.auth_dir();
     match cmd {
         AuthCommand::Init => {
-            let a = Authority::init(&dir).with_context(|| format!("making the authority in {}", dir.display()))?;
+            let mut a = Authority::init(&dir).with_context(|| format!("making the authority in {}", dir.display()))?;
+            // An authority made by an older version gains what this one needs (the enrolment
+            // account for renewals); its hub reads it from hub-auth.conf at its next start.
+            a.ensure_enrolment()?;
             a.control_user(&Name::new("admin")?)?;
             println!("operator {}", a.operator_public_key());
             println!("hub trust: {}", a.hub_auth_conf().display());

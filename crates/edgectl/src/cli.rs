@@ -263,7 +263,28 @@ pub enum SiteCommand {
     /// link's credentials (allowed only the site's own subjects at the hub), its site-manager's
     /// credentials and its leaf server's trust configuration. Prints the bundle's directory;
     /// the same files on a second call.
-    Add { site: String },
+    ///
+    /// With `--join`, the bundle has no leaf-link credential but a one-time token (`token`):
+    /// the site makes its own key at first boot, calls home with the token, and receives its
+    /// credential once approved (`site approve`, or at once with `--auto-approve`). The
+    /// scheduler is told the token's digest, never the token.
+    Add {
+        site: String,
+        #[arg(long)]
+        join: bool,
+        /// Approve the site as soon as it presents its token.
+        #[arg(long, requires = "join")]
+        auto_approve: bool,
+        /// Hours the token may be used in.
+        #[arg(long, default_value_t = 72, requires = "join")]
+        valid_hours: u64,
+    },
+    /// Approve a site that joined (or will join) with its token: it receives its leaf-link
+    /// credential at its next call-home.
+    Approve { site: String },
+    /// Invitations: sites invited to join, whether they joined (with which key), approved, and
+    /// refused attempts.
+    Invites,
     /// Block a site in one step: its leaf link is revoked at the hub (the hub drops the link
     /// and refuses it from then on, however often the site redials), it gets no secrets, the
     /// site list shows it blocked, and the block is recorded in the hub's AUDIT stream. Its
@@ -279,6 +300,15 @@ pub enum SiteCommand {
         site: String,
         #[arg(long)]
         reason: Option<String>,
+    },
+    /// Re-issue a site's leaf-link credential (the same key, valid from now) into its bundle,
+    /// by hand: for a launcher whose sites do not renew on their own (the scheduler renews
+    /// them when given `SCHEDULER_LEAF_SIGNER` and the site-manager `SITE_MANAGER_HUB_URL`).
+    Renew {
+        site: String,
+        /// Days the credential is valid.
+        #[arg(long, default_value_t = 90)]
+        valid_days: u64,
     },
     /// Set (`key=value`) or remove (`key-`) central labels of a site.
     Label {

@@ -203,6 +203,10 @@ async fn up(dir: &Path, n: u32) -> Result<()> {
             env.push(("SECRETS_MASTER_KEY_FILE".into(), dir.join("hub/master.key").display().to_string()));
             env.push(("SECRETS_CREATE_MASTER_KEY".into(), "true".into()));
         }
+        if svc == "scheduler" {
+            // Renews the sites' leaf-link credentials.
+            env.push(("SCHEDULER_LEAF_SIGNER".into(), authority.control_signer_seed().display().to_string()));
+        }
         if svc == "telemetry" {
             let listen = format!("127.0.0.1:{}", natsconf::free_port()?);
             println!("metrics    http://{listen}/metrics");
@@ -238,6 +242,9 @@ async fn up(dir: &Path, n: u32) -> Result<()> {
             ("SITE_MANAGER_HOST".to_string(), "host-1".to_string()),
             ("SITE_MANAGER_LABELS".to_string(), site_labels(i)),
             ("SITE_MANAGER_KEY_DIR".to_string(), dir.join(&site).join("keys").display().to_string()),
+            ("SITE_MANAGER_LEAF_CREDS".to_string(), bundle.leaf_creds.display().to_string()),
+            ("SITE_MANAGER_HUB_URL".to_string(), hub_url.clone()),
+            ("SITE_MANAGER_ENROL_CREDS".to_string(), bundle.enrol_creds.display().to_string()),
             // The dev sites share this machine's Docker Engine: no site removes images.
             ("SITE_MANAGER_IMAGE_GC_SECS".to_string(), "0".to_string()),
         ];

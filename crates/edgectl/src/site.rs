@@ -7,6 +7,8 @@ use edge_types::site::{LabelValue, SiteRecord};
 use edge_types::subject::ApiOp;
 use edge_types::Name;
 
+use edge_types::join::{Invitation, InvitationList, SiteInvite};
+
 use crate::cli::{Global, SiteCommand};
 use crate::output::{self, print};
 use crate::{connect, REQUEST_TIMEOUT};
@@ -46,7 +48,28 @@ pub async fn run(cmd: SiteCommand, global: &Global) -> Result<()> {
                 .collect();
             print(global.output, &r, &["SITE", "CONNECTED", "LAST SEEN", "BUFFER", "LABELS", "HOSTS", "APPS"], rows);
         }
-        SiteCommand::Add { site } => crate::auth::site_add(&site, global)?,
+        SiteCommand::Add { site, join: false, .. } => crate::auth::site_add(&site, global)?,
+        SiteCommand::Add { site, join: true, auto_approve, valid_hours } => {
+            invite(global, &site, auto_approve, valid_hours).await?
+        }
+        SiteCommand::Approve { site } => {
+            let req = edge_types::secret::SiteRef { site: crate::name("site", &site)? };
+            let client = connect(global).await?;
+            let r: Invitation = request(&client, ApiOp::SiteApprove, &req, REQUEST_TIMEOUT).await?;
+            print(global.output, &r, &["SITE", "APPROVED", "JOINED"], vec![invitation_row(&r)[..3].to_vec()]);
+        }
+        SiteCommand::Invites => {
+            let client = connect(global).await?;
+            let r: InvitationList = request(&client, ApiOp::SiteInvites, &Empty {}, REQUEST_TIMEOUT).await?;
+            let rows = r.invitations.iter().map(invitation_row).collect();
+            print(global.output, &r, &["SITE", "APPROVED", "JOINED", "EXPIRES", "REFUSED"], rows);
+        }
+        SiteCommand::Renew { site, valid_days } => {
+            let site = crate::name("site", &site)?;
+            let valid = std::time::Duration::from_secs(valid_days.max(1) * 24 * 3600);
+            let path = crate::auth::open(&global.auth_dir())?.renew_leaf(&site, valid)?;
+            println!("{}", path.display());
+        }
         SiteCommand::Block { site, reason } => crate::block::site(global, &site, true, reason).await?,
         SiteCommand::Unblock { site, reason } => crate::block::site(global, &site, false, reason).await?,
         SiteCommand::RotateKey { site } => {
@@ -84,4 +107,40 @@ pub async fn run(cmd: SiteCommand, global: &Global) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// `edgectl site add SITE --join`: the bundle without a leaf credential, with a one-time
+/// token whose digest the scheduler is given.
+async fn invite(global: &Global, site: &str, auto_approve: bool, valid_hours: u64) -> Result<()> {
+    let site = crate::name("site", site)?;
+    let authority = crate::auth::open(&global.auth_dir())?;
+    let (bundle, token) = authority.site_to_join(&site)?;
+    let req = SiteInvite {
+        site,
+        token_sha256: edge_auth::leaf::token_digest(&token),
+        expires_at_ms: edge_bus::time::now_ms() + valid_hours.max(1) * 3600 * 1000,
+        auto_approve,
+        account: authority.control_account(),
+        actor: Some(crate::auth::actor()),
+    };
+    let client = connect(global).await?;
+    let _: Invitation = request(&client, ApiOp::SiteInvite, &req, REQUEST_TIMEOUT).await?;
+    println!("{}", bundle.dir.display());
+    Ok(())
+}
+
+fn invitation_row(r: &Invitation) -> Vec<String> {
+    let joined =
+        r.joined_key.as_deref().map(|k| format!("yes ({}...)", &k[..k.len().min(12)])).unwrap_or_else(|| "no".into());
+    vec![
+        r.invite.site.to_string(),
+        if r.approved || r.invite.auto_approve { "yes".into() } else { "no".into() },
+        joined,
+        match r.invite.expires_at_ms.checked_sub(edge_bus::time::now_ms()) {
+            _ if r.joined_key.is_some() => "-".into(),
+            Some(left) => format!("in {}h", left / 3_600_000),
+            None => "expired".into(),
+        },
+        r.refused.to_string(),
+    ]
 }

@@ -144,10 +144,6 @@ async fn publish_blocked_hosts(hub: &Hub, site: &Name) -> Result<(), SchedulerEr
 }
 
 async fn audit(hub: &Hub, event: &BlockEvent) -> Result<(), SchedulerError> {
-    let msg = async_nats::jetstream::message::PublishMessage::build()
-        .payload(serde_json::to_vec(event).expect("serializes").into())
-        .message_id(format!("{}.{}.{}", event.target.key(), event.blocked, event.at_ms));
-    let ack = hub.js.send_publish(event.target.audit_subject(), msg).await.map_err(SchedulerError::js)?;
-    ack.await.map_err(SchedulerError::js)?;
-    Ok(())
+    let id = format!("{}.{}.{}", event.target.key(), event.blocked, event.at_ms);
+    crate::audit::record(hub, event.target.audit_subject(), event, id).await
 }

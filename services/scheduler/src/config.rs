@@ -33,6 +33,14 @@ pub struct Config {
     /// other image must be pushed first (`edgectl image push`), or apply refuses the app.
     #[arg(long, env = "SCHEDULER_IMAGES_FROM_HOSTS", default_value = "", value_delimiter = ',')]
     pub images_from_hosts: Vec<String>,
+    /// The control account's signing key seed (`accounts/EDGE.signer.seed` of the authority):
+    /// with it the scheduler renews sites' leaf-link credentials (`site.renew`), without it it
+    /// refuses renewals. The file is read once, never logged.
+    #[arg(long, env = "SCHEDULER_LEAF_SIGNER")]
+    pub leaf_signer: Option<std::path::PathBuf>,
+    /// How long a renewed leaf-link credential is valid, in seconds (default 90 days).
+    #[arg(long, env = "SCHEDULER_LEAF_VALID_SECS", default_value_t = 90 * 24 * 3600, value_parser = clap::value_parser!(u64).range(60..))]
+    pub leaf_valid_secs: u64,
 }
 
 impl Config {
@@ -44,6 +52,8 @@ impl Config {
             site_timeout_secs: 15,
             label_orders: LabelOrders::default(),
             images_from_hosts: Vec::new(),
+            leaf_signer: None,
+            leaf_valid_secs: 90 * 24 * 3600,
         }
     }
 

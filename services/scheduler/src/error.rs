@@ -15,6 +15,8 @@ pub enum SchedulerError {
     Bus(#[from] BusError),
     #[error("stored state is corrupt: {0}")]
     Corrupt(String),
+    #[error("configuration: {0}")]
+    Config(#[from] edge_auth::AuthError),
 }
 
 impl SchedulerError {

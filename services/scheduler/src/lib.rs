@@ -3,10 +3,12 @@
 //! status reports to keep placement current and to answer status queries.
 
 pub mod apps;
+pub mod audit;
 pub mod blocks;
 pub mod config;
 pub mod error;
 pub mod events;
+pub mod join;
 pub mod liveness;
 pub mod placement;
 pub mod rollout;
@@ -66,6 +68,8 @@ pub struct Hub {
     pub sourced: Arc<dashmap::DashSet<Name>>,
     /// Tenants, sites and hosts blocked by operators (`block.set`).
     pub blocks: blocks::Blocks,
+    /// Renews sites' leaf-link credentials, when given the control account's signer.
+    pub renewer: Option<Arc<edge_auth::leaf::Renewer>>,
 }
 
 impl Hub {
@@ -86,10 +90,19 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Sche
     let js = edge_bus::topology::hub_js(&client);
     let buckets = edge_bus::topology::ensure_hub(&js).await?;
     edge_bus::topology::ensure_audit(&js).await?;
+    let renewer = match &config.leaf_signer {
+        Some(path) => {
+            let valid = Duration::from_secs(config.leaf_valid_secs);
+            let r = edge_auth::leaf::Renewer::from_seed_file(path, valid).map_err(SchedulerError::Config)?;
+            Some(Arc::new(r))
+        }
+        None => None,
+    };
     let blocks = blocks::Blocks::follow(buckets.apps.clone(), shutdown.clone());
     blocks.loaded().await;
     let hub = Hub {
         blocks,
+        renewer,
         js,
         buckets,
         placement: Arc::new(tokio::sync::Mutex::new(())),
@@ -182,6 +195,11 @@ async fn handle(hub: &Hub, op: ApiOp, req: &async_nats::service::Request) {
         ApiOp::SiteList => reply_counted(f, op, req, sites::list(hub, body).await).await,
         ApiOp::SiteLabel => reply_counted(f, op, req, sites::label(hub, body).await).await,
         ApiOp::SiteRegister => reply_counted(f, op, req, sites::register(hub, &req.message.subject, body).await).await,
+        ApiOp::SiteRenew => reply_counted(f, op, req, sites::renew(hub, &req.message.subject, body).await).await,
+        ApiOp::SiteJoin => reply_counted(f, op, req, join::join(hub, &req.message.subject, body).await).await,
+        ApiOp::SiteInvite => reply_counted(f, op, req, join::invite(hub, body).await).await,
+        ApiOp::SiteInvites => reply_counted(f, op, req, join::list(hub, body).await).await,
+        ApiOp::SiteApprove => reply_counted(f, op, req, join::approve(hub, body).await).await,
         ApiOp::SiteRotateKey => reply_counted(f, op, req, sites::rotate_key(hub, body).await).await,
         ApiOp::BlockSet => reply_counted(f, op, req, blocks::set(hub, body).await).await,
         ApiOp::BlockList => reply_counted(f, op, req, blocks::list(hub, body).await).await,

@@ -102,6 +102,44 @@ pub async fn register(hub: &Hub, subject: &str, body: &[u8]) -> Result<RegisterR
     Ok(RegisterReply { site: reg.site, new })
 }
 
+/// A site's renewal of its leaf-link credential (`edge.v1.api.site.renew.<site>`, reached
+/// through the shared enrolment account, so the proof is the request's: the site's current
+/// credential and a signature by its key, [`edge_auth::leaf::check_renewal`]). A blocked site
+/// gets nothing.
+pub async fn renew(hub: &Hub, subject: &str, body: &[u8]) -> Result<edge_types::site::LeafRenewed, ApiError> {
+    let req: edge_types::site::LeafRenewal = decode(body).map_err(edge_bus::api::invalid)?;
+    let caller = match edge_types::subject::parse(subject) {
+        Ok(edge_types::subject::Subject::ApiOfSite { site, .. }) => site,
+        _ => return Err(ApiError::invalid("/site", "invalid request: the subject does not name the site")),
+    };
+    if caller != req.site {
+        return Err(ApiError::invalid("/site", "invalid request: /site: is not the subject's site"));
+    }
+    let Some(renewer) = &hub.renewer else {
+        return Err(ApiError::new(
+            ErrorCode::Unavailable,
+            "this scheduler does not renew credentials (it has no SCHEDULER_LEAF_SIGNER)",
+        ));
+    };
+    if hub.blocks.site_blocked(&req.site) {
+        tracing::warn!(site = %req.site, "renewal refused: the site is blocked");
+        return Err(ApiError::invalid("/site", "invalid request: /site: is blocked"));
+    }
+    let now = edge_bus::time::now_ms();
+    match renewer.renew(&req.site, &req.jwt, req.at_ms, &req.signature, now) {
+        Ok((jwt, expires_at)) => {
+            tracing::info!(site = %req.site, expires_at, "leaf-link credential renewed");
+            Ok(edge_types::site::LeafRenewed { site: req.site, jwt, expires_at })
+        }
+        Err(e) => {
+            tracing::warn!(site = %req.site, error = %e, "renewal refused");
+            let text = e.to_string();
+            let pointer = text.split(':').next().unwrap_or("").to_string();
+            Err(ApiError::invalid(pointer, format!("invalid request: {text}")))
+        }
+    }
+}
+
 pub async fn label(hub: &Hub, body: &[u8]) -> Result<SiteRecord, ApiError> {
     let req: SiteLabelRequest = decode(body).map_err(edge_bus::api::invalid)?;
     for (i, k) in req.remove.iter().enumerate() {

@@ -66,6 +66,26 @@ pub struct Config {
     /// reachable hub for `--leaf-stuck-secs`.
     #[arg(long, env = "SITE_MANAGER_LEAF_RESTART_CMD")]
     pub leaf_restart_cmd: Option<String>,
+    /// The site's leaf-link credentials file, as its leaf server reads it (`leaf.creds` of the
+    /// bundle; nats-server reads it again on every connect). With `--hub-url` and
+    /// `--enrol-creds`, the site's leader renews it before it expires, and after, when the
+    /// site comes back from a long time offline.
+    #[arg(long, env = "SITE_MANAGER_LEAF_CREDS")]
+    pub leaf_creds: Option<PathBuf>,
+    /// The hub's client URL as this site reaches it, for renewals only.
+    #[arg(long, env = "SITE_MANAGER_HUB_URL")]
+    pub hub_url: Option<String>,
+    /// The shared enrolment credential (`enrol.creds` of the bundle): may only ask for renewals.
+    #[arg(long, env = "SITE_MANAGER_ENROL_CREDS")]
+    pub enrol_creds: Option<PathBuf>,
+    /// The invitation's one-time token file (`token` of a bundle made by `edgectl site add
+    /// SITE --join`): a site without a leaf credential joins with it (its leader makes the
+    /// leaf-link key) and receives the credential once approved.
+    #[arg(long, env = "SITE_MANAGER_JOIN_TOKEN")]
+    pub join_token: Option<PathBuf>,
+    /// Seconds between checks of the leaf-link credential's expiry.
+    #[arg(long, env = "SITE_MANAGER_RENEW_CHECK_SECS", default_value_t = 600, value_parser = clap::value_parser!(u64).range(1..=86400))]
+    pub renew_check_secs: u64,
     /// Seconds the leaf may stay unlinked while the hub answers a direct probe.
     #[arg(long, env = "SITE_MANAGER_LEAF_STUCK_SECS", default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..=86400))]
     pub leaf_stuck_secs: u64,
@@ -129,6 +149,11 @@ impl Config {
             hub_probe_addr: None,
             leaf_restart_cmd: None,
             leaf_stuck_secs: 60,
+            leaf_creds: None,
+            hub_url: None,
+            enrol_creds: None,
+            join_token: None,
+            renew_check_secs: 600,
             key_dir: std::env::temp_dir().join("edge-site-manager"),
             secrets_dir: PathBuf::from("/dev/shm/edge-secrets"),
             secrets_sender: None,

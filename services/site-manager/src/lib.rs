@@ -19,6 +19,7 @@ pub mod leafwatch;
 pub mod logs;
 pub mod network;
 pub mod reconcile;
+pub mod renew;
 pub mod runtime;
 pub mod secrets;
 pub mod sources;
@@ -186,7 +187,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Site
         view: view.clone(),
         desired: desired.clone(),
         desired_loaded: loaded_rx.clone(),
-        leading: leading_rx,
+        leading: leading_rx.clone(),
         changed: leader_changed.waiter(),
         dead_after: std::time::Duration::from_secs(config.host_dead_secs),
         publisher: status::StatusPublisher::new(buffer.clone()),
@@ -197,6 +198,17 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Site
         blocked: blocked.clone(),
     };
     tasks.spawn(leader.run(shutdown.clone()));
+    if let (Some(creds), Some(hub_url), Some(enrol)) = (&config.leaf_creds, &config.hub_url, &config.enrol_creds) {
+        let renewer = renew::LeafRenewer {
+            site: site.clone(),
+            creds: creds.clone(),
+            hub: edge_bus::Endpoint::new(hub_url, Some(enrol.clone())),
+            every: std::time::Duration::from_secs(config.renew_check_secs),
+            leading: leading_rx.clone(),
+            join_token: config.join_token.clone(),
+        };
+        tasks.spawn(renewer.run(shutdown.clone()));
+    }
     tasks.spawn(callhome::registrar(client.clone(), buffer.clone(), registration_rx, shutdown.clone()));
     let recoveries = Arc::new(AtomicU64::new(0));
     let beats = callhome::Heartbeats {

@@ -32,6 +32,11 @@ pub struct Site {
     pub leaf: NatsServer,
     /// The site's WAN link to the hub.
     pub wan: Relay,
+    /// The same WAN, to the hub's client port (renewals of the leaf credential).
+    pub wan_client: Relay,
+    /// The site's bundle: its leaf credential (renewed in place) and the enrolment credential.
+    pub leaf_creds: std::path::PathBuf,
+    pub enrol_creds: std::path::PathBuf,
     pub labels: Vec<(String, String)>,
     /// Adjusts the site-manager's configuration (limits, intervals) before each start.
     pub tweak: Tweak,
@@ -118,7 +123,9 @@ impl Stack {
         for (labels, hosts) in sites {
             let name = Name::site(unique("s"))?;
             let wan = Relay::start(&stack.hub.leaf_addr()).await?;
+            let wan_client = Relay::start(stack.hub.url().trim_start_matches("nats://")).await?;
             let leaf = NatsServer::leaf_to(name.as_str(), &stack.hub, &format!("nats-leaf://{}", wan.addr())).await?;
+            let bundle = stack.hub.authority().site(&name)?;
             let hosts = hosts
                 .iter()
                 .map(|(h, l)| Ok(Host { name: Name::new(*h)?, labels: owned(l), manager: None }))
@@ -127,6 +134,9 @@ impl Stack {
                 name,
                 leaf,
                 wan,
+                wan_client,
+                leaf_creds: bundle.leaf_creds,
+                enrol_creds: bundle.enrol_creds,
                 labels: owned(labels),
                 tweak: tweak.clone(),
                 hosts,
@@ -334,11 +344,13 @@ impl Stack {
     /// Cuts site `i`'s WAN link and waits until the hub sees it disconnected.
     pub async fn cut(&self, i: usize) -> Result<()> {
         self.sites[i].wan.cut();
+        self.sites[i].wan_client.cut();
         self.eventually("the hub sees the site disconnected", || async { Ok(!self.connected(i).await?) }).await
     }
 
     /// Restores site `i`'s WAN link and waits until the hub sees it connected.
     pub async fn restore(&self, i: usize) -> Result<()> {
+        self.sites[i].wan_client.restore();
         self.sites[i].wan.restore();
         self.eventually("the hub sees the site connected", || async { self.connected(i).await }).await
     }
@@ -432,6 +444,10 @@ impl Site {
         config.host_labels = host.labels.iter().map(|(k, v)| (k.clone(), LabelValue(v.clone()))).collect();
         config.key_dir = self.key_dir.clone();
         config.secrets_dir = self.secrets_dir.clone();
+        config.leaf_creds = Some(self.leaf_creds.clone());
+        config.hub_url = Some(format!("nats://{}", self.wan_client.addr()));
+        config.enrol_creds = Some(self.enrol_creds.clone());
+        config.renew_check_secs = 1;
         (self.tweak)(&mut config);
         let token = CancellationToken::new();
         let t = token.clone();
@@ -559,6 +575,9 @@ pub fn run_scheduler(hub: &NatsServer) -> (CancellationToken, JoinHandle<()>) {
     config.label_orders = edge_types::selector::LabelOrders::parse("size=small<medium<large").expect("valid");
     // An image said to be on the hosts that is not: how tests make a version fail at a site.
     config.images_from_hosts = vec!["edge/busybox:missing".into()];
+    // Renews sites' leaf credentials for an hour.
+    config.leaf_signer = Some(hub.authority().control_signer_seed());
+    config.leaf_valid_secs = 3600;
     service("scheduler", |t| scheduler::run(config, t))
 }
 

@@ -1,0 +1,117 @@
+//! Onboarding by call-home: an operator invites a site with a one-time token
+//! (`edgectl site add SITE --join`); the site, on first boot, makes its own leaf-link key and
+//! presents the token (`edge.v1.api.site.join.<site>`, through the shared enrolment account);
+//! the centre approves it, by hand (`edgectl site approve`) or by the invitation's policy, and
+//! the site receives its leaf-link credential. A token works for one key only: a replay with
+//! another key is refused and audited.
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::names::Name;
+
+/// Request of `site.invite` (operators): `site` may join once, with the token whose SHA-256 is
+/// `token_sha256` (the scheduler never sees the token itself), before `expires_at_ms`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SiteInvite {
+    pub site: Name,
+    /// Lower-case hex SHA-256 of the token.
+    #[schemars(regex(pattern = r"^[0-9a-f]{64}$"))]
+    pub token_sha256: String,
+    /// Milliseconds since the Unix epoch.
+    pub expires_at_ms: u64,
+    /// Approve the site as soon as it presents the token; else it waits for `site.approve`.
+    #[serde(default)]
+    pub auto_approve: bool,
+    /// Public key of the control account its leaf-link user belongs to.
+    #[schemars(length(equal = 56), regex(pattern = r"^A[A-Z2-7]{55}$"))]
+    pub account: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 128))]
+    pub actor: Option<String>,
+}
+
+/// The scheduler's record of an invitation: the reply of `site.invite` and `site.approve`,
+/// listed by `site.invites`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Invitation {
+    pub invite: SiteInvite,
+    pub invited_at_ms: u64,
+    /// The key the site joined with (the token is spent on it), once it did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub joined_key: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub joined_at_ms: Option<u64>,
+    /// Approved (by hand, or by the invitation's policy once the site joined).
+    #[serde(default)]
+    pub approved: bool,
+    /// Refused join attempts (wrong or replayed token, expired invitation).
+    #[serde(default)]
+    pub refused: u64,
+}
+
+/// Reply to `site.invites`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct InvitationList {
+    pub invitations: Vec<Invitation>,
+}
+
+/// Request of `site.join.<site>`: the site's first call-home, with the invitation's token and
+/// the public half of the leaf-link key it made, signed by that key.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SiteJoin {
+    pub site: Name,
+    #[schemars(length(min = 16, max = 128))]
+    pub token: String,
+    /// The site's leaf-link user public key.
+    #[schemars(length(equal = 56), regex(pattern = r"^U[A-Z2-7]{55}$"))]
+    pub public_key: String,
+    /// Milliseconds since the Unix epoch (at most 5 minutes off the hub's clock).
+    pub at_ms: u64,
+    /// Ed25519 signature (base64url) by the key over the site, `at_ms` and the key.
+    #[schemars(length(min = 1, max = 256))]
+    pub signature: String,
+}
+
+/// Reply to `site.join`: approved with the credential's JWT, or waiting for approval (the
+/// site asks again).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SiteJoined {
+    pub site: Name,
+    pub approved: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 8192))]
+    pub jwt: Option<String>,
+    /// When the JWT expires, Unix seconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<u64>,
+}
+
+/// What happened to an invitation, in the hub's AUDIT stream (`edge.v1.audit.join.<site>`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum JoinAction {
+    Invited,
+    Joined,
+    Approved,
+    Refused,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct JoinEvent {
+    pub at_ms: u64,
+    pub site: Name,
+    pub action: JoinAction,
+    #[schemars(length(max = 128))]
+    pub actor: String,
+    /// Why a join was refused, or the key it joined with.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 256))]
+    pub detail: Option<String>,
+}

@@ -1,0 +1,176 @@
+//! Onboarding by call-home (`edge_types::join`): invitations with one-time tokens, the sites'
+//! joins, and approvals. An invitation is kept in the hub's `edge_apps` bucket under
+//! `invite.<site>`; every step is recorded in AUDIT (`edge.v1.audit.join.<site>`).
+
+use edge_bus::kv::{self, Change};
+use edge_types::api::{ApiError, Empty, ErrorCode};
+use edge_types::join::{Invitation, InvitationList, JoinAction, JoinEvent, SiteInvite, SiteJoin, SiteJoined};
+use edge_types::schema::decode;
+use edge_types::secret::SiteRef;
+use edge_types::Name;
+
+use crate::{Hub, SchedulerError};
+
+const PREFIX: &str = "invite.";
+
+fn key(site: &Name) -> String {
+    format!("{PREFIX}{site}")
+}
+
+async fn audit(
+    hub: &Hub,
+    site: &Name,
+    action: JoinAction,
+    actor: &str,
+    detail: Option<String>,
+) -> Result<(), SchedulerError> {
+    let event = JoinEvent { at_ms: edge_bus::time::now_ms(), site: site.clone(), action, actor: actor.into(), detail };
+    let id = format!("join.{site}.{action:?}.{}", event.at_ms);
+    crate::audit::record(hub, edge_types::subject::audit_join(site), &event, id).await
+}
+
+/// `site.invite` (operators): a new invitation replaces an earlier one of the site.
+pub async fn invite(hub: &Hub, body: &[u8]) -> Result<Invitation, ApiError> {
+    let req: SiteInvite = decode(body).map_err(edge_bus::api::invalid)?;
+    if req.expires_at_ms <= edge_bus::time::now_ms() {
+        return Err(ApiError::invalid("/expires_at_ms", "invalid request: /expires_at_ms: is in the past"));
+    }
+    let record = Invitation {
+        invite: req.clone(),
+        invited_at_ms: edge_bus::time::now_ms(),
+        joined_key: None,
+        joined_at_ms: None,
+        approved: false,
+        refused: 0,
+    };
+    let r = record.clone();
+    kv::update::<Invitation, _>(&hub.buckets.apps, &key(&req.site), |_| Change::Put(r.clone()))
+        .await
+        .map_err(SchedulerError::from)?;
+    let actor = req.actor.clone().unwrap_or_else(|| "unknown".into());
+    audit(hub, &req.site, JoinAction::Invited, &actor, None).await?;
+    tracing::info!(site = %req.site, auto_approve = req.auto_approve, "site invited");
+    Ok(record)
+}
+
+/// `site.invites` (operators): every invitation, joined or not.
+pub async fn list(hub: &Hub, body: &[u8]) -> Result<InvitationList, ApiError> {
+    let _: Empty = decode(body).map_err(edge_bus::api::invalid)?;
+    let all = kv::list::<Invitation>(&hub.buckets.apps, PREFIX).await.map_err(SchedulerError::from)?;
+    Ok(InvitationList { invitations: all.into_iter().map(|(_, r)| r).collect() })
+}
+
+/// `site.approve` (operators): the site receives its credential at its next join request.
+pub async fn approve(hub: &Hub, body: &[u8]) -> Result<Invitation, ApiError> {
+    let req: SiteRef = decode(body).map_err(edge_bus::api::invalid)?;
+    let updated = kv::update::<Invitation, _>(&hub.buckets.apps, &key(&req.site), |cur| match cur {
+        Some(r) if !r.approved => {
+            let mut r = r.clone();
+            r.approved = true;
+            Change::Put(r)
+        }
+        _ => Change::Keep,
+    })
+    .await
+    .map_err(SchedulerError::from)?;
+    let Some(record) = updated else {
+        return Err(ApiError::not_found(format!(
+            "site {} has no invitation (edgectl site add {} --join)",
+            req.site, req.site
+        )));
+    };
+    audit(hub, &req.site, JoinAction::Approved, "operator", record.joined_key.clone()).await?;
+    tracing::info!(site = %req.site, joined = record.joined_key.is_some(), "site approved");
+    Ok(record)
+}
+
+/// Refuses a join: counted on the invitation (if any), audited, answered naming the field.
+async fn refuse(hub: &Hub, site: &Name, pointer: &str, why: &str) -> Result<SiteJoined, ApiError> {
+    tracing::warn!(%site, reason = why, "join refused");
+    let _ = kv::update::<Invitation, _>(&hub.buckets.apps, &key(site), |cur| match cur {
+        Some(r) => {
+            let mut r = r.clone();
+            r.refused += 1;
+            Change::Put(r)
+        }
+        None => Change::Keep,
+    })
+    .await;
+    audit(hub, site, JoinAction::Refused, "site", Some(format!("{pointer}: {why}"))).await?;
+    Err(ApiError::invalid(pointer, format!("invalid request: {pointer}: {why}")))
+}
+
+/// `site.join.<site>` (the site, through the enrolment account): the invitation's token spends
+/// itself on the first key that presents it; that key (and only it) may ask again until approved.
+pub async fn join(hub: &Hub, subject: &str, body: &[u8]) -> Result<SiteJoined, ApiError> {
+    let req: SiteJoin = decode(body).map_err(edge_bus::api::invalid)?;
+    match edge_types::subject::parse(subject) {
+        Ok(edge_types::subject::Subject::ApiOfSite { site, .. }) if site == req.site => {}
+        _ => return Err(ApiError::invalid("/site", "invalid request: /site: is not the subject's site")),
+    }
+    let site = req.site.clone();
+    let Some(renewer) = hub.renewer.clone() else {
+        return Err(ApiError::new(
+            ErrorCode::Unavailable,
+            "this scheduler issues no credentials (it has no SCHEDULER_LEAF_SIGNER)",
+        ));
+    };
+    let now = edge_bus::time::now_ms();
+    if let Err(e) = edge_auth::leaf::check_join(&req.public_key, &site, req.at_ms, &req.signature, now) {
+        let text = e.to_string();
+        let (pointer, why) = text.split_once(": ").unwrap_or(("/signature", &text));
+        return refuse(hub, &site, pointer, why).await;
+    }
+    let Some((record, _)) =
+        kv::get::<Invitation>(&hub.buckets.apps, &key(&site)).await.map_err(SchedulerError::from)?
+    else {
+        return refuse(hub, &site, "/site", "is not invited").await;
+    };
+    if hub.blocks.site_blocked(&site) {
+        return refuse(hub, &site, "/site", "is blocked").await;
+    }
+    if edge_auth::leaf::token_digest(&req.token) != record.invite.token_sha256 {
+        return refuse(hub, &site, "/token", "is not the invitation's").await;
+    }
+    match &record.joined_key {
+        Some(k) if k != &req.public_key => return refuse(hub, &site, "/token", "was already used").await,
+        None if record.invite.expires_at_ms <= now => return refuse(hub, &site, "/token", "has expired").await,
+        _ => {}
+    }
+    let first = record.joined_key.is_none();
+    if first {
+        // Spend the token on this key; a concurrent join with another key loses.
+        let pk = req.public_key.clone();
+        let mut lost = false;
+        kv::update::<Invitation, _>(&hub.buckets.apps, &key(&site), |cur| match cur {
+            Some(r) if r.joined_key.is_none() => {
+                let mut r = r.clone();
+                r.joined_key = Some(pk.clone());
+                r.joined_at_ms = Some(now);
+                Change::Put(r)
+            }
+            Some(r) => {
+                lost = r.joined_key.as_ref() != Some(&pk);
+                Change::Keep
+            }
+            None => Change::Keep,
+        })
+        .await
+        .map_err(SchedulerError::from)?;
+        if lost {
+            return refuse(hub, &site, "/token", "was already used").await;
+        }
+        audit(hub, &site, JoinAction::Joined, "site", Some(req.public_key.clone())).await?;
+        tracing::info!(%site, "site joined");
+    }
+    if !(record.approved || record.invite.auto_approve) {
+        return Ok(SiteJoined { site, approved: false, jwt: None, expires_at: None });
+    }
+    let (jwt, expires_at) = renewer
+        .first(&record.invite.account, &site, &req.public_key)
+        .map_err(|e| ApiError::internal(format!("cannot issue the credential: {e}")))?;
+    if first && record.invite.auto_approve {
+        audit(hub, &site, JoinAction::Approved, "policy", Some(req.public_key.clone())).await?;
+    }
+    Ok(SiteJoined { site, approved: true, jwt: Some(jwt), expires_at: Some(expires_at) })
+}
