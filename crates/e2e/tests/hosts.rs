@@ -286,3 +286,92 @@ async fn a_blocked_hosts_workloads_move_and_it_runs_nothing_until_unblocked() ->
     }
     Ok(())
 }
+
+/// `edgectl host VERB SITE HOSTS...`.
+fn edgectl_hosts(stack: &Stack, verb: &str, site: &edge_types::Name, hosts: &[&str]) -> Result<()> {
+    let out = std::process::Command::new(support::bin_dir().join("edgectl"))
+        .args(["--server", &stack.hub.url(), "--auth-dir"])
+        .arg(stack.hub.authority().dir())
+        .args(["host", verb, site.as_str()])
+        .args(hosts)
+        .output()?;
+    anyhow::ensure!(out.status.success(), "edgectl host {verb}: {}", String::from_utf8_lossy(&out.stderr));
+    Ok(())
+}
+
+/// An app with one replica on every host of the site.
+async fn everywhere(stack: &Stack) -> Result<String> {
+    let app = edge_testkit::unique("agent");
+    let mut spec = sleeper(&app, "", "edge/busybox:v1", &[]);
+    spec["services"][0]["mode"] = "one-per-matching-host".into();
+    stack.apply(&spec).await?;
+    Ok(app)
+}
+
+async fn wait_on_hosts(stack: &Stack, site: &edge_types::Name, app: &str, hosts: &[&str]) -> Result<()> {
+    let want: Vec<String> = hosts.iter().map(|h| h.to_string()).collect();
+    stack
+        .eventually(&format!("{app} runs on exactly {hosts:?}"), || async {
+            Ok(running_on(&stack.containers(site, app).await?) == want)
+        })
+        .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn unknown_hosts_are_rejected_and_listed_until_approved() -> Result<()> {
+    let stack = Stack::start_sites(&[(&[], &[("h1", &[]), ("h2", &[]), ("h3", &[])])], steady).await?;
+    let site = stack.site(0).clone();
+    stack
+        .eventually("all three hosts registered", || async { Ok(stack.site_summary(0).await?.hosts.len() == 3) })
+        .await?;
+    let app = everywhere(&stack).await?;
+    wait_on_hosts(&stack, &site, &app, &["h1", "h2", "h3"]).await?;
+
+    // The operator declares the site's hosts: h3 is not among them, so it is rejected (its
+    // replica stops) and listed; the others are not touched.
+    let before = stack.containers(&site, &app).await?;
+    edgectl_hosts(&stack, "approve", &site, &["h1", "h2"])?;
+    wait_on_hosts(&stack, &site, &app, &["h1", "h2"]).await?;
+    let summary = stack.site_summary(0).await?;
+    assert_eq!(summary.unknown_hosts.iter().map(|h| h.as_str()).collect::<Vec<_>>(), ["h3"]);
+    let now = stack.containers(&site, &app).await?;
+    for kept in before.iter().filter(|c| c.host != "h3") {
+        assert!(now.iter().any(|c| c.id == kept.id && c.started_at == kept.started_at), "{kept:?} was restarted");
+    }
+
+    // Approved, it runs its replica again.
+    edgectl_hosts(&stack, "approve", &site, &["h3"])?;
+    wait_on_hosts(&stack, &site, &app, &["h1", "h2", "h3"]).await?;
+    assert!(stack.site_summary(0).await?.unknown_hosts.is_empty());
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_host_id_two_machines_use_is_rejected_and_listed() -> Result<()> {
+    let stack = Stack::start_sites(&[(&[], &[("h1", &[]), ("h2", &[])])], fast).await?;
+    let site = stack.site(0).clone();
+    stack.eventually("both hosts registered", || async { Ok(stack.site_summary(0).await?.hosts.len() == 2) }).await?;
+    let app = everywhere(&stack).await?;
+    wait_on_hosts(&stack, &site, &app, &["h1", "h2"]).await?;
+
+    // A second machine starts calling itself h2: that host id is rejected and listed.
+    let other_machine = tempfile::tempdir()?;
+    let (impostor, handle) = stack.sites[0].start_impostor("h2", other_machine.path());
+    stack
+        .eventually("h2 is listed as a duplicate", || async {
+            Ok(stack.site_summary(0).await?.duplicate_hosts.iter().any(|h| h.as_str() == "h2"))
+        })
+        .await?;
+    wait_on_hosts(&stack, &site, &app, &["h1"]).await?;
+
+    // One machine is left: h2 is accepted again once its id is steady.
+    impostor.cancel();
+    let _ = handle.await;
+    stack
+        .eventually("h2 is no longer a duplicate", || async {
+            Ok(stack.site_summary(0).await?.duplicate_hosts.is_empty())
+        })
+        .await?;
+    wait_on_hosts(&stack, &site, &app, &["h1", "h2"]).await?;
+    Ok(())
+}

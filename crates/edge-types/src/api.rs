@@ -210,6 +210,12 @@ pub struct SiteSummary {
     /// Its hosts that are blocked: nothing runs on them.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub blocked_hosts: Vec<Name>,
+    /// Its hosts that are not approved while its host list is explicit: rejected until approved.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub unknown_hosts: Vec<Name>,
+    /// Host ids two machines beat under at once: rejected until one is left.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub duplicate_hosts: Vec<Name>,
 }
 
 /// Reply to `site.list`.

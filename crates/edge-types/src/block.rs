@@ -141,16 +141,50 @@ pub struct BlockListReply {
     pub blocks: Vec<BlockEvent>,
 }
 
-/// The hosts of a site that are blocked, on `edge.v1.desired.<shard>.<site>._blocked`: the
-/// site's scheduler places nothing on them and their site-managers stop their workloads.
+/// Which of a site's hosts may run workloads, on `edge.v1.desired.<shard>.<site>._hosts`: the
+/// site's leader assigns nothing to a blocked host, nor, when the site's hosts are declared
+/// (`allowed`), to a host not among them (unknown: rejected and listed until approved); their
+/// site-managers stop what they run. The last record is all that counts.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
-pub struct BlockedHosts {
+pub struct SiteHosts {
     pub site: Name,
     #[schemars(length(max = 1024))]
-    pub hosts: Vec<Name>,
+    pub blocked: Vec<Name>,
+    /// The hosts approved for the site (`edgectl host approve`); absent: any host.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 1024))]
+    pub allowed: Option<Vec<Name>>,
     /// Milliseconds since the Unix epoch at the hub when it last changed.
     pub updated_at_ms: u64,
+}
+
+impl SiteHosts {
+    /// Whether `host` may run workloads.
+    pub fn admits(&self, host: &Name) -> bool {
+        !self.blocked.contains(host) && self.allowed.as_ref().is_none_or(|a| a.contains(host))
+    }
+}
+
+/// Request of `site.hosts` (operators): approve hosts for a site (the first approval makes the
+/// site's host list explicit: any other host is then unknown), remove approved ones, or go back
+/// to admitting any host.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SiteHostsChange {
+    pub site: Name,
+    #[serde(default)]
+    #[schemars(length(max = 256))]
+    pub approve: Vec<Name>,
+    #[serde(default)]
+    #[schemars(length(max = 256))]
+    pub remove: Vec<Name>,
+    /// Admit any host again (no list).
+    #[serde(default)]
+    pub any: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 128))]
+    pub actor: Option<String>,
 }
 
 #[cfg(test)]

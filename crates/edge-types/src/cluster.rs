@@ -20,6 +20,11 @@ pub struct HostState {
     pub beat_ms: u64,
     #[schemars(length(max = 64))]
     pub agent_version: String,
+    /// This machine's own id (made at its site-manager's first start, kept with its key): two
+    /// machines beating under one host name are told apart by it (a duplicate host id).
+    #[serde(default)]
+    #[schemars(length(max = 64))]
+    pub instance: String,
 }
 
 /// The site's leader lease. Followers take it over when it has not changed for the lease time.

@@ -224,6 +224,7 @@ mod tests {
             agent_version: "t".into(),
             registered_at_ms: 0,
             public_key: None,
+            duplicate_hosts: Vec::new(),
         }
     }
 

@@ -16,7 +16,7 @@ use serde_json::Value;
 use crate::alert::{Alert, AlertListReply};
 use crate::api::*;
 use crate::app::AppSpec;
-use crate::block::{BlockEvent, BlockListReply, BlockRequest, BlockedHosts};
+use crate::block::{BlockEvent, BlockListReply, BlockRequest, SiteHosts, SiteHostsChange};
 use crate::cluster::{Assignment, HostState, LeaderLease};
 use crate::desired::{DesiredApp, EventsWatermark};
 use crate::image::{ImageImport, ImageListReply, ImagePush, ImageRecord, SiteStaging};
@@ -108,7 +108,8 @@ messages!(
     BlockRequest,
     BlockEvent,
     BlockListReply,
-    BlockedHosts,
+    SiteHosts,
+    SiteHostsChange,
     LeafRenewal,
     LeafRenewed,
     SiteInvite,

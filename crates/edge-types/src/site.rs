@@ -28,6 +28,11 @@ pub struct SiteRegistration {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(equal = 56), regex(pattern = r"^X[A-Z2-7]{55}$"))]
     pub public_key: Option<String>,
+    /// Host ids two machines beat under at once: rejected (nothing runs on them) until only
+    /// one is left.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 64))]
+    pub duplicate_hosts: Vec<Name>,
 }
 
 /// A label value: up to 63 characters.
@@ -155,6 +160,9 @@ pub struct SiteRecord {
     /// The site's public xkey, as it last registered it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub public_key: Option<String>,
+    /// Host ids the site reports two machines beating under (rejected).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub duplicate_hosts: Vec<Name>,
 }
 
 impl SiteRecord {

@@ -69,6 +69,7 @@ pub enum ApiOp {
     SiteInvites,
     SiteApprove,
     SiteJoin,
+    SiteHosts,
     SiteRotateKey,
     SecretPut,
     SecretRotate,
@@ -85,7 +86,7 @@ pub enum ApiOp {
 }
 
 impl ApiOp {
-    pub const ALL: [ApiOp; 32] = [
+    pub const ALL: [ApiOp; 33] = [
         ApiOp::AppApply,
         ApiOp::AppList,
         ApiOp::AppGet,
@@ -105,6 +106,7 @@ impl ApiOp {
         ApiOp::SiteInvites,
         ApiOp::SiteApprove,
         ApiOp::SiteJoin,
+        ApiOp::SiteHosts,
         ApiOp::SiteRotateKey,
         ApiOp::SecretPut,
         ApiOp::SecretRotate,
@@ -142,6 +144,7 @@ impl ApiOp {
             ApiOp::SiteInvites => ("site", "invites"),
             ApiOp::SiteApprove => ("site", "approve"),
             ApiOp::SiteJoin => ("site", "join"),
+            ApiOp::SiteHosts => ("site", "hosts"),
             ApiOp::SiteRotateKey => ("site", "rotate-key"),
             ApiOp::SecretPut => ("secret", "put"),
             ApiOp::SecretRotate => ("secret", "rotate"),
@@ -336,10 +339,10 @@ pub fn audit_host(site: &Name, host: &Name) -> String {
     format!("{PREFIX}.audit.host.{site}.{host}")
 }
 
-/// `edge.v1.desired.<shard>.<site>._blocked`: the hosts of the site that are blocked
-/// ([`crate::api::BlockedHosts`]).
-pub fn blocked_hosts(site: &Name) -> String {
-    format!("{}._blocked", desired_root(site))
+/// `edge.v1.desired.<shard>.<site>._hosts`: which of the site's hosts may run workloads
+/// ([`crate::block::SiteHosts`]).
+pub fn site_hosts(site: &Name) -> String {
+    format!("{}._hosts", desired_root(site))
 }
 
 /// `edge.v1.audit.secret.<tenant>.<name>`
@@ -463,7 +466,7 @@ pub enum Subject {
         op: ApiOp,
         tenant: Name,
     },
-    BlockedHosts {
+    SiteHosts {
         site: Name,
     },
     AuditTenant {
@@ -564,7 +567,7 @@ pub fn parse(subject: &str) -> Result<Subject, SubjectError> {
             match rest {
                 ["_rekey"] => Ok(Subject::SiteRekey { site }),
                 ["_watermark"] => Ok(Subject::EventsWatermark { site }),
-                ["_blocked"] => Ok(Subject::BlockedHosts { site }),
+                ["_hosts"] => Ok(Subject::SiteHosts { site }),
                 ["_secret", tenant, secret] => {
                     Ok(Subject::SealedSecret { site, tenant: name(tenant)?, name: name(secret)? })
                 }
@@ -622,7 +625,7 @@ mod tests {
         assert_eq!(parse(&alert(k, &s)).unwrap(), Subject::Alert { kind: k, name: s.clone() });
         assert_eq!(parse(&audit_secret(&t, &x)).unwrap(), Subject::AuditSecret { tenant: t, name: x });
         assert_eq!(parse(&audit_site(&s)).unwrap(), Subject::AuditSite { site: s.clone() });
-        assert_eq!(parse(&blocked_hosts(&s)).unwrap(), Subject::BlockedHosts { site: s.clone() });
+        assert_eq!(parse(&site_hosts(&s)).unwrap(), Subject::SiteHosts { site: s.clone() });
         let (tenant, h) = (n("acme"), n("pos-2"));
         assert_eq!(parse(&audit_tenant(&tenant)).unwrap(), Subject::AuditTenant { tenant: tenant.clone() });
         assert_eq!(parse(&audit_host(&s, &h)).unwrap(), Subject::AuditHost { site: s.clone(), host: h });

@@ -6,7 +6,7 @@ use anyhow::{Context, Result};
 use edge_auth::Authority;
 use edge_bus::api::request;
 use edge_types::api::Empty;
-use edge_types::block::{BlockEvent, BlockListReply, BlockRequest, BlockTarget};
+use edge_types::block::{BlockEvent, BlockListReply, BlockRequest, BlockTarget, SiteHosts, SiteHostsChange};
 use edge_types::subject::ApiOp;
 use edge_types::Name;
 
@@ -73,6 +73,9 @@ pub async fn host(cmd: HostCommand, global: &Global) -> Result<()> {
     let (site, host, blocked, reason) = match cmd {
         HostCommand::Block { site, host, reason } => (site, host, true, reason),
         HostCommand::Unblock { site, host, reason } => (site, host, false, reason),
+        HostCommand::Approve { site, hosts } => return site_hosts(global, &site, hosts, Vec::new(), false).await,
+        HostCommand::Remove { site, hosts } => return site_hosts(global, &site, Vec::new(), hosts, false).await,
+        HostCommand::Any { site } => return site_hosts(global, &site, Vec::new(), Vec::new(), true).await,
     };
     let target = BlockTarget::Host { site: name("site", &site)?, host: name("host", &host)? };
     set(global, target, blocked, reason).await
@@ -95,6 +98,26 @@ pub async fn list(cmd: BlockCommand, global: &Global) -> Result<()> {
         })
         .collect();
     print(global.output, &r, &["BLOCKED", "SINCE", "BY", "REASON"], rows);
+    Ok(())
+}
+
+/// `site.hosts` at the scheduler: approve or remove hosts, or admit any.
+async fn site_hosts(global: &Global, site: &str, approve: Vec<String>, remove: Vec<String>, any: bool) -> Result<()> {
+    let names = |v: Vec<String>| v.iter().map(|h| name("host", h)).collect::<Result<Vec<_>>>();
+    let req = SiteHostsChange {
+        site: name("site", site)?,
+        approve: names(approve)?,
+        remove: names(remove)?,
+        any,
+        actor: Some(crate::auth::actor()),
+    };
+    let client = connect(global).await?;
+    let r: SiteHosts = request(&client, ApiOp::SiteHosts, &req, REQUEST_TIMEOUT).await?;
+    let approved = match &r.allowed {
+        None => "any".to_string(),
+        Some(a) => a.iter().map(|h| h.as_str()).collect::<Vec<_>>().join(","),
+    };
+    print(global.output, &r, &["SITE", "APPROVED HOSTS"], vec![vec![r.site.to_string(), approved]]);
     Ok(())
 }
 

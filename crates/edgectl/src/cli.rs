@@ -364,6 +364,23 @@ pub enum HostCommand {
         #[arg(long)]
         reason: Option<String>,
     },
+    /// Approve hosts for a site. The first approval makes the site's host list explicit: any
+    /// other host that beats at the site is then unknown, rejected (it runs nothing) and
+    /// listed (`site list`) until approved. Hosts added or swapped under an approved name are
+    /// taken as they are; a host id two machines use at once is rejected as a duplicate.
+    Approve {
+        site: String,
+        #[arg(required = true)]
+        hosts: Vec<String>,
+    },
+    /// Remove approved hosts (their workloads move to the site's other hosts).
+    Remove {
+        site: String,
+        #[arg(required = true)]
+        hosts: Vec<String>,
+    },
+    /// Admit any host at the site again (no list).
+    Any { site: String },
 }
 
 #[derive(Subcommand, Debug)]

@@ -26,7 +26,15 @@ pub async fn run(cmd: SiteCommand, global: &Global) -> Result<()> {
                         .hosts
                         .iter()
                         .map(|h| {
-                            let blocked = if s.blocked_hosts.contains(&h.host) { " BLOCKED" } else { "" };
+                            let blocked = if s.blocked_hosts.contains(&h.host) {
+                                " BLOCKED"
+                            } else if s.duplicate_hosts.contains(&h.host) {
+                                " DUPLICATE"
+                            } else if s.unknown_hosts.contains(&h.host) {
+                                " UNKNOWN"
+                            } else {
+                                ""
+                            };
                             format!("{}({} {}cpu {}GiB{blocked})", h.host, h.arch, h.cpus, h.memory_bytes >> 30)
                         })
                         .collect();

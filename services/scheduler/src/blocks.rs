@@ -10,7 +10,7 @@ use std::time::Duration;
 use edge_bus::kv::{self, Change};
 use edge_bus::mirror::Mirror;
 use edge_types::api::{ApiError, AppRecord, Empty};
-use edge_types::block::{BlockEvent, BlockListReply, BlockRequest, BlockTarget, BlockedHosts, BLOCK_KEY_PREFIX};
+use edge_types::block::{BlockEvent, BlockListReply, BlockRequest, BlockTarget, BLOCK_KEY_PREFIX};
 use edge_types::schema::decode;
 use edge_types::Name;
 
@@ -97,7 +97,10 @@ pub async fn set(hub: &Hub, body: &[u8]) -> Result<BlockEvent, ApiError> {
     hub.blocks.caught_up(&key, revision).await;
     match &req.target {
         BlockTarget::Tenant { tenant } => event.apps = replace_tenant(hub, tenant).await?,
-        BlockTarget::Host { site, .. } => publish_blocked_hosts(hub, site).await?,
+        BlockTarget::Host { site, .. } => {
+            crate::hosts::publish(hub, site).await?;
+            crate::sites::replace_site(hub, site).await?;
+        }
         BlockTarget::Site { .. } => {}
     }
     audit(hub, &event).await?;
@@ -125,22 +128,6 @@ async fn replace_tenant(hub: &Hub, tenant: &Name) -> Result<Vec<Name>, Scheduler
         }
     }
     Ok(apps)
-}
-
-/// Publishes the blocked hosts of `site` with its desired state (so an offline site learns them
-/// when its link returns; the last one is all that counts).
-async fn publish_blocked_hosts(hub: &Hub, site: &Name) -> Result<(), SchedulerError> {
-    let record = BlockedHosts {
-        site: site.clone(),
-        hosts: hub.blocks.blocked_hosts(site),
-        updated_at_ms: edge_bus::time::now_ms(),
-    };
-    let msg = async_nats::jetstream::message::PublishMessage::build()
-        .payload(serde_json::to_vec(&record).expect("serializes").into())
-        .message_id(format!("blocked.{site}.{}", record.updated_at_ms));
-    let ack = hub.js.send_publish(edge_types::subject::blocked_hosts(site), msg).await.map_err(SchedulerError::js)?;
-    ack.await.map_err(SchedulerError::js)?;
-    Ok(())
 }
 
 async fn audit(hub: &Hub, event: &BlockEvent) -> Result<(), SchedulerError> {

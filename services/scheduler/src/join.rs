@@ -17,7 +17,7 @@ fn key(site: &Name) -> String {
     format!("{PREFIX}{site}")
 }
 
-async fn audit(
+pub(crate) async fn audit(
     hub: &Hub,
     site: &Name,
     action: JoinAction,

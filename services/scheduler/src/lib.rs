@@ -8,6 +8,7 @@ pub mod blocks;
 pub mod config;
 pub mod error;
 pub mod events;
+pub mod hosts;
 pub mod join;
 pub mod liveness;
 pub mod placement;
@@ -200,6 +201,7 @@ async fn handle(hub: &Hub, op: ApiOp, req: &async_nats::service::Request) {
         ApiOp::SiteInvite => reply_counted(f, op, req, join::invite(hub, body).await).await,
         ApiOp::SiteInvites => reply_counted(f, op, req, join::list(hub, body).await).await,
         ApiOp::SiteApprove => reply_counted(f, op, req, join::approve(hub, body).await).await,
+        ApiOp::SiteHosts => reply_counted(f, op, req, hosts::change(hub, body).await).await,
         ApiOp::SiteRotateKey => reply_counted(f, op, req, sites::rotate_key(hub, body).await).await,
         ApiOp::BlockSet => reply_counted(f, op, req, blocks::set(hub, body).await).await,
         ApiOp::BlockList => reply_counted(f, op, req, blocks::list(hub, body).await).await,

@@ -381,6 +381,7 @@ mod arch_tests {
             agent_version: "t".into(),
             registered_at_ms: 0,
             public_key: None,
+            duplicate_hosts: Vec::new(),
         }
     }
 

@@ -9,9 +9,24 @@ use edge_types::Name;
 use crate::placement;
 use crate::{Hub, SchedulerError};
 
-/// Every registered site.
-pub async fn all_sites(hub: &Hub) -> Result<Vec<SiteRecord>, SchedulerError> {
+/// Every registered site, as it reported itself.
+async fn registered(hub: &Hub) -> Result<Vec<SiteRecord>, SchedulerError> {
     Ok(kv::list::<SiteRecord>(&hub.buckets.sites, "").await?.into_iter().map(|(_, s)| s).collect())
+}
+
+/// Every registered site with the hosts that may run workloads (`hosts::usable`): what
+/// placement sees.
+pub async fn all_sites(hub: &Hub) -> Result<Vec<SiteRecord>, SchedulerError> {
+    let approved = crate::hosts::approved(hub).await?;
+    Ok(registered(hub).await?.iter().map(|s| crate::hosts::usable(hub, s, approved.get(&s.site))).collect())
+}
+
+/// Re-places every application for one site after what its hosts may run changed.
+pub async fn replace_site(hub: &Hub, site: &Name) -> Result<(), SchedulerError> {
+    if let Some((record, _)) = kv::get::<SiteRecord>(&hub.buckets.sites, site.as_str()).await? {
+        place_site(hub, &record).await?;
+    }
+    Ok(())
 }
 
 /// Places every application again (after a site joined or its labels changed).
@@ -23,10 +38,12 @@ pub async fn place_all(hub: &Hub) -> Result<(), SchedulerError> {
     Ok(())
 }
 
-/// Re-places every application for one site.
+/// Re-places every application for one site (counting only its usable hosts).
 async fn place_site(hub: &Hub, site: &SiteRecord) -> Result<(), SchedulerError> {
+    let approved = crate::hosts::approved(hub).await?;
+    let site = crate::hosts::usable(hub, site, approved.get(&site.site));
     for (_, r) in kv::list::<AppRecord>(&hub.buckets.apps, "app.").await? {
-        placement::place_on_site(hub, &r, site).await?;
+        placement::place_on_site(hub, &r, &site).await?;
     }
     Ok(())
 }
@@ -50,14 +67,19 @@ pub async fn upsert_registration(hub: &Hub, reg: &SiteRegistration) -> Result<bo
             // A site's key is replaced, never removed: a registration sent before the host
             // held the key keeps the one known.
             public_key: reg.public_key.clone().or_else(|| cur.and_then(|c| c.public_key.clone())),
+            duplicate_hosts: reg.duplicate_hosts.clone(),
         };
-        placement_changed =
-            cur.is_none_or(|c| c.effective_labels() != next.effective_labels() || c.hosts != next.hosts);
+        placement_changed = cur.is_none_or(|c| {
+            c.effective_labels() != next.effective_labels()
+                || c.hosts != next.hosts
+                || c.duplicate_hosts != next.duplicate_hosts
+        });
         if cur.is_some_and(|c| {
             c.reported_labels == next.reported_labels
                 && c.hosts == next.hosts
                 && c.agent_version == next.agent_version
                 && c.public_key == next.public_key
+                && c.duplicate_hosts == next.duplicate_hosts
         }) {
             Change::Keep
         } else {
@@ -181,7 +203,8 @@ pub async fn label(hub: &Hub, body: &[u8]) -> Result<SiteRecord, ApiError> {
 pub async fn list(hub: &Hub, body: &[u8]) -> Result<SiteListReply, ApiError> {
     let _: Empty = decode(body).map_err(edge_bus::api::invalid)?;
     let apps = kv::list::<AppRecord>(&hub.buckets.apps, "app.").await.map_err(SchedulerError::from)?;
-    let mut sites: Vec<SiteSummary> = all_sites(hub)
+    let approved = crate::hosts::approved(hub).await?;
+    let mut sites: Vec<SiteSummary> = registered(hub)
         .await?
         .into_iter()
         .map(|s| {
@@ -195,6 +218,8 @@ pub async fn list(hub: &Hub, body: &[u8]) -> Result<SiteListReply, ApiError> {
                 secrets_refused: live.secrets_refused,
                 blocked: hub.blocks.site_blocked(&s.site),
                 blocked_hosts: hub.blocks.blocked_hosts(&s.site),
+                unknown_hosts: crate::hosts::unknown(&s, approved.get(&s.site)),
+                duplicate_hosts: s.duplicate_hosts.clone(),
                 apps: apps
                     .iter()
                     .filter(|(_, a)| a.sites.contains(&s.site))

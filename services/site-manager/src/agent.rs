@@ -53,8 +53,9 @@ pub struct Agent {
     pub traces: Arc<AppTraces>,
     /// The site's image store, for images from the project's store.
     pub images: Option<SiteImages>,
-    /// Hosts operators blocked; when this one is, it runs nothing.
-    pub blocked: crate::desired::BlockedHosts,
+    /// Which hosts may run workloads; when this one may not (blocked, or not approved), it
+    /// runs nothing.
+    pub hosts: crate::desired::HostPolicy,
 }
 
 impl Agent {
@@ -84,7 +85,7 @@ impl Agent {
             secrets,
             traces: Arc::default(),
             images: None,
-            blocked: Default::default(),
+            hosts: Default::default(),
         }
     }
 
@@ -115,9 +116,9 @@ impl Agent {
     pub async fn pass(&mut self) {
         let desired = self.desired.lock().expect("desired lock").clone();
         let (mut wanted, mut held) = wanted(&desired, &self.view.assignments(), &self.host);
-        if self.blocked.lock().expect("blocked lock").contains(&self.host) {
-            // Blocked: stop everything here, whatever assignments this host last read (the
-            // leader has moved them, or will once it reads the block).
+        if !crate::desired::admits(&self.hosts, &self.host) {
+            // Blocked or not approved: stop everything here, whatever assignments this host
+            // last read (the leader has moved them, or will once it reads the same).
             wanted.clear();
             held.clear();
         }

@@ -23,9 +23,15 @@ use crate::buffer::EventBuffer;
 /// The latest desired state per app, shared with the reconcile loop.
 pub type DesiredMap = Arc<Mutex<BTreeMap<Name, DesiredApp>>>;
 
-/// The site's hosts that operators blocked (`edgectl host block`), as the hub last said: the
-/// leader assigns nothing to them and each stops what it runs.
-pub type BlockedHosts = Arc<Mutex<std::collections::BTreeSet<Name>>>;
+/// Which of the site's hosts may run workloads, as the hub last said (`_hosts`: blocked ones,
+/// and the approved ones when the site's host list is explicit): the leader assigns nothing to
+/// the others and each of them stops what it runs. `None` until the hub said anything: all may.
+pub type HostPolicy = Arc<Mutex<Option<edge_types::block::SiteHosts>>>;
+
+/// Whether `host` may run workloads under `policy`.
+pub fn admits(policy: &HostPolicy, host: &Name) -> bool {
+    policy.lock().expect("host policy lock").as_ref().is_none_or(|p| p.admits(host))
+}
 
 /// Reads the site's DESIRED stream into [`DesiredMap`].
 pub struct DesiredFollower {
@@ -45,7 +51,7 @@ pub struct DesiredFollower {
     pub rekey: watch::Sender<u64>,
     /// The trace context each app's desired state came with.
     pub traces: Arc<crate::traces::AppTraces>,
-    pub blocked: BlockedHosts,
+    pub hosts: HostPolicy,
 }
 
 /// A message of the site's DESIRED stream.
@@ -54,7 +60,7 @@ pub enum Incoming {
     Watermark(EventsWatermark),
     Secret(Box<SealedSecret>),
     Rekey(SiteRekey),
-    Blocked(edge_types::block::BlockedHosts),
+    Hosts(edge_types::block::SiteHosts),
 }
 
 impl DesiredFollower {
@@ -108,12 +114,12 @@ impl DesiredFollower {
                         newer
                     });
                 }
-                Ok(Incoming::Blocked(b)) => {
-                    let hosts: std::collections::BTreeSet<Name> = b.hosts.into_iter().collect();
-                    let mut blocked = self.blocked.lock().expect("blocked lock");
-                    if *blocked != hosts {
-                        tracing::info!(hosts = ?hosts, "blocked hosts changed");
-                        *blocked = hosts;
+                Ok(Incoming::Hosts(h)) => {
+                    let mut policy = self.hosts.lock().expect("host policy lock");
+                    let same = policy.as_ref().is_some_and(|p| p.blocked == h.blocked && p.allowed == h.allowed);
+                    if !same {
+                        tracing::info!(blocked = ?h.blocked, approved = ?h.allowed, "which hosts may run workloads changed");
+                        *policy = Some(h);
                         self.changed.raise();
                     }
                 }
@@ -171,12 +177,12 @@ pub fn accept(site: &Name, subj: &str, payload: &[u8]) -> Result<Incoming, Strin
             }
             Ok(Incoming::Rekey(r))
         }
-        Ok(Subject::BlockedHosts { site: s }) => {
-            let b = decode::<edge_types::block::BlockedHosts>(payload).map_err(|e| e.to_string())?;
-            if &s != site || b.site != s {
-                return Err("site in the blocked-hosts record does not match its subject".into());
+        Ok(Subject::SiteHosts { site: s }) => {
+            let h = decode::<edge_types::block::SiteHosts>(payload).map_err(|e| e.to_string())?;
+            if &s != site || h.site != s {
+                return Err("site in the hosts record does not match its subject".into());
             }
-            Ok(Incoming::Blocked(b))
+            Ok(Incoming::Hosts(h))
         }
         _ => Err("not a desired-state subject".into()),
     }

@@ -143,9 +143,9 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Site
         buckets.keys.clone(),
     ));
     let traces = Arc::new(traces::AppTraces::default());
-    let blocked = desired::BlockedHosts::default();
+    let host_policy = desired::HostPolicy::default();
     let follower = desired::DesiredFollower {
-        blocked: blocked.clone(),
+        hosts: host_policy.clone(),
         js: js.clone(),
         site: site.clone(),
         desired: desired.clone(),
@@ -169,8 +169,12 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Site
     tasks.spawn(site_keys.run(std::time::Duration::from_secs(2), shutdown.clone()));
     tasks.spawn(open_when_key_arrives(secrets.clone(), site_key_rx.clone(), changed.clone(), shutdown.clone()));
     let beat = std::time::Duration::from_secs(config.heartbeat_secs);
-    let state =
-        HostState { inventory: inventory.clone(), beat_ms: beat.as_millis() as u64, agent_version: VERSION.into() };
+    let state = HostState {
+        inventory: inventory.clone(),
+        beat_ms: beat.as_millis() as u64,
+        agent_version: VERSION.into(),
+        instance: cluster::hosts::instance_id(&config.key_dir, &site, &host).map_err(SiteManagerError::Config)?,
+    };
     tasks.spawn(cluster::hosts::HostBeat { kv: buckets.hosts.clone(), state, every: beat }.run(shutdown.clone()));
     let (leading_tx, leading_rx) = watch::channel(false);
     let election = cluster::lease::Election {
@@ -195,7 +199,8 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Site
         site_labels: config.label_map(),
         own: inventory.clone(),
         public_key: public_key_of(site_key_rx.clone(), &shutdown),
-        blocked: blocked.clone(),
+        hosts: host_policy.clone(),
+        duplicates: cluster::hosts::Duplicates::new(std::time::Duration::from_secs(config.host_dead_secs)),
     };
     tasks.spawn(leader.run(shutdown.clone()));
     if let (Some(creds), Some(hub_url), Some(enrol)) = (&config.leaf_creds, &config.hub_url, &config.enrol_creds) {
@@ -249,7 +254,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Site
     agent.resync = config.resync();
     agent.window = window;
     agent.traces = traces;
-    agent.blocked = blocked;
+    agent.hosts = host_policy;
     if config.image_gc_secs > 0 {
         let grace = std::time::Duration::from_secs(config.image_gc_secs);
         let gc = imagegc::ImageGc::new(agent.runtime.docker().clone(), blobs.clone(), agent.desired.clone(), grace);

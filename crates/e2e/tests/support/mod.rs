@@ -434,21 +434,7 @@ impl Site {
 
     /// Starts host `j`'s site-manager.
     pub fn start_host(&mut self, j: usize) {
-        let host = &mut self.hosts[j];
-        let mut config = site_manager::Config::new(self.name.clone(), self.leaf.url());
-        config.nats_creds = Some(self.leaf.creds().to_path_buf());
-        config.host = Some(host.name.clone());
-        config.resync_secs = 2;
-        config.heartbeat_secs = 1;
-        config.labels = self.labels.iter().map(|(k, v)| (k.clone(), LabelValue(v.clone()))).collect();
-        config.host_labels = host.labels.iter().map(|(k, v)| (k.clone(), LabelValue(v.clone()))).collect();
-        config.key_dir = self.key_dir.clone();
-        config.secrets_dir = self.secrets_dir.clone();
-        config.leaf_creds = Some(self.leaf_creds.clone());
-        config.hub_url = Some(format!("nats://{}", self.wan_client.addr()));
-        config.enrol_creds = Some(self.enrol_creds.clone());
-        config.renew_check_secs = 1;
-        (self.tweak)(&mut config);
+        let config = self.manager_config(&self.hosts[j].name.clone(), &self.hosts[j].labels.clone());
         let token = CancellationToken::new();
         let t = token.clone();
         let handle = tokio::spawn(async move {
@@ -456,7 +442,39 @@ impl Site {
                 panic!("site-manager failed: {e}");
             }
         });
-        host.manager = Some((token, handle));
+        self.hosts[j].manager = Some((token, handle));
+    }
+
+    /// Starts a site-manager on another machine that calls itself `host` (as a host's does),
+    /// with a key and machine id of its own: a duplicate host id. Runs until the token is
+    /// cancelled.
+    pub fn start_impostor(&self, host: &str, key_dir: &std::path::Path) -> (CancellationToken, JoinHandle<()>) {
+        let mut config = self.manager_config(&Name::new(host).expect("valid"), &[]);
+        config.key_dir = key_dir.to_path_buf();
+        let token = CancellationToken::new();
+        let t = token.clone();
+        let handle = tokio::spawn(async move {
+            let _ = site_manager::run(config, t).await;
+        });
+        (token, handle)
+    }
+
+    fn manager_config(&self, host: &Name, labels: &[(String, String)]) -> site_manager::Config {
+        let mut config = site_manager::Config::new(self.name.clone(), self.leaf.url());
+        config.nats_creds = Some(self.leaf.creds().to_path_buf());
+        config.host = Some(host.clone());
+        config.resync_secs = 2;
+        config.heartbeat_secs = 1;
+        config.labels = self.labels.iter().map(|(k, v)| (k.clone(), LabelValue(v.clone()))).collect();
+        config.host_labels = labels.iter().map(|(k, v)| (k.clone(), LabelValue(v.clone()))).collect();
+        config.key_dir = self.key_dir.clone();
+        config.secrets_dir = self.secrets_dir.clone();
+        config.leaf_creds = Some(self.leaf_creds.clone());
+        config.hub_url = Some(format!("nats://{}", self.wan_client.addr()));
+        config.enrol_creds = Some(self.enrol_creds.clone());
+        config.renew_check_secs = 1;
+        (self.tweak)(&mut config);
+        config
     }
 
     /// Stops every host's site-manager cleanly (containers keep running).

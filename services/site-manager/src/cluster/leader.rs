@@ -34,8 +34,11 @@ pub struct Leader {
     pub own: edge_types::site::HostInventory,
     /// The site's public key once this host holds the site key; registered for sealing.
     pub public_key: tokio::sync::watch::Receiver<Option<String>>,
-    /// Hosts operators blocked: nothing is assigned to them, so their workloads move.
-    pub blocked: crate::desired::BlockedHosts,
+    /// Which hosts may run workloads (the hub's `_hosts`): nothing is assigned to the others,
+    /// so their workloads move.
+    pub hosts: crate::desired::HostPolicy,
+    /// Host ids two machines beat under: rejected too.
+    pub duplicates: hosts::Duplicates,
 }
 
 impl Leader {
@@ -74,9 +77,14 @@ impl Leader {
         let mut live = hosts::live(&self.view, self.dead_after);
         live.retain(|h| h.host != self.me);
         live.push(self.own.clone());
-        let blocked = self.blocked.lock().expect("blocked lock").clone();
-        live.retain(|h| !blocked.contains(&h.host));
         live.sort_by(|a, b| a.host.cmp(&b.host));
+        for e in self.view.hosts.snapshot().into_values() {
+            self.duplicates.observe(&e.value.inventory.host, &e.value.instance);
+        }
+        let duplicates = self.duplicates.current();
+        // Every live host is reported; only admitted ones that are not duplicates get work.
+        let seen = live.clone();
+        live.retain(|h| crate::desired::admits(&self.hosts, &h.host) && !duplicates.contains(&h.host));
         let desired = self.desired.lock().expect("desired lock").clone();
         let stored = self.view.assignments.snapshot();
         let previous: BTreeMap<Name, Assignment> =
@@ -135,7 +143,8 @@ impl Leader {
         let reg = SiteRegistration {
             site: self.site.clone(),
             labels: self.site_labels.clone(),
-            hosts: live,
+            hosts: seen,
+            duplicate_hosts: duplicates.into_iter().collect(),
             agent_version: crate::VERSION.into(),
             public_key: self.public_key.borrow().clone(),
         };

@@ -1,0 +1,110 @@
+//! Which of a site's hosts may run workloads: not a blocked one (`block.set`), not one outside
+//! the site's approved hosts once it has any (`site.hosts`; unknown hosts are rejected and
+//! listed until approved), not a host id two machines beat under (the site reports those). The
+//! site's leader enforces it from `edge.v1.desired.<shard>.<site>._hosts`; placement at the hub
+//! counts only those hosts too.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use edge_bus::kv::{self, Change};
+use edge_types::api::ApiError;
+use edge_types::block::{SiteHosts, SiteHostsChange};
+use edge_types::join::JoinAction;
+use edge_types::schema::decode;
+use edge_types::site::SiteRecord;
+use edge_types::Name;
+
+use crate::{Hub, SchedulerError};
+
+const PREFIX: &str = "hosts.";
+
+fn key(site: &Name) -> String {
+    format!("{PREFIX}{site}")
+}
+
+/// The approved hosts of every site that has a list.
+pub async fn approved(hub: &Hub) -> Result<BTreeMap<Name, BTreeSet<Name>>, SchedulerError> {
+    let all = kv::list::<SiteHosts>(&hub.buckets.apps, PREFIX).await?;
+    Ok(all.into_iter().filter_map(|(_, l)| Some((l.site, l.allowed?.into_iter().collect()))).collect())
+}
+
+/// The hosts of `record` that may run workloads, as placement sees them.
+pub fn usable(hub: &Hub, record: &SiteRecord, approved: Option<&BTreeSet<Name>>) -> SiteRecord {
+    let blocked = hub.blocks.blocked_hosts(&record.site);
+    let mut r = record.clone();
+    r.hosts.retain(|h| {
+        !blocked.contains(&h.host)
+            && !record.duplicate_hosts.contains(&h.host)
+            && approved.is_none_or(|a| a.contains(&h.host))
+    });
+    r
+}
+
+/// The hosts of `record` that are rejected as unknown (not approved while the site has a list).
+pub fn unknown(record: &SiteRecord, approved: Option<&BTreeSet<Name>>) -> Vec<Name> {
+    let Some(a) = approved else { return Vec::new() };
+    record.hosts.iter().map(|h| h.host.clone()).filter(|h| !a.contains(h)).collect()
+}
+
+/// The site's host policy now.
+async fn current(hub: &Hub, site: &Name) -> Result<SiteHosts, SchedulerError> {
+    // `hosts.<site>` holds the approved hosts (in `allowed`).
+    let allowed = kv::get::<SiteHosts>(&hub.buckets.apps, &key(site)).await?.and_then(|(l, _)| l.allowed);
+    Ok(SiteHosts {
+        site: site.clone(),
+        blocked: hub.blocks.blocked_hosts(site),
+        allowed,
+        updated_at_ms: edge_bus::time::now_ms(),
+    })
+}
+
+/// Publishes the site's host policy with its desired state (an offline site learns it when its
+/// link returns; the last one is all that counts).
+pub async fn publish(hub: &Hub, site: &Name) -> Result<SiteHosts, SchedulerError> {
+    let record = current(hub, site).await?;
+    let msg = async_nats::jetstream::message::PublishMessage::build()
+        .payload(serde_json::to_vec(&record).expect("serializes").into())
+        .message_id(format!("hosts.{site}.{}", record.updated_at_ms));
+    let ack = hub.js.send_publish(edge_types::subject::site_hosts(site), msg).await.map_err(SchedulerError::js)?;
+    ack.await.map_err(SchedulerError::js)?;
+    Ok(record)
+}
+
+/// `site.hosts` (operators): approve or remove hosts, or admit any host again.
+pub async fn change(hub: &Hub, body: &[u8]) -> Result<SiteHosts, ApiError> {
+    let req: SiteHostsChange = decode(body).map_err(edge_bus::api::invalid)?;
+    if req.any && !req.approve.is_empty() {
+        return Err(ApiError::invalid("/any", "invalid request: /any: cannot be set with hosts to approve"));
+    }
+    let _guard = hub.placement.lock().await;
+    let site = req.site.clone();
+    kv::update::<SiteHosts, _>(&hub.buckets.apps, &key(&site), |cur| {
+        if req.any {
+            return if cur.is_some() { Change::Delete } else { Change::Keep };
+        }
+        let before: BTreeSet<Name> = cur.and_then(|c| c.allowed.clone()).unwrap_or_default().into_iter().collect();
+        let mut hosts = before.clone();
+        hosts.extend(req.approve.iter().cloned());
+        for h in &req.remove {
+            hosts.remove(h);
+        }
+        if cur.is_some() && hosts == before {
+            return Change::Keep;
+        }
+        Change::Put(SiteHosts {
+            site: site.clone(),
+            blocked: Vec::new(),
+            allowed: Some(hosts.into_iter().collect()),
+            updated_at_ms: edge_bus::time::now_ms(),
+        })
+    })
+    .await
+    .map_err(SchedulerError::from)?;
+    let record = publish(hub, &site).await?;
+    crate::sites::replace_site(hub, &site).await?;
+    let actor = req.actor.clone().unwrap_or_else(|| "unknown".into());
+    let detail = format!("hosts approved {:?} removed {:?} any {}", req.approve, req.remove, req.any);
+    crate::join::audit(hub, &site, JoinAction::Approved, &actor, Some(detail.chars().take(256).collect())).await?;
+    tracing::info!(%site, allowed = ?record.allowed, "site hosts changed");
+    Ok(record)
+}
