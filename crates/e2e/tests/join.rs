@@ -128,6 +128,15 @@ async fn a_new_site_joins_with_its_one_time_token_once_approved() -> Result<()> 
     assert_eq!(Some(claims.sub), joined_key, "the credential is for the key the site made");
     ensure!(!bundle.join("token").exists(), "the spent token is removed from the site");
 
+    // A joined site is blocked in one step too (its key is the one it joined with).
+    edgectl(&hub_server, &["site", "block", site.as_str(), "--reason", "test"])?;
+    eventually("the blocked site is cut off", || async {
+        let sites: SiteListReply = request(&hub, ApiOp::SiteList, &Empty {}, Duration::from_secs(5)).await?;
+        Ok(sites.sites.iter().any(|s| s.site == site && s.blocked && !s.connected))
+    })
+    .await?;
+    ensure!(hub_server.log().contains("Credentials Revoked"), "the hub dropped the link for the revocation");
+
     // Every step is in the audit trail.
     let js = edge_bus::topology::hub_js(&hub);
     let stream = js.get_stream("AUDIT").await?;

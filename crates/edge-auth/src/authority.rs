@@ -410,6 +410,16 @@ impl Authority {
     /// started from it knows the revocation.
     pub fn set_site_revoked(&mut self, site: &Name, revoked: bool) -> Result<String, AuthError> {
         let user = self.site_leaf_user(site)?;
+        self.set_leaf_key_revoked(&user, revoked)
+    }
+
+    /// [`Authority::set_site_revoked`] by the leaf-link user's public key: for a site that
+    /// joined by call-home, whose key only the site and the scheduler's invitation know.
+    pub fn set_leaf_key_revoked(&mut self, user: &str, revoked: bool) -> Result<String, AuthError> {
+        if nkeys::KeyPair::from_public_key(user).is_err() || !user.starts_with('U') {
+            return Err(AuthError::Invalid(format!("{user:?} is not a user's public key")));
+        }
+        let user = user.to_string();
         self.control.jwt = self.resign(&self.control.jwt, |c| {
             if revoked {
                 // A revocation covers JWTs issued at or before its time.

@@ -7,6 +7,7 @@ use edge_auth::Authority;
 use edge_bus::api::request;
 use edge_types::api::Empty;
 use edge_types::block::{BlockEvent, BlockListReply, BlockRequest, BlockTarget, SiteHosts, SiteHostsChange};
+use edge_types::join::InvitationList;
 use edge_types::subject::ApiOp;
 use edge_types::Name;
 
@@ -64,9 +65,25 @@ async fn block_tenant(global: &Global, tenant: &str, blocked: bool, reason: Opti
 pub async fn site(global: &Global, site: &str, blocked: bool, reason: Option<String>) -> Result<()> {
     let site = name("site", site)?;
     let mut authority = open(global)?;
-    let jwt = authority.set_site_revoked(&site, blocked).with_context(|| format!("site {site} has no bundle here"))?;
+    let jwt = match authority.site_leaf_user(&site) {
+        Ok(_) => authority.set_site_revoked(&site, blocked)?,
+        // A site that joined by call-home: its key is the one its invitation recorded.
+        Err(_) => {
+            let key = joined_key(global, &site)
+                .await?
+                .with_context(|| format!("site {site} has no bundle here and has not joined"))?;
+            authority.set_leaf_key_revoked(&key, blocked)?
+        }
+    };
     push(global, &authority, &[jwt]).await?;
     set(global, BlockTarget::Site { site }, blocked, reason).await
+}
+
+/// The leaf-link key `site` joined with, from the scheduler's invitations.
+async fn joined_key(global: &Global, site: &Name) -> Result<Option<String>> {
+    let client = connect(global).await?;
+    let list: InvitationList = request(&client, ApiOp::SiteInvites, &Empty {}, REQUEST_TIMEOUT).await?;
+    Ok(list.invitations.into_iter().find(|i| &i.invite.site == site).and_then(|i| i.joined_key))
 }
 
 pub async fn host(cmd: HostCommand, global: &Global) -> Result<()> {
