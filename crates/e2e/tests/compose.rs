@@ -47,6 +47,7 @@ impl Project {
             c.env(k, v.to_string());
         }
         c.env("EDGE_AUTH_DIR", self.auth.path());
+        c.env("EDGE_RENEW_CHECK_SECS", "1");
         c
     }
 
@@ -172,6 +173,27 @@ async fn the_compose_stack_runs_the_example_and_a_cut_site_keeps_running() -> Re
     run(Command::new("docker").args(["network", "connect", &wan, &leaf]))?;
     eventually("hello runs at both sites again, as the hub sees it", Duration::from_secs(120), || async {
         Ok(running_at(&client, "hello").await?.len() == 2)
+    })
+    .await?;
+
+    // site-2's leaf credential nears its end: its site-manager renews it in the bundle the
+    // leaf server reads, through the hub's client port.
+    let site = edge_types::Name::new("site-2")?;
+    let creds = edge_auth::Authority::open(project.auth.path())?.renew_leaf(&site, Duration::from_secs(3))?;
+    let expiry = || -> Result<u64> {
+        let c = edge_auth::Creds::parse(&std::fs::read_to_string(&creds)?)?;
+        Ok(edge_auth::leaf::expires_at(&c.jwt)?.unwrap_or(0))
+    };
+    eventually("site-2 renewed its leaf credential", Duration::from_secs(60), || async {
+        Ok(expiry()? > edge_bus::time::now_ms() / 1000 + 24 * 3600)
+    })
+    .await?;
+    // Past the old credential's end the link carries on with the renewed one.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    eventually("the hub still hears site-2", Duration::from_secs(60), || async {
+        let l: SiteListReply =
+            request(&client, ApiOp::SiteList, &serde_json::json!({}), Duration::from_secs(5)).await?;
+        Ok(l.sites.iter().any(|s| s.site == site && s.connected))
     })
     .await?;
     Ok(())
