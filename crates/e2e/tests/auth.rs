@@ -221,8 +221,16 @@ async fn a_blocked_site_is_cut_off_stays_out_and_keeps_running_locally() -> Resu
         .is_err());
 
     edgectl_site(&hub_server, "block", &site)?;
-    // A blocked site renews nothing.
+    // A blocked site renews nothing; the refusal is audited.
     assert_eq!(refused_at(renew(leaf.clone()).await), "/site");
+    let refusal = edge_bus::topology::hub_js(&hub)
+        .get_stream("AUDIT")
+        .await?
+        .get_last_raw_message_by_subject(&subject::audit_join(&site))
+        .await?;
+    let refusal: edge_types::join::JoinEvent = serde_json::from_slice(&refusal.payload)?;
+    assert_eq!(refusal.action, edge_types::join::JoinAction::Refused);
+    assert!(refusal.detail.as_deref().is_some_and(|d| d.contains("renewal") && d.contains("blocked")), "{refusal:?}");
     // The hub drops the link at once and refuses it on every redial (the leaf redials each
     // second): nothing crosses for several seconds.
     tokio::time::sleep(Duration::from_millis(500)).await;

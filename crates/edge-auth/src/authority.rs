@@ -49,6 +49,9 @@ use crate::AuthError;
 pub const SYSTEM_ACCOUNT: &str = "SYS";
 pub const CONTROL_ACCOUNT: &str = "EDGE";
 pub const ENROL_ACCOUNT: &str = "ENROL";
+/// Connections the enrolment account allows at once, across all sites: renewals and joins are
+/// short and rare, so a flood from one stolen bundle cannot take many more.
+const ENROL_CONNECTIONS: i64 = 256;
 const TENANT_PREFIX: &str = "TENANT_";
 
 /// The account name of a tenant.
@@ -551,16 +554,20 @@ impl Authority {
         let account = match load_account(&self.dir, ENROL_ACCOUNT) {
             Ok(mut a) => {
                 let current: Claims<claims::Account> = jwt::decode(&a.jwt)?;
-                if current.nats.imports != imports {
+                let limits = AccountLimits::enrolment(ENROL_CONNECTIONS);
+                if current.nats.imports != imports || current.nats.limits != limits {
                     // Made by an older version: what the enrolment user may ask changed.
-                    a.jwt = self.resign(&a.jwt, |c| c.imports = imports)?;
+                    a.jwt = self.resign(&a.jwt, |c| {
+                        c.imports = imports;
+                        c.limits = limits;
+                    })?;
                     self.save_account(&a)?;
                 }
                 a
             }
             Err(_) => {
                 let mut a = Self::blank_account(ENROL_ACCOUNT);
-                a.jwt = self.sign_account(&a, AccountLimits::unlimited_without_jetstream())?;
+                a.jwt = self.sign_account(&a, AccountLimits::enrolment(ENROL_CONNECTIONS))?;
                 a.jwt = self.resign(&a.jwt, |c| c.imports = imports)?;
                 self.save_account(&a)?;
                 a

@@ -109,6 +109,21 @@ impl AccountLimits {
     pub fn unlimited_without_jetstream() -> Self {
         Self { mem_storage: 0, disk_storage: 0, streams: 0, consumer: 0, ..Self::unlimited_with_jetstream() }
     }
+
+    /// The enrolment account's: shared by every site, so bounded: small messages, a few
+    /// subscriptions per connection's worth, at most `conn` connections at once (sites renew
+    /// rarely and one at a time).
+    pub fn enrolment(conn: i64) -> Self {
+        Self {
+            payload: 16 * 1024,
+            subs: 4 * conn,
+            conn,
+            leaf: 0,
+            imports: 8,
+            exports: 0,
+            ..Self::unlimited_without_jetstream()
+        }
+    }
 }
 
 impl Default for AccountLimits {

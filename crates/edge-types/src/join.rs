@@ -92,13 +92,15 @@ pub struct SiteJoined {
     pub expires_at: Option<u64>,
 }
 
-/// What happened to an invitation, in the hub's AUDIT stream (`edge.v1.audit.join.<site>`).
+/// What happened to a site's enrolment, in the hub's AUDIT stream (`edge.v1.audit.join.<site>`):
+/// invitations, joins, approvals, renewals of its leaf-link credential, and refusals of any.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum JoinAction {
     Invited,
     Joined,
     Approved,
+    Renewed,
     Refused,
 }
 

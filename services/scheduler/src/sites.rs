@@ -2,6 +2,7 @@
 
 use edge_bus::kv::{self, Change};
 use edge_types::api::*;
+use edge_types::join::JoinAction;
 use edge_types::schema::decode;
 use edge_types::site::{SiteRecord, SiteRegistration};
 use edge_types::Name;
@@ -144,22 +145,26 @@ pub async fn renew(hub: &Hub, subject: &str, body: &[u8]) -> Result<edge_types::
         ));
     };
     if hub.blocks.site_blocked(&req.site) {
-        tracing::warn!(site = %req.site, "renewal refused: the site is blocked");
-        return Err(ApiError::invalid("/site", "invalid request: /site: is blocked"));
+        return refuse_renewal(hub, &req.site, "/site: is blocked").await;
     }
     let now = edge_bus::time::now_ms();
     match renewer.renew(&req.site, &req.jwt, req.at_ms, &req.signature, now) {
         Ok((jwt, expires_at)) => {
             tracing::info!(site = %req.site, expires_at, "leaf-link credential renewed");
+            let detail = Some(format!("valid until {expires_at}"));
+            crate::join::audit(hub, &req.site, JoinAction::Renewed, "site", detail).await?;
             Ok(edge_types::site::LeafRenewed { site: req.site, jwt, expires_at })
         }
-        Err(e) => {
-            tracing::warn!(site = %req.site, error = %e, "renewal refused");
-            let text = e.to_string();
-            let pointer = text.split(':').next().unwrap_or("").to_string();
-            Err(ApiError::invalid(pointer, format!("invalid request: {text}")))
-        }
+        Err(e) => refuse_renewal(hub, &req.site, &e.to_string()).await,
     }
+}
+
+/// Refuses a renewal (`why` starts with the field's pointer), audited.
+async fn refuse_renewal(hub: &Hub, site: &Name, why: &str) -> Result<edge_types::site::LeafRenewed, ApiError> {
+    tracing::warn!(%site, reason = why, "renewal refused");
+    crate::join::audit(hub, site, JoinAction::Refused, "site", Some(format!("renewal: {why}"))).await?;
+    let pointer = why.split(':').next().unwrap_or("").to_string();
+    Err(ApiError::invalid(pointer, format!("invalid request: {why}")))
 }
 
 pub async fn label(hub: &Hub, body: &[u8]) -> Result<SiteRecord, ApiError> {
