@@ -153,15 +153,20 @@ fn refused_at<T: std::fmt::Debug>(r: Result<T, edge_bus::api::RequestError>) -> 
     }
 }
 
-/// `edgectl site block|unblock` as an operator runs it, against `hub`'s authority.
-fn edgectl_site(hub: &NatsServer, verb: &str, site: &Name) -> Result<()> {
+/// `edgectl ARGS...` as an operator runs it, against `hub`'s authority; its standard output.
+fn edgectl(hub: &NatsServer, args: &[&str]) -> Result<String> {
     let out = Command::new(support::bin_dir().join("edgectl"))
         .args(["--server", &hub.url(), "--auth-dir"])
         .arg(hub.authority().dir())
-        .args(["site", verb, site.as_str(), "--reason", "host stolen"])
+        .args(args)
         .output()?;
-    ensure!(out.status.success(), "edgectl site {verb}: {}", String::from_utf8_lossy(&out.stderr));
-    Ok(())
+    ensure!(out.status.success(), "edgectl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    Ok(String::from_utf8(out.stdout)?)
+}
+
+/// `edgectl site block|unblock` as an operator runs it.
+fn edgectl_site(hub: &NatsServer, verb: &str, site: &Name) -> Result<()> {
+    edgectl(hub, &["site", verb, site.as_str(), "--reason", "host stolen"]).map(|_| ())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -336,5 +341,31 @@ async fn a_sites_store_is_encrypted_at_rest() -> Result<()> {
     // The site reads them back as usual.
     let msg = js.get_stream("PROBE").await?.get_last_raw_message_by_subject("probe.19").await?;
     assert_eq!(&msg.payload[..], format!("{marker} 19").as_bytes());
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rotated_credential_replaces_the_old_which_is_then_revoked() -> Result<()> {
+    let hub = NatsServer::hub().await?;
+    let path = hub.user_creds("probe")?;
+    let connect = |creds: std::path::PathBuf| {
+        let endpoint = edge_bus::Endpoint::new(hub.url(), Some(creds));
+        async move { edge_bus::connect(&endpoint, "probe", false).await }
+    };
+    let old = tempfile::NamedTempFile::new()?;
+    std::fs::copy(&path, old.path())?;
+
+    // Rotated: the new credential is in the same file; the old one still works, so the service
+    // can be restarted with the new one first.
+    let rotated = edgectl(&hub, &["auth", "rotate", "probe"])?;
+    assert_eq!(rotated.trim(), path.display().to_string());
+    ensure!(std::fs::read(&path)? != std::fs::read(old.path())?, "a new credential");
+    connect(path.clone()).await?;
+    connect(old.path().to_path_buf()).await?;
+
+    // Then the previous key is revoked at the hub.
+    edgectl(&hub, &["auth", "rotate", "probe", "--revoke-previous"])?;
+    assert!(connect(old.path().to_path_buf()).await.is_err(), "the previous credential is refused");
+    connect(path).await?;
     Ok(())
 }

@@ -208,6 +208,11 @@ fn tenant_imports(tenant: &Name, control: &str) -> Vec<claims::Import> {
         .collect()
 }
 
+/// Where a rotated credential's previous file is kept.
+fn previous_of(path: &Path) -> PathBuf {
+    path.with_extension("creds.previous")
+}
+
 fn read_seed(path: &Path) -> Result<KeyPair, AuthError> {
     KeyPair::from_seed(&read(path)?).map_err(|_| AuthError::Invalid(format!("{} holds no valid seed", path.display())))
 }
@@ -383,6 +388,33 @@ impl Authority {
         self.issued_once(&format!("{name}.creds"), &self.control, name.as_str(), name.as_str())
     }
 
+    /// Rotates control-plane user `name`: a new key and credentials file; the old file is kept
+    /// as `<name>.creds.previous` (still valid until [`Authority::revoke_previous_control_user`]).
+    /// Returns the new file's path.
+    pub fn rotate_control_user(&self, name: &Name) -> Result<PathBuf, AuthError> {
+        let path = self.dir.join("creds").join(format!("{name}.creds"));
+        if !path.exists() {
+            return Err(AuthError::Invalid(format!(
+                "user {name} has no credential to rotate (edgectl auth user {name})"
+            )));
+        }
+        let previous = previous_of(&path);
+        std::fs::rename(&path, &previous).map_err(io(&path))?;
+        write(&path, &self.issue(&self.control, name.as_str(), scope::control_plane(name.as_str()))?.render(), true)?;
+        Ok(path)
+    }
+
+    /// Revokes the key of `name`'s previous credential (after a rotation) in the control
+    /// account and deletes the file; returns the re-signed account JWT for the hub.
+    pub fn revoke_previous_control_user(&mut self, name: &Name) -> Result<String, AuthError> {
+        let previous = previous_of(&self.dir.join("creds").join(format!("{name}.creds")));
+        let creds = Creds::parse(&read(&previous)?)?;
+        let old: Claims<claims::User> = jwt::decode(&creds.jwt)?;
+        let jwt = self.set_user_revoked(&old.sub, true)?;
+        std::fs::remove_file(&previous).map_err(io(&previous))?;
+        Ok(jwt)
+    }
+
     /// Credentials of the system account's operator user (`creds/sys.creds`): what pushes
     /// account updates (revocations) to the hub's resolver. Kept at the centre.
     pub fn system_user(&self) -> Result<PathBuf, AuthError> {
@@ -413,12 +445,13 @@ impl Authority {
     /// started from it knows the revocation.
     pub fn set_site_revoked(&mut self, site: &Name, revoked: bool) -> Result<String, AuthError> {
         let user = self.site_leaf_user(site)?;
-        self.set_leaf_key_revoked(&user, revoked)
+        self.set_user_revoked(&user, revoked)
     }
 
-    /// [`Authority::set_site_revoked`] by the leaf-link user's public key: for a site that
-    /// joined by call-home, whose key only the site and the scheduler's invitation know.
-    pub fn set_leaf_key_revoked(&mut self, user: &str, revoked: bool) -> Result<String, AuthError> {
+    /// Revokes (or reinstates) a user of the control account by its public key: a site's leaf
+    /// link (a site that joined by call-home, whose key only it and its invitation know), or a
+    /// rotated control-plane user's previous key.
+    pub fn set_user_revoked(&mut self, user: &str, revoked: bool) -> Result<String, AuthError> {
         if nkeys::KeyPair::from_public_key(user).is_err() || !user.starts_with('U') {
             return Err(AuthError::Invalid(format!("{user:?} is not a user's public key")));
         }

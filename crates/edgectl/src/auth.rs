@@ -8,7 +8,7 @@ use edge_types::Name;
 
 use crate::cli::{AuthCommand, Global};
 
-pub fn run(cmd: AuthCommand, global: &Global) -> Result<()> {
+pub async fn run(cmd: AuthCommand, global: &Global) -> Result<()> {
     let dir = global.auth_dir();
     match cmd {
         AuthCommand::Init => {
@@ -23,6 +23,18 @@ pub fn run(cmd: AuthCommand, global: &Global) -> Result<()> {
         AuthCommand::Tls { names } => {
             let (cert, key) = open(&dir)?.hub_tls(&names)?;
             println!("{}\n{}", cert.display(), key.display());
+        }
+        AuthCommand::Rotate { name, revoke_previous: false } => {
+            let name = crate::name("user", &name)?;
+            println!("{}", open(&dir)?.rotate_control_user(&name)?.display());
+        }
+        AuthCommand::Rotate { name, revoke_previous: true } => {
+            let name = crate::name("user", &name)?;
+            let mut authority = open(&dir)?;
+            let jwt = authority.revoke_previous_control_user(&name)?;
+            let system = crate::connect_as(global, Some(authority.system_user()?)).await?;
+            edge_bus::claims::push_account_jwt(&system, &jwt).await?;
+            println!("the previous credential of {name} is revoked at the hub");
         }
         AuthCommand::User { name } => {
             let name = Name::new(&name).map_err(|e| anyhow::anyhow!("user {name:?}: {e}"))?;

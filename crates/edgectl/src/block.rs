@@ -72,7 +72,7 @@ pub async fn site(global: &Global, site: &str, blocked: bool, reason: Option<Str
             let key = joined_key(global, &site)
                 .await?
                 .with_context(|| format!("site {site} has no bundle here and has not joined"))?;
-            authority.set_leaf_key_revoked(&key, blocked)?
+            authority.set_user_revoked(&key, blocked)?
         }
     };
     push(global, &authority, &[jwt]).await?;

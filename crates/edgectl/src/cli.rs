@@ -247,6 +247,15 @@ pub enum AuthCommand {
     /// Credentials of a control-plane user (a central service or an operator): prints the
     /// path of its credentials file, issued on first call.
     User { name: String },
+    /// Rotate a control-plane user's credential: a new key and credentials file replace the
+    /// old (kept as `<name>.creds.previous`, still valid, so the service can be restarted with
+    /// the new file first). With `--revoke-previous`, the previous key is then revoked at the
+    /// hub: whoever still holds it is dropped and refused.
+    Rotate {
+        name: String,
+        #[arg(long)]
+        revoke_previous: bool,
+    },
     /// Issue the hub's leafnode TLS certificate, signed by the authority's CA, for the names
     /// (DNS names or IP addresses) the sites dial; prints the certificate and key paths.
     Tls {

@@ -31,7 +31,7 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Dev(cmd) => dev::run(cmd, &cli.global).await,
         Command::App(cmd) => app::run(cmd, &cli.global).await,
         Command::Site(cmd) => site::run(cmd, &cli.global).await,
-        Command::Auth(cmd) => auth::run(cmd, &cli.global),
+        Command::Auth(cmd) => auth::run(cmd, &cli.global).await,
         Command::Tenant(cmd) => block::tenant(cmd, &cli.global).await,
         Command::Host(cmd) => block::host(cmd, &cli.global).await,
         Command::Block(cmd) => block::list(cmd, &cli.global).await,
