@@ -138,3 +138,30 @@ async fn tenants_see_and_change_only_their_own_and_a_blocked_tenant_stops_everyw
     assert_eq!(mine.apps.len(), 1);
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_tenant_runs_only_at_the_sites_it_may_use() -> Result<()> {
+    let stack = Stack::start(&[&[("customer", "acme")], &[("customer", "globex")]]).await?;
+    let (acme, globex) = (stack.site(0).clone(), stack.site(1).clone());
+    let tenant = edge_testkit::unique("acme");
+    let creds = PathBuf::from(edgectl(&stack, &["tenant", "add", &tenant])?.trim());
+    edgectl(&stack, &["tenant", "sites", &tenant, "customer = acme"])?;
+    let client = connect(&stack, &creds).await?;
+
+    // The tenant asks for every site; it gets only those it may use.
+    let app = edge_testkit::unique("everywhere");
+    let applied: ApplyReply = request(&client, ApiOp::AppApply, &sleeper(&app, "", "edge/busybox:v1", &[]), T).await?;
+    assert_eq!(applied.sites, std::slice::from_ref(&acme));
+    stack.wait_running(&[&acme], &app, 1).await?;
+    assert!(stack.containers(&globex, &app).await?.is_empty());
+    // The plan says why the other site is left out.
+    let plan: edge_types::api::PlanReply =
+        request(&client, ApiOp::AppPlan, &sleeper(&app, "", "edge/busybox:v1", &[]), T).await?;
+    let other = plan.sites.iter().find(|s| s.site == globex).expect("globex planned");
+    assert!(!other.selected && other.reasons.iter().any(|r| r.contains("tenant")), "{other:?}");
+
+    // Widened: placed again at once.
+    edgectl(&stack, &["tenant", "sites", &tenant, ""])?;
+    stack.wait_running(&[&acme, &globex], &app, 1).await?;
+    Ok(())
+}

@@ -138,4 +138,17 @@ impl<T: Message + Clone + Send + 'static> Mirror<T> {
     pub fn snapshot(&self) -> BTreeMap<String, Entry<T>> {
         self.map.lock().expect("mirror lock").clone()
     }
+
+    /// Waits (at most `limit`) until this copy holds `key` at `revision` or later, so that a
+    /// request that just wrote it acts on what it wrote; false if the copy is still behind.
+    pub async fn caught_up(&self, key: &str, revision: u64, limit: Duration) -> bool {
+        let deadline = Instant::now() + limit;
+        while self.map.lock().expect("mirror lock").get(key).is_none_or(|e| e.revision < revision) {
+            if Instant::now() > deadline {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        true
+    }
 }

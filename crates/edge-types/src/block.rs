@@ -49,6 +49,21 @@ impl Caller {
     }
 }
 
+/// Which sites a tenant's applications may run at (`tenant.sites`, operators only): a site
+/// selector every one of its applications' placement must also satisfy, so a tenant cannot
+/// place work on another customer's sites. Empty: any site.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TenantSites {
+    pub tenant: Name,
+    /// A site selector, as in `placement.sites` (e.g. `customer = acme`).
+    #[schemars(length(max = 1024))]
+    pub sites: String,
+}
+
+/// Prefix of the tenants' site policies in the hub's `apps` bucket.
+pub const TENANT_SITES_PREFIX: &str = "tenant-sites.";
+
 /// What a block applies to.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, JsonSchema)]
 #[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]

@@ -16,7 +16,7 @@ use serde_json::Value;
 use crate::alert::{Alert, AlertListReply};
 use crate::api::*;
 use crate::app::AppSpec;
-use crate::block::{BlockEvent, BlockListReply, BlockRequest, SiteHosts, SiteHostsChange};
+use crate::block::{BlockEvent, BlockListReply, BlockRequest, SiteHosts, SiteHostsChange, TenantSites};
 use crate::cluster::{Assignment, HostState, LeaderLease};
 use crate::desired::{DesiredApp, EventsWatermark};
 use crate::image::{ImageImport, ImageListReply, ImagePush, ImageRecord, SiteStaging};
@@ -110,6 +110,7 @@ messages!(
     BlockListReply,
     SiteHosts,
     SiteHostsChange,
+    TenantSites,
     LeafRenewal,
     LeafRenewed,
     SiteInvite,

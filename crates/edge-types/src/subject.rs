@@ -83,10 +83,11 @@ pub enum ApiOp {
     ImageList,
     BlockSet,
     BlockList,
+    TenantSites,
 }
 
 impl ApiOp {
-    pub const ALL: [ApiOp; 33] = [
+    pub const ALL: [ApiOp; 34] = [
         ApiOp::AppApply,
         ApiOp::AppList,
         ApiOp::AppGet,
@@ -120,6 +121,7 @@ impl ApiOp {
         ApiOp::ImageList,
         ApiOp::BlockSet,
         ApiOp::BlockList,
+        ApiOp::TenantSites,
     ];
 
     /// `(noun, verb)` of the operation.
@@ -158,6 +160,7 @@ impl ApiOp {
             ApiOp::ImageList => ("image", "list"),
             ApiOp::BlockSet => ("block", "set"),
             ApiOp::BlockList => ("block", "list"),
+            ApiOp::TenantSites => ("tenant", "sites"),
         }
     }
 

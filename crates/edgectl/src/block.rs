@@ -6,7 +6,9 @@ use anyhow::{Context, Result};
 use edge_auth::Authority;
 use edge_bus::api::request;
 use edge_types::api::Empty;
-use edge_types::block::{BlockEvent, BlockListReply, BlockRequest, BlockTarget, SiteHosts, SiteHostsChange};
+use edge_types::block::{
+    BlockEvent, BlockListReply, BlockRequest, BlockTarget, SiteHosts, SiteHostsChange, TenantSites,
+};
 use edge_types::join::InvitationList;
 use edge_types::subject::ApiOp;
 use edge_types::Name;
@@ -45,6 +47,13 @@ pub async fn tenant(cmd: TenantCommand, global: &Global) -> Result<()> {
             let tenants = open(global)?.tenants()?;
             let rows = tenants.iter().map(|t| vec![t.to_string()]).collect();
             print(global.output, &tenants, &["TENANT"], rows);
+        }
+        TenantCommand::Sites { tenant, selector } => {
+            let req = TenantSites { tenant: name("tenant", &tenant)?, sites: selector };
+            let client = connect(global).await?;
+            let r: TenantSites = request(&client, ApiOp::TenantSites, &req, REQUEST_TIMEOUT).await?;
+            let sites = if r.sites.trim().is_empty() { "any".to_string() } else { r.sites.clone() };
+            print(global.output, &r, &["TENANT", "SITES"], vec![vec![r.tenant.to_string(), sites]]);
         }
         TenantCommand::Block { tenant, reason } => block_tenant(global, &tenant, true, reason).await?,
         TenantCommand::Unblock { tenant, reason } => block_tenant(global, &tenant, false, reason).await?,

@@ -339,6 +339,10 @@ pub enum TenantCommand {
     User { tenant: String, name: String },
     /// The tenants the authority has made.
     List,
+    /// Which sites a tenant's applications may run at: a site selector (`customer = acme`)
+    /// every one of its applications' placement must also satisfy; `""` for any site. Its
+    /// applications are placed again at once.
+    Sites { tenant: String, selector: String },
     /// Block a tenant in one step: every user's credentials are revoked (connected ones are
     /// dropped), its applications stop at every site and their secrets are withdrawn;
     /// recorded in the AUDIT stream.

@@ -95,13 +95,18 @@ pub async fn plan(hub: &Hub, caller: &Caller, body: &[u8]) -> Result<PlanReply, 
     let unknown = |sel: &edge_types::selector::Selector, known: &BTreeSet<String>| -> Vec<String> {
         sel.terms().iter().map(|t| t.key().to_string()).filter(|k| !known.contains(k)).collect()
     };
+    let scope = hub.tenants.scope_of(&spec.tenant);
     let mut unknown_labels = unknown(&policy.sites, &known_site);
     unknown_labels.extend(unknown(&policy.hosts, &known_host).into_iter().map(|k| format!("hosts: {k}")));
     unknown_labels.dedup();
     let mut plans: Vec<SitePlan> = sites
         .iter()
         .map(|s| {
-            let fit = policy.explain(&spec, s, &hub.orders);
+            let mut fit = policy.explain(&spec, s, &hub.orders);
+            if !scope.admits(s, &hub.orders) {
+                fit.selected = false;
+                fit.reasons.insert(0, format!("not among the sites tenant {} may use", spec.tenant));
+            }
             let hosts = fit
                 .hosts
                 .iter()

@@ -62,13 +62,8 @@ impl Blocks {
     /// Waits (briefly) until this process sees the block stored at `revision`, so that what the
     /// request does next acts on it.
     async fn caught_up(&self, key: &str, revision: u64) {
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-        while self.0.snapshot().get(key).is_none_or(|e| e.revision < revision) {
-            if tokio::time::Instant::now() > deadline {
-                tracing::warn!(%key, "block not yet seen by this process's copy");
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
+        if !self.0.caught_up(key, revision, Duration::from_secs(5)).await {
+            tracing::warn!(%key, "block not yet seen by this process's copy");
         }
     }
 }
@@ -118,7 +113,7 @@ pub async fn list(hub: &Hub, body: &[u8]) -> Result<BlockListReply, ApiError> {
 
 /// Places a tenant's applications again: nowhere while it is blocked, where they belong once
 /// unblocked. Returns their names.
-async fn replace_tenant(hub: &Hub, tenant: &Name) -> Result<Vec<Name>, SchedulerError> {
+pub(crate) async fn replace_tenant(hub: &Hub, tenant: &Name) -> Result<Vec<Name>, SchedulerError> {
     let sites = all_sites(hub).await?;
     let mut apps = Vec::new();
     for (_, r) in kv::list::<AppRecord>(&hub.buckets.apps, "app.").await? {

@@ -16,6 +16,7 @@ pub mod rollout;
 pub mod rollout_api;
 pub mod sites;
 pub mod sources;
+pub mod tenants;
 pub mod watermark;
 pub mod writer;
 
@@ -69,6 +70,8 @@ pub struct Hub {
     pub sourced: Arc<dashmap::DashSet<Name>>,
     /// Tenants, sites and hosts blocked by operators (`block.set`).
     pub blocks: blocks::Blocks,
+    /// Which sites each tenant may use (`tenant.sites`).
+    pub tenants: tenants::TenantPolicies,
     /// Renews sites' leaf-link credentials, when given the control account's signer.
     pub renewer: Option<Arc<edge_auth::leaf::Renewer>>,
 }
@@ -101,8 +104,11 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Sche
     };
     let blocks = blocks::Blocks::follow(buckets.apps.clone(), shutdown.clone());
     blocks.loaded().await;
+    let tenants = tenants::TenantPolicies::follow(buckets.apps.clone(), shutdown.clone());
+    tenants.loaded().await;
     let hub = Hub {
         blocks,
+        tenants,
         renewer,
         js,
         buckets,
@@ -205,6 +211,7 @@ async fn handle(hub: &Hub, op: ApiOp, req: &async_nats::service::Request) {
         ApiOp::SiteRotateKey => reply_counted(f, op, req, sites::rotate_key(hub, body).await).await,
         ApiOp::BlockSet => reply_counted(f, op, req, blocks::set(hub, body).await).await,
         ApiOp::BlockList => reply_counted(f, op, req, blocks::list(hub, body).await).await,
+        ApiOp::TenantSites => reply_counted(f, op, req, tenants::set(hub, body).await).await,
         other => unreachable!("{other:?} belongs to the {} service; no endpoint is registered here", other.service()),
     }
 }

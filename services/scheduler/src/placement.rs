@@ -33,7 +33,10 @@ pub fn matching(hub: &Hub, spec: &AppSpec, policy: &Policy, sites: &[SiteRecord]
     if hub.blocks.tenant_blocked(&spec.tenant) {
         return Vec::new();
     }
-    select_sites(spec, policy, &hub.orders, sites)
+    // Only among the sites the tenant may use (`tenant.sites`).
+    let scope = hub.tenants.scope_of(&spec.tenant);
+    let allowed: Vec<SiteRecord> = sites.iter().filter(|s| scope.admits(s, &hub.orders)).cloned().collect();
+    select_sites(spec, policy, &hub.orders, &allowed)
 }
 
 /// Every selected site must have, among the hosts the app may use there, one of an architecture
@@ -138,7 +141,9 @@ async fn place_in_span(hub: &Hub, record: &AppRecord, sites: &[SiteRecord]) -> R
 pub async fn place_on_site(hub: &Hub, record: &AppRecord, site: &SiteRecord) -> Result<(), SchedulerError> {
     let app = &record.spec.name;
     let policy = policy_of(record)?;
-    let matches = !hub.blocks.tenant_blocked(&record.spec.tenant) && policy.selects(&record.spec, site, &hub.orders);
+    let matches = !hub.blocks.tenant_blocked(&record.spec.tenant)
+        && hub.tenants.scope_of(&record.spec.tenant).admits(site, &hub.orders)
+        && policy.selects(&record.spec, site, &hub.orders);
     let placed = record.sites.contains(&site.site);
     if matches || placed {
         let orders = policy.host_orders(&hub.orders);
