@@ -5,7 +5,6 @@
 
 mod support;
 
-use std::process::Command;
 use std::time::Duration;
 
 use anyhow::{ensure, Result};
@@ -145,28 +144,9 @@ fn leaf_jwt(creds: &edge_auth::Creds) -> String {
     creds.jwt.clone()
 }
 
-/// The field a refused request names.
-fn refused_at<T: std::fmt::Debug>(r: Result<T, edge_bus::api::RequestError>) -> String {
-    match r {
-        Err(edge_bus::api::RequestError::Api(e)) => e.pointer.unwrap_or_default(),
-        other => panic!("expected a refusal, got {other:?}"),
-    }
-}
-
-/// `edgectl ARGS...` as an operator runs it, against `hub`'s authority; its standard output.
-fn edgectl(hub: &NatsServer, args: &[&str]) -> Result<String> {
-    let out = Command::new(support::bin_dir().join("edgectl"))
-        .args(["--server", &hub.url(), "--auth-dir"])
-        .arg(hub.authority().dir())
-        .args(args)
-        .output()?;
-    ensure!(out.status.success(), "edgectl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
-    Ok(String::from_utf8(out.stdout)?)
-}
-
 /// `edgectl site block|unblock` as an operator runs it.
 fn edgectl_site(hub: &NatsServer, verb: &str, site: &Name) -> Result<()> {
-    edgectl(hub, &["site", verb, site.as_str(), "--reason", "host stolen"]).map(|_| ())
+    support::edgectl(hub, &["site", verb, site.as_str(), "--reason", "host stolen"]).map(|_| ())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -219,7 +199,7 @@ async fn a_blocked_site_is_cut_off_stays_out_and_keeps_running_locally() -> Resu
     let other = hub_server.authority().site(&Name::new("shop-other")?)?;
     let other = edge_auth::Creds::parse(&std::fs::read_to_string(&other.leaf_creds)?)?;
     let thief = edge_auth::Creds { jwt: leaf.jwt.clone(), seed: other.seed };
-    assert_eq!(refused_at(renew(thief).await), "/signature");
+    assert_eq!(support::refused_at(renew(thief).await), "/signature");
     // The enrolment credential opens nothing else.
     assert!(edge_bus::api::request::<_, BlockListReply>(&enrol, ApiOp::BlockList, &Empty {}, Duration::from_secs(2))
         .await
@@ -227,7 +207,7 @@ async fn a_blocked_site_is_cut_off_stays_out_and_keeps_running_locally() -> Resu
 
     edgectl_site(&hub_server, "block", &site)?;
     // A blocked site renews nothing; the refusal is audited.
-    assert_eq!(refused_at(renew(leaf.clone()).await), "/site");
+    assert_eq!(support::refused_at(renew(leaf.clone()).await), "/site");
     let refusal = edge_bus::topology::hub_js(&hub)
         .get_stream("AUDIT")
         .await?
@@ -357,14 +337,14 @@ async fn a_rotated_credential_replaces_the_old_which_is_then_revoked() -> Result
 
     // Rotated: the new credential is in the same file; the old one still works, so the service
     // can be restarted with the new one first.
-    let rotated = edgectl(&hub, &["auth", "rotate", "probe"])?;
+    let rotated = support::edgectl(&hub, &["auth", "rotate", "probe"])?;
     assert_eq!(rotated.trim(), path.display().to_string());
     ensure!(std::fs::read(&path)? != std::fs::read(old.path())?, "a new credential");
     connect(path.clone()).await?;
     connect(old.path().to_path_buf()).await?;
 
     // Then the previous key is revoked at the hub.
-    edgectl(&hub, &["auth", "rotate", "probe", "--revoke-previous"])?;
+    support::edgectl(&hub, &["auth", "rotate", "probe", "--revoke-previous"])?;
     assert!(connect(old.path().to_path_buf()).await.is_err(), "the previous credential is refused");
     connect(path).await?;
     Ok(())

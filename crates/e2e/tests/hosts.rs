@@ -241,17 +241,6 @@ async fn a_dead_leader_is_replaced_without_restarting_anything() -> Result<()> {
     Ok(())
 }
 
-/// `edgectl host block|unblock` as an operator runs it.
-fn edgectl_host(stack: &Stack, verb: &str, site: &edge_types::Name, host: &str) -> Result<()> {
-    let out = std::process::Command::new(support::bin_dir().join("edgectl"))
-        .args(["--server", &stack.hub.url(), "--auth-dir"])
-        .arg(stack.hub.authority().dir())
-        .args(["host", verb, site.as_str(), host, "--reason", "stolen"])
-        .output()?;
-    anyhow::ensure!(out.status.success(), "edgectl host {verb}: {}", String::from_utf8_lossy(&out.stderr));
-    Ok(())
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_blocked_hosts_workloads_move_and_it_runs_nothing_until_unblocked() -> Result<()> {
     let (stack, site, app) = two_replicas_on_three_hosts(steady).await?;
@@ -259,7 +248,7 @@ async fn a_blocked_hosts_workloads_move_and_it_runs_nothing_until_unblocked() ->
     let victim = before[0].host.clone();
 
     // One step: the host's replica moves to the free host, the other replica is not touched.
-    edgectl_host(&stack, "block", &site, &victim)?;
+    support::edgectl(&stack.hub, &["host", "block", site.as_str(), &victim, "--reason", "stolen"])?;
     wait_moved(&stack, &site, &app, &before, &victim).await?;
     let summary = stack.site_summary(0).await?;
     assert_eq!(summary.blocked_hosts.iter().map(|h| h.as_str()).collect::<Vec<_>>(), [victim.as_str()]);
@@ -273,7 +262,7 @@ async fn a_blocked_hosts_workloads_move_and_it_runs_nothing_until_unblocked() ->
 
     // Unblocked, it may run workloads again, but nothing running moves back.
     let placed = stack.containers(&site, &app).await?;
-    edgectl_host(&stack, "unblock", &site, &victim)?;
+    support::edgectl(&stack.hub, &["host", "unblock", site.as_str(), &victim, "--reason", "stolen"])?;
     stack
         .eventually("the site list shows no blocked host", || async {
             Ok(stack.site_summary(0).await?.blocked_hosts.is_empty())
@@ -284,18 +273,6 @@ async fn a_blocked_hosts_workloads_move_and_it_runs_nothing_until_unblocked() ->
     for c in &placed {
         assert!(now.iter().any(|n| n.id == c.id && n.started_at == c.started_at), "{c:?} was restarted");
     }
-    Ok(())
-}
-
-/// `edgectl host VERB SITE HOSTS...`.
-fn edgectl_hosts(stack: &Stack, verb: &str, site: &edge_types::Name, hosts: &[&str]) -> Result<()> {
-    let out = std::process::Command::new(support::bin_dir().join("edgectl"))
-        .args(["--server", &stack.hub.url(), "--auth-dir"])
-        .arg(stack.hub.authority().dir())
-        .args(["host", verb, site.as_str()])
-        .args(hosts)
-        .output()?;
-    anyhow::ensure!(out.status.success(), "edgectl host {verb}: {}", String::from_utf8_lossy(&out.stderr));
     Ok(())
 }
 
@@ -330,7 +307,7 @@ async fn unknown_hosts_are_rejected_and_listed_until_approved() -> Result<()> {
     // The operator declares the site's hosts: h3 is not among them, so it is rejected (its
     // replica stops) and listed; the others are not touched.
     let before = stack.containers(&site, &app).await?;
-    edgectl_hosts(&stack, "approve", &site, &["h1", "h2"])?;
+    support::edgectl(&stack.hub, &["host", "approve", site.as_str(), "h1", "h2"])?;
     wait_on_hosts(&stack, &site, &app, &["h1", "h2"]).await?;
     let summary = stack.site_summary(0).await?;
     assert_eq!(summary.unknown_hosts.iter().map(|h| h.as_str()).collect::<Vec<_>>(), ["h3"]);
@@ -340,7 +317,7 @@ async fn unknown_hosts_are_rejected_and_listed_until_approved() -> Result<()> {
     }
 
     // Approved, it runs its replica again.
-    edgectl_hosts(&stack, "approve", &site, &["h3"])?;
+    support::edgectl(&stack.hub, &["host", "approve", site.as_str(), "h3"])?;
     wait_on_hosts(&stack, &site, &app, &["h1", "h2", "h3"]).await?;
     assert!(stack.site_summary(0).await?.unknown_hosts.is_empty());
     Ok(())

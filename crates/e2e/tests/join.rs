@@ -7,7 +7,6 @@
 mod support;
 
 use std::path::Path;
-use std::process::Command;
 use std::time::Duration;
 
 use anyhow::{ensure, Result};
@@ -18,16 +17,6 @@ use edge_types::join::{InvitationList, JoinAction, JoinEvent, SiteJoin, SiteJoin
 use edge_types::subject::ApiOp;
 use edge_types::Name;
 use tokio_util::sync::CancellationToken;
-
-fn edgectl(hub: &NatsServer, args: &[&str]) -> Result<String> {
-    let out = Command::new(support::bin_dir().join("edgectl"))
-        .args(["--server", &hub.url(), "--auth-dir"])
-        .arg(hub.authority().dir())
-        .args(args)
-        .output()?;
-    ensure!(out.status.success(), "edgectl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
-    Ok(String::from_utf8(out.stdout)?)
-}
 
 async fn eventually<F, Fut>(what: &str, mut check: F) -> Result<()>
 where
@@ -51,13 +40,6 @@ async fn join_as_stranger(enrol: &async_nats::Client, site: &Name, token: &str) 
     let (public_key, signature) = edge_auth::leaf::sign_join(&seed, site, at_ms).unwrap();
     let req = SiteJoin { site: site.clone(), token: token.into(), public_key, at_ms, signature };
     request_as_site(enrol, ApiOp::SiteJoin, site, &req, Duration::from_secs(5)).await
-}
-
-fn refused_at(r: Result<SiteJoined, RequestError>) -> String {
-    match r {
-        Err(RequestError::Api(e)) => e.pointer.unwrap_or_default(),
-        other => panic!("expected a refusal, got {other:?}"),
-    }
 }
 
 fn site_manager(site: &Name, leaf: &NatsServer, bundle: &Path, hub: &NatsServer, dir: &Path) -> site_manager::Config {
@@ -88,7 +70,8 @@ async fn a_new_site_joins_with_its_one_time_token_once_approved() -> Result<()> 
 
     // The operator invites the site: its bundle has a token and no leaf-link credential.
     let site = Name::new(edge_testkit::unique("join"))?;
-    let bundle = std::path::PathBuf::from(edgectl(&hub_server, &["site", "add", site.as_str(), "--join"])?.trim());
+    let bundle =
+        std::path::PathBuf::from(support::edgectl(&hub_server, &["site", "add", site.as_str(), "--join"])?.trim());
     ensure!(!bundle.join("leaf.creds").exists() && bundle.join("token").exists());
     let token = std::fs::read_to_string(bundle.join("token"))?;
 
@@ -111,13 +94,13 @@ async fn a_new_site_joins_with_its_one_time_token_once_approved() -> Result<()> 
     let enrol =
         edge_bus::connect(&edge_bus::Endpoint::new(hub_server.url(), Some(bundle.join("enrol.creds"))), "t", false)
             .await?;
-    assert_eq!(refused_at(join_as_stranger(&enrol, &site, token.trim()).await), "/token");
-    assert_eq!(refused_at(join_as_stranger(&enrol, &site, "AAAAAAAAAAAAAAAAAAAAAAAA").await), "/token");
+    assert_eq!(support::refused_at(join_as_stranger(&enrol, &site, token.trim()).await), "/token");
+    assert_eq!(support::refused_at(join_as_stranger(&enrol, &site, "AAAAAAAAAAAAAAAAAAAAAAAA").await), "/token");
     let uninvited = Name::new(edge_testkit::unique("nobody"))?;
-    assert_eq!(refused_at(join_as_stranger(&enrol, &uninvited, token.trim()).await), "/site");
+    assert_eq!(support::refused_at(join_as_stranger(&enrol, &uninvited, token.trim()).await), "/site");
 
     // Approved: the site receives its credential, links and calls home.
-    edgectl(&hub_server, &["site", "approve", site.as_str()])?;
+    support::edgectl(&hub_server, &["site", "approve", site.as_str()])?;
     eventually("the approved site links and registers", || async {
         let sites: SiteListReply = request(&hub, ApiOp::SiteList, &Empty {}, Duration::from_secs(5)).await?;
         Ok(sites.sites.iter().any(|s| s.site == site && s.connected))
@@ -129,7 +112,7 @@ async fn a_new_site_joins_with_its_one_time_token_once_approved() -> Result<()> 
     ensure!(!bundle.join("token").exists(), "the spent token is removed from the site");
 
     // A joined site is blocked in one step too (its key is the one it joined with).
-    edgectl(&hub_server, &["site", "block", site.as_str(), "--reason", "test"])?;
+    support::edgectl(&hub_server, &["site", "block", site.as_str(), "--reason", "test"])?;
     eventually("the blocked site is cut off", || async {
         let sites: SiteListReply = request(&hub, ApiOp::SiteList, &Empty {}, Duration::from_secs(5)).await?;
         Ok(sites.sites.iter().any(|s| s.site == site && s.blocked && !s.connected))

@@ -6,10 +6,9 @@
 mod support;
 
 use std::path::PathBuf;
-use std::process::Command;
 use std::time::Duration;
 
-use anyhow::{ensure, Result};
+use anyhow::Result;
 use edge_bus::api::{request, RequestError};
 use edge_types::api::{AppListReply, AppRecord, ApplyReply, DeleteReply, Empty, ErrorCode};
 use edge_types::secret::{SecretInfo, SecretListReply};
@@ -17,17 +16,6 @@ use edge_types::subject::ApiOp;
 use support::{sleeper, Stack};
 
 const T: Duration = Duration::from_secs(20);
-
-/// `edgectl ARGS...` against the stack's hub and authority; its standard output.
-fn edgectl(stack: &Stack, args: &[&str]) -> Result<String> {
-    let out = Command::new(support::bin_dir().join("edgectl"))
-        .args(["--server", &stack.hub.url(), "--auth-dir"])
-        .arg(stack.hub.authority().dir())
-        .args(args)
-        .output()?;
-    ensure!(out.status.success(), "edgectl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
-    Ok(String::from_utf8(out.stdout)?)
-}
 
 async fn connect(stack: &Stack, creds: &std::path::Path) -> Result<async_nats::Client> {
     let endpoint = edge_bus::Endpoint::new(stack.hub.url(), Some(creds.to_path_buf()));
@@ -53,8 +41,8 @@ async fn tenants_see_and_change_only_their_own_and_a_blocked_tenant_stops_everyw
     let stack = Stack::start(&[&[]]).await?;
     let site = stack.site(0).clone();
     let (t1, t2) = (edge_testkit::unique("t1"), edge_testkit::unique("t2"));
-    let t1_creds = PathBuf::from(edgectl(&stack, &["tenant", "add", &t1])?.trim());
-    let t2_creds = PathBuf::from(edgectl(&stack, &["tenant", "add", &t2])?.trim());
+    let t1_creds = PathBuf::from(support::edgectl(&stack.hub, &["tenant", "add", &t1])?.trim());
+    let t2_creds = PathBuf::from(support::edgectl(&stack.hub, &["tenant", "add", &t2])?.trim());
     let (one, two) = (connect(&stack, &t1_creds).await?, connect(&stack, &t2_creds).await?);
 
     // Tenant 1 stores a secret and runs an app that uses it, naming no tenant anywhere.
@@ -112,7 +100,7 @@ async fn tenants_see_and_change_only_their_own_and_a_blocked_tenant_stops_everyw
     // Blocking tenant 1: its credentials stop working, its app stops, its secret is withdrawn.
     let before = stack.containers(&site, &app).await?;
     assert_eq!(before.len(), 1);
-    edgectl(&stack, &["tenant", "block", &t1, "--reason", "contract ended"])?;
+    support::edgectl(&stack.hub, &["tenant", "block", &t1, "--reason", "contract ended"])?;
     assert!(connect(&stack, &t1_creds).await.is_err(), "a blocked tenant's user is refused");
     stack
         .eventually("the blocked tenant's app stops", || async { Ok(stack.containers(&site, &app).await?.is_empty()) })
@@ -131,7 +119,7 @@ async fn tenants_see_and_change_only_their_own_and_a_blocked_tenant_stops_everyw
     let _: AppListReply = request(&two, ApiOp::AppList, &Empty {}, T).await?;
 
     // Unblocked: its users connect again and its app runs again.
-    edgectl(&stack, &["tenant", "unblock", &t1])?;
+    support::edgectl(&stack.hub, &["tenant", "unblock", &t1])?;
     let one = connect(&stack, &t1_creds).await?;
     stack.wait_running(&[&site], &app, 1).await?;
     let mine: AppListReply = request(&one, ApiOp::AppList, &Empty {}, T).await?;
@@ -144,8 +132,8 @@ async fn a_tenant_runs_only_at_the_sites_it_may_use() -> Result<()> {
     let stack = Stack::start(&[&[("customer", "acme")], &[("customer", "globex")]]).await?;
     let (acme, globex) = (stack.site(0).clone(), stack.site(1).clone());
     let tenant = edge_testkit::unique("acme");
-    let creds = PathBuf::from(edgectl(&stack, &["tenant", "add", &tenant])?.trim());
-    edgectl(&stack, &["tenant", "sites", &tenant, "customer = acme"])?;
+    let creds = PathBuf::from(support::edgectl(&stack.hub, &["tenant", "add", &tenant])?.trim());
+    support::edgectl(&stack.hub, &["tenant", "sites", &tenant, "customer = acme"])?;
     let client = connect(&stack, &creds).await?;
 
     // The tenant asks for every site; it gets only those it may use.
@@ -161,7 +149,7 @@ async fn a_tenant_runs_only_at_the_sites_it_may_use() -> Result<()> {
     assert!(!other.selected && other.reasons.iter().any(|r| r.contains("tenant")), "{other:?}");
 
     // Widened: placed again at once.
-    edgectl(&stack, &["tenant", "sites", &tenant, ""])?;
+    support::edgectl(&stack.hub, &["tenant", "sites", &tenant, ""])?;
     stack.wait_running(&[&acme, &globex], &app, 1).await?;
     Ok(())
 }

@@ -438,19 +438,12 @@ impl Authority {
         Ok(claims.sub)
     }
 
-    /// Revokes (`true`) or reinstates (`false`) the leaf link of `site` in the control
-    /// account, re-signs the account and returns its new JWT, which the hub must be given
-    /// ([`edge_bus::claims::push_account_jwt`]): then the hub drops the site's leaf
-    /// connection and refuses it until reinstated. `hub-auth.conf` is rewritten too, so a hub
-    /// started from it knows the revocation.
-    pub fn set_site_revoked(&mut self, site: &Name, revoked: bool) -> Result<String, AuthError> {
-        let user = self.site_leaf_user(site)?;
-        self.set_user_revoked(&user, revoked)
-    }
-
-    /// Revokes (or reinstates) a user of the control account by its public key: a site's leaf
-    /// link (a site that joined by call-home, whose key only it and its invitation know), or a
-    /// rotated control-plane user's previous key.
+    /// Revokes (`true`) or reinstates (`false`) a user of the control account by its public
+    /// key (a site's leaf link, [`Authority::site_leaf_user`] or its invitation's joined key; a
+    /// rotated control-plane user's previous key), re-signs the account and returns its new
+    /// JWT, which the hub must be given ([`edge_bus::claims::push_account_jwt`]): then the hub
+    /// drops the user's connections and refuses them until reinstated. `hub-auth.conf` is
+    /// rewritten too, so a hub started from it knows the revocation.
     pub fn set_user_revoked(&mut self, user: &str, revoked: bool) -> Result<String, AuthError> {
         if nkeys::KeyPair::from_public_key(user).is_err() || !user.starts_with('U') {
             return Err(AuthError::Invalid(format!("{user:?} is not a user's public key")));
@@ -467,13 +460,6 @@ impl Authority {
         self.save_account(&self.control)?;
         self.write_hub_conf()?;
         Ok(self.control.jwt.clone())
-    }
-
-    /// Whether the leaf link of `site` is revoked.
-    pub fn site_revoked(&self, site: &Name) -> Result<bool, AuthError> {
-        let user = self.site_leaf_user(site)?;
-        let claims: Claims<claims::Account> = jwt::decode(&self.control.jwt)?;
-        Ok(claims.nats.revocations.contains_key(&user))
     }
 
     /// The bundle of `site`: made on first call, the same files after.

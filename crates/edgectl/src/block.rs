@@ -74,16 +74,14 @@ async fn block_tenant(global: &Global, tenant: &str, blocked: bool, reason: Opti
 pub async fn site(global: &Global, site: &str, blocked: bool, reason: Option<String>) -> Result<()> {
     let site = name("site", site)?;
     let mut authority = open(global)?;
-    let jwt = match authority.site_leaf_user(&site) {
-        Ok(_) => authority.set_site_revoked(&site, blocked)?,
+    let key = match authority.site_leaf_user(&site) {
+        Ok(key) => key,
         // A site that joined by call-home: its key is the one its invitation recorded.
-        Err(_) => {
-            let key = joined_key(global, &site)
-                .await?
-                .with_context(|| format!("site {site} has no bundle here and has not joined"))?;
-            authority.set_user_revoked(&key, blocked)?
-        }
+        Err(_) => joined_key(global, &site)
+            .await?
+            .with_context(|| format!("site {site} has no bundle here and has not joined"))?,
     };
+    let jwt = authority.set_user_revoked(&key, blocked)?;
     push(global, &authority, &[jwt]).await?;
     set(global, BlockTarget::Site { site }, blocked, reason).await
 }

@@ -7,6 +7,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use edge_bus::kv::{self, Change};
+use edge_bus::mirror::Mirror;
 use edge_types::api::ApiError;
 use edge_types::block::{SiteHosts, SiteHostsChange};
 use edge_types::join::JoinAction;
@@ -22,10 +23,28 @@ fn key(site: &Name) -> String {
     format!("{PREFIX}{site}")
 }
 
-/// The approved hosts of every site that has a list.
-pub async fn approved(hub: &Hub) -> Result<BTreeMap<Name, BTreeSet<Name>>, SchedulerError> {
-    let all = kv::list::<SiteHosts>(&hub.buckets.apps, PREFIX).await?;
-    Ok(all.into_iter().filter_map(|(_, l)| Some((l.site, l.allowed?.into_iter().collect()))).collect())
+/// The sites' approved hosts (`hosts.<site>` in `edge_apps`, the list in `allowed`), as this
+/// process last read them: placement consults them on every pass, without a KV read.
+#[derive(Clone)]
+pub struct HostLists(Mirror<SiteHosts>);
+
+impl HostLists {
+    pub fn follow(kv: async_nats::jetstream::kv::Store, shutdown: tokio_util::sync::CancellationToken) -> Self {
+        Self(Mirror::follow_prefix(kv, PREFIX, Default::default(), shutdown))
+    }
+
+    pub async fn loaded(&self) {
+        self.0.loaded().await
+    }
+
+    /// The approved hosts of every site that has a list.
+    pub fn approved(&self) -> BTreeMap<Name, BTreeSet<Name>> {
+        self.0
+            .snapshot()
+            .into_values()
+            .filter_map(|e| Some((e.value.site, e.value.allowed?.into_iter().collect())))
+            .collect()
+    }
 }
 
 /// The hosts of `record` that may run workloads, as placement sees them.
@@ -48,7 +67,8 @@ pub fn unknown(record: &SiteRecord, approved: Option<&BTreeSet<Name>>) -> Vec<Na
 
 /// The site's host policy now.
 async fn current(hub: &Hub, site: &Name) -> Result<SiteHosts, SchedulerError> {
-    // `hosts.<site>` holds the approved hosts (in `allowed`).
+    // `hosts.<site>` holds the approved hosts (in `allowed`); read from the bucket, as the
+    // request that changed it may have just written it.
     let allowed = kv::get::<SiteHosts>(&hub.buckets.apps, &key(site)).await?.and_then(|(l, _)| l.allowed);
     Ok(SiteHosts {
         site: site.clone(),
@@ -101,6 +121,12 @@ pub async fn change(hub: &Hub, body: &[u8]) -> Result<SiteHosts, ApiError> {
     .await
     .map_err(SchedulerError::from)?;
     let record = publish(hub, &site).await?;
+    let revision = hub.buckets.apps.entry(&key(&site)).await.map_err(SchedulerError::js)?.map(|e| e.revision);
+    if let Some(revision) = revision {
+        if !hub.host_lists.0.caught_up(&key(&site), revision, std::time::Duration::from_secs(5)).await {
+            tracing::warn!(%site, "approved hosts not yet seen by this process's copy");
+        }
+    }
     crate::sites::replace_site(hub, &site).await?;
     let actor = req.actor.clone().unwrap_or_else(|| "unknown".into());
     let detail = format!("hosts approved {:?} removed {:?} any {}", req.approve, req.remove, req.any);

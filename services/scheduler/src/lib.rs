@@ -72,6 +72,8 @@ pub struct Hub {
     pub blocks: blocks::Blocks,
     /// Which sites each tenant may use (`tenant.sites`).
     pub tenants: tenants::TenantPolicies,
+    /// The sites' approved hosts (`site.hosts`).
+    pub host_lists: hosts::HostLists,
     /// Renews sites' leaf-link credentials, when given the control account's signer.
     pub renewer: Option<Arc<edge_auth::leaf::Renewer>>,
 }
@@ -106,9 +108,12 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Sche
     blocks.loaded().await;
     let tenants = tenants::TenantPolicies::follow(buckets.apps.clone(), shutdown.clone());
     tenants.loaded().await;
+    let host_lists = hosts::HostLists::follow(buckets.apps.clone(), shutdown.clone());
+    host_lists.loaded().await;
     let hub = Hub {
         blocks,
         tenants,
+        host_lists,
         renewer,
         js,
         buckets,

@@ -18,7 +18,7 @@ async fn registered(hub: &Hub) -> Result<Vec<SiteRecord>, SchedulerError> {
 /// Every registered site with the hosts that may run workloads (`hosts::usable`): what
 /// placement sees.
 pub async fn all_sites(hub: &Hub) -> Result<Vec<SiteRecord>, SchedulerError> {
-    let approved = crate::hosts::approved(hub).await?;
+    let approved = hub.host_lists.approved();
     Ok(registered(hub).await?.iter().map(|s| crate::hosts::usable(hub, s, approved.get(&s.site))).collect())
 }
 
@@ -41,8 +41,7 @@ pub async fn place_all(hub: &Hub) -> Result<(), SchedulerError> {
 
 /// Re-places every application for one site (counting only its usable hosts).
 async fn place_site(hub: &Hub, site: &SiteRecord) -> Result<(), SchedulerError> {
-    let approved = crate::hosts::approved(hub).await?;
-    let site = crate::hosts::usable(hub, site, approved.get(&site.site));
+    let site = crate::hosts::usable(hub, site, hub.host_lists.approved().get(&site.site));
     for (_, r) in kv::list::<AppRecord>(&hub.buckets.apps, "app.").await? {
         placement::place_on_site(hub, &r, &site).await?;
     }
@@ -208,7 +207,7 @@ pub async fn label(hub: &Hub, body: &[u8]) -> Result<SiteRecord, ApiError> {
 pub async fn list(hub: &Hub, body: &[u8]) -> Result<SiteListReply, ApiError> {
     let _: Empty = decode(body).map_err(edge_bus::api::invalid)?;
     let apps = kv::list::<AppRecord>(&hub.buckets.apps, "app.").await.map_err(SchedulerError::from)?;
-    let approved = crate::hosts::approved(hub).await?;
+    let approved = hub.host_lists.approved();
     let mut sites: Vec<SiteSummary> = registered(hub)
         .await?
         .into_iter()

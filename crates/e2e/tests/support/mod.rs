@@ -584,6 +584,26 @@ pub fn sleeper(name: &str, selector: &str, image: &str, env: &[(&str, &str)]) ->
     })
 }
 
+/// `edgectl ARGS...` as an operator runs it, against `hub` and its authority; its standard
+/// output.
+pub fn edgectl(hub: &NatsServer, args: &[&str]) -> Result<String> {
+    let out = std::process::Command::new(bin_dir().join("edgectl"))
+        .args(["--server", &hub.url(), "--auth-dir"])
+        .arg(hub.authority().dir())
+        .args(args)
+        .output()?;
+    anyhow::ensure!(out.status.success(), "edgectl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    Ok(String::from_utf8(out.stdout)?)
+}
+
+/// The field a refused request names (its `pointer`); panics if the request was not refused.
+pub fn refused_at<T: std::fmt::Debug>(r: Result<T, RequestError>) -> String {
+    match r {
+        Err(RequestError::Api(e)) => e.pointer.unwrap_or_default(),
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+}
+
 /// The scheduler as tests run it, against `hub` (stopped when the token is cancelled).
 pub fn run_scheduler(hub: &NatsServer) -> (CancellationToken, JoinHandle<()>) {
     let mut config = scheduler::Config::new(hub.url());
