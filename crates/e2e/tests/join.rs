@@ -38,7 +38,7 @@ async fn join_as_stranger(enrol: &async_nats::Client, site: &Name, token: &str) 
     let seed = edge_auth::leaf::new_key_seed().unwrap();
     let at_ms = edge_bus::time::now_ms();
     let (public_key, signature) = edge_auth::leaf::sign_join(&seed, site, at_ms).unwrap();
-    let req = SiteJoin { site: site.clone(), token: token.into(), public_key, at_ms, signature };
+    let req = SiteJoin { site: site.clone(), host: None, token: token.into(), public_key, at_ms, signature };
     request_as_site(enrol, ApiOp::SiteJoin, site, &req, Duration::from_secs(5)).await
 }
 
@@ -57,16 +57,21 @@ fn site_manager(site: &Name, leaf: &NatsServer, bundle: &Path, hub: &NatsServer,
     c
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_new_site_joins_with_its_one_time_token_once_approved() -> Result<()> {
+/// A hub with the scheduler answering, and an operator's client.
+async fn hub_with_scheduler() -> Result<(NatsServer, async_nats::Client, tokio_util::sync::DropGuard)> {
     let hub_server = NatsServer::hub().await?;
     let (scheduler, _running) = support::run_scheduler(&hub_server);
-    let _stop = scheduler.drop_guard();
     let hub = hub_server.connect().await?;
-    let invites = || request::<_, InvitationList>(&hub, ApiOp::SiteInvites, &Empty {}, Duration::from_secs(5));
-    while invites().await.is_err() {
+    while request::<_, InvitationList>(&hub, ApiOp::SiteInvites, &Empty {}, Duration::from_secs(5)).await.is_err() {
         tokio::time::sleep(Duration::from_millis(100)).await; // the scheduler is starting
     }
+    Ok((hub_server, hub, scheduler.drop_guard()))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_new_site_joins_with_its_one_time_token_once_approved() -> Result<()> {
+    let (hub_server, hub, _stop) = hub_with_scheduler().await?;
+    let invites = || request::<_, InvitationList>(&hub, ApiOp::SiteInvites, &Empty {}, Duration::from_secs(5));
 
     // The operator invites the site: its bundle has a token and no leaf-link credential.
     let site = Name::new(edge_testkit::unique("join"))?;
@@ -136,5 +141,116 @@ async fn a_new_site_joins_with_its_one_time_token_once_approved() -> Result<()> 
     }
     manager.cancel();
     let _ = run.await;
+    Ok(())
+}
+
+/// A host's join with `token` by a key of its own (not the invited host's).
+async fn host_join_as_stranger(
+    enrol: &async_nats::Client,
+    site: &Name,
+    host: &Name,
+    token: &str,
+) -> Result<SiteJoined, RequestError> {
+    let seed = edge_auth::leaf::new_key_seed().unwrap();
+    let at_ms = edge_bus::time::now_ms();
+    let (public_key, signature) = edge_auth::host::sign_join(&seed, site, host, at_ms).unwrap();
+    let req =
+        SiteJoin { site: site.clone(), host: Some(host.clone()), token: token.into(), public_key, at_ms, signature };
+    request_as_site(enrol, ApiOp::SiteJoin, site, &req, Duration::from_secs(5)).await
+}
+
+/// Whether a client can open a session at `server` with `creds`.
+async fn connects(server: &NatsServer, creds: &Path) -> bool {
+    let opts = async_nats::ConnectOptions::with_credentials_file(creds).await.expect("creds file");
+    match tokio::time::timeout(Duration::from_secs(5), opts.max_reconnects(1).connect(server.url())).await {
+        Ok(Ok(c)) => {
+            // Authorization errors arrive after the handshake: a round trip shows them.
+            c.flush().await.is_ok() && c.connection_state() == async_nats::connection::State::Connected
+        }
+        _ => false,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_host_joins_with_its_own_key_and_blocking_it_revokes_that_key_at_the_site() -> Result<()> {
+    let (hub_server, hub, _stop) = hub_with_scheduler().await?;
+    let invites = || request::<_, InvitationList>(&hub, ApiOp::SiteInvites, &Empty {}, Duration::from_secs(5));
+
+    // A running site: its first host on the site's shared credential, with the site's system
+    // user (it gives the leaf server the site account's revocations when it leads).
+    let site = Name::new(edge_testkit::unique("hostjoin"))?;
+    let leaf = NatsServer::leaf(site.as_str(), &hub_server).await?;
+    let bundle = hub_server.authority().site(&site)?;
+    let dir = tempfile::tempdir()?;
+    let manager = CancellationToken::new();
+    let _stop_manager = manager.clone().drop_guard();
+    let mut first = site_manager(&site, &leaf, &bundle.dir, &hub_server, &dir.path().join("h1"));
+    first.join_token = None;
+    first.sys_creds = Some(bundle.sys_creds.clone());
+    let run1 = tokio::spawn(site_manager::run(first, manager.clone()));
+
+    // The site's system user opens nothing at the hub.
+    ensure!(!connects(&hub_server, &bundle.sys_creds).await, "a site's system user is refused at the hub");
+
+    // The operator invites host-2: a directory with its one-time token.
+    let host = Name::new("host-2")?;
+    let host_dir =
+        std::path::PathBuf::from(support::edgectl(&hub_server, &["host", "invite", site.as_str(), "host-2"])?.trim());
+    let token = std::fs::read_to_string(host_dir.join("token"))?;
+    let host_creds = dir.path().join("h2").join("host.creds");
+    std::fs::create_dir_all(host_creds.parent().unwrap())?;
+    let mut second = site_manager(&site, &leaf, &bundle.dir, &hub_server, &dir.path().join("h2"));
+    second.host = Some(host.clone());
+    second.nats_creds = Some(host_creds.clone());
+    second.host_token = Some(host_dir.join("token"));
+    second.enrol_creds = Some(host_dir.join("enrol.creds"));
+    second.join_token = None;
+    second.leaf_creds = None;
+    second.sys_creds = Some(bundle.sys_creds.clone());
+    let run2 = tokio::spawn(site_manager::run(second, manager.clone()));
+    let invitation = |list: &InvitationList| {
+        list.invitations.iter().find(|i| i.invite.site == site && i.invite.host.as_ref() == Some(&host)).cloned()
+    };
+    eventually("host-2 joined and awaits approval", || async {
+        Ok(invitation(&invites().await?).is_some_and(|i| i.joined_key.is_some() && !i.approved))
+    })
+    .await?;
+    ensure!(!host_creds.exists(), "no credential before approval");
+
+    // The token is spent on host-2's key: another key presenting it is refused.
+    let enrol =
+        edge_bus::connect(&edge_bus::Endpoint::new(hub_server.url(), Some(host_dir.join("enrol.creds"))), "t", false)
+            .await?;
+    assert_eq!(support::refused_at(host_join_as_stranger(&enrol, &site, &host, token.trim()).await), "/token");
+    let other = Name::new("host-9")?;
+    assert_eq!(support::refused_at(host_join_as_stranger(&enrol, &site, &other, token.trim()).await), "/host");
+
+    // Approved (with host-1, so the site's list has both): host-2 gets its own credential and runs.
+    support::edgectl(&hub_server, &["host", "approve", site.as_str(), "host-1", "host-2"])?;
+    eventually("host-2 runs at the site", || async {
+        let sites: SiteListReply = request(&hub, ApiOp::SiteList, &Empty {}, Duration::from_secs(5)).await?;
+        Ok(sites.sites.iter().any(|s| s.site == site && s.hosts.iter().any(|h| h.host == host)))
+    })
+    .await?;
+    let creds = edge_auth::Creds::parse(&std::fs::read_to_string(&host_creds)?)?;
+    let claims: edge_auth::jwt::Claims<edge_auth::claims::User> = edge_auth::jwt::decode(&creds.jwt)?;
+    let joined_key = invitation(&invites().await?).and_then(|i| i.joined_key);
+    assert_eq!(Some(claims.sub), joined_key, "the credential is for the key host-2 made");
+    assert_eq!(claims.nats.issuer_account, hub_server.authority().site_account(&site)?, "in the site's account");
+    ensure!(!host_dir.join("token").exists() || !dir.path().join("h2/host.seed").exists(), "spent");
+    ensure!(connects(&leaf, &host_creds).await, "host-2's credential opens the site's leaf server");
+
+    // Blocked: its credential is revoked at the site's leaf server (the first host's is not).
+    support::edgectl(&hub_server, &["host", "block", site.as_str(), "host-2", "--reason", "stolen"])?;
+    eventually("host-2's credential is refused at the site", || async { Ok(!connects(&leaf, &host_creds).await) })
+        .await?;
+    ensure!(connects(&leaf, &bundle.agent_creds).await, "the site's other hosts still connect");
+    // Unblocked: reinstated.
+    support::edgectl(&hub_server, &["host", "unblock", site.as_str(), "host-2"])?;
+    eventually("host-2's credential works again", || async { Ok(connects(&leaf, &host_creds).await) }).await?;
+
+    manager.cancel();
+    let _ = run1.await;
+    let _ = run2.await;
     Ok(())
 }

@@ -28,7 +28,11 @@
 //! sites/<site>/ca.pem                the CA, to verify the hub
 //! sites/<site>/enrol.creds           the shared enrolment user (renewals only)
 //! sites/<site>/store.key store.env   the key of the leaf's encrypted JetStream store (0600)
-//! sites/<site>/agent.creds           the site-manager (SITE_<site> account)
+//! sites/<site>/agent.creds           the site-manager (SITE_<site> account), shared by its hosts
+//! sites/<site>/sys.creds             the site's system user (account updates at its leaf only)
+//! sites/<site>/hosts/<host>/token    a host's one-time join token (`edgectl host invite`)
+//! accounts/HOSTS.signer.seed         signs hosts' own credentials (the scheduler holds it)
+//! accounts/SYS.sites.signer.seed     signs the sites' system users
 //! tenants/<tenant>/<user>.creds      a tenant's users (TENANT_<tenant> account)
 //! sites/<site>/auth.conf             the leaf server's trust: operator, accounts, leaf binding
 //! hub-auth.conf                      the hub server's trust
@@ -53,6 +57,10 @@ pub const ENROL_ACCOUNT: &str = "ENROL";
 /// short and rare, so a flood from one stolen bundle cannot take many more.
 const ENROL_CONNECTIONS: i64 = 256;
 const TENANT_PREFIX: &str = "TENANT_";
+/// The key that signs the credentials of hosts joining a site (listed by every site account).
+const HOSTS_SIGNER: &str = "HOSTS.signer.seed";
+/// The key that signs the sites' system users (listed by the sites' copy of `SYS` only).
+const SITES_SYSTEM_SIGNER: &str = "SYS.sites.signer.seed";
 
 /// The account name of a tenant.
 fn tenant_account(tenant: &Name) -> String {
@@ -87,6 +95,9 @@ pub struct SiteBundle {
     /// The shared enrolment user: renews the leaf link's credential without the link.
     pub enrol_creds: PathBuf,
     pub agent_creds: PathBuf,
+    /// The site's system user: gives the leaf server the site account's newer JWTs (host
+    /// revocations) and nothing else; refused at the hub.
+    pub sys_creds: PathBuf,
     pub auth_conf: PathBuf,
     /// The CA certificate the leaf server verifies the hub's TLS certificate with.
     pub ca: PathBuf,
@@ -206,6 +217,13 @@ fn tenant_imports(tenant: &Name, control: &str) -> Vec<claims::Import> {
             kind: claims::SERVICE.into(),
         })
         .collect()
+}
+
+/// A new user under a fresh key, signed by `signer` for the account `account` (public key).
+fn issue_by(signer: &KeyPair, account: &str, name: &str, scope: Scope) -> Result<Creds, AuthError> {
+    let user = KeyPair::new_user();
+    let jwt = scope::sign_user(scope, signer, account, name, &user.public_key(), None)?;
+    Ok(Creds { jwt, seed: user.seed().map_err(key_err)? })
 }
 
 /// Where a rotated credential's previous file is kept.
@@ -356,30 +374,34 @@ impl Authority {
 
     /// A new user of `account` with `scope`, under a fresh key.
     fn issue(&self, account: &Account, name: &str, scope: Scope) -> Result<Creds, AuthError> {
-        let user = KeyPair::new_user();
-        let mut c = Claims {
-            jti: String::new(),
-            iat: now(),
-            iss: account.signer.public_key(),
-            name: name.to_string(),
-            sub: user.public_key(),
-            exp: None,
-            nats: claims::User {
-                publish: scope.publish,
-                subscribe: scope.subscribe,
-                subs: -1,
-                data: -1,
-                payload: -1,
-                allowed_connection_types: scope.connection_types,
-                issuer_account: account.key.public_key(),
-                tags: scope.tags,
-                kind: "user".into(),
-                version: 2,
-                ..Default::default()
-            },
-        };
-        let jwt = jwt::encode(&mut c, &account.signer)?;
-        Ok(Creds { jwt, seed: user.seed().map_err(key_err)? })
+        issue_by(&account.signer, &account.key.public_key(), name, scope)
+    }
+
+    /// A key of the authority's kept in `accounts/<file>`, made on first use.
+    fn key_once(&self, file: &str) -> Result<KeyPair, AuthError> {
+        let path = self.dir.join("accounts").join(file);
+        if !path.exists() {
+            write(&path, &KeyPair::new_account().seed().map_err(key_err)?, true)?;
+        }
+        read_seed(&path)
+    }
+
+    /// Path of the hosts' signing key seed, which every site account lists: what a scheduler
+    /// that approves hosts' joins is given (`SCHEDULER_HOST_SIGNER`).
+    pub fn host_signer_seed(&self) -> Result<PathBuf, AuthError> {
+        self.key_once(HOSTS_SIGNER)?;
+        Ok(self.dir.join("accounts").join(HOSTS_SIGNER))
+    }
+
+    /// The system account as the sites' leaf servers know it: also trusting the key that signs
+    /// the sites' system users ([`scope::site_system`]), which the hub's copy does not list.
+    fn sites_system_jwt(&self) -> Result<String, AuthError> {
+        let signer = self.key_once(SITES_SYSTEM_SIGNER)?.public_key();
+        self.resign(&self.system.jwt, |c| {
+            if !c.signing_keys.contains(&signer) {
+                c.signing_keys.push(signer);
+            }
+        })
     }
 
     /// Credentials of a control-plane user (`scheduler`, `secrets`, `admin`, ...), issued once
@@ -484,6 +506,7 @@ impl Authority {
             leaf_creds: dir.join("leaf.creds"),
             enrol_creds: dir.join("enrol.creds"),
             agent_creds: dir.join("agent.creds"),
+            sys_creds: dir.join("sys.creds"),
             auth_conf: dir.join("auth.conf"),
             ca: dir.join("ca.pem"),
             store_key: dir.join("store.key"),
@@ -506,15 +529,13 @@ impl Authority {
             let text = std::fs::read_to_string(&shared).map_err(io(&shared))?;
             write(&bundle.enrol_creds, &text, true)?;
         }
-        if bundle.auth_conf.exists() {
-            return Ok(bundle);
+        let fresh = !bundle.auth_conf.exists();
+        let account = self.site_account_of(site)?;
+        if fresh {
+            let agent = self.issue(&account, &format!("{site}-agent"), scope::site_agent(site))?;
+            write(&bundle.agent_creds, &agent.render(), true)?;
         }
-        let account_name = format!("SITE_{site}");
-        let mut account = Self::blank_account(&account_name);
-        account.jwt = self.sign_account(&account, AccountLimits::unlimited_with_jetstream())?;
-        self.save_account(&account)?;
-        let agent = self.issue(&account, &format!("{site}-agent"), scope::site_agent(site))?;
-        if with_leaf {
+        if fresh && with_leaf {
             let leaf_key = KeyPair::new_user();
             let leaf = Creds {
                 jwt: crate::leaf::issue(
@@ -528,9 +549,80 @@ impl Authority {
             };
             write(&bundle.leaf_creds, &leaf.render(), true)?;
         }
-        write(&bundle.agent_creds, &agent.render(), true)?;
-        write(&bundle.auth_conf, &self.leaf_conf(&account), false)?;
+        if fresh || !bundle.sys_creds.exists() {
+            // Made before hosts joined on their own: the leaf server learns the sites' system
+            // signer and the site account its hosts' signer.
+            let signer = self.key_once(SITES_SYSTEM_SIGNER)?;
+            let sys = issue_by(
+                &signer,
+                &self.system.key.public_key(),
+                &format!("{site}-system"),
+                scope::site_system(&account.key.public_key()),
+            )?;
+            write(&bundle.sys_creds, &sys.render(), true)?;
+            write(&bundle.auth_conf, &self.leaf_conf(&account)?, false)?;
+        }
         Ok(bundle)
+    }
+
+    /// `site`'s account (`SITE_<site>`), made on first call, listing the hosts' signing key.
+    fn site_account_of(&self, site: &Name) -> Result<Account, AuthError> {
+        let name = format!("SITE_{site}");
+        let hosts = self.key_once(HOSTS_SIGNER)?.public_key();
+        let mut account = match load_account(&self.dir, &name) {
+            Ok(a) => a,
+            Err(_) => {
+                let mut a = Self::blank_account(&name);
+                a.jwt = self.sign_account(&a, AccountLimits::unlimited_with_jetstream())?;
+                a
+            }
+        };
+        let current: Claims<claims::Account> = jwt::decode(&account.jwt)?;
+        if !current.nats.signing_keys.contains(&hosts) {
+            account.jwt = self.resign(&account.jwt, |c| c.signing_keys.push(hosts))?;
+            self.save_account(&account)?;
+        }
+        Ok(account)
+    }
+
+    /// Revokes (`true`) or reinstates (`false`) user `user` (public key: a host that joined
+    /// with its own key) in `site`'s account; returns the account's new JWT, which the site's
+    /// leader gives its leaf server (with the site's host policy). The site's `auth.conf` is
+    /// rewritten too, for a leaf server started from a fresh bundle.
+    pub fn set_site_user_revoked(&self, site: &Name, user: &str, revoked: bool) -> Result<String, AuthError> {
+        if nkeys::KeyPair::from_public_key(user).is_err() || !user.starts_with('U') {
+            return Err(AuthError::Invalid(format!("{user:?} is not a user's public key")));
+        }
+        let mut account = load_account(&self.dir, &format!("SITE_{site}"))
+            .map_err(|_| AuthError::Invalid(format!("site {site} has no bundle here (edgectl site add {site})")))?;
+        account.jwt = self.resign(&account.jwt, |c| {
+            if revoked {
+                c.revocations.insert(user.to_string(), now());
+            } else {
+                c.revocations.remove(user);
+            }
+        })?;
+        self.save_account(&account)?;
+        let auth_conf = self.dir.join("sites").join(site.as_str()).join("auth.conf");
+        write(&auth_conf, &self.leaf_conf(&account)?, false)?;
+        Ok(account.jwt)
+    }
+
+    /// Invites `host` to join `site` with a key of its own: a one-time token in the host's
+    /// directory (`sites/<site>/hosts/<host>/token`, with the enrolment credential it asks
+    /// with). Returns the directory, the token and the site account's public key (the
+    /// invitation's `account`); the scheduler must be told the token's digest (`site.invite`).
+    pub fn host_to_join(&self, site: &Name, host: &Name) -> Result<(PathBuf, String, String), AuthError> {
+        let site_dir = self.dir.join("sites").join(site.as_str());
+        if !site_dir.join("auth.conf").exists() {
+            return Err(AuthError::Invalid(format!("site {site} has no bundle here (edgectl site add {site})")));
+        }
+        let bundle = self.bundle(site, false)?;
+        let dir = site_dir.join("hosts").join(host.as_str());
+        let token = crate::leaf::new_token()?;
+        write(&dir.join("token"), &token, true)?;
+        write(&dir.join("enrol.creds"), &read(&bundle.enrol_creds)?, true)?;
+        Ok((dir, token, self.site_account(site)?))
     }
 
     /// Makes tenant `tenant`'s account (`TENANT_<tenant>`) if it has none, and makes sure the
@@ -687,7 +779,7 @@ impl Authority {
         let mut accounts = vec![&self.control];
         accounts.extend(enrol.iter());
         accounts.extend(tenants.iter());
-        Ok(trust_conf(&self.operator_jwt, &self.system, &accounts, false))
+        Ok(trust_conf(&self.operator_jwt, &self.system, &self.system.jwt, &accounts, false))
     }
 
     fn write_hub_conf(&self) -> Result<(), AuthError> {
@@ -696,19 +788,19 @@ impl Authority {
 
     /// A site leaf server's trust: the operator, the system account and the site's account,
     /// which the leaf link binds to the site's user at the hub.
-    fn leaf_conf(&self, site_account: &Account) -> String {
-        let mut conf = trust_conf(&self.operator_jwt, &self.system, &[site_account], true);
+    fn leaf_conf(&self, site_account: &Account) -> Result<String, AuthError> {
+        let mut conf = trust_conf(&self.operator_jwt, &self.system, &self.sites_system_jwt()?, &[site_account], true);
         conf.push_str(&format!(
             "# The site's account: what crosses the leaf link.\nSITE_ACCOUNT: {}\n",
             site_account.key.public_key()
         ));
-        conf
+        Ok(conf)
     }
 }
 
 /// `operator`, `system_account` and the accounts' JWTs to preload into the resolver (with
 /// `memory`, a fixed resolver of just those).
-fn trust_conf(operator_jwt: &str, system: &Account, accounts: &[&Account], memory: bool) -> String {
+fn trust_conf(operator_jwt: &str, system: &Account, system_jwt: &str, accounts: &[&Account], memory: bool) -> String {
     let mut s = String::from("# Written by edgectl auth: whom this server trusts.\n");
     s.push_str(&format!("operator: \"{operator_jwt}\"\n"));
     s.push_str(&format!("system_account: {}\n", system.key.public_key()));
@@ -716,7 +808,8 @@ fn trust_conf(operator_jwt: &str, system: &Account, accounts: &[&Account], memor
         s.push_str("resolver: MEMORY\n");
     }
     s.push_str("resolver_preload: {\n");
-    for a in std::iter::once(system).chain(accounts.iter().copied()) {
+    s.push_str(&format!("  # {}\n  {}: \"{}\"\n", system.name, system.key.public_key(), system_jwt));
+    for a in accounts {
         s.push_str(&format!("  # {}\n  {}: \"{}\"\n", a.name, a.key.public_key(), a.jwt));
     }
     s.push_str("}\n");

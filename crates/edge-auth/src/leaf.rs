@@ -37,30 +37,8 @@ fn now_secs() -> u64 {
 /// The JWT of `site`'s leaf-link user `user` (public key) in the control account
 /// (`account`, public key), signed by the account's `signer`, valid for `valid` from now.
 pub fn issue(signer: &KeyPair, account: &str, site: &Name, user: &str, valid: Duration) -> Result<String, AuthError> {
-    let s = scope::site_leaf(site);
-    let iat = now_secs();
-    let mut c = Claims {
-        jti: String::new(),
-        iat,
-        iss: signer.public_key(),
-        name: user_name(site),
-        sub: user.to_string(),
-        exp: Some(iat + valid.as_secs().max(1)),
-        nats: User {
-            publish: s.publish,
-            subscribe: s.subscribe,
-            subs: -1,
-            data: -1,
-            payload: -1,
-            allowed_connection_types: s.connection_types,
-            issuer_account: account.to_string(),
-            tags: s.tags,
-            kind: "user".into(),
-            version: 2,
-            ..Default::default()
-        },
-    };
-    jwt::encode(&mut c, signer)
+    let exp = now_secs() + valid.as_secs().max(1);
+    scope::sign_user(scope::site_leaf(site), signer, account, &user_name(site), user, Some(exp))
 }
 
 /// When a JWT expires, Unix seconds (`None`: never).
@@ -73,14 +51,14 @@ fn signed_message(purpose: &str, site: &Name, at_ms: u64, user: &str) -> String 
     format!("edge.v1 leaf {purpose} {site} {at_ms} {user}")
 }
 
-fn sign(purpose: &str, key: &KeyPair, site: &Name, at_ms: u64) -> Result<String, AuthError> {
+pub(crate) fn sign(purpose: &str, key: &KeyPair, site: &Name, at_ms: u64) -> Result<String, AuthError> {
     let sig = key
         .sign(signed_message(purpose, site, at_ms, &key.public_key()).as_bytes())
         .map_err(|e| AuthError::Key(e.to_string()))?;
     Ok(URL_SAFE_NO_PAD.encode(sig))
 }
 
-fn verify(purpose: &str, user: &str, site: &Name, at_ms: u64, signature: &str) -> bool {
+pub(crate) fn verify(purpose: &str, user: &str, site: &Name, at_ms: u64, signature: &str) -> bool {
     let Ok(key) = KeyPair::from_public_key(user) else { return false };
     let Ok(sig) = URL_SAFE_NO_PAD.decode(signature) else { return false };
     key.verify(signed_message(purpose, site, at_ms, user).as_bytes(), &sig).is_ok()
@@ -108,10 +86,22 @@ pub fn new_key_seed() -> Result<String, AuthError> {
 
 /// Whether a join of `site` at `at_ms` (near `now_ms`) is signed by `user`'s key.
 pub fn check_join(user: &str, site: &Name, at_ms: u64, signature: &str, now_ms: u64) -> Result<(), RenewalError> {
+    check_signed("join", user, site, at_ms, signature, now_ms)
+}
+
+/// Checks a request signed by `user`'s key for `purpose` at `at_ms` (near `now_ms`).
+pub(crate) fn check_signed(
+    purpose: &str,
+    user: &str,
+    site: &Name,
+    at_ms: u64,
+    signature: &str,
+    now_ms: u64,
+) -> Result<(), RenewalError> {
     if at_ms.abs_diff(now_ms) > RENEWAL_SKEW_MS {
         return Err(RenewalError::Skew);
     }
-    if !verify("join", user, site, at_ms, signature) {
+    if !verify(purpose, user, site, at_ms, signature) {
         return Err(RenewalError::Signature);
     }
     Ok(())
@@ -172,6 +162,12 @@ pub fn check_renewal(
     Ok(claims)
 }
 
+/// A signing key from its seed file.
+pub(crate) fn read_signer(path: &std::path::Path) -> Result<KeyPair, AuthError> {
+    let text = std::fs::read_to_string(path).map_err(|source| AuthError::Io { path: path.to_path_buf(), source })?;
+    KeyPair::from_seed(text.trim()).map_err(|_| AuthError::Invalid(format!("{} holds no valid seed", path.display())))
+}
+
 /// What a scheduler holds to renew leaf-link credentials: the control account's signing key
 /// (`accounts/EDGE.signer.seed` of the authority) and how long a renewal is valid.
 pub struct Renewer {
@@ -188,11 +184,7 @@ impl std::fmt::Debug for Renewer {
 impl Renewer {
     /// Reads the signing key's seed from `path` (never logged).
     pub fn from_seed_file(path: &std::path::Path, valid: Duration) -> Result<Self, AuthError> {
-        let text =
-            std::fs::read_to_string(path).map_err(|source| AuthError::Io { path: path.to_path_buf(), source })?;
-        let signer = KeyPair::from_seed(text.trim())
-            .map_err(|_| AuthError::Invalid(format!("{} holds no valid seed", path.display())))?;
-        Ok(Self { signer, valid })
+        Ok(Self { signer: read_signer(path)?, valid })
     }
 
     /// Checks a renewal request ([`check_renewal`]) and issues the same identity anew:

@@ -7,6 +7,7 @@
 pub mod authority;
 pub mod claims;
 pub mod creds;
+pub mod host;
 pub mod jwt;
 pub mod leaf;
 pub mod scope;

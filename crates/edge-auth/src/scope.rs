@@ -27,6 +27,41 @@ pub struct Scope {
     pub tags: Vec<String>,
 }
 
+/// A user JWT: `user` (public key) named `name` in the account `account` (public key), with
+/// this scope, signed by `signer` (one of the account's signing keys), expiring at `exp`.
+pub fn sign_user(
+    scope: Scope,
+    signer: &nkeys::KeyPair,
+    account: &str,
+    name: &str,
+    user: &str,
+    exp: Option<u64>,
+) -> Result<String, crate::AuthError> {
+    let iat = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+    let mut c = crate::jwt::Claims {
+        jti: String::new(),
+        iat,
+        iss: signer.public_key(),
+        name: name.to_string(),
+        sub: user.to_string(),
+        exp: exp.map(|e| e.max(iat + 1)),
+        nats: crate::claims::User {
+            publish: scope.publish,
+            subscribe: scope.subscribe,
+            subs: -1,
+            data: -1,
+            payload: -1,
+            allowed_connection_types: scope.connection_types,
+            issuer_account: account.to_string(),
+            tags: scope.tags,
+            kind: "user".into(),
+            version: 2,
+            ..Default::default()
+        },
+    };
+    crate::jwt::encode(&mut c, signer)
+}
+
 /// The hub streams a site's consumers deliver to (their flow-control replies come back).
 const SITE_STREAMS_SOURCED_BY_HUB: [&str; 2] = [topology::STREAM_SITE_EVENTS, topology::STREAM_TELEMETRY];
 
@@ -73,6 +108,24 @@ pub fn site_leaf(site: &Name) -> Scope {
 /// only that leaf server knows: this credential opens nothing at the hub or at another site).
 pub fn site_agent(site: &Name) -> Scope {
     unrestricted(vec!["role:site-agent".into(), format!("site:{site}")])
+}
+
+/// A host of a site that joined with its own key (`edgectl host invite`): what the shared
+/// site-manager credential may, in the site's account, but revocable on its own.
+pub fn site_host(site: &Name, host: &Name) -> Scope {
+    unrestricted(vec!["role:site-host".into(), format!("site:{site}"), format!("host:{host}")])
+}
+
+/// A site's system user, on the site's leaf server only: it may give that server a new JWT of
+/// the site's account (`account`, public key) and nothing else. Its signing key is listed in
+/// the sites' copy of the system account, not the hub's, so the hub refuses it.
+pub fn site_system(account: &str) -> Scope {
+    Scope {
+        publish: SubjectPermission::allow([format!("$SYS.REQ.ACCOUNT.{account}.CLAIMS.UPDATE")]),
+        subscribe: SubjectPermission::allow(["_INBOX.>"]),
+        connection_types: vec![CONN_STANDARD.to_string()],
+        tags: vec!["role:site-system".into()],
+    }
 }
 
 /// A central service (`scheduler`, `secrets`, ...) or an operator's tool at the hub.

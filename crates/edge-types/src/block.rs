@@ -126,6 +126,11 @@ pub struct BlockRequest {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 128))]
     pub actor: Option<String>,
+    /// For a host: the site's account JWT re-signed by the authority with the host's
+    /// credential revoked (or reinstated), delivered to the site with its host policy.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 65536))]
+    pub account_jwt: Option<String>,
 }
 
 /// A block set or lifted: the reply of `block.set`, what `block.list` shows, and the record in
@@ -172,6 +177,12 @@ pub struct SiteHosts {
     pub allowed: Option<Vec<Name>>,
     /// Milliseconds since the Unix epoch at the hub when it last changed.
     pub updated_at_ms: u64,
+    /// The site's account JWT as the authority last signed it (revoking the credentials of
+    /// blocked hosts): the site's leader gives it to its leaf server, which then drops and
+    /// refuses those hosts' connections.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 65536))]
+    pub account_jwt: Option<String>,
 }
 
 impl SiteHosts {

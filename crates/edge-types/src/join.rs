@@ -16,6 +16,10 @@ use crate::names::Name;
 #[serde(deny_unknown_fields)]
 pub struct SiteInvite {
     pub site: Name,
+    /// A host of the site rather than the site itself (`edgectl host invite`): it joins with
+    /// its own key and receives its own credential in the site's account.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host: Option<Name>,
     /// Lower-case hex SHA-256 of the token.
     #[schemars(regex(pattern = r"^[0-9a-f]{64}$"))]
     pub token_sha256: String,
@@ -24,7 +28,8 @@ pub struct SiteInvite {
     /// Approve the site as soon as it presents the token; else it waits for `site.approve`.
     #[serde(default)]
     pub auto_approve: bool,
-    /// Public key of the control account its leaf-link user belongs to.
+    /// Public key of the account its user belongs to: the control account for a site's leaf
+    /// link, the site's own account for a host.
     #[schemars(length(equal = 56), regex(pattern = r"^A[A-Z2-7]{55}$"))]
     pub account: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -65,14 +70,17 @@ pub struct InvitationList {
 #[serde(deny_unknown_fields)]
 pub struct SiteJoin {
     pub site: Name,
+    /// A host joining the site (its invitation's host), rather than the site's leaf link.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host: Option<Name>,
     #[schemars(length(min = 16, max = 128))]
     pub token: String,
-    /// The site's leaf-link user public key.
+    /// The public key of the user asked for: the site's leaf link, or the host's own.
     #[schemars(length(equal = 56), regex(pattern = r"^U[A-Z2-7]{55}$"))]
     pub public_key: String,
     /// Milliseconds since the Unix epoch (at most 5 minutes off the hub's clock).
     pub at_ms: u64,
-    /// Ed25519 signature (base64url) by the key over the site, `at_ms` and the key.
+    /// Ed25519 signature (base64url) by the key over the site (and host), `at_ms` and the key.
     #[schemars(length(min = 1, max = 256))]
     pub signature: String,
 }
@@ -83,6 +91,8 @@ pub struct SiteJoin {
 #[serde(deny_unknown_fields)]
 pub struct SiteJoined {
     pub site: Name,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host: Option<Name>,
     pub approved: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 8192))]
@@ -109,6 +119,9 @@ pub enum JoinAction {
 pub struct JoinEvent {
     pub at_ms: u64,
     pub site: Name,
+    /// The host, for a host's invitation, join or approval.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host: Option<Name>,
     pub action: JoinAction,
     #[schemars(length(max = 128))]
     pub actor: String,

@@ -66,7 +66,7 @@ async fn block_tenant(global: &Global, tenant: &str, blocked: bool, reason: Opti
     let mut authority = open(global)?;
     let jwt = authority.set_tenant_revoked(&tenant, blocked)?;
     push(global, &authority, &[jwt]).await?;
-    set(global, BlockTarget::Tenant { tenant }, blocked, reason).await
+    set(global, BlockTarget::Tenant { tenant }, blocked, reason, None).await
 }
 
 /// `edgectl site block|unblock SITE`: revokes (or reinstates) the site's leaf link at the hub,
@@ -77,20 +77,24 @@ pub async fn site(global: &Global, site: &str, blocked: bool, reason: Option<Str
     let key = match authority.site_leaf_user(&site) {
         Ok(key) => key,
         // A site that joined by call-home: its key is the one its invitation recorded.
-        Err(_) => joined_key(global, &site)
+        Err(_) => joined_key(global, &site, None)
             .await?
             .with_context(|| format!("site {site} has no bundle here and has not joined"))?,
     };
     let jwt = authority.set_user_revoked(&key, blocked)?;
     push(global, &authority, &[jwt]).await?;
-    set(global, BlockTarget::Site { site }, blocked, reason).await
+    set(global, BlockTarget::Site { site }, blocked, reason, None).await
 }
 
-/// The leaf-link key `site` joined with, from the scheduler's invitations.
-async fn joined_key(global: &Global, site: &Name) -> Result<Option<String>> {
+/// The key `site` (its leaf link) or its `host` joined with, from the scheduler's invitations.
+async fn joined_key(global: &Global, site: &Name, host: Option<&Name>) -> Result<Option<String>> {
     let client = connect(global).await?;
     let list: InvitationList = request(&client, ApiOp::SiteInvites, &Empty {}, REQUEST_TIMEOUT).await?;
-    Ok(list.invitations.into_iter().find(|i| &i.invite.site == site).and_then(|i| i.joined_key))
+    Ok(list
+        .invitations
+        .into_iter()
+        .find(|i| &i.invite.site == site && i.invite.host.as_ref() == host)
+        .and_then(|i| i.joined_key))
 }
 
 pub async fn host(cmd: HostCommand, global: &Global) -> Result<()> {
@@ -100,9 +104,19 @@ pub async fn host(cmd: HostCommand, global: &Global) -> Result<()> {
         HostCommand::Approve { site, hosts } => return site_hosts(global, &site, hosts, Vec::new(), false).await,
         HostCommand::Remove { site, hosts } => return site_hosts(global, &site, Vec::new(), hosts, false).await,
         HostCommand::Any { site } => return site_hosts(global, &site, Vec::new(), Vec::new(), true).await,
+        HostCommand::Invite { site, host, auto_approve, valid_hours } => {
+            return crate::site::invite_host(global, &site, &host, auto_approve, valid_hours).await
+        }
     };
-    let target = BlockTarget::Host { site: name("site", &site)?, host: name("host", &host)? };
-    set(global, target, blocked, reason).await
+    let (site, host) = (name("site", &site)?, name("host", &host)?);
+    // A host that joined with its own key: its credential is revoked (or reinstated) in the
+    // site's account, which reaches the site's leaf server with the host policy. A host on the
+    // site's shared credential has nothing of its own to revoke.
+    let account_jwt = match joined_key(global, &site, Some(&host)).await? {
+        Some(key) => Some(open(global)?.set_site_user_revoked(&site, &key, blocked)?),
+        None => None,
+    };
+    set(global, BlockTarget::Host { site, host }, blocked, reason, account_jwt).await
 }
 
 pub async fn list(cmd: BlockCommand, global: &Global) -> Result<()> {
@@ -146,9 +160,15 @@ async fn site_hosts(global: &Global, site: &str, approve: Vec<String>, remove: V
 }
 
 /// `block.set` at the scheduler, which enforces the block and records it in AUDIT.
-async fn set(global: &Global, target: BlockTarget, blocked: bool, reason: Option<String>) -> Result<()> {
+async fn set(
+    global: &Global,
+    target: BlockTarget,
+    blocked: bool,
+    reason: Option<String>,
+    account_jwt: Option<String>,
+) -> Result<()> {
     anyhow::ensure!(reason.as_ref().is_none_or(|r| r.len() <= 256), "--reason: at most 256 bytes");
-    let req = BlockRequest { target, blocked, reason, actor: Some(crate::auth::actor()) };
+    let req = BlockRequest { target, blocked, reason, actor: Some(crate::auth::actor()), account_jwt };
     let client = connect(global).await?;
     let r: BlockEvent = request(&client, ApiOp::BlockSet, &req, REQUEST_TIMEOUT).await?;
     let state = if r.blocked { "blocked" } else { "unblocked" };

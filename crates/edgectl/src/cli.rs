@@ -394,6 +394,22 @@ pub enum HostCommand {
     },
     /// Admit any host at the site again (no list).
     Any { site: String },
+    /// Invite a host to join the site with a key of its own: prints a directory with its
+    /// one-time token and the enrolment credential. The host's site-manager, started with
+    /// `--host-token` (and `--hub-url`, `--enrol-creds`, `--nats-creds` where its credential
+    /// goes), makes its key and calls home; once approved (`host approve`, or
+    /// `--auto-approve`) it receives a credential of its own, which `host block` revokes at
+    /// the site's leaf server. Needs the authority (`--auth-dir`).
+    Invite {
+        site: String,
+        host: String,
+        /// Approve the host as soon as it presents its token.
+        #[arg(long)]
+        auto_approve: bool,
+        /// Hours the token may be used in.
+        #[arg(long, default_value_t = 72)]
+        valid_hours: u64,
+    },
 }
 
 #[derive(Subcommand, Debug)]

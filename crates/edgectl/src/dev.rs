@@ -206,6 +206,8 @@ async fn up(dir: &Path, n: u32) -> Result<()> {
         if svc == "scheduler" {
             // Renews the sites' leaf-link credentials.
             env.push(("SCHEDULER_LEAF_SIGNER".into(), authority.control_signer_seed().display().to_string()));
+            // Gives hosts invited to join with their own key (`host invite`) their credential.
+            env.push(("SCHEDULER_HOST_SIGNER".into(), authority.host_signer_seed()?.display().to_string()));
         }
         if svc == "telemetry" {
             let listen = format!("127.0.0.1:{}", natsconf::free_port()?);
@@ -245,6 +247,8 @@ async fn up(dir: &Path, n: u32) -> Result<()> {
             ("SITE_MANAGER_LEAF_CREDS".to_string(), bundle.leaf_creds.display().to_string()),
             ("SITE_MANAGER_HUB_URL".to_string(), hub_url.clone()),
             ("SITE_MANAGER_ENROL_CREDS".to_string(), bundle.enrol_creds.display().to_string()),
+            // Gives the leaf server the site account's host revocations.
+            ("SITE_MANAGER_SYS_CREDS".to_string(), bundle.sys_creds.display().to_string()),
             // The dev sites share this machine's Docker Engine: no site removes images.
             ("SITE_MANAGER_IMAGE_GC_SECS".to_string(), "0".to_string()),
         ];

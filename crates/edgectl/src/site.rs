@@ -125,6 +125,7 @@ async fn invite(global: &Global, site: &str, auto_approve: bool, valid_hours: u6
     let (bundle, token) = authority.site_to_join(&site)?;
     let req = SiteInvite {
         site,
+        host: None,
         token_sha256: edge_auth::leaf::token_digest(&token),
         expires_at_ms: edge_bus::time::now_ms() + valid_hours.max(1) * 3600 * 1000,
         auto_approve,
@@ -137,11 +138,36 @@ async fn invite(global: &Global, site: &str, auto_approve: bool, valid_hours: u6
     Ok(())
 }
 
+/// `edgectl host invite SITE HOST`: the host's token (and enrolment credential) in its own
+/// directory; the scheduler is given the token's digest.
+pub async fn invite_host(global: &Global, site: &str, host: &str, auto_approve: bool, valid_hours: u64) -> Result<()> {
+    let (site, host) = (crate::name("site", site)?, crate::name("host", host)?);
+    let authority = crate::auth::open(&global.auth_dir())?;
+    let (dir, token, account) = authority.host_to_join(&site, &host)?;
+    let req = SiteInvite {
+        site,
+        host: Some(host),
+        token_sha256: edge_auth::leaf::token_digest(&token),
+        expires_at_ms: edge_bus::time::now_ms() + valid_hours.max(1) * 3600 * 1000,
+        auto_approve,
+        account,
+        actor: Some(crate::auth::actor()),
+    };
+    let client = connect(global).await?;
+    let _: Invitation = request(&client, ApiOp::SiteInvite, &req, REQUEST_TIMEOUT).await?;
+    println!("{}", dir.display());
+    Ok(())
+}
+
 fn invitation_row(r: &Invitation) -> Vec<String> {
     let joined =
         r.joined_key.as_deref().map(|k| format!("yes ({}...)", &k[..k.len().min(12)])).unwrap_or_else(|| "no".into());
+    let who = match &r.invite.host {
+        None => r.invite.site.to_string(),
+        Some(h) => format!("{}/{h}", r.invite.site),
+    };
     vec![
-        r.invite.site.to_string(),
+        who,
         if r.approved || r.invite.auto_approve { "yes".into() } else { "no".into() },
         joined,
         match r.invite.expires_at_ms.checked_sub(edge_bus::time::now_ms()) {

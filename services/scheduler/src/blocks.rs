@@ -72,6 +72,9 @@ impl Blocks {
 /// changes nothing but is recorded again.
 pub async fn set(hub: &Hub, body: &[u8]) -> Result<BlockEvent, ApiError> {
     let req: BlockRequest = decode(body).map_err(edge_bus::api::invalid)?;
+    if req.account_jwt.is_some() && !matches!(req.target, BlockTarget::Host { .. }) {
+        return Err(ApiError::invalid("/account_jwt", "invalid request: /account_jwt: is for a host's block only"));
+    }
     let _guard = hub.placement.lock().await;
     // Sites and hosts need not have registered: a stolen bundle or a spare host may be
     // blocked before it ever calls home.
@@ -93,6 +96,9 @@ pub async fn set(hub: &Hub, body: &[u8]) -> Result<BlockEvent, ApiError> {
     match &req.target {
         BlockTarget::Tenant { tenant } => event.apps = replace_tenant(hub, tenant).await?,
         BlockTarget::Host { site, .. } => {
+            if let Some(jwt) = &req.account_jwt {
+                crate::hosts::set_account_jwt(hub, site, jwt).await?;
+            }
             crate::hosts::publish(hub, site).await?;
             crate::sites::replace_site(hub, site).await?;
         }

@@ -38,6 +38,12 @@ pub struct Config {
     /// refuses renewals. The file is read once, never logged.
     #[arg(long, env = "SCHEDULER_LEAF_SIGNER")]
     pub leaf_signer: Option<std::path::PathBuf>,
+    /// The hosts' signing key seed (`accounts/HOSTS.signer.seed` of the authority): with it the
+    /// scheduler gives hosts that join a site with their own key (`edgectl host invite`) their
+    /// credential in the site's account; without it it refuses hosts' joins. Read once, never
+    /// logged.
+    #[arg(long, env = "SCHEDULER_HOST_SIGNER")]
+    pub host_signer: Option<std::path::PathBuf>,
     /// How long a renewed leaf-link credential is valid, in seconds (default 90 days).
     #[arg(long, env = "SCHEDULER_LEAF_VALID_SECS", default_value_t = 90 * 24 * 3600, value_parser = clap::value_parser!(u64).range(60..))]
     pub leaf_valid_secs: u64,
@@ -53,6 +59,7 @@ impl Config {
             label_orders: LabelOrders::default(),
             images_from_hosts: Vec::new(),
             leaf_signer: None,
+            host_signer: None,
             leaf_valid_secs: 90 * 24 * 3600,
         }
     }

@@ -67,15 +67,38 @@ pub fn unknown(record: &SiteRecord, approved: Option<&BTreeSet<Name>>) -> Vec<Na
 
 /// The site's host policy now.
 async fn current(hub: &Hub, site: &Name) -> Result<SiteHosts, SchedulerError> {
-    // `hosts.<site>` holds the approved hosts (in `allowed`); read from the bucket, as the
-    // request that changed it may have just written it.
-    let allowed = kv::get::<SiteHosts>(&hub.buckets.apps, &key(site)).await?.and_then(|(l, _)| l.allowed);
+    // `hosts.<site>` holds the approved hosts (in `allowed`) and the site account's latest
+    // JWT; read from the bucket, as the request that changed it may have just written it.
+    let stored = kv::get::<SiteHosts>(&hub.buckets.apps, &key(site)).await?.map(|(l, _)| l);
     Ok(SiteHosts {
         site: site.clone(),
         blocked: hub.blocks.blocked_hosts(site),
-        allowed,
+        allowed: stored.as_ref().and_then(|l| l.allowed.clone()),
         updated_at_ms: edge_bus::time::now_ms(),
+        account_jwt: stored.and_then(|l| l.account_jwt),
     })
+}
+
+/// Keeps the site account's JWT the authority re-signed (a host's credential revoked or
+/// reinstated), to be published with the site's host policy.
+pub async fn set_account_jwt(hub: &Hub, site: &Name, jwt: &str) -> Result<(), SchedulerError> {
+    kv::update::<SiteHosts, _>(&hub.buckets.apps, &key(site), |cur| {
+        let mut r = cur.cloned().unwrap_or_else(|| SiteHosts {
+            site: site.clone(),
+            blocked: Vec::new(),
+            allowed: None,
+            updated_at_ms: 0,
+            account_jwt: None,
+        });
+        if r.account_jwt.as_deref() == Some(jwt) {
+            return Change::Keep;
+        }
+        r.account_jwt = Some(jwt.to_string());
+        r.updated_at_ms = edge_bus::time::now_ms();
+        Change::Put(r)
+    })
+    .await?;
+    Ok(())
 }
 
 /// Publishes the site's host policy with its desired state (an offline site learns it when its
@@ -90,17 +113,45 @@ pub async fn publish(hub: &Hub, site: &Name) -> Result<SiteHosts, SchedulerError
     Ok(record)
 }
 
-/// `site.hosts` (operators): approve or remove hosts, or admit any host again.
+/// `site.hosts` (operators): approve or remove hosts, or admit any host again. Approving a
+/// host also approves its invitation, if it was invited to join with its own key.
 pub async fn change(hub: &Hub, body: &[u8]) -> Result<SiteHosts, ApiError> {
     let req: SiteHostsChange = decode(body).map_err(edge_bus::api::invalid)?;
     if req.any && !req.approve.is_empty() {
         return Err(ApiError::invalid("/any", "invalid request: /any: cannot be set with hosts to approve"));
     }
+    let record = apply(hub, &req).await?;
+    crate::join::approve_hosts(hub, &req.site, &req.approve).await?;
+    Ok(record)
+}
+
+/// Adds `host` to `site`'s approved hosts if the site has a list (an invitation approved by
+/// its policy).
+pub async fn admit_if_listed(hub: &Hub, site: &Name, host: &Name) -> Result<(), SchedulerError> {
+    let listed = hub.host_lists.approved().contains_key(site);
+    if listed {
+        let req = SiteHostsChange {
+            site: site.clone(),
+            approve: vec![host.clone()],
+            remove: Vec::new(),
+            any: false,
+            actor: Some("policy".into()),
+        };
+        apply(hub, &req).await?;
+    }
+    Ok(())
+}
+
+async fn apply(hub: &Hub, req: &SiteHostsChange) -> Result<SiteHosts, SchedulerError> {
     let _guard = hub.placement.lock().await;
     let site = req.site.clone();
     kv::update::<SiteHosts, _>(&hub.buckets.apps, &key(&site), |cur| {
+        let account_jwt = cur.and_then(|c| c.account_jwt.clone());
         if req.any {
-            return if cur.is_some() { Change::Delete } else { Change::Keep };
+            return match cur {
+                Some(c) if c.allowed.is_some() => Change::Put(SiteHosts { allowed: None, ..c.clone() }),
+                _ => Change::Keep,
+            };
         }
         let before: BTreeSet<Name> = cur.and_then(|c| c.allowed.clone()).unwrap_or_default().into_iter().collect();
         let mut hosts = before.clone();
@@ -108,7 +159,7 @@ pub async fn change(hub: &Hub, body: &[u8]) -> Result<SiteHosts, ApiError> {
         for h in &req.remove {
             hosts.remove(h);
         }
-        if cur.is_some() && hosts == before {
+        if cur.is_some_and(|c| c.allowed.is_some()) && hosts == before {
             return Change::Keep;
         }
         Change::Put(SiteHosts {
@@ -116,10 +167,10 @@ pub async fn change(hub: &Hub, body: &[u8]) -> Result<SiteHosts, ApiError> {
             blocked: Vec::new(),
             allowed: Some(hosts.into_iter().collect()),
             updated_at_ms: edge_bus::time::now_ms(),
+            account_jwt,
         })
     })
-    .await
-    .map_err(SchedulerError::from)?;
+    .await?;
     let record = publish(hub, &site).await?;
     let revision = hub.buckets.apps.entry(&key(&site)).await.map_err(SchedulerError::js)?.map(|e| e.revision);
     if let Some(revision) = revision {
@@ -130,7 +181,8 @@ pub async fn change(hub: &Hub, body: &[u8]) -> Result<SiteHosts, ApiError> {
     crate::sites::replace_site(hub, &site).await?;
     let actor = req.actor.clone().unwrap_or_else(|| "unknown".into());
     let detail = format!("hosts approved {:?} removed {:?} any {}", req.approve, req.remove, req.any);
-    crate::join::audit(hub, &site, JoinAction::Approved, &actor, Some(detail.chars().take(256).collect())).await?;
+    crate::join::audit(hub, &site, None, JoinAction::Approved, &actor, Some(detail.chars().take(256).collect()))
+        .await?;
     tracing::info!(%site, allowed = ?record.allowed, "site hosts changed");
     Ok(record)
 }

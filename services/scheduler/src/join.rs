@@ -1,6 +1,7 @@
 //! Onboarding by call-home (`edge_types::join`): invitations with one-time tokens, the sites'
-//! joins, and approvals. An invitation is kept in the hub's `edge_apps` bucket under
-//! `invite.<site>`; every step is recorded in AUDIT (`edge.v1.audit.join.<site>`).
+//! and hosts' joins, and approvals. An invitation is kept in the hub's `edge_apps` bucket under
+//! `invite.<site>` (a site's leaf link) or `invite.<site>.<host>` (a host's own credential in
+//! the site's account); every step is recorded in AUDIT (`edge.v1.audit.join.<site>`).
 
 use edge_bus::kv::{self, Change};
 use edge_types::api::{ApiError, Empty, ErrorCode};
@@ -13,19 +14,31 @@ use crate::{Hub, SchedulerError};
 
 const PREFIX: &str = "invite.";
 
-fn key(site: &Name) -> String {
-    format!("{PREFIX}{site}")
+fn key(site: &Name, host: Option<&Name>) -> String {
+    match host {
+        None => format!("{PREFIX}{site}"),
+        Some(host) => format!("{PREFIX}{site}.{host}"),
+    }
 }
 
 pub(crate) async fn audit(
     hub: &Hub,
     site: &Name,
+    host: Option<&Name>,
     action: JoinAction,
     actor: &str,
     detail: Option<String>,
 ) -> Result<(), SchedulerError> {
-    let event = JoinEvent { at_ms: edge_bus::time::now_ms(), site: site.clone(), action, actor: actor.into(), detail };
-    let id = format!("join.{site}.{action:?}.{}", event.at_ms);
+    let event = JoinEvent {
+        at_ms: edge_bus::time::now_ms(),
+        site: site.clone(),
+        host: host.cloned(),
+        action,
+        actor: actor.into(),
+        detail,
+    };
+    let who = host.map_or_else(|| site.to_string(), |h| format!("{site}.{h}"));
+    let id = format!("join.{who}.{action:?}.{}", event.at_ms);
     crate::audit::record(hub, edge_types::subject::audit_join(site), &event, id).await
 }
 
@@ -44,12 +57,12 @@ pub async fn invite(hub: &Hub, body: &[u8]) -> Result<Invitation, ApiError> {
         refused: 0,
     };
     let r = record.clone();
-    kv::update::<Invitation, _>(&hub.buckets.apps, &key(&req.site), |_| Change::Put(r.clone()))
+    kv::update::<Invitation, _>(&hub.buckets.apps, &key(&req.site, req.host.as_ref()), |_| Change::Put(r.clone()))
         .await
         .map_err(SchedulerError::from)?;
     let actor = req.actor.clone().unwrap_or_else(|| "unknown".into());
-    audit(hub, &req.site, JoinAction::Invited, &actor, None).await?;
-    tracing::info!(site = %req.site, auto_approve = req.auto_approve, "site invited");
+    audit(hub, &req.site, req.host.as_ref(), JoinAction::Invited, &actor, None).await?;
+    tracing::info!(site = %req.site, host = ?req.host, auto_approve = req.auto_approve, "invited");
     Ok(record)
 }
 
@@ -63,7 +76,19 @@ pub async fn list(hub: &Hub, body: &[u8]) -> Result<InvitationList, ApiError> {
 /// `site.approve` (operators): the site receives its credential at its next join request.
 pub async fn approve(hub: &Hub, body: &[u8]) -> Result<Invitation, ApiError> {
     let req: SiteRef = decode(body).map_err(edge_bus::api::invalid)?;
-    let updated = kv::update::<Invitation, _>(&hub.buckets.apps, &key(&req.site), |cur| match cur {
+    let Some(record) = approve_one(hub, &req.site, None).await? else {
+        return Err(ApiError::not_found(format!(
+            "site {} has no invitation (edgectl site add {} --join)",
+            req.site, req.site
+        )));
+    };
+    tracing::info!(site = %req.site, joined = record.joined_key.is_some(), "site approved");
+    Ok(record)
+}
+
+/// Approves the invitation of `site` (or of its `host`), if it has one; audited.
+async fn approve_one(hub: &Hub, site: &Name, host: Option<&Name>) -> Result<Option<Invitation>, SchedulerError> {
+    let updated = kv::update::<Invitation, _>(&hub.buckets.apps, &key(site, host), |cur| match cur {
         Some(r) if !r.approved => {
             let mut r = r.clone();
             r.approved = true;
@@ -71,23 +96,28 @@ pub async fn approve(hub: &Hub, body: &[u8]) -> Result<Invitation, ApiError> {
         }
         _ => Change::Keep,
     })
-    .await
-    .map_err(SchedulerError::from)?;
-    let Some(record) = updated else {
-        return Err(ApiError::not_found(format!(
-            "site {} has no invitation (edgectl site add {} --join)",
-            req.site, req.site
-        )));
-    };
-    audit(hub, &req.site, JoinAction::Approved, "operator", record.joined_key.clone()).await?;
-    tracing::info!(site = %req.site, joined = record.joined_key.is_some(), "site approved");
-    Ok(record)
+    .await?;
+    if let Some(record) = &updated {
+        audit(hub, site, host, JoinAction::Approved, "operator", record.joined_key.clone()).await?;
+    }
+    Ok(updated)
+}
+
+/// Approves the invitations of `hosts` of `site` that have one (`edgectl host approve`): each
+/// receives its credential at its next join request.
+pub async fn approve_hosts(hub: &Hub, site: &Name, hosts: &[Name]) -> Result<(), SchedulerError> {
+    for host in hosts {
+        if let Some(r) = approve_one(hub, site, Some(host)).await? {
+            tracing::info!(%site, %host, joined = r.joined_key.is_some(), "host's invitation approved");
+        }
+    }
+    Ok(())
 }
 
 /// Refuses a join: counted on the invitation (if any), audited, answered naming the field.
-async fn refuse(hub: &Hub, site: &Name, pointer: &str, why: &str) -> Result<SiteJoined, ApiError> {
-    tracing::warn!(%site, reason = why, "join refused");
-    let _ = kv::update::<Invitation, _>(&hub.buckets.apps, &key(site), |cur| match cur {
+async fn refuse(hub: &Hub, site: &Name, host: Option<&Name>, pointer: &str, why: &str) -> Result<SiteJoined, ApiError> {
+    tracing::warn!(%site, ?host, reason = why, "join refused");
+    let _ = kv::update::<Invitation, _>(&hub.buckets.apps, &key(site, host), |cur| match cur {
         Some(r) => {
             let mut r = r.clone();
             r.refused += 1;
@@ -96,12 +126,19 @@ async fn refuse(hub: &Hub, site: &Name, pointer: &str, why: &str) -> Result<Site
         None => Change::Keep,
     })
     .await;
-    audit(hub, site, JoinAction::Refused, "site", Some(format!("{pointer}: {why}"))).await?;
+    audit(hub, site, host, JoinAction::Refused, "site", Some(format!("{pointer}: {why}"))).await?;
     Err(ApiError::invalid(pointer, format!("invalid request: {pointer}: {why}")))
 }
 
-/// `site.join.<site>` (the site, through the enrolment account): the invitation's token spends
-/// itself on the first key that presents it; that key (and only it) may ask again until approved.
+/// What issues the credential a join asks for: the site's leaf link, or a host's own.
+enum Issuer {
+    Leaf(std::sync::Arc<edge_auth::leaf::Renewer>),
+    Host(std::sync::Arc<edge_auth::host::HostIssuer>, Name),
+}
+
+/// `site.join.<site>` (a site or one of its hosts, through the enrolment account): the
+/// invitation's token spends itself on the first key that presents it; that key (and only it)
+/// may ask again until approved.
 pub async fn join(hub: &Hub, subject: &str, body: &[u8]) -> Result<SiteJoined, ApiError> {
     let req: SiteJoin = decode(body).map_err(edge_bus::api::invalid)?;
     match edge_types::subject::parse(subject) {
@@ -109,32 +146,41 @@ pub async fn join(hub: &Hub, subject: &str, body: &[u8]) -> Result<SiteJoined, A
         _ => return Err(ApiError::invalid("/site", "invalid request: /site: is not the subject's site")),
     }
     let site = req.site.clone();
-    let Some(renewer) = hub.renewer.clone() else {
-        return Err(ApiError::new(
-            ErrorCode::Unavailable,
-            "this scheduler issues no credentials (it has no SCHEDULER_LEAF_SIGNER)",
-        ));
+    let host = req.host.as_ref();
+    let issuer = match (&req.host, &hub.renewer, &hub.host_issuer) {
+        (None, Some(r), _) => Issuer::Leaf(r.clone()),
+        (Some(h), _, Some(i)) => Issuer::Host(i.clone(), h.clone()),
+        (None, None, _) => return Err(unavailable("SCHEDULER_LEAF_SIGNER")),
+        (Some(_), _, None) => return Err(unavailable("SCHEDULER_HOST_SIGNER")),
     };
     let now = edge_bus::time::now_ms();
-    if let Err(e) = edge_auth::leaf::check_join(&req.public_key, &site, req.at_ms, &req.signature, now) {
+    let signed = match host {
+        None => edge_auth::leaf::check_join(&req.public_key, &site, req.at_ms, &req.signature, now),
+        Some(h) => edge_auth::host::check_join(&req.public_key, &site, h, req.at_ms, &req.signature, now),
+    };
+    if let Err(e) = signed {
         let text = e.to_string();
         let (pointer, why) = text.split_once(": ").unwrap_or(("/signature", &text));
-        return refuse(hub, &site, pointer, why).await;
+        return refuse(hub, &site, host, pointer, why).await;
     }
     let Some((record, _)) =
-        kv::get::<Invitation>(&hub.buckets.apps, &key(&site)).await.map_err(SchedulerError::from)?
+        kv::get::<Invitation>(&hub.buckets.apps, &key(&site, host)).await.map_err(SchedulerError::from)?
     else {
-        return refuse(hub, &site, "/site", "is not invited").await;
+        let pointer = if host.is_some() { "/host" } else { "/site" };
+        return refuse(hub, &site, host, pointer, "is not invited").await;
     };
     if hub.blocks.site_blocked(&site) {
-        return refuse(hub, &site, "/site", "is blocked").await;
+        return refuse(hub, &site, host, "/site", "is blocked").await;
+    }
+    if host.is_some_and(|h| hub.blocks.blocked_hosts(&site).contains(h)) {
+        return refuse(hub, &site, host, "/host", "is blocked").await;
     }
     if edge_auth::leaf::token_digest(&req.token) != record.invite.token_sha256 {
-        return refuse(hub, &site, "/token", "is not the invitation's").await;
+        return refuse(hub, &site, host, "/token", "is not the invitation's").await;
     }
     match &record.joined_key {
-        Some(k) if k != &req.public_key => return refuse(hub, &site, "/token", "was already used").await,
-        None if record.invite.expires_at_ms <= now => return refuse(hub, &site, "/token", "has expired").await,
+        Some(k) if k != &req.public_key => return refuse(hub, &site, host, "/token", "was already used").await,
+        None if record.invite.expires_at_ms <= now => return refuse(hub, &site, host, "/token", "has expired").await,
         _ => {}
     }
     let first = record.joined_key.is_none();
@@ -142,7 +188,7 @@ pub async fn join(hub: &Hub, subject: &str, body: &[u8]) -> Result<SiteJoined, A
         // Spend the token on this key; a concurrent join with another key loses.
         let pk = req.public_key.clone();
         let mut lost = false;
-        kv::update::<Invitation, _>(&hub.buckets.apps, &key(&site), |cur| match cur {
+        kv::update::<Invitation, _>(&hub.buckets.apps, &key(&site, host), |cur| match cur {
             Some(r) if r.joined_key.is_none() => {
                 let mut r = r.clone();
                 r.joined_key = Some(pk.clone());
@@ -158,19 +204,35 @@ pub async fn join(hub: &Hub, subject: &str, body: &[u8]) -> Result<SiteJoined, A
         .await
         .map_err(SchedulerError::from)?;
         if lost {
-            return refuse(hub, &site, "/token", "was already used").await;
+            return refuse(hub, &site, host, "/token", "was already used").await;
         }
-        audit(hub, &site, JoinAction::Joined, "site", Some(req.public_key.clone())).await?;
-        tracing::info!(%site, "site joined");
+        audit(hub, &site, host, JoinAction::Joined, "site", Some(req.public_key.clone())).await?;
+        tracing::info!(%site, ?host, "joined");
     }
+    let waiting =
+        SiteJoined { site: site.clone(), host: req.host.clone(), approved: false, jwt: None, expires_at: None };
     if !(record.approved || record.invite.auto_approve) {
-        return Ok(SiteJoined { site, approved: false, jwt: None, expires_at: None });
+        return Ok(waiting);
     }
-    let (jwt, expires_at) = renewer
-        .first(&record.invite.account, &site, &req.public_key)
-        .map_err(|e| ApiError::internal(format!("cannot issue the credential: {e}")))?;
+    let issued = match &issuer {
+        Issuer::Leaf(renewer) => {
+            renewer.first(&record.invite.account, &site, &req.public_key).map(|(jwt, exp)| (jwt, Some(exp)))
+        }
+        Issuer::Host(issuer, h) => {
+            issuer.issue(&record.invite.account, &site, h, &req.public_key).map(|jwt| (jwt, None))
+        }
+    };
+    let (jwt, expires_at) = issued.map_err(|e| ApiError::internal(format!("cannot issue the credential: {e}")))?;
     if first && record.invite.auto_approve {
-        audit(hub, &site, JoinAction::Approved, "policy", Some(req.public_key.clone())).await?;
+        audit(hub, &site, host, JoinAction::Approved, "policy", Some(req.public_key.clone())).await?;
+        if let Some(h) = host {
+            // The policy admits the host as `host approve` would, where the site lists its hosts.
+            crate::hosts::admit_if_listed(hub, &site, h).await?;
+        }
     }
-    Ok(SiteJoined { site, approved: true, jwt: Some(jwt), expires_at: Some(expires_at) })
+    Ok(SiteJoined { jwt: Some(jwt), expires_at, approved: true, ..waiting })
+}
+
+fn unavailable(setting: &str) -> ApiError {
+    ApiError::new(ErrorCode::Unavailable, format!("this scheduler issues no such credentials (it has no {setting})"))
 }

@@ -76,6 +76,8 @@ pub struct Hub {
     pub host_lists: hosts::HostLists,
     /// Renews sites' leaf-link credentials, when given the control account's signer.
     pub renewer: Option<Arc<edge_auth::leaf::Renewer>>,
+    /// Issues hosts' own credentials, when given the hosts' signer.
+    pub host_issuer: Option<Arc<edge_auth::host::HostIssuer>>,
 }
 
 impl Hub {
@@ -104,6 +106,12 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Sche
         }
         None => None,
     };
+    let host_issuer = match &config.host_signer {
+        Some(path) => {
+            Some(Arc::new(edge_auth::host::HostIssuer::from_seed_file(path).map_err(SchedulerError::Config)?))
+        }
+        None => None,
+    };
     let blocks = blocks::Blocks::follow(buckets.apps.clone(), shutdown.clone());
     blocks.loaded().await;
     let tenants = tenants::TenantPolicies::follow(buckets.apps.clone(), shutdown.clone());
@@ -115,6 +123,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Sche
         tenants,
         host_lists,
         renewer,
+        host_issuer,
         js,
         buckets,
         placement: Arc::new(tokio::sync::Mutex::new(())),

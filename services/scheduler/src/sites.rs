@@ -151,7 +151,7 @@ pub async fn renew(hub: &Hub, subject: &str, body: &[u8]) -> Result<edge_types::
         Ok((jwt, expires_at)) => {
             tracing::info!(site = %req.site, expires_at, "leaf-link credential renewed");
             let detail = Some(format!("valid until {expires_at}"));
-            crate::join::audit(hub, &req.site, JoinAction::Renewed, "site", detail).await?;
+            crate::join::audit(hub, &req.site, None, JoinAction::Renewed, "site", detail).await?;
             Ok(edge_types::site::LeafRenewed { site: req.site, jwt, expires_at })
         }
         Err(e) => refuse_renewal(hub, &req.site, &e.to_string()).await,
@@ -161,7 +161,7 @@ pub async fn renew(hub: &Hub, subject: &str, body: &[u8]) -> Result<edge_types::
 /// Refuses a renewal (`why` starts with the field's pointer), audited.
 async fn refuse_renewal(hub: &Hub, site: &Name, why: &str) -> Result<edge_types::site::LeafRenewed, ApiError> {
     tracing::warn!(%site, reason = why, "renewal refused");
-    crate::join::audit(hub, site, JoinAction::Refused, "site", Some(format!("renewal: {why}"))).await?;
+    crate::join::audit(hub, site, None, JoinAction::Refused, "site", Some(format!("renewal: {why}"))).await?;
     let pointer = why.split(':').next().unwrap_or("").to_string();
     Err(ApiError::invalid(pointer, format!("invalid request: {why}")))
 }

@@ -83,6 +83,15 @@ pub struct Config {
     /// leaf-link key) and receives the credential once approved.
     #[arg(long, env = "SITE_MANAGER_JOIN_TOKEN")]
     pub join_token: Option<PathBuf>,
+    /// A host's one-time token file (`token` of `edgectl host invite SITE HOST`): a host with
+    /// no credential at `--nats-creds` yet joins with it (it makes its own key) through the hub
+    /// (`--hub-url`, `--enrol-creds`) and, once approved, writes its credential there.
+    #[arg(long, env = "SITE_MANAGER_HOST_TOKEN")]
+    pub host_token: Option<PathBuf>,
+    /// The site's system user (`sys.creds` of the bundle): with it the site's leader gives the
+    /// leaf server the site account's JWT when the centre revokes a host's credential.
+    #[arg(long, env = "SITE_MANAGER_SYS_CREDS")]
+    pub sys_creds: Option<PathBuf>,
     /// Seconds between checks of the leaf-link credential's expiry.
     #[arg(long, env = "SITE_MANAGER_RENEW_CHECK_SECS", default_value_t = 600, value_parser = clap::value_parser!(u64).range(1..=86400))]
     pub renew_check_secs: u64,
@@ -153,6 +162,8 @@ impl Config {
             hub_url: None,
             enrol_creds: None,
             join_token: None,
+            host_token: None,
+            sys_creds: None,
             renew_check_secs: 600,
             key_dir: std::env::temp_dir().join("edge-site-manager"),
             secrets_dir: PathBuf::from("/dev/shm/edge-secrets"),

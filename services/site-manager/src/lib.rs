@@ -4,12 +4,14 @@
 //! leader also assigns replicas to live hosts, merges status, reports it up through the site's
 //! event stream and calls home.
 
+pub mod accounts;
 pub mod agent;
 pub mod buffer;
 pub mod callhome;
 pub mod cluster;
 pub mod config;
 pub mod desired;
+pub mod hostjoin;
 pub mod imagegc;
 pub mod images;
 pub mod inventory;
@@ -87,6 +89,25 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Site
     else {
         return Ok(());
     };
+    if let Some(token) = &config.host_token {
+        let (Some(creds), Some(hub_url), Some(enrol)) = (&config.nats_creds, &config.hub_url, &config.enrol_creds)
+        else {
+            return Err(SiteManagerError::Config(
+                "--host-token needs --nats-creds (where the credential goes), --hub-url and --enrol-creds".into(),
+            ));
+        };
+        let join = hostjoin::HostJoin {
+            site: site.clone(),
+            host: host.clone(),
+            creds: creds.clone(),
+            token: token.clone(),
+            hub: edge_bus::Endpoint::new(hub_url, Some(enrol.clone())),
+            every: std::time::Duration::from_secs(config.renew_check_secs),
+        };
+        if !join.until_joined(&shutdown).await {
+            return Ok(());
+        }
+    }
     let endpoint = edge_bus::Endpoint {
         inbox_prefix: Some(edge_types::subject::site_inbox_prefix(&site)),
         ..edge_bus::Endpoint::new(&config.nats_url, config.nats_creds.clone())
@@ -213,6 +234,15 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Site
             join_token: config.join_token.clone(),
         };
         tasks.spawn(renewer.run(shutdown.clone()));
+    }
+    if let Some(sys) = &config.sys_creds {
+        let pusher = accounts::AccountPusher {
+            leaf: edge_bus::Endpoint::new(&config.nats_url, Some(sys.clone())),
+            policy: host_policy.clone(),
+            leading: leading_rx.clone(),
+            every: std::time::Duration::from_secs(2),
+        };
+        tasks.spawn(pusher.run(shutdown.clone()));
     }
     tasks.spawn(callhome::registrar(client.clone(), buffer.clone(), registration_rx, shutdown.clone()));
     let recoveries = Arc::new(AtomicU64::new(0));

@@ -129,33 +129,50 @@ impl LeafRenewer {
     /// The site's first call-home with the invitation's token.
     async fn join(&self) -> Result<Outcome, RenewError> {
         let Some(token_file) = &self.join_token else { return Err(RenewError::NoCredential(self.creds.clone())) };
-        let io = |path: &std::path::Path| {
-            let path = path.to_path_buf();
-            move |source| edge_auth::AuthError::Io { path, source }
-        };
-        let token = std::fs::read_to_string(token_file).map_err(io(token_file))?.trim().to_string();
-        // The key is made here, once, and never leaves the site.
-        let seed_file = self.creds.with_extension("seed");
-        if !seed_file.exists() {
-            edge_auth::creds::write_secret(&seed_file, &leaf::new_key_seed()?)?;
-        }
-        let seed = std::fs::read_to_string(&seed_file).map_err(io(&seed_file))?.trim().to_string();
-        let at_ms = edge_bus::time::now_ms();
-        let (public_key, signature) = leaf::sign_join(&seed, &self.site, at_ms)?;
-        let req = SiteJoin { site: self.site.clone(), token, public_key: public_key.clone(), at_ms, signature };
-        let client = edge_bus::connect(&self.hub, "site-manager-join", false).await?;
-        let reply: SiteJoined =
-            edge_bus::api::request_as_site(&client, ApiOp::SiteJoin, &self.site, &req, Duration::from_secs(10)).await?;
-        let (Some(jwt), true) = (reply.jwt, reply.approved) else { return Ok(Outcome::AwaitingApproval) };
-        if jwt::decode::<User>(&jwt)?.sub != public_key {
-            return Err(RenewError::WrongKey);
-        }
-        edge_auth::creds::write_file(&self.creds, &Creds { jwt, seed })?;
-        // Spent: the token and the separate seed are no longer needed.
-        let _ = std::fs::remove_file(&seed_file);
-        let _ = std::fs::remove_file(token_file);
-        Ok(Outcome::Joined(reply.expires_at.unwrap_or(0)))
+        join(&self.hub, &self.site, None, &self.creds, token_file).await
     }
+}
+
+/// Joins `site` (or, with `host`, as one of its hosts) with the invitation's one-time token in
+/// `token_file`: makes the key (kept in `<creds>.seed` until approved; it never leaves this
+/// machine), presents the token with the key's public half, and once approved writes the
+/// credential to `creds` and forgets the token and the separate seed.
+pub async fn join(
+    hub: &edge_bus::Endpoint,
+    site: &Name,
+    host: Option<&Name>,
+    creds: &std::path::Path,
+    token_file: &std::path::Path,
+) -> Result<Outcome, RenewError> {
+    let io = |path: &std::path::Path| {
+        let path = path.to_path_buf();
+        move |source| edge_auth::AuthError::Io { path, source }
+    };
+    let token = std::fs::read_to_string(token_file).map_err(io(token_file))?.trim().to_string();
+    let seed_file = creds.with_extension("seed");
+    if !seed_file.exists() {
+        edge_auth::creds::write_secret(&seed_file, &leaf::new_key_seed()?)?;
+    }
+    let seed = std::fs::read_to_string(&seed_file).map_err(io(&seed_file))?.trim().to_string();
+    let at_ms = edge_bus::time::now_ms();
+    let (public_key, signature) = match host {
+        None => leaf::sign_join(&seed, site, at_ms)?,
+        Some(h) => edge_auth::host::sign_join(&seed, site, h, at_ms)?,
+    };
+    let req =
+        SiteJoin { site: site.clone(), host: host.cloned(), token, public_key: public_key.clone(), at_ms, signature };
+    let client = edge_bus::connect(hub, "site-manager-join", false).await?;
+    let reply: SiteJoined =
+        edge_bus::api::request_as_site(&client, ApiOp::SiteJoin, site, &req, Duration::from_secs(10)).await?;
+    let (Some(jwt), true) = (reply.jwt, reply.approved) else { return Ok(Outcome::AwaitingApproval) };
+    if jwt::decode::<User>(&jwt)?.sub != public_key {
+        return Err(RenewError::WrongKey);
+    }
+    edge_auth::creds::write_file(creds, &Creds { jwt, seed })?;
+    // Spent: the token and the separate seed are no longer needed.
+    let _ = std::fs::remove_file(&seed_file);
+    let _ = std::fs::remove_file(token_file);
+    Ok(Outcome::Joined(reply.expires_at.unwrap_or(0)))
 }
 
 /// Whether a credential issued at `iat` and expiring at `exp` (Unix seconds) is due for renewal

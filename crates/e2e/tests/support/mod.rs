@@ -616,6 +616,8 @@ pub fn run_scheduler(hub: &NatsServer) -> (CancellationToken, JoinHandle<()>) {
     // Renews sites' leaf credentials for an hour.
     config.leaf_signer = Some(hub.authority().control_signer_seed());
     config.leaf_valid_secs = 3600;
+    // Gives hosts that join with their own key their credential.
+    config.host_signer = Some(hub.authority().host_signer_seed().expect("hosts' signer"));
     service("scheduler", |t| scheduler::run(config, t))
 }
 
