@@ -51,6 +51,8 @@ fn site_manager(site: &Name, leaf: &NatsServer, bundle: &Path, hub: &NatsServer,
     c.secrets_dir = std::path::PathBuf::from(format!("/dev/shm/{}", edge_testkit::unique("edge-join-secrets")));
     c.leaf_creds = Some(bundle.join("leaf.creds"));
     c.hub_url = Some(hub.url());
+    // Across the WAN, over TLS verified with the bundle's CA.
+    c.hub_ca = Some(bundle.join("ca.pem"));
     c.enrol_creds = Some(bundle.join("enrol.creds"));
     c.join_token = Some(bundle.join("token"));
     c.renew_check_secs = 1;
@@ -96,9 +98,18 @@ async fn a_new_site_joins_with_its_one_time_token_once_approved() -> Result<()> 
     ensure!(!bundle.join("leaf.creds").exists(), "no credential before approval");
 
     // The token is spent: another key presenting it is refused, and so is a wrong token.
-    let enrol =
-        edge_bus::connect(&edge_bus::Endpoint::new(hub_server.url(), Some(bundle.join("enrol.creds"))), "t", false)
-            .await?;
+    let over_wan = |ca: std::path::PathBuf| {
+        edge_bus::Endpoint::new(hub_server.url(), Some(bundle.join("enrol.creds"))).with_tls_ca(Some(ca))
+    };
+    let enrol = edge_bus::connect(&over_wan(bundle.join("ca.pem")), "t", false).await?;
+    // The hub's client port offers TLS: a site verifies it with its bundle's CA, and an
+    // impostor's certificate (another authority's CA) is refused.
+    let impostor = tempfile::tempdir()?;
+    edge_auth::Authority::init(impostor.path())?;
+    ensure!(
+        edge_bus::connect(&over_wan(impostor.path().join("tls/ca.pem")), "t", false).await.is_err(),
+        "a certificate of another CA is refused"
+    );
     assert_eq!(support::refused_at(join_as_stranger(&enrol, &site, token.trim()).await), "/token");
     assert_eq!(support::refused_at(join_as_stranger(&enrol, &site, "AAAAAAAAAAAAAAAAAAAAAAAA").await), "/token");
     let uninvited = Name::new(edge_testkit::unique("nobody"))?;

@@ -44,11 +44,19 @@ pub struct Endpoint {
     /// Prefix of reply subjects; a site's clients use the site's own
     /// (`edge_types::subject::site_inbox_prefix`), which its leaf link may receive.
     pub inbox_prefix: Option<String>,
+    /// Connect over TLS only, verifying the server's certificate against this CA certificate
+    /// (PEM): a site dialling the hub's client port across the WAN (`ca.pem` of its bundle).
+    pub tls_ca: Option<PathBuf>,
 }
 
 impl Endpoint {
     pub fn new(url: impl Into<String>, creds: Option<PathBuf>) -> Self {
-        Self { url: url.into(), creds, inbox_prefix: None }
+        Self { url: url.into(), creds, inbox_prefix: None, tls_ca: None }
+    }
+
+    /// The same endpoint, over TLS verified against `ca` (none: as it was).
+    pub fn with_tls_ca(self, ca: Option<PathBuf>) -> Self {
+        Self { tls_ca: ca.or(self.tls_ca), ..self }
     }
 }
 
@@ -93,6 +101,9 @@ async fn connect_with(
     }
     if let Some(prefix) = &to.inbox_prefix {
         opts = opts.custom_inbox_prefix(prefix);
+    }
+    if let Some(ca) = &to.tls_ca {
+        opts = opts.add_root_certificates(ca.clone()).require_tls(true);
     }
     let mut opts = opts
         .name(name)

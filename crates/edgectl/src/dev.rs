@@ -246,6 +246,7 @@ async fn up(dir: &Path, n: u32) -> Result<()> {
             ("SITE_MANAGER_KEY_DIR".to_string(), dir.join(&site).join("keys").display().to_string()),
             ("SITE_MANAGER_LEAF_CREDS".to_string(), bundle.leaf_creds.display().to_string()),
             ("SITE_MANAGER_HUB_URL".to_string(), hub_url.clone()),
+            ("SITE_MANAGER_HUB_CA".to_string(), bundle.ca.display().to_string()),
             ("SITE_MANAGER_ENROL_CREDS".to_string(), bundle.enrol_creds.display().to_string()),
             // Gives the leaf server the site account's host revocations.
             ("SITE_MANAGER_SYS_CREDS".to_string(), bundle.sys_creds.display().to_string()),

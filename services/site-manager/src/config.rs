@@ -75,6 +75,10 @@ pub struct Config {
     /// The hub's client URL as this site reaches it, for renewals only.
     #[arg(long, env = "SITE_MANAGER_HUB_URL")]
     pub hub_url: Option<String>,
+    /// The authority's CA certificate (`ca.pem` of the bundle): renewals and joins then reach the
+    /// hub's client port over TLS only, verifying the hub's certificate for the name dialled.
+    #[arg(long, env = "SITE_MANAGER_HUB_CA")]
+    pub hub_ca: Option<PathBuf>,
     /// The shared enrolment credential (`enrol.creds` of the bundle): may only ask for renewals.
     #[arg(long, env = "SITE_MANAGER_ENROL_CREDS")]
     pub enrol_creds: Option<PathBuf>,
@@ -163,6 +167,7 @@ impl Config {
             enrol_creds: None,
             join_token: None,
             host_token: None,
+            hub_ca: None,
             sys_creds: None,
             renew_check_secs: 600,
             key_dir: std::env::temp_dir().join("edge-site-manager"),

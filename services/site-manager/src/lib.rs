@@ -101,7 +101,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Site
             host: host.clone(),
             creds: creds.clone(),
             token: token.clone(),
-            hub: edge_bus::Endpoint::new(hub_url, Some(enrol.clone())),
+            hub: edge_bus::Endpoint::new(hub_url, Some(enrol.clone())).with_tls_ca(config.hub_ca.clone()),
             every: std::time::Duration::from_secs(config.renew_check_secs),
         };
         if !join.until_joined(&shutdown).await {
@@ -228,7 +228,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Site
         let renewer = renew::LeafRenewer {
             site: site.clone(),
             creds: creds.clone(),
-            hub: edge_bus::Endpoint::new(hub_url, Some(enrol.clone())),
+            hub: edge_bus::Endpoint::new(hub_url, Some(enrol.clone())).with_tls_ca(config.hub_ca.clone()),
             every: std::time::Duration::from_secs(config.renew_check_secs),
             leading: leading_rx.clone(),
             join_token: config.join_token.clone(),
