@@ -265,3 +265,52 @@ async fn a_host_joins_with_its_own_key_and_blocking_it_revokes_that_key_at_the_s
     let _ = run2.await;
     Ok(())
 }
+
+/// The JWT of a credentials file.
+fn jwt_of(path: &Path) -> Result<edge_auth::jwt::Claims<edge_auth::claims::User>> {
+    Ok(edge_auth::jwt::decode(&edge_auth::Creds::parse(&std::fs::read_to_string(path)?)?.jwt)?)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_renew_only_sidecar_keeps_a_writable_copy_of_the_secrets_credential_valid() -> Result<()> {
+    let (hub_server, _hub, _stop) = hub_with_scheduler().await?;
+    // A site as Kubernetes runs it: the bundle is a read-only Secret whose leaf credential
+    // ends in seconds; the leaf server reads a copy in its pod's volume.
+    let site = Name::new(edge_testkit::unique("sidecar"))?;
+    let bundle = hub_server.authority().site(&site)?;
+    hub_server.authority().renew_leaf(&site, Duration::from_secs(4))?;
+    let first = jwt_of(&bundle.leaf_creds)?;
+    let volume = tempfile::tempdir()?;
+    let copy = volume.path().join("leaf.creds");
+    let mut c = site_manager::Config::new(site.clone(), "nats://127.0.0.1:1");
+    c.renew_only = true;
+    c.leaf_creds = Some(copy.clone());
+    c.leaf_creds_from = Some(bundle.leaf_creds.clone());
+    c.hub_url = Some(hub_server.url());
+    c.hub_ca = Some(bundle.ca.clone());
+    c.enrol_creds = Some(bundle.enrol_creds.clone());
+    c.renew_check_secs = 1;
+    let sidecar = CancellationToken::new();
+    let run = tokio::spawn(site_manager::run(c, sidecar.clone()));
+    let _stop_sidecar = sidecar.clone().drop_guard();
+
+    // It takes the Secret's credential and renews it before it ends (for an hour, the
+    // scheduler's validity here), in the copy; the Secret stays as it was.
+    eventually("the copy is renewed", || async {
+        Ok(jwt_of(&copy).is_ok_and(|c| c.sub == first.sub && c.exp > first.exp.map(|e| e + 600)))
+    })
+    .await?;
+    assert_eq!(jwt_of(&bundle.leaf_creds)?.exp, first.exp, "the read-only copy is untouched");
+
+    // An operator's re-issue into the Secret (newer) replaces the copy.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    hub_server.authority().renew_leaf(&site, Duration::from_secs(7200))?;
+    let manual = jwt_of(&bundle.leaf_creds)?;
+    eventually("the copy takes the operator's newer credential", || async {
+        Ok(jwt_of(&copy).is_ok_and(|c| c.iat == manual.iat && c.exp == manual.exp))
+    })
+    .await?;
+    sidecar.cancel();
+    run.await??;
+    Ok(())
+}

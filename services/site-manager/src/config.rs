@@ -72,6 +72,16 @@ pub struct Config {
     /// site comes back from a long time offline.
     #[arg(long, env = "SITE_MANAGER_LEAF_CREDS")]
     pub leaf_creds: Option<PathBuf>,
+    /// A read-only copy of the leaf-link credential (a Kubernetes Secret's): copied to
+    /// `--leaf-creds` when that is missing or older (issued earlier), so a credential the
+    /// operator re-issued by hand (`edgectl site renew`) still reaches the leaf server.
+    #[arg(long, env = "SITE_MANAGER_LEAF_CREDS_FROM")]
+    pub leaf_creds_from: Option<PathBuf>,
+    /// Only keep the leaf-link credential valid (renewals and the site's join): no containers,
+    /// no connection to the leaf server. For a sidecar next to the leaf server (Kubernetes,
+    /// `k8s/site/leaf.yaml`), where the file the leaf server reads is in the pod's volume.
+    #[arg(long, env = "SITE_MANAGER_RENEW_ONLY", default_value_t = false)]
+    pub renew_only: bool,
     /// The hub's client URL as this site reaches it, for renewals only.
     #[arg(long, env = "SITE_MANAGER_HUB_URL")]
     pub hub_url: Option<String>,
@@ -167,6 +177,8 @@ impl Config {
             enrol_creds: None,
             join_token: None,
             host_token: None,
+            leaf_creds_from: None,
+            renew_only: false,
             hub_ca: None,
             sys_creds: None,
             renew_check_secs: 600,

@@ -79,8 +79,38 @@ async fn until_ready<T, E: std::fmt::Display, F: std::future::Future<Output = Re
     }
 }
 
+/// The leaf-link credential's renewer, when the configuration has what it needs.
+fn leaf_renewer(config: &Config, leading: watch::Receiver<bool>) -> Option<renew::LeafRenewer> {
+    let (Some(creds), Some(hub_url), Some(enrol)) = (&config.leaf_creds, &config.hub_url, &config.enrol_creds) else {
+        return None;
+    };
+    Some(renew::LeafRenewer {
+        site: config.site.clone(),
+        creds: creds.clone(),
+        creds_from: config.leaf_creds_from.clone(),
+        hub: edge_bus::Endpoint::new(hub_url, Some(enrol.clone())).with_tls_ca(config.hub_ca.clone()),
+        every: std::time::Duration::from_secs(config.renew_check_secs),
+        leading,
+        join_token: config.join_token.clone(),
+    })
+}
+
+/// `--renew-only`: keeps the leaf-link credential valid, nothing else, until shut down.
+async fn renew_only(config: Config, shutdown: CancellationToken) -> Result<(), SiteManagerError> {
+    let (_always, leading) = watch::channel(true);
+    let renewer = leaf_renewer(&config, leading).ok_or_else(|| {
+        SiteManagerError::Config("--renew-only needs --leaf-creds, --hub-url and --enrol-creds".into())
+    })?;
+    tracing::info!(site = %config.site, creds = %renewer.creds.display(), "keeping the leaf-link credential valid");
+    renewer.run(shutdown).await;
+    Ok(())
+}
+
 /// Runs the site-manager until `shutdown` is cancelled.
 pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), SiteManagerError> {
+    if config.renew_only {
+        return renew_only(config, shutdown).await;
+    }
     let window = config.window().map_err(SiteManagerError::Config)?;
     let site = config.site.clone();
     let host = config.host_name();
@@ -224,15 +254,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Site
         duplicates: cluster::hosts::Duplicates::new(std::time::Duration::from_secs(config.host_dead_secs)),
     };
     tasks.spawn(leader.run(shutdown.clone()));
-    if let (Some(creds), Some(hub_url), Some(enrol)) = (&config.leaf_creds, &config.hub_url, &config.enrol_creds) {
-        let renewer = renew::LeafRenewer {
-            site: site.clone(),
-            creds: creds.clone(),
-            hub: edge_bus::Endpoint::new(hub_url, Some(enrol.clone())).with_tls_ca(config.hub_ca.clone()),
-            every: std::time::Duration::from_secs(config.renew_check_secs),
-            leading: leading_rx.clone(),
-            join_token: config.join_token.clone(),
-        };
+    if let Some(renewer) = leaf_renewer(&config, leading_rx.clone()) {
         tasks.spawn(renewer.run(shutdown.clone()));
     }
     if let Some(sys) = &config.sys_creds {

@@ -57,6 +57,8 @@ pub struct LeafRenewer {
     pub site: Name,
     /// The leaf server's credentials file.
     pub creds: PathBuf,
+    /// A read-only copy to take when newer (a Kubernetes Secret's), see [`take_newer`].
+    pub creds_from: Option<PathBuf>,
     /// The hub's client URL with the enrolment credential.
     pub hub: edge_bus::Endpoint,
     pub every: Duration,
@@ -96,6 +98,11 @@ impl LeafRenewer {
 
     /// Renews when due, or joins when the site has no credential yet.
     pub async fn check(&self) -> Result<Outcome, RenewError> {
+        if let Some(from) = &self.creds_from {
+            if take_newer(from, &self.creds)? {
+                tracing::info!(from = %from.display(), "leaf-link credential taken from the read-only copy");
+            }
+        }
         if !self.creds.exists() {
             return self.join().await;
         }
@@ -173,6 +180,28 @@ pub async fn join(
     let _ = std::fs::remove_file(&seed_file);
     let _ = std::fs::remove_file(token_file);
     Ok(Outcome::Joined(reply.expires_at.unwrap_or(0)))
+}
+
+/// Copies the credentials file `from` to `to` when `to` is missing or was issued earlier;
+/// returns whether it did. A missing `from` (a site still to join) is not an error.
+pub fn take_newer(from: &std::path::Path, to: &std::path::Path) -> Result<bool, edge_auth::AuthError> {
+    let read = |path: &std::path::Path| -> Result<Creds, edge_auth::AuthError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|source| edge_auth::AuthError::Io { path: path.to_path_buf(), source })?;
+        Creds::parse(&text)
+    };
+    if !from.exists() {
+        return Ok(false);
+    }
+    let offered = read(from)?;
+    let newer = match to.exists() {
+        false => true,
+        true => jwt::decode::<User>(&offered.jwt)?.iat > jwt::decode::<User>(&read(to)?.jwt)?.iat,
+    };
+    if newer {
+        edge_auth::creds::write_file(to, &offered)?;
+    }
+    Ok(newer)
 }
 
 /// Whether a credential issued at `iat` and expiring at `exp` (Unix seconds) is due for renewal
