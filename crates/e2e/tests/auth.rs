@@ -349,3 +349,65 @@ async fn a_rotated_credential_replaces_the_old_which_is_then_revoked() -> Result
     connect(path).await?;
     Ok(())
 }
+
+/// Whether a core publish by `from` on `subject` reaches a subscriber of the hub. A marker
+/// `from` publishes next proves the subscriptions are in place and that the publish, had it
+/// been delivered, would have arrived first (one connection's messages keep their order).
+async fn reaches(hub: &async_nats::Client, from: &async_nats::Client, subject: &str) -> Result<bool> {
+    let marker = format!("_INBOX.mark.{}", edge_testkit::unique("m"));
+    let mut sub = hub.subscribe(subject.to_string()).await?;
+    let mut marks = hub.subscribe(marker.clone()).await?;
+    hub.flush().await?;
+    // Until the hub's interest is in place (subscriptions are processed asynchronously).
+    until_received(from, &marker, &mut marks).await;
+    from.publish(subject.to_string(), "x".into()).await?;
+    from.publish(marker, "end".into()).await?;
+    from.flush().await?;
+    loop {
+        match tokio::time::timeout(Duration::from_secs(5), marks.next()).await {
+            Ok(Some(m)) if m.payload.as_ref() == b"end" => break,
+            Ok(Some(_)) => continue, // an earlier marker
+            _ => anyhow::bail!("the marker never arrived"),
+        }
+    }
+    Ok(matches!(tokio::time::timeout(Duration::from_millis(200), sub.next()).await, Ok(Some(_))))
+}
+
+#[tokio::test]
+async fn each_central_service_is_denied_what_it_must_never_do() -> Result<()> {
+    let hub_server = NatsServer::hub().await?;
+    let hub = hub_server.connect().await?;
+    let as_service = |name: &'static str| {
+        let creds = hub_server.user_creds(name);
+        let url = hub_server.url();
+        async move { anyhow::Ok(edge_bus::connect(&edge_bus::Endpoint::new(url, Some(creds?)), name, false).await?) }
+    };
+    let (app, secret) = ("edge.v1.desired.00.shop-1.web", "edge.v1.desired.00.shop-1._secret.default.db");
+    let (apps_kv, secrets_kv, alerts_kv) =
+        ("$KV.edge_apps.app.web", "$KV.edge_secrets.default.db", "$KV.edge_alerts.x");
+
+    // (service, what it may publish, what it may not)
+    let cases: [(&str, &[&str], &[&str]); 4] = [
+        ("scheduler", &[app, apps_kv], &[secret, secrets_kv]),
+        ("secrets", &[secret, secrets_kv], &[app, apps_kv]),
+        ("registry-sync", &[], &[app, secret, apps_kv, secrets_kv]),
+        ("telemetry", &[alerts_kv], &[app, secret, apps_kv, secrets_kv]),
+    ];
+    for (name, allowed, denied) in cases {
+        let client = as_service(name).await?;
+        for subject in allowed {
+            ensure!(reaches(&hub, &client, subject).await?, "{name} may publish {subject}");
+        }
+        for subject in denied {
+            ensure!(!reaches(&hub, &client, subject).await?, "{name} must not publish {subject}");
+        }
+        // None deletes a stream.
+        let delete = "$JS.hub.API.STREAM.DELETE.AUDIT";
+        ensure!(!reaches(&hub, &client, delete).await?, "{name} must not delete streams");
+    }
+    // An operator's user may do all of it.
+    let admin = hub_server.connect().await?;
+    ensure!(reaches(&hub, &admin, app).await?, "an operator publishes {app}");
+    ensure!(reaches(&hub, &admin, secret).await?, "an operator publishes {secret}");
+    Ok(())
+}

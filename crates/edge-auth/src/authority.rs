@@ -407,7 +407,7 @@ impl Authority {
     /// Credentials of a control-plane user (`scheduler`, `secrets`, `admin`, ...), issued once
     /// and kept in `creds/<name>.creds`.
     pub fn control_user(&self, name: &Name) -> Result<PathBuf, AuthError> {
-        self.issued_once(&format!("{name}.creds"), &self.control, name.as_str(), name.as_str())
+        self.issued_once(&format!("{name}.creds"), &self.control, name.as_str(), scope::control_user(name.as_str()))
     }
 
     /// Rotates control-plane user `name`: a new key and credentials file; the old file is kept
@@ -422,7 +422,7 @@ impl Authority {
         }
         let previous = previous_of(&path);
         std::fs::rename(&path, &previous).map_err(io(&path))?;
-        write(&path, &self.issue(&self.control, name.as_str(), scope::control_plane(name.as_str()))?.render(), true)?;
+        write(&path, &self.issue(&self.control, name.as_str(), scope::control_user(name.as_str()))?.render(), true)?;
         Ok(path)
     }
 
@@ -440,14 +440,19 @@ impl Authority {
     /// Credentials of the system account's operator user (`creds/sys.creds`): what pushes
     /// account updates (revocations) to the hub's resolver. Kept at the centre.
     pub fn system_user(&self) -> Result<PathBuf, AuthError> {
-        self.issued_once("sys.creds", &self.system, "sys", "system")
+        self.issued_once("sys.creds", &self.system, "sys", scope::control_plane("system"))
     }
 
-    /// `creds/<file>`: a user of `account` in role `role`, issued on the first call.
-    fn issued_once(&self, file: &str, account: &Account, name: &str, role: &str) -> Result<PathBuf, AuthError> {
+    /// `creds/<file>`: a user of `account` with `scope`, issued on the first call, and again
+    /// when the file's permissions are not `scope`'s (issued by a version with other scopes).
+    fn issued_once(&self, file: &str, account: &Account, name: &str, scope: Scope) -> Result<PathBuf, AuthError> {
         let path = self.dir.join("creds").join(file);
-        if !path.exists() {
-            write(&path, &self.issue(account, name, scope::control_plane(role))?.render(), true)?;
+        let current = path.exists().then(|| -> Result<bool, AuthError> {
+            let claims: Claims<claims::User> = jwt::decode(&Creds::parse(&read(&path)?)?.jwt)?;
+            Ok(claims.nats.publish == scope.publish && claims.nats.subscribe == scope.subscribe)
+        });
+        if !matches!(current, Some(Ok(true))) {
+            write(&path, &self.issue(account, name, scope)?.render(), true)?;
         }
         Ok(path)
     }

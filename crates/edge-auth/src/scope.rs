@@ -128,6 +128,56 @@ pub fn site_system(account: &str) -> Scope {
     }
 }
 
+/// What a central service (`scheduler`, `secrets`, `registry-sync`, `telemetry`) must never
+/// publish, whatever else it does: the state the others own. A compromised telemetry or
+/// registry-sync cannot place workloads or change apps, sites, blocks or secrets; the scheduler
+/// cannot forge a sealed secret; the secrets service cannot place workloads. None may delete a
+/// stream. (Each still reads widely and creates the streams and buckets it needs.) `None` for
+/// any other name: an operator's user.
+pub fn central_service(role: &str) -> Option<Scope> {
+    use topology::{BUCKET_ALERTS, BUCKET_APPS, BUCKET_IMAGES, BUCKET_SECRETS, BUCKET_SECRET_KEYS};
+    use topology::{BUCKET_SITES, BUCKET_STAGING, BUCKET_STATUS};
+    let desired = format!("{}.desired", subject::PREFIX);
+    let kv = |buckets: &[&str]| buckets.iter().map(|b| format!("$KV.{b}.>")).collect::<Vec<_>>();
+    let control = [BUCKET_APPS, BUCKET_SITES, BUCKET_STATUS];
+    let secrets = [BUCKET_SECRETS, BUCKET_SECRET_KEYS];
+    let mut deny = match role {
+        "scheduler" => {
+            [kv(&secrets), kv(&[BUCKET_IMAGES, BUCKET_STAGING, BUCKET_ALERTS]), vec![subject::sealed_secret_all()]]
+                .concat()
+        }
+        "secrets" => [
+            kv(&control),
+            kv(&[BUCKET_IMAGES, BUCKET_STAGING, BUCKET_ALERTS]),
+            // Apps, watermarks, re-keys and host policies; sealed secrets (deeper) stay allowed.
+            vec![format!("{}.*.*.*", desired), "$O.>".into()],
+        ]
+        .concat(),
+        "registry-sync" => [kv(&control), kv(&secrets), kv(&[BUCKET_ALERTS]), vec![format!("{}.>", desired)]].concat(),
+        "telemetry" => [
+            kv(&control),
+            kv(&secrets),
+            kv(&[BUCKET_IMAGES, BUCKET_STAGING]),
+            vec![format!("{}.>", desired), "$O.>".into()],
+        ]
+        .concat(),
+        _ => return None,
+    };
+    deny.push("$JS.*.API.STREAM.DELETE.>".into());
+    Some(Scope {
+        publish: SubjectPermission { allow: Vec::new(), deny },
+        subscribe: SubjectPermission::default(),
+        connection_types: vec![CONN_STANDARD.to_string()],
+        tags: vec![format!("role:{role}")],
+    })
+}
+
+/// A control-plane user named `name`: a central service's scope ([`central_service`]) for the
+/// services' names, an operator's (everything in the control account) for any other.
+pub fn control_user(name: &str) -> Scope {
+    central_service(name).unwrap_or_else(|| control_plane(name))
+}
+
 /// A central service (`scheduler`, `secrets`, ...) or an operator's tool at the hub.
 pub fn control_plane(role: &str) -> Scope {
     unrestricted(vec![format!("role:{role}")])
