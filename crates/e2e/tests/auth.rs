@@ -226,6 +226,10 @@ async fn a_blocked_site_is_cut_off_stays_out_and_keeps_running_locally() -> Resu
         silent(&mut logs, "a blocked site").await;
     }
     assert!(hub_server.log().contains("Credentials Revoked"), "the hub says why it dropped the site");
+    // Each refused redial is audited, with the leaf link's key.
+    let leaf_key = edge_auth::jwt::decode::<edge_auth::claims::User>(&leaf.jwt)?.sub;
+    let audit_stream = edge_bus::topology::hub_js(&hub).get_stream("AUDIT").await?;
+    audited_refusal(&audit_stream, |r| r.user.as_deref() == Some(leaf_key.as_str()) && r.kind == "leafnode").await?;
     // The site itself keeps working: its own server still serves its own clients.
     let mut local = at_site.subscribe("edge.v1.local.check").await?;
     at_site.publish("edge.v1.local.check", "x".into()).await?;
@@ -410,4 +414,56 @@ async fn each_central_service_is_denied_what_it_must_never_do() -> Result<()> {
     ensure!(reaches(&hub, &admin, app).await?, "an operator publishes {app}");
     ensure!(reaches(&hub, &admin, secret).await?, "an operator publishes {secret}");
     Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_refused_for_their_credentials_are_audited() -> Result<()> {
+    let hub_server = NatsServer::hub().await?;
+    let (scheduler, _running) = support::run_scheduler(&hub_server);
+    let _stop = scheduler.drop_guard();
+    let hub = hub_server.connect().await?;
+    let js = edge_bus::topology::hub_js(&hub);
+    // Until the scheduler follows the refusals (it ensures AUDIT first).
+    let mut stream = None;
+    for _ in 0..100 {
+        if let Ok(s) = js.get_stream("AUDIT").await {
+            stream = Some(s);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let stream = stream.expect("AUDIT exists");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    // A site's own credential (its account exists only at its leaf server) tried at the hub.
+    let site = Name::new("shop-x")?;
+    let bundle = hub_server.authority().site(&site)?;
+    let stolen = edge_auth::Creds::parse(&std::fs::read_to_string(&bundle.agent_creds)?)?;
+    let key = edge_auth::jwt::decode::<edge_auth::claims::User>(&stolen.jwt)?.sub;
+    let endpoint = edge_bus::Endpoint::new(hub_server.url(), Some(bundle.agent_creds.clone()));
+    ensure!(edge_bus::connect(&endpoint, "thief", false).await.is_err(), "refused");
+
+    audited_refusal(&stream, |r| r.user.as_deref() == Some(key.as_str()) && r.kind == "client").await
+}
+
+/// Waits until AUDIT holds a refused connection that `matches`.
+async fn audited_refusal(
+    stream: &async_nats::jetstream::stream::Stream,
+    matches: impl Fn(&edge_types::join::AuthRefusal) -> bool,
+) -> Result<()> {
+    let deadline = tokio::time::Instant::now() + support::TIMEOUT;
+    loop {
+        let info = stream.clone().get_info().await?;
+        for seq in info.state.first_sequence..=info.state.last_sequence {
+            let Ok(m) = stream.get_raw_message(seq).await else { continue };
+            if m.subject.as_str().starts_with("edge.v1.audit.auth.") {
+                let r: edge_types::join::AuthRefusal = serde_json::from_slice(&m.payload)?;
+                if matches(&r) && !r.reason.is_empty() {
+                    return Ok(());
+                }
+            }
+        }
+        ensure!(tokio::time::Instant::now() < deadline, "the refused connection was not audited");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }

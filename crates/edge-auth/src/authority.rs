@@ -188,6 +188,25 @@ fn control_exports() -> Vec<claims::Export> {
     .collect()
 }
 
+/// nats-server's event of a refused connection (bad, expired or revoked credentials), which
+/// the system account publishes per server and exports to the control account, where the
+/// scheduler records each in AUDIT.
+pub const AUTH_ERROR_EVENTS: &str = "$SYS.SERVER.*.CLIENT.AUTH.ERR";
+
+fn system_exports() -> Vec<claims::Export> {
+    vec![claims::Export { name: "auth-errors".into(), subject: AUTH_ERROR_EVENTS.into(), kind: claims::STREAM.into() }]
+}
+
+fn control_imports(system: &str) -> Vec<claims::Import> {
+    vec![claims::Import {
+        name: "auth-errors".into(),
+        subject: AUTH_ERROR_EVENTS.into(),
+        account: system.to_string(),
+        local_subject: String::new(),
+        kind: claims::STREAM.into(),
+    }]
+}
+
 /// The enrolment account's only imports: renewals and joins, answered by the control plane.
 fn enrol_imports(control: &str) -> Vec<claims::Import> {
     crate::leaf::ENROL_OPS
@@ -252,9 +271,12 @@ impl Authority {
             operator,
         };
         this.system.jwt = this.sign_account(&this.system, AccountLimits::unlimited_without_jetstream())?;
+        this.system.jwt = this.resign(&this.system.jwt, |c| c.exports = system_exports())?;
         this.control.jwt = this.sign_account(&this.control, AccountLimits::unlimited_with_jetstream())?;
+        let system = this.system.key.public_key();
         this.control.jwt = this.resign(&this.control.jwt, |c| {
             c.exports = control_exports();
+            c.imports = control_imports(&system);
         })?;
         this.operator_jwt = this.sign_operator()?;
         write(&dir.join("operator.seed"), &this.operator.seed().map_err(key_err)?, true)?;
@@ -653,13 +675,23 @@ impl Authority {
         Ok(changed)
     }
 
-    /// Re-signs the control account if its exports are not this version's (an authority made
-    /// before tenants or renewals existed).
+    /// Re-signs the control account if its exports or imports are not this version's (an
+    /// authority made before tenants, renewals or the audit of refused connections existed),
+    /// and the system account if it does not export the refused connections' events.
     fn ensure_control_exports(&mut self) -> Result<(), AuthError> {
         let current: Claims<claims::Account> = jwt::decode(&self.control.jwt)?;
-        if current.nats.exports != control_exports() {
-            self.control.jwt = self.resign(&self.control.jwt, |c| c.exports = control_exports())?;
+        let imports = control_imports(&self.system.key.public_key());
+        if current.nats.exports != control_exports() || current.nats.imports != imports {
+            self.control.jwt = self.resign(&self.control.jwt, |c| {
+                c.exports = control_exports();
+                c.imports = imports;
+            })?;
             self.save_account(&self.control)?;
+        }
+        let system: Claims<claims::Account> = jwt::decode(&self.system.jwt)?;
+        if system.nats.exports != system_exports() {
+            self.system.jwt = self.resign(&self.system.jwt, |c| c.exports = system_exports())?;
+            self.save_account(&self.system)?;
         }
         Ok(())
     }

@@ -68,6 +68,8 @@ pub struct Import {
 
 /// Export and import kind of request/reply subjects.
 pub const SERVICE: &str = "service";
+/// Export and import kind of one-way subjects (events).
+pub const STREAM: &str = "stream";
 
 /// Limits of an account; -1 is unlimited. JetStream is enabled when a storage limit is not 0.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]

@@ -130,3 +130,39 @@ pub struct JoinEvent {
     #[schemars(length(max = 256))]
     pub detail: Option<String>,
 }
+
+/// A connection a server of the system refused for its credentials (none, unknown, expired or
+/// revoked; a blocked site's leaf link redialling), from nats-server's own event
+/// (`$SYS.SERVER.<id>.CLIENT.AUTH.ERR`), recorded by the scheduler in the hub's AUDIT stream
+/// (`edge.v1.audit.auth.<server>`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AuthRefusal {
+    /// Milliseconds since the Unix epoch (the server's event time).
+    pub at_ms: u64,
+    /// The server that refused it.
+    #[schemars(length(max = 256))]
+    pub server: String,
+    /// What connected: `client`, `leafnode`, ...
+    #[schemars(length(max = 64))]
+    pub kind: String,
+    /// Where from (address).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 256))]
+    pub host: Option<String>,
+    /// The user it presented (an nkey's public key), if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 256))]
+    pub user: Option<String>,
+    /// The connection's name, if it gave one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 256))]
+    pub name: Option<String>,
+    /// The server's reason (`Authentication Failure`, `Authorization Violation`, ...).
+    #[schemars(length(max = 1024))]
+    pub reason: String,
+    /// Identical refusals (same user, kind and reason) since the previous record, not recorded
+    /// one by one: a blocked site's leaf redials every second, recorded once a minute.
+    #[serde(default)]
+    pub repeated: u64,
+}

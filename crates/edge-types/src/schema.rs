@@ -20,7 +20,7 @@ use crate::block::{BlockEvent, BlockListReply, BlockRequest, SiteHosts, SiteHost
 use crate::cluster::{Assignment, HostState, LeaderLease};
 use crate::desired::{DesiredApp, EventsWatermark};
 use crate::image::{ImageImport, ImageListReply, ImagePush, ImageRecord, SiteStaging};
-use crate::join::{Invitation, InvitationList, JoinEvent, SiteInvite, SiteJoin, SiteJoined};
+use crate::join::{AuthRefusal, Invitation, InvitationList, JoinEvent, SiteInvite, SiteJoin, SiteJoined};
 use crate::logs::{LogChunk, LogRequest};
 use crate::rollout::{HistoryReply, RollbackRequest, RolloutControl, RolloutControlReply, RolloutStatusReply};
 use crate::secret::{
@@ -119,6 +119,7 @@ messages!(
     SiteJoin,
     SiteJoined,
     JoinEvent,
+    AuthRefusal,
 );
 
 /// The schema a type generates (draft 2020-12).

@@ -23,6 +23,7 @@
 //! edge.v1.audit.tenant.<tenant>        a tenant blocked or unblocked (hub stream AUDIT)
 //! edge.v1.audit.host.<site>.<host>     a host blocked or unblocked (hub stream AUDIT)
 //! edge.v1.audit.join.<site>            a site invited, joined, approved, or a join refused (AUDIT)
+//! edge.v1.audit.auth.<server>          a connection refused for its credentials (AUDIT)
 //! edge.v1.hb.<site>                    liveness heartbeat, core NATS only (not stored)
 //! edge.v1.alert.<kind>.<name>          an alert firing or resolving (hub stream ALERTS)
 //! edge.v1.logs.<site>                  logs on demand from a site's hosts (core request)
@@ -364,6 +365,13 @@ pub fn alert_all() -> String {
 }
 
 /// Every audit subject: what the hub stream AUDIT binds.
+/// `edge.v1.audit.auth.<server>`: a connection a server refused for its credentials.
+pub fn audit_auth(server: &str) -> String {
+    let token: String =
+        server.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '_' }).collect();
+    format!("{PREFIX}.audit.auth.{token}")
+}
+
 pub fn audit_all() -> String {
     format!("{PREFIX}.audit.>")
 }
@@ -479,6 +487,10 @@ pub enum Subject {
         site: Name,
         host: Name,
     },
+    /// A connection a server refused for its credentials (the server's name as a token).
+    AuditAuth {
+        server: String,
+    },
     AuditJoin {
         site: Name,
     },
@@ -589,6 +601,7 @@ pub fn parse(subject: &str) -> Result<Subject, SubjectError> {
         ["site", site, "audit"] => Ok(Subject::SiteAudit { site: name(site)? }),
         ["audit", "site", site] => Ok(Subject::AuditSite { site: name(site)? }),
         ["audit", "join", site] => Ok(Subject::AuditJoin { site: name(site)? }),
+        ["audit", "auth", server] if !server.is_empty() => Ok(Subject::AuditAuth { server: server.to_string() }),
         ["audit", "tenant", tenant] => Ok(Subject::AuditTenant { tenant: name(tenant)? }),
         ["audit", "host", site, host] => Ok(Subject::AuditHost { site: name(site)?, host: name(host)? }),
         ["audit", "secret", tenant, secret] => Ok(Subject::AuditSecret { tenant: name(tenant)?, name: name(secret)? }),
@@ -628,6 +641,7 @@ mod tests {
         assert_eq!(parse(&alert(k, &s)).unwrap(), Subject::Alert { kind: k, name: s.clone() });
         assert_eq!(parse(&audit_secret(&t, &x)).unwrap(), Subject::AuditSecret { tenant: t, name: x });
         assert_eq!(parse(&audit_site(&s)).unwrap(), Subject::AuditSite { site: s.clone() });
+        assert_eq!(parse(&audit_auth("hub 1.x")).unwrap(), Subject::AuditAuth { server: "hub_1_x".into() });
         assert_eq!(parse(&site_hosts(&s)).unwrap(), Subject::SiteHosts { site: s.clone() });
         let (tenant, h) = (n("acme"), n("pos-2"));
         assert_eq!(parse(&audit_tenant(&tenant)).unwrap(), Subject::AuditTenant { tenant: tenant.clone() });

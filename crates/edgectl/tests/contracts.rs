@@ -99,7 +99,8 @@ fn asyncapi_addresses_follow_the_grammar() {
             .replace("{name}", "db")
             .replace("{kind}", "site_offline")
             .replace("{host}", "host-1")
-            .replace("{op}", "app.apply");
+            .replace("{op}", "app.apply")
+            .replace("{server}", "hub");
         assert!(subject::parse(&concrete).is_ok(), "channel {id}: {address} is not in the grammar");
     }
 }

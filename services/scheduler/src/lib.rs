@@ -4,6 +4,7 @@
 
 pub mod apps;
 pub mod audit;
+pub mod authlog;
 pub mod blocks;
 pub mod config;
 pub mod error;
@@ -154,6 +155,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Sche
 
     let mut tasks = tokio::task::JoinSet::new();
     tasks.spawn(events::follow(hub.clone(), shutdown.clone()));
+    tasks.spawn(authlog::follow(hub.clone(), client.clone(), shutdown.clone()));
     let (c, live, sd) = (client.clone(), hub.liveness.clone(), shutdown.clone());
     tasks.spawn(async move {
         if let Err(e) = live.follow(c, reconnects, sd).await {
