@@ -174,6 +174,15 @@ async fn bad_specs_are_rejected_with_the_field_and_change_nothing() -> Result<()
             other => panic!("{caller} as {claimed}: {other:?}"),
         }
     }
+    // The forgery is audited, under the site whose credential sent it.
+    let forged = edge_bus::topology::hub_js(&stack.client)
+        .get_stream("AUDIT")
+        .await?
+        .get_last_raw_message_by_subject(&edge_types::subject::audit_join(&Name::new("shop-x")?))
+        .await?;
+    let forged: edge_types::join::JoinEvent = serde_json::from_slice(&forged.payload)?;
+    assert_eq!(forged.action, edge_types::join::JoinAction::Refused);
+    assert!(forged.detail.as_deref().is_some_and(|d| d.contains("call-home") && d.contains("shop-y")), "{forged:?}");
     let unnamed = json!({"site": "shop-y", "labels": {}, "hosts": [], "agent_version": "x"});
     let r = stack.client.request("edge.v1.api.site.register", serde_json::to_vec(&unnamed)?.into()).await;
     assert!(r.is_err(), "a call-home without its site token is not served: {r:?}");

@@ -141,10 +141,7 @@ enum Issuer {
 /// may ask again until approved.
 pub async fn join(hub: &Hub, subject: &str, body: &[u8]) -> Result<SiteJoined, ApiError> {
     let req: SiteJoin = decode(body).map_err(edge_bus::api::invalid)?;
-    match edge_types::subject::parse(subject) {
-        Ok(edge_types::subject::Subject::ApiOfSite { site, .. }) if site == req.site => {}
-        _ => return Err(ApiError::invalid("/site", "invalid request: /site: is not the subject's site")),
-    }
+    crate::sites::calling_site(hub, subject, &req.site, "join").await?;
     let site = req.site.clone();
     let host = req.host.as_ref();
     let issuer = match (&req.host, &hub.renewer, &hub.host_issuer) {

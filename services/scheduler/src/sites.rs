@@ -102,22 +102,33 @@ pub async fn upsert_registration(hub: &Hub, reg: &SiteRegistration) -> Result<bo
     Ok(is_new)
 }
 
+/// Checks that a site's request names the site its subject does (`edge.v1.api.site.<op>.<site>`,
+/// which the caller's credential allows only for its own site): a payload naming another is
+/// refused at `/site` and audited (`edge.v1.audit.join.<subject's site>`), so that no site can
+/// act as another.
+pub(crate) async fn calling_site(hub: &Hub, subject: &str, claimed: &Name, what: &str) -> Result<(), ApiError> {
+    let caller = match edge_types::subject::parse(subject) {
+        Ok(edge_types::subject::Subject::ApiOfSite { site, .. }) => site,
+        _ => return Err(ApiError::invalid("/site", "invalid request: the subject does not name the calling site")),
+    };
+    if &caller == claimed {
+        return Ok(());
+    }
+    tracing::warn!(%caller, %claimed, "{what} refused: the payload names another site");
+    let detail = format!("{what}: /site names {claimed}, the credential's site is {caller}");
+    crate::join::audit(hub, &caller, None, JoinAction::Refused, "site", Some(detail)).await?;
+    Err(ApiError::invalid(
+        "/site",
+        "invalid request: /site: is not the calling site (the subject's, which its credential allows)",
+    ))
+}
+
 /// Call-home of the site named by the request's subject (`edge.v1.api.site.register.<site>`),
 /// which the caller's credential allows only for its own site: the payload must name the same
 /// site, so that no site can register (and so be placed, sourced and trusted) as another.
 pub async fn register(hub: &Hub, subject: &str, body: &[u8]) -> Result<RegisterReply, ApiError> {
     let reg: SiteRegistration = decode(body).map_err(edge_bus::api::invalid)?;
-    let caller = match edge_types::subject::parse(subject) {
-        Ok(edge_types::subject::Subject::ApiOfSite { site, .. }) => site,
-        _ => return Err(ApiError::invalid("/site", "invalid request: the subject does not name the calling site")),
-    };
-    if caller != reg.site {
-        tracing::warn!(caller = %caller, claimed = %reg.site, "call-home refused: the payload names another site");
-        return Err(ApiError::invalid(
-            "/site",
-            "invalid request: /site: is not the calling site (the subject's, which its credential allows)",
-        ));
-    }
+    calling_site(hub, subject, &reg.site, "call-home").await?;
     // A site named like the hub's domain would make the hub source its own stream.
     Name::site(reg.site.as_str()).map_err(|e| ApiError::invalid("/site", format!("invalid request: /site: {e}")))?;
     let new = upsert_registration(hub, &reg).await?;
@@ -130,13 +141,7 @@ pub async fn register(hub: &Hub, subject: &str, body: &[u8]) -> Result<RegisterR
 /// gets nothing.
 pub async fn renew(hub: &Hub, subject: &str, body: &[u8]) -> Result<edge_types::site::LeafRenewed, ApiError> {
     let req: edge_types::site::LeafRenewal = decode(body).map_err(edge_bus::api::invalid)?;
-    let caller = match edge_types::subject::parse(subject) {
-        Ok(edge_types::subject::Subject::ApiOfSite { site, .. }) => site,
-        _ => return Err(ApiError::invalid("/site", "invalid request: the subject does not name the site")),
-    };
-    if caller != req.site {
-        return Err(ApiError::invalid("/site", "invalid request: /site: is not the subject's site"));
-    }
+    calling_site(hub, subject, &req.site, "renewal").await?;
     let Some(renewer) = &hub.renewer else {
         return Err(ApiError::new(
             ErrorCode::Unavailable,
