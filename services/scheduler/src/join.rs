@@ -131,9 +131,9 @@ async fn refuse(hub: &Hub, site: &Name, host: Option<&Name>, pointer: &str, why:
 }
 
 /// What issues the credential a join asks for: the site's leaf link, or a host's own.
-enum Issuer {
+enum Issuer<'a> {
     Leaf(std::sync::Arc<edge_auth::leaf::Renewer>),
-    Host(std::sync::Arc<edge_auth::host::HostIssuer>, Name),
+    Host(std::sync::Arc<edge_auth::host::HostIssuer>, &'a Name),
 }
 
 /// `site.join.<site>` (a site or one of its hosts, through the enrolment account): the
@@ -146,7 +146,7 @@ pub async fn join(hub: &Hub, subject: &str, body: &[u8]) -> Result<SiteJoined, A
     let host = req.host.as_ref();
     let issuer = match (&req.host, &hub.renewer, &hub.host_issuer) {
         (None, Some(r), _) => Issuer::Leaf(r.clone()),
-        (Some(h), _, Some(i)) => Issuer::Host(i.clone(), h.clone()),
+        (Some(h), _, Some(i)) => Issuer::Host(i.clone(), h),
         (None, None, _) => return Err(unavailable("SCHEDULER_LEAF_SIGNER")),
         (Some(_), _, None) => return Err(unavailable("SCHEDULER_HOST_SIGNER")),
     };

@@ -152,6 +152,13 @@ pub struct Config {
 }
 
 impl Config {
+    /// The hub's client port as this site reaches it for renewals and joins: with the shared
+    /// enrolment credential, over TLS when given the CA; `None` without a hub URL or credential.
+    pub fn hub_enrolment(&self) -> Option<edge_bus::Endpoint> {
+        let (url, enrol) = (self.hub_url.as_ref()?, self.enrol_creds.clone()?);
+        Some(edge_bus::Endpoint::new(url, Some(enrol)).with_tls_ca(self.hub_ca.clone()))
+    }
+
     /// A configuration with defaults for everything but the site and its connection.
     pub fn new(site: Name, nats_url: impl Into<String>) -> Self {
         Self {

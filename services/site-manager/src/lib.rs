@@ -81,14 +81,14 @@ async fn until_ready<T, E: std::fmt::Display, F: std::future::Future<Output = Re
 
 /// The leaf-link credential's renewer, when the configuration has what it needs.
 fn leaf_renewer(config: &Config, leading: watch::Receiver<bool>) -> Option<renew::LeafRenewer> {
-    let (Some(creds), Some(hub_url), Some(enrol)) = (&config.leaf_creds, &config.hub_url, &config.enrol_creds) else {
+    let (Some(creds), Some(hub)) = (&config.leaf_creds, config.hub_enrolment()) else {
         return None;
     };
     Some(renew::LeafRenewer {
         site: config.site.clone(),
         creds: creds.clone(),
         creds_from: config.leaf_creds_from.clone(),
-        hub: edge_bus::Endpoint::new(hub_url, Some(enrol.clone())).with_tls_ca(config.hub_ca.clone()),
+        hub,
         every: std::time::Duration::from_secs(config.renew_check_secs),
         leading,
         join_token: config.join_token.clone(),
@@ -120,8 +120,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Site
         return Ok(());
     };
     if let Some(token) = &config.host_token {
-        let (Some(creds), Some(hub_url), Some(enrol)) = (&config.nats_creds, &config.hub_url, &config.enrol_creds)
-        else {
+        let (Some(creds), Some(hub)) = (&config.nats_creds, config.hub_enrolment()) else {
             return Err(SiteManagerError::Config(
                 "--host-token needs --nats-creds (where the credential goes), --hub-url and --enrol-creds".into(),
             ));
@@ -131,7 +130,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Site
             host: host.clone(),
             creds: creds.clone(),
             token: token.clone(),
-            hub: edge_bus::Endpoint::new(hub_url, Some(enrol.clone())).with_tls_ca(config.hub_ca.clone()),
+            hub,
             every: std::time::Duration::from_secs(config.renew_check_secs),
         };
         if !join.until_joined(&shutdown).await {
