@@ -245,8 +245,10 @@ async fn a_failing_probe_keeps_a_container_from_counting_as_running() -> Result<
     };
     let (good, bad) = (unique("healthy"), unique("sick"));
     stack.apply(&probed(&good, serde_json::json!({"exec": ["true"], "period_secs": 1}))).await?;
+    // Its first check comes 5 s after the start: the app is first short of sites (an alert after
+    // 2 s), then fails its probe, and the firing alert must say so.
     stack
-        .apply(&probed(&bad, serde_json::json!({"exec": ["false"], "period_secs": 1, "failure_threshold": 1})))
+        .apply(&probed(&bad, serde_json::json!({"exec": ["false"], "period_secs": 5, "failure_threshold": 1})))
         .await?;
     let phase_of = |app: String| {
         let stack = &stack;

@@ -1,7 +1,9 @@
 //! Alerts from the fleet's snapshots: an application degrading (running at fewer sites than
 //! desired for a while, failed somewhere, or its containers restarting again and again), a site
 //! offline longer than a threshold, a site's event buffer nearly full. Each fires once with its
-//! cause and resolves itself when the cause goes away; both are events on the bus.
+//! cause and resolves itself when the cause goes away; both are events on the bus. While it
+//! fires, the listing shows its current reason (an app first short of sites, then failing its
+//! probe), not only the one it fired for.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::time::{Duration, Instant};
@@ -39,11 +41,27 @@ impl Default for Thresholds {
 
 type Key = (AlertKind, Name);
 
+/// What holds now for an alert: its cause in words and the kind of cause. Words change with
+/// every evaluation (an age, a fill); the kind changes only when the reason does, and only
+/// then is a firing alert's stored cause rewritten.
+type Cause = (&'static str, String);
+
+/// What an evaluation changed.
+#[derive(Debug, Default)]
+pub struct Changes {
+    /// Alerts that started firing or resolved: events on the bus and in the listing.
+    pub events: Vec<Alert>,
+    /// Firing alerts whose reason changed (an app short of sites whose containers now fail
+    /// their probe): the listing shows the new cause.
+    pub recaused: Vec<Alert>,
+}
+
 /// Alert state between evaluations.
 #[derive(Default)]
 pub struct Evaluator {
-    /// Firing alerts.
-    pub active: BTreeMap<Key, Alert>,
+    /// Firing alerts, with the kind of their cause (unknown for alerts restored from before a
+    /// restart).
+    pub active: BTreeMap<Key, (Alert, Option<&'static str>)>,
     /// When a condition that must last was first seen (cleared when it stops).
     pending: HashMap<Key, Instant>,
     /// Each app's restart count over time, within the restart window.
@@ -55,21 +73,23 @@ impl Evaluator {
     /// if their cause is gone).
     pub fn restore(&mut self, alerts: impl IntoIterator<Item = Alert>) {
         for a in alerts {
-            self.active.insert((a.kind, a.name.clone()), a);
+            self.active.insert((a.kind, a.name.clone()), (a, None));
         }
     }
 
     /// The causes holding now, by alert.
-    fn conditions(&mut self, s: &Snapshot, th: &Thresholds, now: Instant) -> BTreeMap<Key, String> {
+    fn conditions(&mut self, s: &Snapshot, th: &Thresholds, now: Instant) -> BTreeMap<Key, Cause> {
         let mut holding = BTreeMap::new();
-        // A condition that must last `after` before it is an alert.
-        let lasting = |holding: &mut BTreeMap<Key, String>,
+        // A condition that must last `after` before it is an alert (one firing already, perhaps
+        // for another reason or from before a restart, goes on at once).
+        let active = &self.active;
+        let lasting = |holding: &mut BTreeMap<Key, Cause>,
                        pending: &mut HashMap<Key, Instant>,
                        key: Key,
-                       cause: String,
+                       cause: Cause,
                        after: Duration| {
             let since = *pending.entry(key.clone()).or_insert(now);
-            if now.duration_since(since) >= after {
+            if now.duration_since(since) >= after || active.contains_key(&key) {
                 holding.insert(key, cause);
             }
         };
@@ -83,7 +103,7 @@ impl Evaluator {
                 };
                 let key = (AlertKind::SiteOffline, site.clone());
                 seen.push(key.clone());
-                lasting(&mut holding, &mut self.pending, key, cause, th.site_offline);
+                lasting(&mut holding, &mut self.pending, key, ("offline", cause), th.site_offline);
             }
             if r.buffer_fill >= th.buffer_fill {
                 let cause = format!(
@@ -92,14 +112,14 @@ impl Evaluator {
                     r.buffer_messages,
                     if r.buffer_full { "; it refuses new events" } else { "" }
                 );
-                holding.insert((AlertKind::BufferNearlyFull, site.clone()), cause);
+                holding.insert((AlertKind::BufferNearlyFull, site.clone()), ("events", cause));
             } else if r.telemetry_fill >= th.buffer_fill {
                 let cause = format!(
                     "site {site}'s telemetry buffer is {:.0}% full{}",
                     r.telemetry_fill * 100.0,
                     if r.telemetry_full { "; its oldest samples are dropped" } else { "" }
                 );
-                holding.insert((AlertKind::BufferNearlyFull, site), cause);
+                holding.insert((AlertKind::BufferNearlyFull, site), ("telemetry", cause));
             }
         }
         for a in &s.apps {
@@ -114,21 +134,21 @@ impl Evaluator {
             let restarted = a.restarts.saturating_sub(low);
             if a.sites_failed > 0 {
                 let cause = format!("{app} failed at {} of {} sites", a.sites_failed, a.sites_desired);
-                holding.insert(key, cause);
+                holding.insert(key, ("failed", cause));
             } else if restarted >= th.restarts {
                 let cause = format!(
                     "{app}'s containers restarted {restarted} times in the last {} s",
                     th.restart_window.as_secs()
                 );
-                holding.insert(key, cause);
+                holding.insert(key, ("restarts", cause));
             } else if a.unhealthy > 0 {
                 let cause = format!("{app} has {} containers failing their probe", a.unhealthy);
                 seen.push(key.clone());
-                lasting(&mut holding, &mut self.pending, key, cause, th.app_short);
+                lasting(&mut holding, &mut self.pending, key, ("probe", cause), th.app_short);
             } else if a.sites_running < a.sites_desired {
                 let cause = format!("{app} runs at {} of {} sites", a.sites_running, a.sites_desired);
                 seen.push(key.clone());
-                lasting(&mut holding, &mut self.pending, key, cause, th.app_short);
+                lasting(&mut holding, &mut self.pending, key, ("short", cause), th.app_short);
             }
         }
         self.pending.retain(|k, _| seen.contains(k));
@@ -136,13 +156,22 @@ impl Evaluator {
         holding
     }
 
-    /// Evaluates a snapshot: returns the alerts that started firing and those that resolved.
-    pub fn step(&mut self, s: &Snapshot, th: &Thresholds, now: Instant, now_ms: u64) -> Vec<Alert> {
+    /// Evaluates a snapshot: the alerts that started firing, those that resolved, and those
+    /// still firing for another reason than before.
+    pub fn step(&mut self, s: &Snapshot, th: &Thresholds, now: Instant, now_ms: u64) -> Changes {
         let holding = self.conditions(s, th, now);
-        let mut changes = Vec::new();
-        for (key, cause) in &holding {
+        let mut changes = Changes::default();
+        for (key, (class, cause)) in holding.iter().map(|(k, c)| (k, c.clone())) {
             match self.active.get_mut(key) {
-                Some(a) => a.cause = cause.clone(), // still firing; the listing shows the latest cause
+                Some((a, was)) => {
+                    // Still firing: the words of the cause (an age, a fill) are not news, its
+                    // reason is.
+                    if *was != Some(class) {
+                        *was = Some(class);
+                        a.cause = cause;
+                        changes.recaused.push(a.clone());
+                    }
+                }
                 None => {
                     let a = Alert {
                         kind: key.0,
@@ -152,17 +181,17 @@ impl Evaluator {
                         since_ms: now_ms,
                         resolved_at_ms: None,
                     };
-                    self.active.insert(key.clone(), a.clone());
-                    changes.push(a);
+                    self.active.insert(key.clone(), (a.clone(), Some(class)));
+                    changes.events.push(a);
                 }
             }
         }
         let gone: Vec<Key> = self.active.keys().filter(|k| !holding.contains_key(*k)).cloned().collect();
         for key in gone {
-            let mut a = self.active.remove(&key).expect("listed");
+            let (mut a, _) = self.active.remove(&key).expect("listed");
             a.state = AlertState::Resolved;
             a.resolved_at_ms = Some(now_ms);
-            changes.push(a);
+            changes.events.push(a);
         }
         changes
     }
@@ -194,8 +223,13 @@ impl Raiser {
                 _ = tokio::time::sleep(every) => {}
             }
             let snap = self.fleet.snapshot().await;
-            for a in e.step(&snap, &self.thresholds, Instant::now(), edge_bus::time::now_ms()) {
-                self.publish(&a).await;
+            let changes = e.step(&snap, &self.thresholds, Instant::now(), edge_bus::time::now_ms());
+            for a in &changes.events {
+                self.publish(a).await;
+            }
+            for a in &changes.recaused {
+                tracing::warn!(kind = a.kind.as_str(), name = %a.name, cause = %a.cause, "alert still firing, for another cause");
+                self.store(a).await;
             }
         }
     }
@@ -207,16 +241,8 @@ impl Raiser {
             }
             AlertState::Resolved => tracing::info!(kind = a.kind.as_str(), name = %a.name, "alert resolved"),
         }
+        self.store(a).await;
         let body = serde_json::to_vec(a).expect("alerts serialize");
-        let stored = match a.state {
-            AlertState::Firing => {
-                self.kv.put(alert_key(a), body.clone().into()).await.map(|_| ()).map_err(|e| e.to_string())
-            }
-            AlertState::Resolved => self.kv.delete(alert_key(a)).await.map_err(|e| e.to_string()),
-        };
-        if let Err(err) = stored {
-            tracing::error!(error = %err, "alert state not stored");
-        }
         let id = format!("alert.{}.{:?}.{}", alert_key(a), a.state, a.resolved_at_ms.unwrap_or(a.since_ms));
         let msg = async_nats::jetstream::message::PublishMessage::build().payload(body.into()).message_id(id);
         let sent = match self.js.send_publish(edge_types::subject::alert(a.kind, &a.name), msg).await {
@@ -225,6 +251,21 @@ impl Raiser {
         };
         if let Err(err) = sent {
             tracing::error!(error = %err, "alert event not stored");
+        }
+    }
+
+    /// Keeps the listing (`edge_alerts`) in step: a firing alert with its latest cause, a
+    /// resolved one gone.
+    async fn store(&self, a: &Alert) {
+        let stored = match a.state {
+            AlertState::Firing => {
+                let body = serde_json::to_vec(a).expect("alerts serialize");
+                self.kv.put(alert_key(a), body.into()).await.map(|_| ()).map_err(|e| e.to_string())
+            }
+            AlertState::Resolved => self.kv.delete(alert_key(a)).await.map_err(|e| e.to_string()),
+        };
+        if let Err(err) = stored {
+            tracing::error!(error = %err, "alert state not stored");
         }
     }
 }
@@ -285,22 +326,29 @@ mod tests {
         changes.iter().map(|a| (a.kind, a.state)).collect()
     }
 
+    /// The alerts that started or resolved in an evaluation.
+    fn step(e: &mut Evaluator, s: &Snapshot, now: Instant, now_ms: u64) -> Vec<Alert> {
+        let c = e.step(s, &th(), now, now_ms);
+        assert!(c.recaused.is_empty(), "{:?}", c.recaused);
+        c.events
+    }
+
     #[test]
     fn lasting_conditions_fire_after_their_threshold_and_resolve() {
         let mut e = Evaluator::default();
         let t0 = Instant::now();
-        assert!(e.step(&snap(true, 0.1, 2, 0, 0), &th(), t0, 0).is_empty());
+        assert!(step(&mut e, &snap(true, 0.1, 2, 0, 0), t0, 0).is_empty());
         // Offline and short of sites: not yet.
-        assert!(e.step(&snap(false, 0.1, 1, 0, 0), &th(), t0 + Duration::from_secs(1), 1).is_empty());
-        let c = e.step(&snap(false, 0.1, 1, 0, 0), &th(), t0 + Duration::from_secs(40), 40);
+        assert!(step(&mut e, &snap(false, 0.1, 1, 0, 0), t0 + Duration::from_secs(1), 1).is_empty());
+        let c = step(&mut e, &snap(false, 0.1, 1, 0, 0), t0 + Duration::from_secs(40), 40);
         assert_eq!(kinds(&c), [(AlertKind::AppDegraded, AlertState::Firing)]);
         assert_eq!(c[0].cause, "web runs at 1 of 2 sites");
-        let c = e.step(&snap(false, 0.1, 1, 0, 0), &th(), t0 + Duration::from_secs(70), 70);
+        let c = step(&mut e, &snap(false, 0.1, 1, 0, 0), t0 + Duration::from_secs(70), 70);
         assert_eq!(kinds(&c), [(AlertKind::SiteOffline, AlertState::Firing)]);
         assert!(c[0].cause.contains("has not been heard from for 400 s"), "{}", c[0].cause);
         // Nothing new while it lasts; both resolve when the cause goes away.
-        assert!(e.step(&snap(false, 0.1, 1, 0, 0), &th(), t0 + Duration::from_secs(80), 80).is_empty());
-        let c = e.step(&snap(true, 0.1, 2, 0, 0), &th(), t0 + Duration::from_secs(90), 90);
+        assert!(step(&mut e, &snap(false, 0.1, 1, 0, 0), t0 + Duration::from_secs(80), 80).is_empty());
+        let c = step(&mut e, &snap(true, 0.1, 2, 0, 0), t0 + Duration::from_secs(90), 90);
         assert_eq!(c.len(), 2);
         assert!(c.iter().all(|a| a.state == AlertState::Resolved && a.resolved_at_ms == Some(90)));
         assert!(e.active.is_empty());
@@ -310,19 +358,54 @@ mod tests {
     fn failures_restarts_and_full_buffers_fire_at_once() {
         let mut e = Evaluator::default();
         let t0 = Instant::now();
-        let c = e.step(&snap(true, 0.9, 2, 1, 0), &th(), t0, 0);
+        let c = step(&mut e, &snap(true, 0.9, 2, 1, 0), t0, 0);
         assert_eq!(
             kinds(&c),
             [(AlertKind::AppDegraded, AlertState::Firing), (AlertKind::BufferNearlyFull, AlertState::Firing)]
         );
         assert_eq!(e.active.len(), 2);
         let mut e = Evaluator::default();
-        assert!(e.step(&snap(true, 0.1, 2, 0, 10), &th(), t0, 0).is_empty());
-        assert!(e.step(&snap(true, 0.1, 2, 0, 12), &th(), t0 + Duration::from_secs(10), 10).is_empty());
-        let c = e.step(&snap(true, 0.1, 2, 0, 13), &th(), t0 + Duration::from_secs(20), 20);
+        assert!(step(&mut e, &snap(true, 0.1, 2, 0, 10), t0, 0).is_empty());
+        assert!(step(&mut e, &snap(true, 0.1, 2, 0, 12), t0 + Duration::from_secs(10), 10).is_empty());
+        let c = step(&mut e, &snap(true, 0.1, 2, 0, 13), t0 + Duration::from_secs(20), 20);
         assert!(c[0].cause.contains("restarted 3 times"), "{}", c[0].cause);
         // Quiet for longer than the window: resolved.
-        let c = e.step(&snap(true, 0.1, 2, 0, 13), &th(), t0 + Duration::from_secs(400), 400);
+        let c = step(&mut e, &snap(true, 0.1, 2, 0, 13), t0 + Duration::from_secs(400), 400);
         assert_eq!(kinds(&c), [(AlertKind::AppDegraded, AlertState::Resolved)]);
+    }
+
+    #[test]
+    fn a_firing_alert_takes_a_new_reason_but_not_new_words_for_the_same_one() {
+        let mut e = Evaluator::default();
+        let t0 = Instant::now();
+        let at = |secs| t0 + Duration::from_secs(secs);
+        e.step(&snap(true, 0.1, 1, 0, 0), &th(), t0, 0);
+        let c = e.step(&snap(true, 0.1, 1, 0, 0), &th(), at(40), 40);
+        assert_eq!(c.events[0].cause, "web runs at 1 of 2 sites");
+        // The containers that were starting now fail their probe: same alert, new reason.
+        let mut sick = snap(true, 0.1, 1, 0, 0);
+        sick.apps[0].unhealthy = 1;
+        let c = e.step(&sick, &th(), at(41), 41);
+        assert!(c.events.is_empty(), "{:?}", c.events);
+        assert_eq!(c.recaused.len(), 1);
+        assert_eq!(c.recaused[0].cause, "web has 1 containers failing their probe");
+        assert_eq!((c.recaused[0].state, c.recaused[0].since_ms), (AlertState::Firing, 40));
+        assert!(e.step(&sick, &th(), at(42), 42).recaused.is_empty());
+        // An offline site's age grows with every evaluation: not a new reason.
+        let mut gone = sick.clone();
+        gone.sites[0].connected = false;
+        e.step(&gone, &th(), at(43), 43);
+        gone.sites[0].last_seen_secs = Some(500.0);
+        let c = e.step(&gone, &th(), at(110), 110);
+        assert_eq!(kinds(&c.events), [(AlertKind::SiteOffline, AlertState::Firing)]);
+        gone.sites[0].last_seen_secs = Some(501.0);
+        let c = e.step(&gone, &th(), at(111), 111);
+        assert!(c.events.is_empty() && c.recaused.is_empty(), "{c:?}");
+        // A restored alert learns its reason at the first evaluation.
+        let mut restarted = Evaluator::default();
+        restarted.restore(e.active.values().map(|(a, _)| a.clone()));
+        let c = restarted.step(&gone, &th(), at(112), 112);
+        assert!(c.events.is_empty(), "{:?}", c.events);
+        assert_eq!(c.recaused.len(), 2);
     }
 }
