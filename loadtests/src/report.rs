@@ -86,7 +86,12 @@ impl Table {
             format!("{} events", s.events),
             format!("lost {} / dup {}", s.lost, s.duplicated),
         );
-        self.row("reconnect storm: new desired state at every site", secs(s.all_desired), String::new(), String::new());
+        self.row(
+            "reconnect storm: new desired state at every site",
+            secs(s.all_desired),
+            format!("applied at {}", secs(s.applied)),
+            String::new(),
+        );
         self.row(
             "reconnect storm: hub CPU",
             format!("{:.1} CPU-s", s.hub_cpu_secs),

@@ -25,6 +25,8 @@ pub struct Storm {
     pub all_connected: Duration,
     pub all_events: Duration,
     pub all_desired: Duration,
+    /// When the scheduler first answered an apply after the restart.
+    pub applied: Duration,
     pub events: u64,
     pub lost: u64,
     pub duplicated: u64,
@@ -45,6 +47,63 @@ struct Site {
 async fn sites_connected(client: &async_nats::Client) -> Result<HashSet<Name>> {
     let list: SiteListReply = request(client, ApiOp::SiteList, &Empty {}, Duration::from_secs(5)).await?;
     Ok(list.sites.into_iter().filter(|s| s.connected).map(|s| s.site).collect())
+}
+
+/// Longest a storm may take to settle.
+const SETTLE: Duration = Duration::from_secs(180);
+
+/// When each site was first seen connected after `t0`.
+async fn connected_times(client: async_nats::Client, n: usize, t0: Instant) -> Result<HashMap<Name, Duration>> {
+    let mut at = HashMap::new();
+    while at.len() < n {
+        if t0.elapsed() > SETTLE {
+            bail!("storm did not settle: {} of {n} sites connected", at.len());
+        }
+        for s in sites_connected(&client).await.unwrap_or_default() {
+            at.entry(s).or_insert(t0.elapsed());
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    Ok(at)
+}
+
+/// When the hub's `SITE_EVENTS` first held `events`.
+async fn events_time(hub_js: jetstream::Context, events: u64, t0: Instant) -> Result<Duration> {
+    loop {
+        if t0.elapsed() > SETTLE {
+            bail!("storm did not settle: the hub never held the {events} events");
+        }
+        if let Ok(mut stream) = hub_js.get_stream(STREAM_SITE_EVENTS).await {
+            if stream.info().await.is_ok_and(|i| i.state.messages >= events) {
+                return Ok(t0.elapsed());
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// When each site first held `generation` of `app`.
+async fn desired_times(sites: &[Site], app: &Name, generation: u64, t0: Instant) -> Result<HashMap<Name, Duration>> {
+    let mut at = HashMap::new();
+    while at.len() < sites.len() {
+        if t0.elapsed() > SETTLE {
+            bail!("storm did not settle: {} of {} sites hold the new desired state", at.len(), sites.len());
+        }
+        for s in sites {
+            if at.contains_key(&s.name) {
+                continue;
+            }
+            let stream = s.js.get_stream(STREAM_DESIRED).await?;
+            if let Ok(m) = stream.get_last_raw_message_by_subject(&subject::desired(&s.name, app)).await {
+                let d: serde_json::Value = serde_json::from_slice(&m.payload)?;
+                if d["generation"] == generation {
+                    at.insert(s.name.clone(), t0.elapsed());
+                }
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    Ok(at)
 }
 
 pub async fn run(n: usize) -> Result<Storm> {
@@ -100,6 +159,10 @@ pub async fn run(n: usize) -> Result<Storm> {
         "services": [{"name": "main", "image": "edge/absent:none", "command": ["true"]}],
         "placement": {"sites": ""}
     });
+    // Each figure is polled on its own from the restart on, so that a slow poll of one (the
+    // machine also runs every site's leaf server and site-manager) does not delay the others.
+    let connected = tokio::spawn(connected_times(client.clone(), n, t0));
+    let all_events = tokio::spawn(events_time(topology::hub_js(&client), events, t0));
     let generation = loop {
         match request::<_, ApplyReply>(&client, ApiOp::AppApply, &spec, Duration::from_secs(5)).await {
             Ok(r) => break r.generation,
@@ -107,47 +170,15 @@ pub async fn run(n: usize) -> Result<Storm> {
             Err(e) => bail!("apply after the restart failed: {e}"),
         }
     };
-    let hub_js = topology::hub_js(&client);
-    let app = Name::new("storm")?;
-    let mut connected_at: HashMap<Name, Duration> = HashMap::new();
-    let mut desired_at: HashMap<Name, Duration> = HashMap::new();
-    let mut events_at = None;
-    while connected_at.len() < n || desired_at.len() < n || events_at.is_none() {
-        if t0.elapsed() > Duration::from_secs(180) {
-            bail!(
-                "storm did not settle: {} connected, {} desired, events {:?}",
-                connected_at.len(),
-                desired_at.len(),
-                events_at
-            );
-        }
-        for s in sites_connected(&client).await.unwrap_or_default() {
-            connected_at.entry(s).or_insert(t0.elapsed());
-        }
-        for s in &sites {
-            if desired_at.contains_key(&s.name) {
-                continue;
-            }
-            let stream = s.js.get_stream(STREAM_DESIRED).await?;
-            if let Ok(m) = stream.get_last_raw_message_by_subject(&subject::desired(&s.name, &app)).await {
-                let d: serde_json::Value = serde_json::from_slice(&m.payload)?;
-                if d["generation"] == generation {
-                    desired_at.insert(s.name.clone(), t0.elapsed());
-                }
-            }
-        }
-        if events_at.is_none() {
-            let held = hub_js.get_stream(STREAM_SITE_EVENTS).await?.info().await?.state.messages;
-            if held >= events {
-                events_at = Some(t0.elapsed());
-            }
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let applied = t0.elapsed();
+    let desired_at = desired_times(&sites, &Name::new("storm")?, generation, t0).await?;
+    let connected_at = connected.await??;
+    let events_at = all_events.await??;
     let window = t0.elapsed();
     let hub_cpu_secs = cpu_secs(pid);
 
     // Exactly once: every (site, upstream sequence) once.
+    let hub_js = topology::hub_js(&client);
     let stream = hub_js.get_stream(STREAM_SITE_EVENTS).await?;
     let total = hub_js.get_stream(STREAM_SITE_EVENTS).await?.info().await?.state.messages;
     let mut msgs = stream.create_consumer(consumer::pull::OrderedConfig::default()).await?.messages().await?;
@@ -185,8 +216,9 @@ pub async fn run(n: usize) -> Result<Storm> {
         first_connected: c[0],
         median_connected: c[c.len() / 2],
         all_connected: *c.last().expect("n > 0"),
-        all_events: events_at.expect("loop ended"),
+        all_events: events_at,
         all_desired: desired_at.values().copied().max().unwrap_or_default(),
+        applied,
         events,
         lost,
         duplicated,

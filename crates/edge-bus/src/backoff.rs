@@ -29,6 +29,24 @@ impl Backoff {
     }
 }
 
+/// The delay before reconnection attempt `attempt` (1 is the first, at once): 10 ms doubling
+/// up to [`RECONNECT_MAX`], stretched by up to half at random. async-nats's own stops at 4 s,
+/// which after a hub outage of a few seconds left the central services away for up to 4 s more
+/// (applies unanswered, sources not re-attached). Clients that hold connections are ours: the
+/// central services (a handful, at the hub) and each host's site-manager (at its own site's
+/// leaf server); a site's calls to the hub (renewal, join) connect for the call only.
+pub fn reconnect_delay(attempt: usize) -> Duration {
+    if attempt <= 1 {
+        return Duration::ZERO;
+    }
+    let exp = u32::try_from(attempt - 2).unwrap_or(u32::MAX).min(16);
+    let base = (Duration::from_millis(10) * 2u32.pow(exp)).min(RECONNECT_MAX);
+    base + base.mul_f64(jitter_fraction() / 2.0)
+}
+
+/// Longest wait between two reconnection attempts (before jitter).
+pub const RECONNECT_MAX: Duration = Duration::from_secs(1);
+
 /// A fraction in [0, 1) that differs between processes and calls.
 fn jitter_fraction() -> f64 {
     let nanos =
@@ -39,6 +57,18 @@ fn jitter_fraction() -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn reconnects_at_once_then_backs_off_to_a_second() {
+        assert_eq!(reconnect_delay(0), Duration::ZERO);
+        assert_eq!(reconnect_delay(1), Duration::ZERO);
+        let d = reconnect_delay(2);
+        assert!(d >= Duration::from_millis(10) && d < Duration::from_millis(15), "{d:?}");
+        for attempt in [9, 10, 50, usize::MAX] {
+            let d = reconnect_delay(attempt);
+            assert!(d >= RECONNECT_MAX && d < RECONNECT_MAX.mul_f64(1.5), "{attempt}: {d:?}");
+        }
+    }
 
     #[test]
     fn doubles_up_to_the_maximum_with_bounded_jitter() {

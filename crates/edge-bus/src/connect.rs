@@ -108,6 +108,7 @@ async fn connect_with(
     let mut opts = opts
         .name(name)
         .max_reconnects(None)
+        .reconnect_delay_callback(crate::backoff::reconnect_delay)
         .connection_timeout(Duration::from_secs(5))
         .request_timeout(Some(Duration::from_secs(10)));
     if wait {

@@ -54,6 +54,11 @@ pub struct Hub {
     /// Serialises placement changes within this process, so two requests never place the
     /// same app at once; KV compare-and-swap guards against other processes.
     pub placement: Arc<tokio::sync::Mutex<()>>,
+    /// Serialises edits of the site sources of the hub's `SITE_EVENTS` and `TELEMETRY` (a
+    /// read-modify-write of the stream's config): a registration adding one, the re-attachment
+    /// of stalled ones. Not the placement lock, so that applies never wait on a stream update
+    /// that the hub, busy after a restart, is slow to answer.
+    pub source_edits: Arc<tokio::sync::Mutex<()>>,
     pub liveness: liveness::LivenessMap,
     pub watermarks: watermark::Watermarks,
     /// Declared orders of label values, for comparisons such as `size >= medium`.
@@ -128,6 +133,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Sche
         js,
         buckets,
         placement: Arc::new(tokio::sync::Mutex::new(())),
+        source_edits: Arc::new(tokio::sync::Mutex::new(())),
         liveness: liveness::LivenessMap::new(Duration::from_secs(config.site_timeout_secs)),
         watermarks: Default::default(),
         orders: Arc::new(config.label_orders.clone()),

@@ -88,6 +88,7 @@ pub async fn upsert_registration(hub: &Hub, reg: &SiteRegistration) -> Result<bo
     })
     .await?;
     if !hub.sourced.contains(&reg.site) {
+        let _edit = hub.source_edits.lock().await;
         if edge_bus::topology::add_site_source(&hub.js, &reg.site).await? {
             tracing::info!(site = %reg.site, "hub now sources the site's events");
         }

@@ -72,9 +72,9 @@ async fn keep_stream_flowing<'a>(
     if due.is_empty() {
         return;
     }
-    // All of this pass's stalled sources in two stream updates: the stream config is shared
-    // with registration (hence the lock), and applies wait on that lock, so it is held briefly.
-    let _guard = hub.placement.lock().await;
+    // All of this pass's stalled sources in two stream updates. The stream config is shared
+    // with registration (hence the lock); applies do not take it.
+    let _guard = hub.source_edits.lock().await;
     match reattach_site_sources_of(&hub.js, stream, &due).await {
         Ok(()) => tracing::info!(sites = due.len(), stream, "re-attached stalled sources"),
         Err(e) => tracing::warn!(sites = due.len(), stream, error = %e, "cannot re-attach sources"),
