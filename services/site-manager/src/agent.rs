@@ -268,6 +268,16 @@ impl Agent {
                 tracing::info!(container = %short(&id), restarts = *n, "restarting stopped container");
                 if let Err(e) = self.runtime.start(&id).await {
                     tracing::warn!(container = %short(&id), error = %e, "restart failed");
+                    // Its network was removed while it was stopped (by this site-manager before
+                    // it knew of the container, or another sharing the engine): it could never
+                    // start again. Removed, it is made anew on its networks at the next pass.
+                    let text = e.to_string();
+                    if text.contains("network") && text.contains("not found") {
+                        tracing::info!(container = %short(&id), "removing a stopped container whose network is gone");
+                        if let Err(e) = self.runtime.remove(&id).await {
+                            tracing::warn!(container = %short(&id), error = %e, "remove failed");
+                        }
+                    }
                 }
             }
             Action::Remove { id } => {

@@ -24,7 +24,10 @@ pub async fn register(
     shutdown: CancellationToken,
 ) {
     let body = serde_json::to_vec(&reg).expect("registration serializes");
-    let id = format!("registration.{}.{}", reg.site, digest_json(&reg));
+    // Unique per registration, not per content: a site that goes back to an earlier state
+    // (a duplicate host gone again) must store it again, or the hub, processing the stream
+    // after the direct call, ends on the state in between.
+    let id = format!("registration.{}.{}.{}", reg.site, digest_json(&reg), edge_bus::time::now_ms());
     if let Err(e) = buffer.publish(subject::site_registration(&reg.site), body, id).await {
         tracing::warn!(error = %e, "registration not stored in the site stream");
     }
@@ -57,11 +60,13 @@ pub async fn register(
 }
 
 /// Registers the site whenever the leader's view of it changes (hosts joining or leaving): the
-/// newest registration always wins, also over one still being retried.
+/// newest registration always wins, also over one still being retried. Unchanged, it is sent
+/// again after `refresh`.
 pub async fn registrar(
     client: async_nats::Client,
     buffer: Arc<EventBuffer>,
     mut latest: tokio::sync::watch::Receiver<Option<SiteRegistration>>,
+    refresh: Duration,
     shutdown: CancellationToken,
 ) {
     let mut done: Option<SiteRegistration> = None;
@@ -84,6 +89,7 @@ pub async fn registrar(
         tokio::select! {
             _ = shutdown.cancelled() => return,
             r = latest.changed() => if r.is_err() { return },
+            _ = tokio::time::sleep(refresh) => done = None,
         }
     }
 }

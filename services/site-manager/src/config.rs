@@ -51,6 +51,11 @@ pub struct Config {
     /// trigger a reconcile at once).
     #[arg(long, env = "SITE_MANAGER_RESYNC_SECS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=3600))]
     pub resync_secs: u64,
+    /// Seconds after which the leader registers the site again even if nothing changed, so
+    /// that the hub converges on the site's view whatever arrived out of order (a second
+    /// machine that led under the same host name and registered last before it left).
+    #[arg(long, env = "SITE_MANAGER_REGISTER_REFRESH_SECS", default_value_t = 300, value_parser = clap::value_parser!(u64).range(1..=86400))]
+    pub register_refresh_secs: u64,
     /// Seconds between heartbeats to the hub.
     #[arg(long, env = "SITE_MANAGER_HEARTBEAT_SECS", default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..=3600))]
     pub heartbeat_secs: u64,
@@ -173,6 +178,7 @@ impl Config {
             maintenance_window: None,
             utc_offset: "+00:00".into(),
             resync_secs: 10,
+            register_refresh_secs: 300,
             heartbeat_secs: 5,
             events_max_bytes: 1 << 30,
             events_max_msgs: -1,

@@ -265,7 +265,8 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Site
         };
         tasks.spawn(pusher.run(shutdown.clone()));
     }
-    tasks.spawn(callhome::registrar(client.clone(), buffer.clone(), registration_rx, shutdown.clone()));
+    let refresh = std::time::Duration::from_secs(config.register_refresh_secs);
+    tasks.spawn(callhome::registrar(client.clone(), buffer.clone(), registration_rx, refresh, shutdown.clone()));
     let recoveries = Arc::new(AtomicU64::new(0));
     let beats = callhome::Heartbeats {
         client: client.clone(),

@@ -158,10 +158,14 @@ impl Networks {
         Self { docker, site, host, pool }
     }
 
-    /// Makes `net` exist (a no-op when it does).
+    /// Makes `net` exist (a no-op when it does), once: Docker does not refuse a second network
+    /// of a name, so two passes (or two site-managers sharing an engine) creating it at once
+    /// made two, and every container referring to the name then failed ("ambiguous") for good.
     pub async fn ensure(&self, net: &Net) -> Result<(), RuntimeError> {
-        if self.docker.inspect_network(&net.name, None).await.is_ok() {
-            return Ok(());
+        match self.docker.inspect_network(&net.name, None).await {
+            Ok(_) => return Ok(()),
+            Err(e) if e.to_string().contains("ambiguous") => return self.keep_one(&net.name).await,
+            Err(_) => {}
         }
         let labels = HashMap::from([
             (labels::MANAGED.to_string(), "true".to_string()),
@@ -193,7 +197,7 @@ impl Networks {
             match self.docker.create_network(request).await {
                 Ok(_) => {
                     tracing::info!(network = %net.name, kind = net.kind.label(), "network created");
-                    return Ok(());
+                    return self.keep_one(&net.name).await;
                 }
                 // Made meanwhile by another pass or host.
                 Err(e) if status_of(&e) == Some(409) => return Ok(()),
@@ -203,6 +207,42 @@ impl Networks {
             }
         }
         Err(last.map(RuntimeError::from).unwrap_or_else(|| RuntimeError::NetworkPoolFull(format!("{:?}", self.pool))))
+    }
+
+    /// Removes all but one of the networks called `name`: the one containers use, else the one
+    /// with the lowest id, so that two processes doing this at once keep the same one.
+    async fn keep_one(&self, name: &str) -> Result<(), RuntimeError> {
+        let filters = HashMap::from([("name".to_string(), vec![name.to_string()])]);
+        let opts = ListNetworksOptionsBuilder::default().filters(&filters).build();
+        // The name filter matches parts of names too.
+        let mut ids: Vec<String> = self
+            .docker
+            .list_networks(Some(opts))
+            .await?
+            .into_iter()
+            .filter(|n| n.name.as_deref() == Some(name))
+            .filter_map(|n| n.id)
+            .collect();
+        if ids.len() < 2 {
+            return Ok(());
+        }
+        ids.sort();
+        let mut used = Vec::new();
+        for id in &ids {
+            let inspected = self.docker.inspect_network(id, None).await?;
+            used.push(inspected.containers.is_some_and(|c| !c.is_empty()));
+        }
+        let keep = used.iter().position(|u| *u).unwrap_or(0);
+        for (i, id) in ids.iter().enumerate().filter(|(i, _)| *i != keep) {
+            match self.docker.remove_network(id).await {
+                Ok(()) => tracing::warn!(network = %name, id = %id, "removed a second network of the same name"),
+                Err(e) if status_of(&e) == Some(404) => {}
+                Err(e) => {
+                    tracing::warn!(network = %name, id = %id, in_use = used[i], error = %e, "a second network of the same name stays")
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Connects a container to `net` (which must exist, see [`ensure`](Self::ensure)), with its
@@ -244,11 +284,12 @@ impl Networks {
         )]);
         let opts = ListNetworksOptionsBuilder::default().filters(&filters).build();
         for n in self.docker.list_networks(Some(opts)).await? {
-            let Some(name) = n.name else { continue };
+            let (Some(name), Some(id)) = (n.name, n.id) else { continue };
             if keep.contains(&name) {
                 continue;
             }
-            match self.docker.remove_network(&name).await {
+            // By id: a name may (briefly) be two networks.
+            match self.docker.remove_network(&id).await {
                 Ok(()) => tracing::info!(network = %name, "network removed"),
                 Err(e) => tracing::debug!(network = %name, error = %e, "network not removed yet"),
             }

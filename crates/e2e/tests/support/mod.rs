@@ -464,6 +464,7 @@ impl Site {
         config.nats_creds = Some(self.leaf.creds().to_path_buf());
         config.host = Some(host.clone());
         config.resync_secs = 2;
+        config.register_refresh_secs = 5;
         config.heartbeat_secs = 1;
         config.labels = self.labels.iter().map(|(k, v)| (k.clone(), LabelValue(v.clone()))).collect();
         config.host_labels = labels.iter().map(|(k, v)| (k.clone(), LabelValue(v.clone()))).collect();
