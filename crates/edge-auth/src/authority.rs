@@ -270,11 +270,11 @@ impl Authority {
             control: Self::blank_account(CONTROL_ACCOUNT),
             operator,
         };
-        this.system.jwt = this.sign_account(&this.system, AccountLimits::unlimited_without_jetstream())?;
-        this.system.jwt = this.resign(&this.system.jwt, |c| c.exports = system_exports())?;
-        this.control.jwt = this.sign_account(&this.control, AccountLimits::unlimited_with_jetstream())?;
+        this.system.jwt = this.sign_account(&this.system, AccountLimits::unlimited_without_jetstream(), |c| {
+            c.exports = system_exports()
+        })?;
         let system = this.system.key.public_key();
-        this.control.jwt = this.resign(&this.control.jwt, |c| {
+        this.control.jwt = this.sign_account(&this.control, AccountLimits::unlimited_with_jetstream(), |c| {
             c.exports = control_exports();
             c.imports = control_imports(&system);
         })?;
@@ -359,7 +359,14 @@ impl Authority {
         jwt::encode(&mut c, &self.operator)
     }
 
-    fn sign_account(&self, account: &Account, limits: AccountLimits) -> Result<String, AuthError> {
+    /// A new account's JWT: its limits, its own signing key, and what `more` adds (exports,
+    /// imports, other signing keys), signed by the operator.
+    fn sign_account(
+        &self,
+        account: &Account,
+        limits: AccountLimits,
+        more: impl FnOnce(&mut claims::Account),
+    ) -> Result<String, AuthError> {
         let mut c = Claims {
             jti: String::new(),
             iat: now(),
@@ -375,6 +382,7 @@ impl Authority {
                 ..Default::default()
             },
         };
+        more(&mut c.nats);
         jwt::encode(&mut c, &self.operator)
     }
 
@@ -600,10 +608,14 @@ impl Authority {
             Ok(a) => a,
             Err(_) => {
                 let mut a = Self::blank_account(&name);
-                a.jwt = self.sign_account(&a, AccountLimits::unlimited_with_jetstream())?;
-                a
+                let signer = hosts.clone();
+                a.jwt =
+                    self.sign_account(&a, AccountLimits::unlimited_with_jetstream(), |c| c.signing_keys.push(signer))?;
+                self.save_account(&a)?;
+                return Ok(a);
             }
         };
+        // Made by a version before hosts joined with keys of their own.
         let current: Claims<claims::Account> = jwt::decode(&account.jwt)?;
         if !current.nats.signing_keys.contains(&hosts) {
             account.jwt = self.resign(&account.jwt, |c| c.signing_keys.push(hosts))?;
@@ -664,8 +676,8 @@ impl Authority {
             Ok(a) => a,
             Err(_) => {
                 let mut a = Self::blank_account(&name);
-                a.jwt = self.sign_account(&a, AccountLimits::unlimited_without_jetstream())?;
-                a.jwt = self.resign(&a.jwt, |c| c.imports = tenant_imports(tenant, &self.control.key.public_key()))?;
+                let imports = tenant_imports(tenant, &self.control.key.public_key());
+                a.jwt = self.sign_account(&a, AccountLimits::unlimited_without_jetstream(), |c| c.imports = imports)?;
                 self.save_account(&a)?;
                 a
             }
@@ -715,8 +727,7 @@ impl Authority {
             }
             Err(_) => {
                 let mut a = Self::blank_account(ENROL_ACCOUNT);
-                a.jwt = self.sign_account(&a, AccountLimits::enrolment(ENROL_CONNECTIONS))?;
-                a.jwt = self.resign(&a.jwt, |c| c.imports = imports)?;
+                a.jwt = self.sign_account(&a, AccountLimits::enrolment(ENROL_CONNECTIONS), |c| c.imports = imports)?;
                 self.save_account(&a)?;
                 a
             }

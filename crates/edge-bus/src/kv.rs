@@ -49,7 +49,17 @@ pub async fn get<T: DeserializeOwned>(kv: &Store, key: &str) -> Result<Option<(T
 
 /// Applies `f` to the current value and writes the result only if nobody wrote in between;
 /// on a lost race, reads again and retries. Returns the value that was left in place.
-pub async fn update<T, F>(kv: &Store, key: &str, mut f: F) -> Result<Option<T>, KvError>
+pub async fn update<T, F>(kv: &Store, key: &str, f: F) -> Result<Option<T>, KvError>
+where
+    T: Serialize + DeserializeOwned + Clone,
+    F: FnMut(Option<&T>) -> Change<T>,
+{
+    Ok(update_at(kv, key, f).await?.0)
+}
+
+/// Like [`update`], also returning the key's revision afterwards (`None` once deleted or when
+/// absent), for a caller that then waits until a live copy holds it (`Mirror::caught_up`).
+pub async fn update_at<T, F>(kv: &Store, key: &str, mut f: F) -> Result<(Option<T>, Option<u64>), KvError>
 where
     T: Serialize + DeserializeOwned + Clone,
     F: FnMut(Option<&T>) -> Change<T>,
@@ -64,29 +74,30 @@ where
             _ => None,
         };
         let outcome = match f(current.as_ref()) {
-            Change::Keep => return Ok(current),
+            Change::Keep => {
+                let at = current.as_ref().and(revision);
+                return Ok((current, at));
+            }
             Change::Put(v) => {
                 let bytes = serde_json::to_vec(&v).expect("values serialize").into();
                 let res = match revision {
                     None => kv
                         .create(key, bytes)
                         .await
-                        .map(|_| ())
                         .map_err(|e| (matches!(e.kind(), CreateErrorKind::AlreadyExists), e.to_string())),
                     Some(rev) => kv
                         .update(key, bytes, rev)
                         .await
-                        .map(|_| ())
                         .map_err(|e| (matches!(e.kind(), UpdateErrorKind::WrongLastRevision), e.to_string())),
                 };
-                res.map(|_| Some(v))
+                res.map(|written| (Some(v), Some(written)))
             }
             Change::Delete => match revision {
-                None => return Ok(None),
+                None => return Ok((None, None)),
                 Some(rev) => kv
                     .delete_expect_revision(key, Some(rev))
                     .await
-                    .map(|_| None)
+                    .map(|_| (None, None))
                     .map_err(|e| (matches!(e.kind(), UpdateErrorKind::WrongLastRevision), e.to_string())),
             },
         };

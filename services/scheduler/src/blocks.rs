@@ -88,11 +88,10 @@ pub async fn set(hub: &Hub, body: &[u8]) -> Result<BlockEvent, ApiError> {
     };
     let key = req.target.key();
     let stored = event.clone();
-    kv::update::<BlockEvent, _>(&hub.buckets.apps, &key, |_| Change::Put(stored.clone()))
+    let (_, revision) = kv::update_at::<BlockEvent, _>(&hub.buckets.apps, &key, |_| Change::Put(stored.clone()))
         .await
         .map_err(SchedulerError::from)?;
-    let revision = hub.buckets.apps.entry(&key).await.map_err(SchedulerError::js)?.map(|e| e.revision).unwrap_or(0);
-    hub.blocks.caught_up(&key, revision).await;
+    hub.blocks.caught_up(&key, revision.unwrap_or(0)).await;
     match &req.target {
         BlockTarget::Tenant { tenant } => event.apps = replace_tenant(hub, tenant).await?,
         BlockTarget::Host { site, .. } => {

@@ -145,7 +145,7 @@ pub async fn admit_if_listed(hub: &Hub, site: &Name, host: &Name) -> Result<(), 
 async fn apply(hub: &Hub, req: &SiteHostsChange) -> Result<SiteHosts, SchedulerError> {
     let _guard = hub.placement.lock().await;
     let site = req.site.clone();
-    kv::update::<SiteHosts, _>(&hub.buckets.apps, &key(&site), |cur| {
+    let (_, revision) = kv::update_at::<SiteHosts, _>(&hub.buckets.apps, &key(&site), |cur| {
         let account_jwt = cur.and_then(|c| c.account_jwt.clone());
         if req.any {
             return match cur {
@@ -172,7 +172,6 @@ async fn apply(hub: &Hub, req: &SiteHostsChange) -> Result<SiteHosts, SchedulerE
     })
     .await?;
     let record = publish(hub, &site).await?;
-    let revision = hub.buckets.apps.entry(&key(&site)).await.map_err(SchedulerError::js)?.map(|e| e.revision);
     if let Some(revision) = revision {
         if !hub.host_lists.0.caught_up(&key(&site), revision, std::time::Duration::from_secs(5)).await {
             tracing::warn!(%site, "approved hosts not yet seen by this process's copy");

@@ -77,11 +77,10 @@ pub async fn set(hub: &Hub, body: &[u8]) -> Result<TenantSites, ApiError> {
     let _guard = hub.placement.lock().await;
     let k = key(&req.tenant);
     let value = req.clone();
-    kv::update::<TenantSites, _>(&hub.buckets.apps, &k, |_| Change::Put(value.clone()))
+    let (_, revision) = kv::update_at::<TenantSites, _>(&hub.buckets.apps, &k, |_| Change::Put(value.clone()))
         .await
         .map_err(SchedulerError::from)?;
-    let revision = hub.buckets.apps.entry(&k).await.map_err(SchedulerError::js)?.map(|e| e.revision).unwrap_or(0);
-    if !hub.tenants.0.caught_up(&k, revision, Duration::from_secs(5)).await {
+    if !hub.tenants.0.caught_up(&k, revision.unwrap_or(0), Duration::from_secs(5)).await {
         tracing::warn!(tenant = %req.tenant, "tenant sites not yet seen by this process's copy");
     }
     let apps = crate::blocks::replace_tenant(hub, &req.tenant).await?;
