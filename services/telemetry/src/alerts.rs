@@ -161,14 +161,14 @@ impl Evaluator {
     pub fn step(&mut self, s: &Snapshot, th: &Thresholds, now: Instant, now_ms: u64) -> Changes {
         let holding = self.conditions(s, th, now);
         let mut changes = Changes::default();
-        for (key, (class, cause)) in holding.iter().map(|(k, c)| (k, c.clone())) {
+        for (key, (class, cause)) in &holding {
             match self.active.get_mut(key) {
                 Some((a, was)) => {
                     // Still firing: the words of the cause (an age, a fill) are not news, its
                     // reason is.
-                    if *was != Some(class) {
-                        *was = Some(class);
-                        a.cause = cause;
+                    if *was != Some(*class) {
+                        *was = Some(*class);
+                        a.cause = cause.clone();
                         changes.recaused.push(a.clone());
                     }
                 }
@@ -181,7 +181,7 @@ impl Evaluator {
                         since_ms: now_ms,
                         resolved_at_ms: None,
                     };
-                    self.active.insert(key.clone(), (a.clone(), Some(class)));
+                    self.active.insert(key.clone(), (a.clone(), Some(*class)));
                     changes.events.push(a);
                 }
             }

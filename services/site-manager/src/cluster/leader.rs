@@ -69,6 +69,9 @@ impl Leader {
                     _ = tokio::time::sleep(Duration::from_secs(1)) => {}
                 }
             }
+            // No longer leading: the new leader registers the site; this host must not go on
+            // retrying or refreshing a view that is no longer its to give.
+            self.registration.send_replace(None);
         }
     }
 
