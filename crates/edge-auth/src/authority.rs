@@ -107,6 +107,9 @@ pub struct SiteBundle {
     pub store_env: PathBuf,
     /// A site that joins by call-home: its one-time token (`site_to_join`).
     pub token: PathBuf,
+    /// The key the site signs its applications' bus credentials with ([`crate::apps`]): one
+    /// per site, listed by the site's account only.
+    pub apps_signer: PathBuf,
 }
 
 impl SiteBundle {
@@ -241,7 +244,7 @@ fn tenant_imports(tenant: &Name, control: &str) -> Vec<claims::Import> {
 /// A new user under a fresh key, signed by `signer` for the account `account` (public key).
 fn issue_by(signer: &KeyPair, account: &str, name: &str, scope: Scope) -> Result<Creds, AuthError> {
     let user = KeyPair::new_user();
-    let jwt = scope::sign_user(scope, signer, account, name, &user.public_key(), None)?;
+    let jwt = scope::sign_user(scope, signer, account, name, &user.public_key(), None, false)?;
     Ok(Creds { jwt, seed: user.seed().map_err(key_err)? })
 }
 
@@ -547,6 +550,7 @@ impl Authority {
             store_key: dir.join("store.key"),
             store_env: dir.join("store.env"),
             token: dir.join("token"),
+            apps_signer: dir.join("apps.signer.seed"),
             dir,
         };
         if !bundle.store_key.exists() {
@@ -564,8 +568,15 @@ impl Authority {
             let text = std::fs::read_to_string(&shared).map_err(io(&shared))?;
             write(&bundle.enrol_creds, &text, true)?;
         }
+        if !bundle.apps_signer.exists() {
+            write(&bundle.apps_signer, &KeyPair::new_account().seed().map_err(key_err)?, true)?;
+        }
+        let apps = read_seed(&bundle.apps_signer)?.public_key();
         let fresh = !bundle.auth_conf.exists();
-        let account = self.site_account_of(site)?;
+        let (account, resigned) = self.site_account_of(site, &apps)?;
+        if resigned && !fresh {
+            write(&bundle.auth_conf, &self.leaf_conf(&account)?, false)?;
+        }
         if fresh {
             let agent = self.issue(&account, &format!("{site}-agent"), scope::site_agent(site))?;
             write(&bundle.agent_creds, &agent.render(), true)?;
@@ -600,28 +611,32 @@ impl Authority {
         Ok(bundle)
     }
 
-    /// `site`'s account (`SITE_<site>`), made on first call, listing the hosts' signing key.
-    fn site_account_of(&self, site: &Name) -> Result<Account, AuthError> {
+    /// `site`'s account (`SITE_<site>`), made on first call, listing the hosts' signing key
+    /// and the site's own key for its applications' credentials (`apps`). True when an
+    /// existing account was signed again to list them.
+    fn site_account_of(&self, site: &Name, apps: &str) -> Result<(Account, bool), AuthError> {
         let name = format!("SITE_{site}");
-        let hosts = self.key_once(HOSTS_SIGNER)?.public_key();
+        let signers = [self.key_once(HOSTS_SIGNER)?.public_key(), apps.to_string()];
         let mut account = match load_account(&self.dir, &name) {
             Ok(a) => a,
             Err(_) => {
                 let mut a = Self::blank_account(&name);
-                let signer = hosts.clone();
+                let keys = signers.clone();
                 a.jwt =
-                    self.sign_account(&a, AccountLimits::unlimited_with_jetstream(), |c| c.signing_keys.push(signer))?;
+                    self.sign_account(&a, AccountLimits::unlimited_with_jetstream(), |c| c.signing_keys.extend(keys))?;
                 self.save_account(&a)?;
-                return Ok(a);
+                return Ok((a, false));
             }
         };
-        // Made by a version before hosts joined with keys of their own.
+        // Made by a version before hosts joined with keys of their own, or apps had the bus.
         let current: Claims<claims::Account> = jwt::decode(&account.jwt)?;
-        if !current.nats.signing_keys.contains(&hosts) {
-            account.jwt = self.resign(&account.jwt, |c| c.signing_keys.push(hosts))?;
-            self.save_account(&account)?;
+        let missing: Vec<String> = signers.into_iter().filter(|k| !current.nats.signing_keys.contains(k)).collect();
+        if missing.is_empty() {
+            return Ok((account, false));
         }
-        Ok(account)
+        account.jwt = self.resign(&account.jwt, |c| c.signing_keys.extend(missing))?;
+        self.save_account(&account)?;
+        Ok((account, true))
     }
 
     /// Revokes (`true`) or reinstates (`false`) user `user` (public key: a host that joined

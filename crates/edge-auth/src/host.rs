@@ -57,7 +57,7 @@ impl HostIssuer {
 
     /// The JWT of `host`'s user `user` (public key) in `site`'s account (`account`).
     pub fn issue(&self, account: &str, site: &Name, host: &Name, user: &str) -> Result<String, AuthError> {
-        scope::sign_user(scope::site_host(site, host), &self.signer, account, &user_name(site, host), user, None)
+        scope::sign_user(scope::site_host(site, host), &self.signer, account, &user_name(site, host), user, None, false)
     }
 }
 

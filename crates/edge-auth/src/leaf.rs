@@ -38,7 +38,7 @@ fn now_secs() -> u64 {
 /// (`account`, public key), signed by the account's `signer`, valid for `valid` from now.
 pub fn issue(signer: &KeyPair, account: &str, site: &Name, user: &str, valid: Duration) -> Result<String, AuthError> {
     let exp = now_secs() + valid.as_secs().max(1);
-    scope::sign_user(scope::site_leaf(site), signer, account, &user_name(site), user, Some(exp))
+    scope::sign_user(scope::site_leaf(site), signer, account, &user_name(site), user, Some(exp), false)
 }
 
 /// When a JWT expires, Unix seconds (`None`: never).

@@ -4,6 +4,7 @@
 //! only the operator's public key. [`authority`] keeps the keys and issues credentials files
 //! ([`creds`]); [`scope`] says what each role may publish and subscribe to.
 
+pub mod apps;
 pub mod authority;
 pub mod claims;
 pub mod creds;

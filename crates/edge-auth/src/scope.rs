@@ -28,7 +28,9 @@ pub struct Scope {
 }
 
 /// A user JWT: `user` (public key) named `name` in the account `account` (public key), with
-/// this scope, signed by `signer` (one of the account's signing keys), expiring at `exp`.
+/// this scope, signed by `signer` (one of the account's signing keys), expiring at `exp`. A
+/// `bearer` token is taken by the server alone, without proof of the user's key (for clients
+/// that cannot sign, such as a shell with `nc`).
 pub fn sign_user(
     scope: Scope,
     signer: &nkeys::KeyPair,
@@ -36,6 +38,7 @@ pub fn sign_user(
     name: &str,
     user: &str,
     exp: Option<u64>,
+    bearer: bool,
 ) -> Result<String, crate::AuthError> {
     let iat = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
     let mut c = crate::jwt::Claims {
@@ -53,17 +56,14 @@ pub fn sign_user(
             payload: -1,
             allowed_connection_types: scope.connection_types,
             issuer_account: account.to_string(),
+            bearer_token: bearer,
             tags: scope.tags,
             kind: "user".into(),
             version: 2,
-            ..Default::default()
         },
     };
     crate::jwt::encode(&mut c, signer)
 }
-
-/// The hub streams a site's consumers deliver to (their flow-control replies come back).
-const SITE_STREAMS_SOURCED_BY_HUB: [&str; 2] = [topology::STREAM_SITE_EVENTS, topology::STREAM_TELEMETRY];
 
 /// The leaf link of one site, as the hub sees it.
 pub fn site_leaf(site: &Name) -> Scope {
@@ -95,7 +95,10 @@ pub fn site_leaf(site: &Name) -> Scope {
         // Replies to the consumer requests the site's leaf server makes for its sources.
         "$JSC.R.>".to_string(),
     ];
-    subscribe.extend(SITE_STREAMS_SOURCED_BY_HUB.iter().map(|s| format!("$JS.FC.{s}.>")));
+    // Flow-control replies of the hub's sources of the site's streams: its events, telemetry
+    // and the apps' topics (`TOPIC_<tenant>_<app>_<topic>`, named per app, hence the wildcard).
+    // They carry no data: another site subscribing learns stream names and timing, no content.
+    subscribe.push("$JS.FC.>".to_string());
     Scope {
         publish: SubjectPermission::allow(publish),
         subscribe: SubjectPermission::allow(subscribe),
@@ -114,6 +117,19 @@ pub fn site_agent(site: &Name) -> Scope {
 /// site-manager credential may, in the site's account, but revocable on its own.
 pub fn site_host(site: &Name, host: &Name) -> Scope {
     unrestricted(vec!["role:site-host".into(), format!("site:{site}"), format!("host:{host}")])
+}
+
+/// An application's containers at a site (in the site's account): they may publish to the
+/// app's own topics and receive replies (JetStream's acknowledgements) at the app's own inbox
+/// prefix, and nothing else: not another app's topics, not the site's own subjects, not the
+/// JetStream API. Reading topics is the hub's business (`edge.v1.api.app.events`).
+pub fn app_bus(site: &Name, tenant: &Name, app: &Name, topics: &[Name]) -> Scope {
+    Scope {
+        publish: SubjectPermission::allow(topics.iter().map(|t| subject::topic(tenant, app, t))),
+        subscribe: SubjectPermission::allow([format!("{}.>", subject::app_inbox_prefix(tenant, app))]),
+        connection_types: vec![CONN_STANDARD.to_string()],
+        tags: vec!["role:app".into(), format!("site:{site}"), format!("tenant:{tenant}"), format!("app:{app}")],
+    }
 }
 
 /// A site's system user, on the site's leaf server only: it may give that server a new JWT of

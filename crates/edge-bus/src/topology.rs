@@ -361,6 +361,105 @@ async fn add_source(js: &jetstream::Context, name: &str, site: &Name) -> Result<
     Ok(added)
 }
 
+/// The stream of an app's topic, at each site and at the hub: `TOPIC_<tenant>_<app>_<topic>`
+/// (names hold no `_`, so no two topics share a stream).
+pub fn topic_stream(tenant: &Name, app: &Name, topic: &Name) -> String {
+    format!("TOPIC_{tenant}_{app}_{topic}")
+}
+
+/// Ensures the site's stream of an app's topic (`js` is the site leaf's): the app's containers
+/// publish to `edge.v1.topic.<tenant>.<app>.<topic>`, stored with the site appended. When full,
+/// new messages are refused (the publisher sees the error) and nothing stored is dropped.
+pub async fn ensure_site_topic(
+    js: &jetstream::Context,
+    site: &Name,
+    tenant: &Name,
+    app: &Name,
+    t: &edge_types::app::TopicSpec,
+) -> Result<(), BusError> {
+    let name = topic_stream(tenant, app, &t.name);
+    let plain = subject::topic(tenant, app, &t.name);
+    js.create_or_update_stream(stream::Config {
+        name: name.clone(),
+        description: Some(format!("Topic {} of app {app} (tenant {tenant}) at site {site}", t.name)),
+        subjects: vec![plain.clone()],
+        subject_transform: Some(stream::SubjectTransform {
+            source: plain,
+            destination: subject::topic_at(tenant, app, &t.name, site),
+        }),
+        storage: stream::StorageType::File,
+        num_replicas: replicas(),
+        max_bytes: t.max_bytes,
+        max_messages: t.max_msgs.unwrap_or(-1),
+        max_age: Duration::from_secs(t.max_age_secs),
+        max_message_size: t.max_msg_size,
+        discard: stream::DiscardPolicy::New,
+        duplicate_window: DEDUPE_WINDOW.min(Duration::from_secs(t.max_age_secs)),
+        ..Default::default()
+    })
+    .await
+    .map_err(|e| BusError::js(format!("ensure site stream {name}"), e))?;
+    Ok(())
+}
+
+/// Ensures the hub's stream of an app's topic, sourcing it from each of `sites` (added to the
+/// sources it has; a site once sourced stays, so what it buffered still arrives after the app
+/// leaves it). Limits: the topic's age, and its bytes per site.
+pub async fn ensure_hub_topic(
+    js: &jetstream::Context,
+    tenant: &Name,
+    app: &Name,
+    t: &edge_types::app::TopicSpec,
+    sites: &[Name],
+) -> Result<(), BusError> {
+    let name = topic_stream(tenant, app, &t.name);
+    let wanted = |site: &Name| stream::Source {
+        name: name.clone(),
+        external: Some(stream::External {
+            api_prefix: api_prefix(site.as_str()),
+            delivery_prefix: Some(subject::delivery_up(site)),
+        }),
+        ..Default::default()
+    };
+    let (mut config, exists) = match js.get_stream(&name).await {
+        Ok(mut s) => {
+            let info = s.info().await.map_err(|e| BusError::js(format!("read hub stream {name}"), e))?;
+            (info.config.clone(), true)
+        }
+        Err(_) => {
+            let config = stream::Config {
+                name: name.clone(),
+                description: Some(format!("Topic {} of app {app} (tenant {tenant}) from the sites running it", t.name)),
+                storage: stream::StorageType::File,
+                num_replicas: replicas(),
+                ..Default::default()
+            };
+            (config, false)
+        }
+    };
+    let before = config.clone();
+    let sources = config.sources.get_or_insert_with(Vec::new);
+    for site in sites {
+        let api = api_prefix(site.as_str());
+        if !sources.iter().any(|s| s.external.as_ref().is_some_and(|x| x.api_prefix == api)) {
+            sources.push(wanted(site));
+        }
+    }
+    let per_site = t.max_bytes.saturating_mul(sources.len().max(1) as i64);
+    config.max_bytes = per_site;
+    config.max_age = Duration::from_secs(t.max_age_secs);
+    config.max_message_size = t.max_msg_size;
+    if exists && config == before {
+        return Ok(());
+    }
+    if !exists {
+        js.create_stream(config).await.map_err(|e| BusError::js(format!("create hub stream {name}"), e))?;
+    } else {
+        js.update_stream(config).await.map_err(|e| BusError::js(format!("update hub stream {name}"), e))?;
+    }
+    Ok(())
+}
+
 /// Ensures a site's streams in its own domain (`js` must be the site leaf's JetStream).
 pub async fn ensure_site(js: &jetstream::Context, site: &Name, limits: &SiteStreamLimits) -> Result<(), BusError> {
     js.create_or_update_stream(stream::Config {

@@ -17,6 +17,9 @@ pub enum AlertKind {
     SiteOffline,
     /// A site's event buffer is nearly full (it will refuse events when full).
     BufferNearlyFull,
+    /// One of an application's topics is nearly full at a site: its containers' messages
+    /// will be refused (or are) until the hub catches up or old ones expire.
+    TopicNearlyFull,
 }
 
 impl AlertKind {
@@ -25,6 +28,7 @@ impl AlertKind {
             AlertKind::AppDegraded => "app_degraded",
             AlertKind::SiteOffline => "site_offline",
             AlertKind::BufferNearlyFull => "buffer_nearly_full",
+            AlertKind::TopicNearlyFull => "topic_nearly_full",
         }
     }
 }

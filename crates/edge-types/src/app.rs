@@ -35,6 +35,59 @@ pub struct AppSpec {
     /// The application's own network at each host; absent: isolated, no outbound access.
     #[serde(default, skip_serializing_if = "NetworkSpec::is_default")]
     pub network: NetworkSpec,
+    /// A connection to the site's bus for the application's containers: the topics they may
+    /// publish to. Absent: the containers get no bus connection.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bus: Option<BusSpec>,
+}
+
+/// The application's own topics on the bus. Its containers get the site leaf's address and a
+/// credential that may publish to these topics only (`EDGE_BUS_*` variables); what they publish
+/// is kept at the site within the topic's limits, copied to the hub when the link is up, and
+/// read centrally with `edgectl events` (`edge.v1.api.app.events`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BusSpec {
+    /// The topics, each with its own limits at every site.
+    #[schemars(length(min = 1, max = 16))]
+    pub topics: Vec<TopicSpec>,
+}
+
+/// One topic: a stream at each site running the application and one at the hub. When a site's
+/// copy is full, publishing is refused (back-pressure) until the hub has caught up or the
+/// oldest messages expire; nothing already stored is dropped to make room.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TopicSpec {
+    /// Topic name, unique within the application; the last token of its subject
+    /// `edge.v1.topic.<tenant>.<app>.<topic>`.
+    pub name: Name,
+    /// Bytes the topic keeps at each site (and at the hub for each site). Default 16 MiB.
+    #[serde(default = "default_topic_bytes")]
+    #[schemars(range(min = 4096, max = 1073741824))]
+    pub max_bytes: i64,
+    /// Messages the topic keeps at each site; absent: no count limit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 100000000))]
+    pub max_msgs: Option<i64>,
+    /// How long a message is kept, in seconds. Default 7 days.
+    #[serde(default = "default_topic_age")]
+    #[schemars(range(min = 60, max = 31536000))]
+    pub max_age_secs: u64,
+    /// Largest message accepted, in bytes. Default 64 KiB.
+    #[serde(default = "default_topic_msg_size")]
+    #[schemars(range(min = 16, max = 1048576))]
+    pub max_msg_size: i32,
+}
+
+fn default_topic_bytes() -> i64 {
+    16 << 20
+}
+fn default_topic_age() -> u64 {
+    7 * 86_400
+}
+fn default_topic_msg_size() -> i32 {
+    64 << 10
 }
 
 /// The application's network. At each host the application's containers share a Docker
@@ -373,6 +426,21 @@ impl AppSpec {
                 }
             }
         }
+        let mut topics = std::collections::BTreeSet::new();
+        for (i, t) in self.bus.iter().flat_map(|b| &b.topics).enumerate() {
+            if !topics.insert(&t.name) {
+                return Err(SpecError {
+                    pointer: format!("/bus/topics/{i}/name"),
+                    message: format!("topic {:?} is declared twice", t.name.as_str()),
+                });
+            }
+            if i64::from(t.max_msg_size) > t.max_bytes {
+                return Err(SpecError {
+                    pointer: format!("/bus/topics/{i}/max_msg_size"),
+                    message: format!("a message of {} bytes cannot fit in max_bytes {}", t.max_msg_size, t.max_bytes),
+                });
+            }
+        }
         if let Some(r) = &self.rollout {
             crate::selector::Selector::parse(&r.canary).map_err(|e| SpecError {
                 pointer: "/rollout/canary".into(),
@@ -409,6 +477,16 @@ impl ServiceSpec {
     /// the digest of its own service changes.
     pub fn digest(&self) -> String {
         digest_json(self)
+    }
+
+    /// The digest of the container made for this service of an app with bus topics `bus`: its
+    /// own digest when the app has no bus (so containers made before buses existed stay), else
+    /// one that also covers the topics its credential opens.
+    pub fn digest_with_bus(&self, bus: Option<&BusSpec>) -> String {
+        match bus {
+            None => self.digest(),
+            Some(b) => digest_json(&(self, b.topics.iter().map(|t| &t.name).collect::<Vec<_>>())),
+        }
     }
 }
 

@@ -20,5 +20,6 @@ pub mod site;
 pub mod status;
 pub mod subject;
 pub mod telemetry;
+pub mod topic;
 
 pub use names::{Name, NameError};

@@ -30,6 +30,7 @@ use crate::secret::{
 use crate::site::{Heartbeat, LeafRenewal, LeafRenewed, SiteRecord, SiteRegistration};
 use crate::status::AppStatusReport;
 use crate::telemetry::{HostStats, LifecycleEvent, ResourcesReply};
+use crate::topic::{EventsReply, EventsRequest};
 
 /// Largest inbound message accepted, in bytes (the bus allows 1 MiB).
 pub const MAX_MESSAGE_BYTES: usize = 256 * 1024;
@@ -120,6 +121,8 @@ messages!(
     SiteJoined,
     JoinEvent,
     AuthRefusal,
+    EventsRequest,
+    EventsReply,
 );
 
 /// The schema a type generates (draft 2020-12).

@@ -118,6 +118,21 @@ pub struct Heartbeat {
     /// The site's telemetry buffer (oldest samples dropped at its limit).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub telemetry_buffer: Option<BufferState>,
+    /// The apps' topics at the site that are at least half full (`bus.topics`), fullest first.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 64))]
+    pub topics: Vec<TopicFill>,
+}
+
+/// How full an app's topic is at a site. A full topic refuses new messages.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TopicFill {
+    pub tenant: Name,
+    pub app: Name,
+    pub topic: Name,
+    /// Its stream at the site (`rejected_total` is not counted here: the server refuses).
+    pub state: BufferState,
 }
 
 /// The site's event buffer (its SITE_EVENTS stream): what the hub has not processed yet.

@@ -62,6 +62,7 @@ pub enum ApiOp {
     AppResume,
     AppHistory,
     AppRollback,
+    AppEvents,
     SiteList,
     SiteLabel,
     SiteRegister,
@@ -88,7 +89,7 @@ pub enum ApiOp {
 }
 
 impl ApiOp {
-    pub const ALL: [ApiOp; 34] = [
+    pub const ALL: [ApiOp; 35] = [
         ApiOp::AppApply,
         ApiOp::AppList,
         ApiOp::AppGet,
@@ -100,6 +101,7 @@ impl ApiOp {
         ApiOp::AppResume,
         ApiOp::AppHistory,
         ApiOp::AppRollback,
+        ApiOp::AppEvents,
         ApiOp::SiteList,
         ApiOp::SiteLabel,
         ApiOp::SiteRegister,
@@ -139,6 +141,7 @@ impl ApiOp {
             ApiOp::AppResume => ("app", "resume"),
             ApiOp::AppHistory => ("app", "history"),
             ApiOp::AppRollback => ("app", "rollback"),
+            ApiOp::AppEvents => ("app", "events"),
             ApiOp::SiteList => ("site", "list"),
             ApiOp::SiteLabel => ("site", "label"),
             ApiOp::SiteRegister => ("site", "register"),
@@ -453,6 +456,33 @@ pub fn delivery_down(site: &Name) -> String {
     format!("{PREFIX}.dlv.{site}.down")
 }
 
+/// What an app's containers publish to for `topic` at their site:
+/// `edge.v1.topic.<tenant>.<app>.<topic>`.
+pub fn topic(tenant: &Name, app: &Name, topic: &Name) -> String {
+    format!("{}.{topic}", topic_prefix(tenant, app))
+}
+
+/// The subjects of an app's topics start with this (`edge.v1.topic.<tenant>.<app>`).
+pub fn topic_prefix(tenant: &Name, app: &Name) -> String {
+    format!("{PREFIX}.topic.{tenant}.{app}")
+}
+
+/// The same messages as stored (at the site and at the hub): the site appended,
+/// `edge.v1.topic.<tenant>.<app>.<topic>.<site>`.
+pub fn topic_at(tenant: &Name, app: &Name, topic: &Name, site: &Name) -> String {
+    format!("{PREFIX}.topic.{tenant}.{app}.{topic}.{site}")
+}
+
+/// Every site's messages of a topic at the hub.
+pub fn topic_all_sites(tenant: &Name, app: &Name, topic: &Name) -> String {
+    format!("{PREFIX}.topic.{tenant}.{app}.{topic}.*")
+}
+
+/// Inbox prefix an app's containers use (their credential may receive replies there only).
+pub fn app_inbox_prefix(tenant: &Name, app: &Name) -> String {
+    format!("_INBOX.app.{tenant}.{app}")
+}
+
 /// Inbox prefix of the clients at a site, so that replies to them are the site's own subjects.
 pub fn site_inbox_prefix(site: &Name) -> String {
     format!("_INBOX.site.{site}")
@@ -544,6 +574,14 @@ pub enum Subject {
         site: Name,
         host: Name,
     },
+    /// An app's topic: as its containers publish (`site` absent) or as stored (the site
+    /// appended).
+    Topic {
+        tenant: Name,
+        app: Name,
+        topic: Name,
+        site: Option<Name>,
+    },
 }
 
 /// Why a subject is not part of the grammar.
@@ -592,7 +630,7 @@ pub fn parse(subject: &str) -> Result<Subject, SubjectError> {
         }
         ["alert", kind, n] => {
             use crate::alert::AlertKind as K;
-            let kind = [K::AppDegraded, K::SiteOffline, K::BufferNearlyFull]
+            let kind = [K::AppDegraded, K::SiteOffline, K::BufferNearlyFull, K::TopicNearlyFull]
                 .into_iter()
                 .find(|k| k.as_str() == *kind)
                 .ok_or_else(|| err("unknown alert kind"))?;
@@ -611,6 +649,12 @@ pub fn parse(subject: &str) -> Result<Subject, SubjectError> {
         ["logs", site] => Ok(Subject::Logs { site: name(site)? }),
         ["tm", site, "stats", host] => Ok(Subject::HostStats { site: name(site)?, host: name(host)? }),
         ["tm", site, "event", host] => Ok(Subject::Lifecycle { site: name(site)?, host: name(host)? }),
+        ["topic", tenant, app, topic, site @ ..] if site.len() <= 1 => Ok(Subject::Topic {
+            tenant: name(tenant)?,
+            app: name(app)?,
+            topic: name(topic)?,
+            site: site.first().map(|s| name(s)).transpose()?,
+        }),
         _ => Err(err("unknown shape")),
     }
 }

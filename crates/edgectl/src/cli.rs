@@ -80,6 +80,9 @@ pub enum Command {
     Alerts,
     /// Container logs of an application, fetched from its sites on demand.
     Logs(LogsArgs),
+    /// What an application's containers published to one of its topics (`bus.topics`), from
+    /// every site or those named, as the hub received them.
+    Events(EventsArgs),
     /// Asks a service whether it is up (`edge.v1.<service>.health`); exits 0 when it answers
     /// ok, 1 otherwise (a liveness probe for containers).
     Health {
@@ -107,6 +110,26 @@ pub struct LogsArgs {
     #[arg(long)]
     pub grep: Option<String>,
     /// Keep printing new lines until interrupted.
+    #[arg(short = 'f', long)]
+    pub follow: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct EventsArgs {
+    pub app: String,
+    /// The topic, as its spec declares it.
+    #[arg(long)]
+    pub topic: String,
+    /// Only this site (repeat for several).
+    #[arg(long)]
+    pub site: Vec<String>,
+    /// Only messages the hub received in the last DURATION (`90s`, `15m`, `2h`, `7d`).
+    #[arg(long)]
+    pub since: Option<String>,
+    /// Stop after this many messages.
+    #[arg(long)]
+    pub limit: Option<usize>,
+    /// Keep printing new messages until interrupted.
     #[arg(short = 'f', long)]
     pub follow: bool,
 }

@@ -6,6 +6,7 @@ pub mod auth;
 pub mod block;
 pub mod cli;
 pub mod dev;
+pub mod events;
 pub mod image;
 pub mod logs;
 pub mod output;
@@ -39,6 +40,7 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Image(cmd) => image::run(cmd, &cli.global).await,
         Command::Alerts => alerts(&cli.global).await,
         Command::Logs(args) => logs::run(args, &cli.global).await,
+        Command::Events(args) => events::run(args, &cli.global).await,
         Command::Health { service } => health(&cli.global, &service).await,
     }
 }

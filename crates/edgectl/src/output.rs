@@ -62,3 +62,30 @@ pub fn buffer(b: &edge_types::site::BufferState) -> String {
     }
     s
 }
+
+/// A time (milliseconds since the epoch) as UTC, `2026-12-05T07:10:00.123Z`.
+pub fn time_of(ms: u64) -> String {
+    let (days, rest) = ((ms / 86_400_000) as i64, ms % 86_400_000);
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    let (h, m, s, milli) = (rest / 3_600_000, rest / 60_000 % 60, rest / 1000 % 60, rest % 1000);
+    format!("{year:04}-{month:02}-{day:02}T{h:02}:{m:02}:{s:02}.{milli:03}Z")
+}
+
+#[cfg(test)]
+mod time_tests {
+    #[test]
+    fn times_print_as_utc() {
+        assert_eq!(super::time_of(0), "1970-01-01T00:00:00.000Z");
+        assert_eq!(super::time_of(1_796_454_600_123), "2026-12-05T07:10:00.123Z");
+        assert_eq!(super::time_of(951_782_400_000), "2000-02-29T00:00:00.000Z");
+    }
+}

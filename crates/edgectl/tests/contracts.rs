@@ -96,6 +96,7 @@ fn asyncapi_addresses_follow_the_grammar() {
             .replace("{site}", site.as_str())
             .replace("{app}", "web")
             .replace("{tenant}", "default")
+            .replace("{topic}", "readings")
             .replace("{name}", "db")
             .replace("{kind}", "site_offline")
             .replace("{host}", "host-1")

@@ -260,6 +260,7 @@ async fn heartbeats(sites: Vec<Name>, clients: Vec<async_nats::Client>, every: D
                     leaf_recoveries: 0,
                     secrets_refused: 0,
                     telemetry_buffer: None,
+                    topics: Vec::new(),
                 };
                 let body = serde_json::to_vec(&hb).expect("heartbeats serialize");
                 let _ = client.publish(subject::heartbeat(site), body.into()).await;

@@ -242,7 +242,7 @@ pub async fn check_owner(hub: &Hub, caller: &Caller, op: ApiOp, body: &[u8]) -> 
     }
 }
 
-async fn get_record(hub: &Hub, name: &Name) -> Result<AppRecord, ApiError> {
+pub(crate) async fn get_record(hub: &Hub, name: &Name) -> Result<AppRecord, ApiError> {
     kv::get::<AppRecord>(&hub.buckets.apps, &app_key(name))
         .await
         .map_err(crate::SchedulerError::from)?

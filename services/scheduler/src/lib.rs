@@ -18,6 +18,7 @@ pub mod rollout_api;
 pub mod sites;
 pub mod sources;
 pub mod tenants;
+pub mod topics;
 pub mod watermark;
 pub mod writer;
 
@@ -74,6 +75,8 @@ pub struct Hub {
     /// Sites whose events the hub's streams are known to source (checked or added by this
     /// process): a site re-registering after every reconnect then costs no stream read.
     pub sourced: Arc<dashmap::DashSet<Name>>,
+    /// What the hub's streams of apps' topics source (see [`topics`]).
+    pub topics: Arc<topics::Known>,
     /// Tenants, sites and hosts blocked by operators (`block.set`).
     pub blocks: blocks::Blocks,
     /// Which sites each tenant may use (`tenant.sites`).
@@ -140,6 +143,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Sche
         config: Arc::new(config.clone()),
         rejected: Arc::new(AtomicU64::new(0)),
         sourced: Arc::new(dashmap::DashSet::new()),
+        topics: Arc::default(),
         rolling: Default::default(),
         failed: Default::default(),
     };
@@ -221,6 +225,7 @@ async fn handle(hub: &Hub, op: ApiOp, req: &async_nats::service::Request) {
         ApiOp::AppResume => reply_counted(f, op, req, rollout_api::control(hub, body, false).await).await,
         ApiOp::AppHistory => reply_counted(f, op, req, rollout_api::history(hub, body).await).await,
         ApiOp::AppRollback => reply_counted(f, op, req, rollout_api::rollback(hub, body).await).await,
+        ApiOp::AppEvents => reply_counted(f, op, req, topics::read(hub, body).await).await,
         ApiOp::SiteList => reply_counted(f, op, req, sites::list(hub, body).await).await,
         ApiOp::SiteLabel => reply_counted(f, op, req, sites::label(hub, body).await).await,
         ApiOp::SiteRegister => reply_counted(f, op, req, sites::register(hub, &req.message.subject, body).await).await,

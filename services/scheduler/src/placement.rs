@@ -121,6 +121,7 @@ async fn place_in_span(hub: &Hub, record: &AppRecord, sites: &[SiteRecord]) -> R
         tracing::info!(%app, %site, "app leaves site");
     }
     ensure_all(&hub.js, states).await?;
+    crate::topics::ensure(hub, &record.spec, &matched).await;
     if record.sites != matched {
         let m = matched.clone();
         kv::update::<AppRecord, _>(&hub.buckets.apps, &app_key(app), |cur| match cur {
@@ -153,6 +154,9 @@ pub async fn place_on_site(hub: &Hub, record: &AppRecord, site: &SiteRecord) -> 
             desired(record, &site.site, None)
         };
         ensure_all(&hub.js, vec![d]).await?;
+        if matches {
+            crate::topics::ensure(hub, &record.spec, std::slice::from_ref(&site.site)).await;
+        }
     }
     if matches != placed {
         tracing::info!(%app, site = %site.site, placed = matches, "placement changed");

@@ -126,6 +126,11 @@ impl Agent {
         let mut waiting = gate_secrets(&mut wanted, &self.secrets.versions());
         // Replicas whose image is not at the site yet wait too.
         waiting.extend(self.gate_images(&wanted).await);
+        // And replicas of apps whose topic streams cannot be made yet.
+        if let Some(bus) = self.runtime.bus() {
+            waiting.extend(bus.ensure_topics(&wanted).await);
+            bus.measure(&desired).await;
+        }
         self.facts.waiting = waiting.clone();
         let observed = match self.runtime.list().await {
             Ok(o) => o,
@@ -193,6 +198,22 @@ impl Agent {
         self.status.write_changed(reports).await;
         // Last: network changes and removals take Docker a while and change no status.
         self.reconcile_networks(&wanted, &observed).await;
+        self.keep_bus_relays(&wanted, &observed).await;
+    }
+
+    /// Keeps the bus relay of every app network where a replica of an app with a bus runs.
+    async fn keep_bus_relays(&self, wanted: &WantedSet, observed: &[Observed]) {
+        let Some(bus) = self.runtime.bus() else { return };
+        let networks = observed
+            .iter()
+            .filter_map(|o| {
+                let w = wanted.get(&(o.app.clone(), o.service.clone(), o.replica))?;
+                w.bus.as_ref()?;
+                let primary = self.runtime.networks_of(w).swap_remove(0).name;
+                o.networks.contains(&primary).then_some(primary)
+            })
+            .collect();
+        bus.keep_relays(&networks).await;
     }
 
     /// Keeps every running container of ours on exactly its app's networks, live (connect,

@@ -104,6 +104,8 @@ pub struct Heartbeats {
     pub every: Duration,
     pub leaf_recoveries: Arc<std::sync::atomic::AtomicU64>,
     pub secrets_refused: Arc<std::sync::atomic::AtomicU64>,
+    /// The apps' bus, whose topics' fill the heartbeat carries.
+    pub bus: Option<Arc<crate::bus::AppBus>>,
 }
 
 impl Heartbeats {
@@ -130,6 +132,7 @@ impl Heartbeats {
                 leaf_recoveries: self.leaf_recoveries.load(std::sync::atomic::Ordering::Relaxed),
                 secrets_refused: self.secrets_refused.load(std::sync::atomic::Ordering::Relaxed),
                 telemetry_buffer: self.buffer.telemetry_state().await.ok(),
+                topics: self.bus.as_ref().map(|b| b.fills()).unwrap_or_default(),
             };
             let body = serde_json::to_vec(&hb).expect("heartbeat serializes");
             if let Err(e) = self.client.publish(subject::heartbeat(&self.site), body.into()).await {

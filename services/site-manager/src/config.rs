@@ -154,6 +154,14 @@ pub struct Config {
     /// that the site's LAN does not use).
     #[arg(long, env = "SITE_MANAGER_NETWORK_POOL", default_value = "10.213.0.0/16")]
     pub network_pool: crate::network::Pool,
+    /// The site's key for its applications' bus credentials (`apps.signer.seed` of the
+    /// bundle). Default: that file beside `--nats-creds`, if it is there; without it, apps
+    /// that ask for the bus cannot run on this host.
+    #[arg(long, env = "SITE_MANAGER_APPS_SIGNER")]
+    pub apps_signer: Option<PathBuf>,
+    /// The port apps reach the site's bus on, at their network's gateway address.
+    #[arg(long, env = "SITE_MANAGER_APP_BUS_PORT", default_value_t = 4229)]
+    pub app_bus_port: u16,
 }
 
 impl Config {
@@ -162,6 +170,14 @@ impl Config {
     pub fn hub_enrolment(&self) -> Option<edge_bus::Endpoint> {
         let (url, enrol) = (self.hub_url.as_ref()?, self.enrol_creds.clone()?);
         Some(edge_bus::Endpoint::new(url, Some(enrol)).with_tls_ca(self.hub_ca.clone()))
+    }
+
+    /// The apps' signing key: `--apps-signer`, else `apps.signer.seed` beside the credentials.
+    pub fn apps_signer(&self) -> Option<PathBuf> {
+        self.apps_signer.clone().or_else(|| {
+            let beside = self.nats_creds.as_ref()?.parent()?.join("apps.signer.seed");
+            beside.exists().then_some(beside)
+        })
     }
 
     /// A configuration with defaults for everything but the site and its connection.
@@ -198,6 +214,8 @@ impl Config {
             key_dir: std::env::temp_dir().join("edge-site-manager"),
             secrets_dir: PathBuf::from("/dev/shm/edge-secrets"),
             secrets_sender: None,
+            apps_signer: None,
+            app_bus_port: 4229,
             default_memory_mb: 1024,
             stats_secs: 15,
             telemetry_max_bytes: 64 << 20,

@@ -7,6 +7,7 @@
 pub mod accounts;
 pub mod agent;
 pub mod buffer;
+pub mod bus;
 pub mod callhome;
 pub mod cluster;
 pub mod config;
@@ -175,6 +176,9 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Site
     runtime.set_secrets_dir(config.secrets_dir.clone());
     runtime.set_network_pool(config.network_pool);
     runtime.set_default_memory_mb((config.default_memory_mb > 0).then_some(config.default_memory_mb));
+    if let Some(bus) = bus::from_config(&config, &js, runtime.docker(), &shutdown) {
+        runtime.set_bus(std::sync::Arc::new(bus));
+    }
     warn_unless_tmpfs(&config.secrets_dir);
     // Wakes this host's reconcile loop, and the leader's loop.
     let (changed, leader_changed) = (Signal::new(), Signal::new());
@@ -276,6 +280,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Site
         every: beat,
         leaf_recoveries: recoveries.clone(),
         secrets_refused: secrets.rejected.clone(),
+        bus: runtime.bus().cloned(),
     };
     tasks.spawn(beats.run(shutdown.clone()));
     tasks.spawn(follower.run(shutdown.clone()));

@@ -324,6 +324,7 @@ mod tests {
             image: None,
             outbound,
             peers: Vec::new(),
+            bus: None,
         }
     }
 

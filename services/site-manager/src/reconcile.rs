@@ -51,6 +51,8 @@ pub struct Wanted {
     pub outbound: bool,
     /// Other apps at the site whose networks this replica joins (they allow this app).
     pub peers: Vec<Peer>,
+    /// The app's bus topics: the replica gets a connection to the site's bus scoped to them.
+    pub bus: Option<edge_types::app::BusSpec>,
 }
 
 /// Another app whose network a replica joins, and whether that network has a way out.
@@ -99,10 +101,14 @@ impl Action {
 
 /// What a replica is made from: the service's spec and, for an image in the store, the image's
 /// content (a tag pushed again with new content replaces the containers).
-fn replica_digest(svc: &edge_types::app::ServiceSpec, image: Option<&edge_types::image::ImageRecord>) -> String {
+fn replica_digest(
+    svc: &edge_types::app::ServiceSpec,
+    bus: Option<&edge_types::app::BusSpec>,
+    image: Option<&edge_types::image::ImageRecord>,
+) -> String {
     match image {
-        Some(i) => format!("{}-{}", svc.digest(), &i.digest[7..19]),
-        None => svc.digest(),
+        Some(i) => format!("{}-{}", svc.digest_with_bus(bus), &i.digest[7..19]),
+        None => svc.digest_with_bus(bus),
     }
 }
 
@@ -134,10 +140,11 @@ pub fn wanted(
                     generation: d.generation,
                     service: svc.clone(),
                     replica: p.replica,
-                    digest: replica_digest(svc, d.images.get(&svc.image)),
+                    digest: replica_digest(svc, spec.bus.as_ref(), d.images.get(&svc.image)),
                     image: d.images.get(&svc.image).cloned(),
                     outbound: spec.network.outbound,
                     peers: peers.clone(),
+                    bus: spec.bus.clone(),
                 },
             );
         }
@@ -289,6 +296,7 @@ mod tests {
             placement,
             rollout: None,
             network: Default::default(),
+            bus: None,
         };
         let d = DesiredApp {
             site: n("s1"),

@@ -33,6 +33,10 @@ pub enum RuntimeError {
     SecretFiles(std::io::Error),
     #[error("no free /24 left in the network pool {0} (SITE_MANAGER_NETWORK_POOL)")]
     NetworkPoolFull(String),
+    #[error("app bus: {0}")]
+    Bus(#[from] crate::bus::BusError),
+    #[error("the app asks for the bus, and this host has no key to issue its credential (SITE_MANAGER_APPS_SIGNER)")]
+    NoBusKey,
 }
 
 /// Docker, scoped to one site and host.
@@ -49,6 +53,8 @@ pub struct DockerRuntime {
     networks: Networks,
     /// Memory limit of containers whose spec sets none.
     default_memory_mb: Option<u64>,
+    /// The apps' bus at this host, when the host can issue its credentials.
+    bus: Option<std::sync::Arc<crate::bus::AppBus>>,
 }
 
 /// Health from Docker's status line (`Up 5 minutes (healthy)`): `healthy`, `unhealthy`,
@@ -97,6 +103,7 @@ impl DockerRuntime {
             secrets_dir: std::env::temp_dir().join("edge-secrets"),
             networks,
             default_memory_mb: None,
+            bus: None,
         })
     }
 
@@ -118,6 +125,31 @@ impl DockerRuntime {
     /// The networks a replica belongs on here, its primary first.
     pub fn networks_of(&self, w: &Wanted) -> Vec<Net> {
         crate::network::networks_of(&self.site, &self.host, w)
+    }
+
+    /// Gives replicas of apps with a bus their connection (see [`crate::bus`]).
+    pub fn set_bus(&mut self, bus: std::sync::Arc<crate::bus::AppBus>) {
+        self.bus = Some(bus);
+    }
+
+    pub fn bus(&self) -> Option<&std::sync::Arc<crate::bus::AppBus>> {
+        self.bus.as_ref()
+    }
+
+    /// Writes a container's bus credential beside its secret files (mode 0444: the container's
+    /// user may be anyone; the parent directory is the host's only).
+    fn write_bus_creds(&self, container: &str, text: &str) -> std::io::Result<()> {
+        use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+        std::fs::create_dir_all(&self.secrets_dir)?;
+        std::fs::set_permissions(&self.secrets_dir, std::fs::Permissions::from_mode(0o700))?;
+        let dir = self.secret_dir(container);
+        std::fs::create_dir_all(&dir)?;
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755))?;
+        let tmp = dir.join(format!(".{}.tmp", crate::bus::CREDS_FILE));
+        let _ = std::fs::remove_file(&tmp);
+        let mut f = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o444).open(&tmp)?;
+        std::io::Write::write_all(&mut f, text.as_bytes())?;
+        std::fs::rename(&tmp, dir.join(crate::bus::CREDS_FILE))
     }
 
     /// Sets the directory secret files are written under (it should be a tmpfs).
@@ -253,9 +285,18 @@ impl DockerRuntime {
         self.write_secret_files(&name, secrets).map_err(RuntimeError::SecretFiles)?;
         let mut env: Vec<String> = svc.env.iter().map(|(k, v)| format!("{k}={}", v.0)).collect();
         env.extend(secrets.iter().filter_map(|s| Some(format!("{}={}", s.by.env.as_ref()?, s.secret.value.as_str()))));
-        let binds = secrets
-            .iter()
-            .any(|s| s.by.env.is_none())
+        let networks = self.networks_of(w);
+        for net in &networks {
+            self.networks.ensure(net).await?;
+        }
+        let primary = networks[0].name.clone();
+        if w.bus.is_some() {
+            let bus = self.bus.as_ref().ok_or(RuntimeError::NoBusKey)?;
+            let (bus_env, creds) = bus.connection(w, &primary).await?;
+            self.write_bus_creds(&name, &creds).map_err(RuntimeError::SecretFiles)?;
+            env.extend(bus_env);
+        }
+        let binds = (w.bus.is_some() || secrets.iter().any(|s| s.by.env.is_none()))
             .then(|| vec![format!("{}:{SECRETS_MOUNT}:ro", self.secret_dir(&name).display())]);
         let lbl = HashMap::from([
             (labels::MANAGED.to_string(), "true".to_string()),
@@ -277,11 +318,6 @@ impl DockerRuntime {
             let host_port = p.host_port().to_string();
             bindings.insert(key, Some(vec![PortBinding { host_ip: None, host_port: Some(host_port) }]));
         }
-        let networks = self.networks_of(w);
-        for net in &networks {
-            self.networks.ensure(net).await?;
-        }
-        let primary = networks[0].name.clone();
         let endpoint = EndpointSettings { aliases: Some(vec![svc.name.to_string()]), ..Default::default() };
         let body = ContainerCreateBody {
             networking_config: Some(NetworkingConfig {

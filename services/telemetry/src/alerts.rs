@@ -119,7 +119,23 @@ impl Evaluator {
                     r.telemetry_fill * 100.0,
                     if r.telemetry_full { "; its oldest samples are dropped" } else { "" }
                 );
-                holding.insert((AlertKind::BufferNearlyFull, site), ("telemetry", cause));
+                holding.insert((AlertKind::BufferNearlyFull, site.clone()), ("telemetry", cause));
+            }
+            // One alert per app: its fullest topic at the first site where one is nearly full.
+            for t in r.topics.iter().filter(|t| t.state.fill() >= th.buffer_fill) {
+                let key = (AlertKind::TopicNearlyFull, t.app.clone());
+                if holding.contains_key(&key) {
+                    continue;
+                }
+                let cause = format!(
+                    "topic {} of app {} is {:.0}% full at site {site} ({} messages kept there){}",
+                    t.topic,
+                    t.app,
+                    t.state.fill() * 100.0,
+                    t.state.messages,
+                    if t.state.full { "; it refuses new messages" } else { "" }
+                );
+                holding.insert(key, ("topic", cause));
             }
         }
         for a in &s.apps {
@@ -352,6 +368,35 @@ mod tests {
         assert_eq!(c.len(), 2);
         assert!(c.iter().all(|a| a.state == AlertState::Resolved && a.resolved_at_ms == Some(90)));
         assert!(e.active.is_empty());
+    }
+
+    #[test]
+    fn a_full_topic_fires_once_per_app_and_resolves_when_it_drains() {
+        let mut e = Evaluator::default();
+        let t0 = Instant::now();
+        let n = |s: &str| Name::new(s).unwrap();
+        let fill = |messages: u64| edge_types::site::TopicFill {
+            tenant: n("acme"),
+            app: n("web"),
+            topic: n("readings"),
+            state: edge_types::site::BufferState {
+                messages,
+                max_messages: 10,
+                max_bytes: -1,
+                full: messages >= 10,
+                ..Default::default()
+            },
+        };
+        let mut s = snap(true, 0.1, 2, 0, 0);
+        s.sites[0].topics = vec![fill(10), fill(9)];
+        let c = step(&mut e, &s, t0, 0);
+        assert_eq!(kinds(&c), [(AlertKind::TopicNearlyFull, AlertState::Firing)]);
+        assert_eq!(c[0].name.as_str(), "web");
+        assert!(c[0].cause.contains("topic readings of app web is 100% full at site shop-1"), "{}", c[0].cause);
+        assert!(c[0].cause.ends_with("it refuses new messages"), "{}", c[0].cause);
+        s.sites[0].topics = vec![fill(3)];
+        let c = step(&mut e, &s, t0 + Duration::from_secs(5), 5);
+        assert_eq!(kinds(&c), [(AlertKind::TopicNearlyFull, AlertState::Resolved)]);
     }
 
     #[test]

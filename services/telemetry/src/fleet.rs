@@ -132,6 +132,7 @@ impl Fleet {
                 unhealthy: mine.iter().flat_map(|x| &x.containers).filter(|c| c.health == "unhealthy").count() as u64,
                 telemetry_fill: hb.as_ref().and_then(|h| h.telemetry_buffer.as_ref()).map(|t| t.fill()).unwrap_or(0.0),
                 telemetry_full: hb.as_ref().and_then(|h| h.telemetry_buffer.as_ref()).is_some_and(|t| t.full),
+                topics: hb.as_ref().map(|h| h.topics.clone()).unwrap_or_default(),
             });
             let now = edge_bus::time::now_ms();
             for h in self.reported.hosts.iter().filter(|h| h.key().0 == r.site) {

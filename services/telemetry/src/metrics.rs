@@ -32,6 +32,8 @@ pub struct SiteRow {
     /// The site's telemetry buffer: fill 0 to 1, and whether it drops its oldest samples.
     pub telemetry_fill: f64,
     pub telemetry_full: bool,
+    /// The apps' topics at the site at least half full, fullest first.
+    pub topics: Vec<edge_types::site::TopicFill>,
 }
 
 /// One host's latest resource sample.
