@@ -148,6 +148,15 @@ async fn an_app_credential_opens_its_own_topics_and_a_full_topic_pushes_back() -
     let _telemetry = tokio::spawn(telemetry::run(telemetry, shutdown.clone()));
     let _stop = shutdown.drop_guard();
     let (a, b) = (unique("bus-a"), unique("bus-b"));
+    // Topic names are checked before anything happens.
+    for (topics, field) in [
+        (json!([{"name": "a.b"}]), "/bus/topics/0/name"),
+        (json!([{"name": "x"}, {"name": "x"}]), "/bus/topics/1/name"),
+        (json!([{"name": "x", "max_bytes": 4096, "max_msg_size": 8192}]), "/bus/topics/0/max_msg_size"),
+    ] {
+        let at = support::refused_at(stack.apply(&publisher(&a, topics)).await);
+        ensure!(at == field, "refused at {at:?}, not {field}");
+    }
     stack.apply(&publisher(&a, json!([{"name": "readings"}]))).await?;
     // B's topic keeps five messages: its publisher fills it at once.
     stack.apply(&publisher(&b, json!([{"name": "readings", "max_msgs": 5}]))).await?;
@@ -206,5 +215,59 @@ async fn an_app_credential_opens_its_own_topics_and_a_full_topic_pushes_back() -
             Ok(stored_at_site(&stack, 0, &format!("TOPIC_default_{a}_readings")).await? > stored + 3)
         })
         .await?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn central_messages_reach_the_app_at_its_site_after_a_cut() -> Result<()> {
+    use async_nats::jetstream::consumer::pull;
+    let stack = Stack::start(&[&[("region", "eu")]]).await?;
+    let site = stack.site(0).clone();
+    let app = unique("orders");
+    let mut spec = support::sleeper(&app, "", "edge/busybox:v1", &[]);
+    spec["bus"] = json!({"topics": [{"name": "commands", "direction": "to_sites"}, {"name": "readings"}]});
+    stack.apply(&spec).await?;
+    stack.wait_running(&[&site], &app, 1).await?;
+    let sent = edgectl(&stack.hub, &["send", &app, "--topic", "commands", "first"])?;
+    ensure!(sent.contains(site.as_str()), "{sent}");
+
+    // Sent while the site is cut off: kept at the hub; sent twice with one id: stored once.
+    stack.cut(0).await?;
+    for _ in 0..2 {
+        edgectl(&stack.hub, &["send", &app, "--topic", "commands", "--id", "c2", "second"])?;
+    }
+    // A topic is read only where its messages go.
+    let wrong = edgectl(&stack.hub, &["events", &app, "--topic", "commands"]).unwrap_err().to_string();
+    ensure!(wrong.contains("to_sites"), "{wrong}");
+    let wrong = edgectl(&stack.hub, &["send", &app, "--topic", "readings", "x"]).unwrap_err().to_string();
+    ensure!(wrong.contains("to_hub"), "{wrong}");
+    stack.restore(0).await?;
+
+    // The app reads them at its site with its own credential, as its containers would.
+    let creds = creds_of(&stack, 0, &app)?;
+    let client = async_nats::ConnectOptions::with_credentials(&creds.render())?
+        .custom_inbox_prefix(format!("_INBOX.app.default.{app}"))
+        .connect(stack.sites[0].leaf.url())
+        .await?;
+    let js = async_nats::jetstream::new(client);
+    let name = format!("TOPIC_default_{app}_commands");
+    stack
+        .eventually("both messages at the site", || async {
+            Ok(js.get_stream(&name).await?.info().await?.state.messages == 2)
+        })
+        .await?;
+    let stream = js.get_stream(&name).await?;
+    let reader =
+        stream.create_consumer(pull::Config { durable_name: Some("reader".into()), ..Default::default() }).await?;
+    let mut got = Vec::new();
+    let mut batch = reader.fetch().max_messages(10).expires(std::time::Duration::from_secs(2)).messages().await?;
+    while let Some(m) = futures::StreamExt::next(&mut batch).await {
+        let m = m.map_err(|e| anyhow::anyhow!("{e}"))?;
+        got.push(String::from_utf8(m.payload.to_vec())?);
+        m.ack().await.map_err(|e| anyhow::anyhow!("{e}"))?;
+    }
+    ensure!(got == ["first", "second"], "{got:?}");
+    // Nothing else at the site is open to it.
+    ensure!(js.get_stream("SITE_EVENTS").await.is_err(), "the app read the site's own stream");
     Ok(())
 }

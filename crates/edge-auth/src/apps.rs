@@ -30,11 +30,19 @@ impl AppIssuer {
         Ok(Self { signer: crate::leaf::read_signer(path)?, account })
     }
 
-    /// A new credential for the containers of `app` (of `tenant`) at `site`, for `topics`.
-    pub fn issue(&self, site: &Name, tenant: &Name, app: &Name, topics: &[Name]) -> Result<Creds, AuthError> {
+    /// A new credential for the containers of `app` (of `tenant`) at `site`: publishing to its
+    /// `up` topics, reading its `down` ones.
+    pub fn issue(
+        &self,
+        site: &Name,
+        tenant: &Name,
+        app: &Name,
+        up: &[Name],
+        down: &[Name],
+    ) -> Result<Creds, AuthError> {
         let user = KeyPair::new_user();
         let name = format!("{site}/{tenant}/{app}");
-        let scope = scope::app_bus(site, tenant, app, topics);
+        let scope = scope::app_bus(site, tenant, app, up, down);
         let jwt = scope::sign_user(scope, &self.signer, &self.account, &name, &user.public_key(), None, true)?;
         let seed = user.seed().map_err(|e| AuthError::Key(e.to_string()))?;
         Ok(Creds { jwt, seed })
@@ -59,9 +67,11 @@ mod tests {
         let signer = KeyPair::new_account();
         let issuer = AppIssuer { signer, account: KeyPair::new_account().public_key() };
         let n = |s: &str| Name::new(s).unwrap();
-        let c = issuer.issue(&n("shop-1"), &n("acme"), &n("cam"), &[n("counts")]).unwrap();
+        let c = issuer.issue(&n("shop-1"), &n("acme"), &n("cam"), &[n("counts")], &[n("orders")]).unwrap();
         let claims: crate::jwt::Claims<crate::claims::User> = crate::jwt::decode(&c.jwt).unwrap();
-        assert_eq!(claims.nats.publish.allow, vec!["edge.v1.topic.acme.cam.counts"]);
+        let publish = &claims.nats.publish.allow;
+        assert_eq!(publish[0], "edge.v1.topic.acme.cam.counts");
+        assert!(publish[1..].iter().all(|s| s.contains(".TOPIC_acme_cam_orders")), "{publish:?}");
         assert_eq!(claims.nats.subscribe.allow, vec!["_INBOX.app.acme.cam.>"]);
         assert!(claims.nats.bearer_token);
         assert_eq!(claims.nats.issuer_account, issuer.account);

@@ -76,8 +76,12 @@ pub fn site_leaf(site: &Name) -> Scope {
         // Only consumers filtered to the site's own desired state (the filter is part of the
         // subject, and the server checks it against the request).
         format!("{hub_api}.CONSUMER.CREATE.{desired_stream}.*.{}", subject::desired_for_site(site)),
+        // Consumers on the hub's streams of apps' `to_sites` topics, filtered to the messages
+        // stored for this site (again checked against the request).
+        format!("{hub_api}.CONSUMER.CREATE.*.*.{}", subject::topic_any_at(site)),
         format!("{hub_api}.INFO"),
-        format!("$JS.FC.{desired_stream}.>"),
+        // Flow-control replies to the hub's consumers it sources from (desired state, topics).
+        "$JS.FC.>".to_string(),
         // Replies to what the hub asked: its clients' inboxes and its servers' JetStream
         // replies. nats-server's per-request response permission does not cover leaf links,
         // so the site may publish to any reply subject; they are random (a NUID of about 130
@@ -120,12 +124,27 @@ pub fn site_host(site: &Name, host: &Name) -> Scope {
 }
 
 /// An application's containers at a site (in the site's account): they may publish to the
-/// app's own topics and receive replies (JetStream's acknowledgements) at the app's own inbox
-/// prefix, and nothing else: not another app's topics, not the site's own subjects, not the
-/// JetStream API. Reading topics is the hub's business (`edge.v1.api.app.events`).
-pub fn app_bus(site: &Name, tenant: &Name, app: &Name, topics: &[Name]) -> Scope {
+/// app's own `to_hub` topics (`up`), read its own `to_sites` topics (`down`) with pull
+/// consumers on their streams at the site, and receive replies (JetStream's answers) at the
+/// app's own inbox prefix; nothing else: not another app's topics or streams, not the site's
+/// own subjects, no other JetStream API.
+pub fn app_bus(site: &Name, tenant: &Name, app: &Name, up: &[Name], down: &[Name]) -> Scope {
+    let mut publish: Vec<String> = up.iter().map(|t| subject::topic(tenant, app, t)).collect();
+    for t in down {
+        let stream = topology::topic_stream(tenant, app, t);
+        publish.extend([
+            format!("$JS.API.STREAM.INFO.{stream}"),
+            format!("$JS.API.CONSUMER.CREATE.{stream}"),
+            format!("$JS.API.CONSUMER.CREATE.{stream}.>"),
+            format!("$JS.API.CONSUMER.DURABLE.CREATE.{stream}.*"),
+            format!("$JS.API.CONSUMER.INFO.{stream}.*"),
+            format!("$JS.API.CONSUMER.DELETE.{stream}.*"),
+            format!("$JS.API.CONSUMER.MSG.NEXT.{stream}.*"),
+            format!("$JS.ACK.{stream}.>"),
+        ]);
+    }
     Scope {
-        publish: SubjectPermission::allow(topics.iter().map(|t| subject::topic(tenant, app, t))),
+        publish: SubjectPermission::allow(publish),
         subscribe: SubjectPermission::allow([format!("{}.>", subject::app_inbox_prefix(tenant, app))]),
         connection_types: vec![CONN_STANDARD.to_string()],
         tags: vec!["role:app".into(), format!("site:{site}"), format!("tenant:{tenant}"), format!("app:{app}")],

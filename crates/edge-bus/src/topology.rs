@@ -367,9 +367,12 @@ pub fn topic_stream(tenant: &Name, app: &Name, topic: &Name) -> String {
     format!("TOPIC_{tenant}_{app}_{topic}")
 }
 
-/// Ensures the site's stream of an app's topic (`js` is the site leaf's): the app's containers
-/// publish to `edge.v1.topic.<tenant>.<app>.<topic>`, stored with the site appended. When full,
-/// new messages are refused (the publisher sees the error) and nothing stored is dropped.
+/// Ensures the site's stream of an app's topic (`js` is the site leaf's).
+/// - `to_hub`: the app's containers publish to `edge.v1.topic.<tenant>.<app>.<topic>`, stored
+///   with the site appended; when full, new messages are refused (the publisher sees the
+///   error) and nothing stored is dropped.
+/// - `to_sites`: a copy of the hub's messages for this site, sourced from the hub's stream;
+///   when full, the oldest go.
 pub async fn ensure_site_topic(
     js: &jetstream::Context,
     site: &Name,
@@ -377,34 +380,51 @@ pub async fn ensure_site_topic(
     app: &Name,
     t: &edge_types::app::TopicSpec,
 ) -> Result<(), BusError> {
+    use edge_types::app::Direction;
     let name = topic_stream(tenant, app, &t.name);
-    let plain = subject::topic(tenant, app, &t.name);
-    js.create_or_update_stream(stream::Config {
+    let stored = subject::topic_at(tenant, app, &t.name, site);
+    let mut config = stream::Config {
         name: name.clone(),
         description: Some(format!("Topic {} of app {app} (tenant {tenant}) at site {site}", t.name)),
-        subjects: vec![plain.clone()],
-        subject_transform: Some(stream::SubjectTransform {
-            source: plain,
-            destination: subject::topic_at(tenant, app, &t.name, site),
-        }),
         storage: stream::StorageType::File,
         num_replicas: replicas(),
         max_bytes: t.max_bytes,
         max_messages: t.max_msgs.unwrap_or(-1),
         max_age: Duration::from_secs(t.max_age_secs),
         max_message_size: t.max_msg_size,
-        discard: stream::DiscardPolicy::New,
         duplicate_window: DEDUPE_WINDOW.min(Duration::from_secs(t.max_age_secs)),
         ..Default::default()
-    })
-    .await
-    .map_err(|e| BusError::js(format!("ensure site stream {name}"), e))?;
+    };
+    match t.direction {
+        Direction::ToHub => {
+            let plain = subject::topic(tenant, app, &t.name);
+            config.subjects = vec![plain.clone()];
+            config.subject_transform = Some(stream::SubjectTransform { source: plain, destination: stored });
+            config.discard = stream::DiscardPolicy::New;
+        }
+        Direction::ToSites => {
+            config.sources = Some(vec![stream::Source {
+                name: name.clone(),
+                filter_subject: Some(stored),
+                external: Some(stream::External {
+                    api_prefix: api_prefix(HUB_DOMAIN),
+                    delivery_prefix: Some(subject::delivery_down(site)),
+                }),
+                ..Default::default()
+            }]);
+            config.discard = stream::DiscardPolicy::Old;
+        }
+    }
+    js.create_or_update_stream(config).await.map_err(|e| BusError::js(format!("ensure site stream {name}"), e))?;
     Ok(())
 }
 
-/// Ensures the hub's stream of an app's topic, sourcing it from each of `sites` (added to the
-/// sources it has; a site once sourced stays, so what it buffered still arrives after the app
-/// leaves it). Limits: the topic's age, and its bytes per site.
+/// Ensures the hub's stream of an app's topic.
+/// - `to_hub`: it sources the site stream of each of `sites` (added to those it has; a site
+///   once sourced stays, so what it buffered still arrives after the app leaves it); it keeps
+///   the topic's bytes per site sourced.
+/// - `to_sites`: senders' messages, one per site (`edge.v1.topic.<tenant>.<app>.<topic>.<site>`),
+///   each site's kept up to the topic's message count.
 pub async fn ensure_hub_topic(
     js: &jetstream::Context,
     tenant: &Name,
@@ -412,15 +432,8 @@ pub async fn ensure_hub_topic(
     t: &edge_types::app::TopicSpec,
     sites: &[Name],
 ) -> Result<(), BusError> {
+    use edge_types::app::Direction;
     let name = topic_stream(tenant, app, &t.name);
-    let wanted = |site: &Name| stream::Source {
-        name: name.clone(),
-        external: Some(stream::External {
-            api_prefix: api_prefix(site.as_str()),
-            delivery_prefix: Some(subject::delivery_up(site)),
-        }),
-        ..Default::default()
-    };
     let (mut config, exists) = match js.get_stream(&name).await {
         Ok(mut s) => {
             let info = s.info().await.map_err(|e| BusError::js(format!("read hub stream {name}"), e))?;
@@ -429,7 +442,7 @@ pub async fn ensure_hub_topic(
         Err(_) => {
             let config = stream::Config {
                 name: name.clone(),
-                description: Some(format!("Topic {} of app {app} (tenant {tenant}) from the sites running it", t.name)),
+                description: Some(format!("Topic {} of app {app} (tenant {tenant}), every site's", t.name)),
                 storage: stream::StorageType::File,
                 num_replicas: replicas(),
                 ..Default::default()
@@ -438,24 +451,39 @@ pub async fn ensure_hub_topic(
         }
     };
     let before = config.clone();
-    let sources = config.sources.get_or_insert_with(Vec::new);
-    for site in sites {
-        let api = api_prefix(site.as_str());
-        if !sources.iter().any(|s| s.external.as_ref().is_some_and(|x| x.api_prefix == api)) {
-            sources.push(wanted(site));
-        }
-    }
-    let per_site = t.max_bytes.saturating_mul(sources.len().max(1) as i64);
-    config.max_bytes = per_site;
     config.max_age = Duration::from_secs(t.max_age_secs);
     config.max_message_size = t.max_msg_size;
+    match t.direction {
+        Direction::ToHub => {
+            let sources = config.sources.get_or_insert_with(Vec::new);
+            for site in sites {
+                let api = api_prefix(site.as_str());
+                if !sources.iter().any(|s| s.external.as_ref().is_some_and(|x| x.api_prefix == api)) {
+                    sources.push(stream::Source {
+                        name: name.clone(),
+                        external: Some(stream::External {
+                            api_prefix: api,
+                            delivery_prefix: Some(subject::delivery_up(site)),
+                        }),
+                        ..Default::default()
+                    });
+                }
+            }
+            config.max_bytes = t.max_bytes.saturating_mul(sources.len().max(1) as i64);
+        }
+        Direction::ToSites => {
+            config.subjects = vec![subject::topic_all_sites(tenant, app, &t.name)];
+            config.max_messages_per_subject = t.max_msgs.unwrap_or(10_000);
+            config.duplicate_window = DEDUPE_WINDOW;
+        }
+    }
     if exists && config == before {
         return Ok(());
     }
-    if !exists {
-        js.create_stream(config).await.map_err(|e| BusError::js(format!("create hub stream {name}"), e))?;
-    } else {
+    if exists {
         js.update_stream(config).await.map_err(|e| BusError::js(format!("update hub stream {name}"), e))?;
+    } else {
+        js.create_stream(config).await.map_err(|e| BusError::js(format!("create hub stream {name}"), e))?;
     }
     Ok(())
 }

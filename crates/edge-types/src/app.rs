@@ -35,21 +35,22 @@ pub struct AppSpec {
     /// The application's own network at each host; absent: isolated, no outbound access.
     #[serde(default, skip_serializing_if = "NetworkSpec::is_default")]
     pub network: NetworkSpec,
-    /// A connection to the site's bus for the application's containers: the topics they may
-    /// publish to. Absent: the containers get no bus connection.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub bus: Option<BusSpec>,
+    /// A connection to the site's bus for the application's containers: its topics. Absent
+    /// (or no topics): the containers get no bus connection.
+    #[serde(default, skip_serializing_if = "BusSpec::is_empty")]
+    pub bus: BusSpec,
 }
 
 /// The application's own topics on the bus. Its containers get the site leaf's address and a
 /// credential that may publish to these topics only (`EDGE_BUS_*` variables); what they publish
 /// is kept at the site within the topic's limits, copied to the hub when the link is up, and
 /// read centrally with `edgectl events` (`edge.v1.api.app.events`).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct BusSpec {
     /// The topics, each with its own limits at every site.
-    #[schemars(length(min = 1, max = 16))]
+    #[serde(default)]
+    #[schemars(length(max = 16))]
     pub topics: Vec<TopicSpec>,
 }
 
@@ -78,6 +79,44 @@ pub struct TopicSpec {
     #[serde(default = "default_topic_msg_size")]
     #[schemars(range(min = 16, max = 1048576))]
     pub max_msg_size: i32,
+    /// Which way messages flow: `to_hub` (default: the containers publish, central readers
+    /// read) or `to_sites` (central senders publish to the sites running the app, its
+    /// containers read).
+    #[serde(default, skip_serializing_if = "Direction::is_default")]
+    pub direction: Direction,
+}
+
+/// Which way a topic's messages flow.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Direction {
+    /// From the app's containers at the sites to the hub.
+    #[default]
+    ToHub,
+    /// From the hub to the app's containers at the sites where it runs.
+    ToSites,
+}
+
+impl Direction {
+    fn is_default(&self) -> bool {
+        *self == Direction::ToHub
+    }
+}
+
+impl BusSpec {
+    pub fn is_empty(&self) -> bool {
+        self.topics.is_empty()
+    }
+
+    /// The bus when it has topics.
+    pub fn used(&self) -> Option<&BusSpec> {
+        (!self.is_empty()).then_some(self)
+    }
+
+    /// The topics flowing `direction`.
+    pub fn topics_to(&self, direction: Direction) -> Vec<Name> {
+        self.topics.iter().filter(|t| t.direction == direction).map(|t| t.name.clone()).collect()
+    }
 }
 
 fn default_topic_bytes() -> i64 {
@@ -427,7 +466,7 @@ impl AppSpec {
             }
         }
         let mut topics = std::collections::BTreeSet::new();
-        for (i, t) in self.bus.iter().flat_map(|b| &b.topics).enumerate() {
+        for (i, t) in self.bus.topics.iter().enumerate() {
             if !topics.insert(&t.name) {
                 return Err(SpecError {
                     pointer: format!("/bus/topics/{i}/name"),
@@ -485,7 +524,7 @@ impl ServiceSpec {
     pub fn digest_with_bus(&self, bus: Option<&BusSpec>) -> String {
         match bus {
             None => self.digest(),
-            Some(b) => digest_json(&(self, b.topics.iter().map(|t| &t.name).collect::<Vec<_>>())),
+            Some(b) => digest_json(&(self, b.topics.iter().map(|t| (&t.name, t.direction)).collect::<Vec<_>>())),
         }
     }
 }

@@ -30,7 +30,7 @@ use crate::secret::{
 use crate::site::{Heartbeat, LeafRenewal, LeafRenewed, SiteRecord, SiteRegistration};
 use crate::status::AppStatusReport;
 use crate::telemetry::{HostStats, LifecycleEvent, ResourcesReply};
-use crate::topic::{EventsReply, EventsRequest};
+use crate::topic::{EventsReply, EventsRequest, SendReply, SendRequest};
 
 /// Largest inbound message accepted, in bytes (the bus allows 1 MiB).
 pub const MAX_MESSAGE_BYTES: usize = 256 * 1024;
@@ -123,6 +123,8 @@ messages!(
     AuthRefusal,
     EventsRequest,
     EventsReply,
+    SendRequest,
+    SendReply,
 );
 
 /// The schema a type generates (draft 2020-12).

@@ -63,6 +63,7 @@ pub enum ApiOp {
     AppHistory,
     AppRollback,
     AppEvents,
+    AppSend,
     SiteList,
     SiteLabel,
     SiteRegister,
@@ -89,7 +90,7 @@ pub enum ApiOp {
 }
 
 impl ApiOp {
-    pub const ALL: [ApiOp; 35] = [
+    pub const ALL: [ApiOp; 36] = [
         ApiOp::AppApply,
         ApiOp::AppList,
         ApiOp::AppGet,
@@ -102,6 +103,7 @@ impl ApiOp {
         ApiOp::AppHistory,
         ApiOp::AppRollback,
         ApiOp::AppEvents,
+        ApiOp::AppSend,
         ApiOp::SiteList,
         ApiOp::SiteLabel,
         ApiOp::SiteRegister,
@@ -142,6 +144,7 @@ impl ApiOp {
             ApiOp::AppHistory => ("app", "history"),
             ApiOp::AppRollback => ("app", "rollback"),
             ApiOp::AppEvents => ("app", "events"),
+            ApiOp::AppSend => ("app", "send"),
             ApiOp::SiteList => ("site", "list"),
             ApiOp::SiteLabel => ("site", "label"),
             ApiOp::SiteRegister => ("site", "register"),
@@ -471,6 +474,11 @@ pub fn topic_prefix(tenant: &Name, app: &Name) -> String {
 /// `edge.v1.topic.<tenant>.<app>.<topic>.<site>`.
 pub fn topic_at(tenant: &Name, app: &Name, topic: &Name, site: &Name) -> String {
     format!("{PREFIX}.topic.{tenant}.{app}.{topic}.{site}")
+}
+
+/// Any app's topic messages stored for (or from) `site`: `edge.v1.topic.*.*.*.<site>`.
+pub fn topic_any_at(site: &Name) -> String {
+    format!("{PREFIX}.topic.*.*.*.{site}")
 }
 
 /// Every site's messages of a topic at the hub.

@@ -74,3 +74,33 @@ impl TopicEvent {
         Self { site, seq, stored_ms, data, data_hex }
     }
 }
+
+/// Request of `app.send`: one message to a `to_sites` topic of an app, for every site the app
+/// is placed at (or those named). Each site's copy waits at the hub while its link is down.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SendRequest {
+    /// The application.
+    pub name: Name,
+    /// One of its `to_sites` topics.
+    pub topic: Name,
+    /// Only these sites (each must run the app); empty: every site it is placed at.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 1000))]
+    pub sites: Vec<Name>,
+    /// The message (text; at most the topic's `max_msg_size` bytes).
+    #[schemars(length(max = 1048576))]
+    pub data: String,
+    /// An id the sender chooses: a request sent again with the same id within two minutes
+    /// is stored once per site.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 64), regex(pattern = r"^[A-Za-z0-9_-]+$"))]
+    pub id: Option<String>,
+}
+
+/// Reply to `app.send`: the sites the message is stored for.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SendReply {
+    pub sites: Vec<Name>,
+}

@@ -83,6 +83,9 @@ pub enum Command {
     /// What an application's containers published to one of its topics (`bus.topics`), from
     /// every site or those named, as the hub received them.
     Events(EventsArgs),
+    /// Send one message to an application's `to_sites` topic: stored for every site it runs at
+    /// (or those named), delivered to each when its link is up.
+    Send(SendArgs),
     /// Asks a service whether it is up (`edge.v1.<service>.health`); exits 0 when it answers
     /// ok, 1 otherwise (a liveness probe for containers).
     Health {
@@ -114,8 +117,9 @@ pub struct LogsArgs {
     pub follow: bool,
 }
 
+/// An application's topic, at every site or those named.
 #[derive(Args, Debug)]
-pub struct EventsArgs {
+pub struct TopicArgs {
     pub app: String,
     /// The topic, as its spec declares it.
     #[arg(long)]
@@ -123,6 +127,12 @@ pub struct EventsArgs {
     /// Only this site (repeat for several).
     #[arg(long)]
     pub site: Vec<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct EventsArgs {
+    #[command(flatten)]
+    pub topic: TopicArgs,
     /// Only messages the hub received in the last DURATION (`90s`, `15m`, `2h`, `7d`).
     #[arg(long)]
     pub since: Option<String>,
@@ -132,6 +142,18 @@ pub struct EventsArgs {
     /// Keep printing new messages until interrupted.
     #[arg(short = 'f', long)]
     pub follow: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct SendArgs {
+    /// A `direction: to_sites` topic.
+    #[command(flatten)]
+    pub topic: TopicArgs,
+    /// An id of your choosing: sending again with the same id within two minutes stores it once.
+    #[arg(long)]
+    pub id: Option<String>,
+    /// The message; `-` or absent: read from standard input.
+    pub data: Option<String>,
 }
 
 #[derive(Subcommand, Debug)]

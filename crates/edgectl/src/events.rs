@@ -1,36 +1,37 @@
 //! `edgectl events APP --topic T`: what an application's containers published to one of its
 //! topics, read from the hub's copy of every site's (`edge.v1.api.app.events`), filtered by site
 //! and time. With `-f` it follows: new messages print as they arrive, none twice, none skipped.
+//! `edgectl send APP --topic T DATA`: one message to a `to_sites` topic (`edge.v1.api.app.send`).
 
 use std::time::Duration;
 
 use anyhow::{Context, Result};
 use edge_bus::api::request;
 use edge_types::subject::ApiOp;
-use edge_types::topic::{EventsReply, EventsRequest, TopicEvent};
+use edge_types::topic::{EventsReply, EventsRequest, SendReply, SendRequest, TopicEvent};
 use edge_types::Name;
 
-use crate::cli::{EventsArgs, Format, Global};
+use crate::cli::{EventsArgs, Format, Global, SendArgs, TopicArgs};
 use crate::{connect, REQUEST_TIMEOUT};
 
 /// How often a follow asks for what is new.
 const POLL_EVERY: Duration = Duration::from_secs(1);
 
+/// App, topic and sites, checked.
+fn names(t: &TopicArgs) -> Result<(Name, Name, Vec<Name>)> {
+    let name = |what: &str, s: &str| Name::new(s).with_context(|| format!("{what} {s:?}"));
+    let sites = t.site.iter().map(|s| name("site", s)).collect::<Result<_>>()?;
+    Ok((name("app", &t.app)?, name("topic", &t.topic)?, sites))
+}
+
 pub async fn run(args: EventsArgs, global: &Global) -> Result<()> {
     let client = connect(global).await?;
-    let name = |what: &str, s: &str| Name::new(s).with_context(|| format!("{what} {s:?}"));
+    let (name, topic, sites) = names(&args.topic)?;
     let since_ms = match &args.since {
         Some(d) => Some(edge_bus::time::now_ms().saturating_sub(parse_duration(d)?.as_millis() as u64)),
         None => None,
     };
-    let mut req = EventsRequest {
-        name: name("app", &args.app)?,
-        topic: name("topic", &args.topic)?,
-        sites: args.site.iter().map(|s| name("site", s)).collect::<Result<_>>()?,
-        since_ms,
-        after_seq: None,
-        max: 1000,
-    };
+    let mut req = EventsRequest { name, topic, sites, since_ms, after_seq: None, max: 1000 };
     let mut printed = 0usize;
     loop {
         let reply: EventsReply = request(&client, ApiOp::AppEvents, &req, REQUEST_TIMEOUT).await?;
@@ -51,6 +52,24 @@ pub async fn run(args: EventsArgs, global: &Global) -> Result<()> {
         }
         tokio::time::sleep(POLL_EVERY).await;
     }
+}
+
+pub async fn send(args: SendArgs, global: &Global) -> Result<()> {
+    let (name, topic, sites) = names(&args.topic)?;
+    let data = match args.data.as_deref() {
+        Some("-") | None => {
+            std::io::read_to_string(std::io::stdin()).context("reading the message from standard input")?
+        }
+        Some(d) => d.to_string(),
+    };
+    let req = SendRequest { name, topic, sites, data, id: args.id };
+    let client = connect(global).await?;
+    let reply: SendReply = request(&client, ApiOp::AppSend, &req, REQUEST_TIMEOUT).await?;
+    match global.output {
+        Format::Json => println!("{}", serde_json::to_string(&reply)?),
+        Format::Table => println!("stored for {} site(s): {}", reply.sites.len(), crate::output::names(&reply.sites)),
+    }
+    Ok(())
 }
 
 fn print_event(e: &TopicEvent, format: Format) -> Result<()> {

@@ -41,6 +41,7 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Alerts => alerts(&cli.global).await,
         Command::Logs(args) => logs::run(args, &cli.global).await,
         Command::Events(args) => events::run(args, &cli.global).await,
+        Command::Send(args) => events::send(args, &cli.global).await,
         Command::Health { service } => health(&cli.global, &service).await,
     }
 }

@@ -63,6 +63,11 @@ pub fn buffer(b: &edge_types::site::BufferState) -> String {
     s
 }
 
+/// Names joined by `, `.
+pub fn names(names: &[edge_types::Name]) -> String {
+    names.iter().map(|n| n.as_str()).collect::<Vec<_>>().join(", ")
+}
+
 /// A time (milliseconds since the epoch) as UTC, `2026-12-05T07:10:00.123Z`.
 pub fn time_of(ms: u64) -> String {
     let (days, rest) = ((ms / 86_400_000) as i64, ms % 86_400_000);

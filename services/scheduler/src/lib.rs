@@ -226,6 +226,7 @@ async fn handle(hub: &Hub, op: ApiOp, req: &async_nats::service::Request) {
         ApiOp::AppHistory => reply_counted(f, op, req, rollout_api::history(hub, body).await).await,
         ApiOp::AppRollback => reply_counted(f, op, req, rollout_api::rollback(hub, body).await).await,
         ApiOp::AppEvents => reply_counted(f, op, req, topics::read(hub, body).await).await,
+        ApiOp::AppSend => reply_counted(f, op, req, topics::send(hub, body).await).await,
         ApiOp::SiteList => reply_counted(f, op, req, sites::list(hub, body).await).await,
         ApiOp::SiteLabel => reply_counted(f, op, req, sites::label(hub, body).await).await,
         ApiOp::SiteRegister => reply_counted(f, op, req, sites::register(hub, &req.message.subject, body).await).await,

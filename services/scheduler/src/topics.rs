@@ -1,16 +1,18 @@
 //! The hub's side of applications' topics (`bus` in an app's spec): one stream per topic
-//! (`TOPIC_<tenant>_<app>_<topic>`) sourcing the site stream of every site the app is placed
-//! at, as the hub sources the sites' events; and reads of it for `edgectl events`
-//! (`edge.v1.api.app.events`), scoped to the caller's tenant like every app operation.
+//! (`TOPIC_<tenant>_<app>_<topic>`). A `to_hub` topic's sources the site stream of every site
+//! the app is placed at, as the hub sources the sites' events, and is read for `edgectl events`
+//! (`edge.v1.api.app.events`); a `to_sites` topic's takes what central senders send
+//! (`edge.v1.api.app.send`), one copy per site, which each site's stream sources. Both are
+//! scoped to the caller's tenant like every app operation.
 
 use std::collections::BTreeSet;
 use std::time::Duration;
 
 use async_nats::jetstream::{self, consumer::pull, consumer::AckPolicy, consumer::DeliverPolicy};
-use edge_types::api::ApiError;
-use edge_types::app::{AppSpec, TopicSpec};
+use edge_types::api::{ApiError, ErrorCode};
+use edge_types::app::{AppSpec, Direction, TopicSpec};
 use edge_types::schema::decode;
-use edge_types::topic::{EventsReply, EventsRequest, TopicEvent};
+use edge_types::topic::{EventsReply, EventsRequest, SendReply, SendRequest, TopicEvent};
 use edge_types::{subject, Name};
 use futures::StreamExt;
 
@@ -24,7 +26,7 @@ pub type Known = dashmap::DashMap<String, (TopicSpec, BTreeSet<Name>)>;
 /// Failures are logged and retried on the next placement: the sites keep what the apps
 /// publish meanwhile.
 pub async fn ensure(hub: &Hub, spec: &AppSpec, sites: &[Name]) {
-    let Some(bus) = &spec.bus else { return };
+    let bus = &spec.bus;
     if sites.is_empty() {
         return;
     }
@@ -57,17 +59,7 @@ pub async fn read(hub: &Hub, body: &[u8]) -> Result<EventsReply, ApiError> {
     let req: EventsRequest = decode(body).map_err(edge_bus::api::invalid)?;
     let record = crate::apps::get_record(hub, &req.name).await?;
     let spec = &record.spec;
-    let declared = spec.bus.iter().flat_map(|b| &b.topics).any(|t| t.name == req.topic);
-    if !declared {
-        return Err(ApiError::invalid(
-            "/topic",
-            format!(
-                "application {:?} declares no topic {:?} (bus.topics of its spec)",
-                spec.name.as_str(),
-                req.topic.as_str()
-            ),
-        ));
-    }
+    declared(spec, &req.topic, Direction::ToHub)?;
     let empty = EventsReply { events: Vec::new(), last_seq: req.after_seq.unwrap_or(0), more: false };
     let name = edge_bus::topology::topic_stream(&spec.tenant, &spec.name, &req.topic);
     let Ok(stream) = hub.js.get_stream(&name).await else {
@@ -100,6 +92,66 @@ pub async fn read(hub: &Hub, body: &[u8]) -> Result<EventsReply, ApiError> {
     let reply = collect(&consumer, pending, req.max as usize, empty).await;
     let _ = stream.delete_consumer(&consumer.cached_info().name).await;
     reply
+}
+
+/// The topic `topic` of `spec`, which must flow `direction`.
+fn declared<'a>(spec: &'a AppSpec, topic: &Name, direction: Direction) -> Result<&'a TopicSpec, ApiError> {
+    let t = spec.bus.topics.iter().find(|t| &t.name == topic).ok_or_else(|| {
+        let (app, topic) = (spec.name.as_str(), topic.as_str());
+        ApiError::invalid("/topic", format!("application {app:?} declares no topic {topic:?} (bus.topics of its spec)"))
+    })?;
+    if t.direction != direction {
+        let (verb, other) = match direction {
+            Direction::ToHub => ("read at the hub", "to_sites: its messages go to the sites"),
+            Direction::ToSites => ("sent to the sites", "to_hub: its messages come from the sites"),
+        };
+        return Err(ApiError::invalid("/topic", format!("topic {topic:?} cannot be {verb}: it is {other}")));
+    }
+    Ok(t)
+}
+
+/// `app.send`: one message to a `to_sites` topic, stored at the hub once for each target site
+/// (`edge.v1.topic.<tenant>.<app>.<topic>.<site>`), from where the site's stream copies it.
+pub async fn send(hub: &Hub, body: &[u8]) -> Result<SendReply, ApiError> {
+    let req: SendRequest = decode(body).map_err(edge_bus::api::invalid)?;
+    let record = crate::apps::get_record(hub, &req.name).await?;
+    let spec = &record.spec;
+    let t = declared(spec, &req.topic, Direction::ToSites)?;
+    if req.data.len() > t.max_msg_size as usize {
+        return Err(ApiError::invalid(
+            "/data",
+            format!("{} bytes is more than the topic's max_msg_size {}", req.data.len(), t.max_msg_size),
+        ));
+    }
+    let sites: Vec<Name> = if req.sites.is_empty() {
+        record.sites.clone()
+    } else {
+        if let Some((i, s)) = req.sites.iter().enumerate().find(|(_, s)| !record.sites.contains(s)) {
+            return Err(ApiError::invalid(
+                format!("/sites/{i}"),
+                format!("application {:?} does not run at site {s:?}", spec.name.as_str()),
+            ));
+        }
+        req.sites.clone()
+    };
+    // The stream may not exist yet if placement's last attempt failed.
+    ensure(hub, spec, &sites).await;
+    let unavailable =
+        |e: &dyn std::fmt::Display| ApiError::new(ErrorCode::Unavailable, format!("cannot store the message: {e}"));
+    let mut acks = Vec::with_capacity(sites.len());
+    for site in &sites {
+        let mut headers = async_nats::HeaderMap::new();
+        if let Some(id) = &req.id {
+            headers.insert(async_nats::header::NATS_MESSAGE_ID, format!("{id}.{site}").as_str());
+        }
+        let subject = subject::topic_at(&spec.tenant, &spec.name, &req.topic, site);
+        let ack = hub.js.publish_with_headers(subject, headers, req.data.clone().into_bytes().into()).await;
+        acks.push(ack.map_err(|e| unavailable(&e))?);
+    }
+    for ack in acks {
+        ack.await.map_err(|e| unavailable(&e))?;
+    }
+    Ok(SendReply { sites })
 }
 
 /// Reads up to `max` of the consumer's `pending` messages into `reply`.

@@ -8,7 +8,8 @@
 //!   leaf server itself keeps listening on loopback only.
 //!
 //! The container finds it all in its environment: `EDGE_BUS_URL`, `EDGE_BUS_CREDS` (a file),
-//! `EDGE_BUS_INBOX_PREFIX`, `EDGE_BUS_SUBJECT_PREFIX` (append the topic) and `EDGE_SITE`.
+//! `EDGE_BUS_INBOX_PREFIX`, `EDGE_BUS_SUBJECT_PREFIX` (append a `to_hub` topic),
+//! `EDGE_BUS_STREAM_PREFIX` (append a `to_sites` topic: its stream here) and `EDGE_SITE`.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::{Ipv4Addr, SocketAddr};
@@ -17,7 +18,7 @@ use std::sync::Mutex;
 use async_nats::jetstream;
 use bollard::Docker;
 use edge_auth::apps::AppIssuer;
-use edge_types::app::TopicSpec;
+use edge_types::app::{Direction, TopicSpec};
 use edge_types::desired::DesiredApp;
 use edge_types::site::{BufferState, TopicFill};
 use edge_types::{subject, Name};
@@ -98,7 +99,8 @@ impl AppBus {
     pub async fn measure(&self, desired: &BTreeMap<Name, DesiredApp>) {
         let mut fills = Vec::new();
         for spec in desired.values().filter_map(|d| d.spec.as_ref()) {
-            for t in spec.bus.iter().flat_map(|b| &b.topics) {
+            // `to_sites` topics drop their oldest when full: nothing is refused there.
+            for t in spec.bus.topics.iter().filter(|t| t.direction == Direction::ToHub) {
                 let stream = edge_bus::topology::topic_stream(&spec.tenant, &spec.name, &t.name);
                 let Ok(mut s) = self.js.get_stream(&stream).await else { continue };
                 let Ok(info) = s.info().await else { continue };
@@ -136,13 +138,16 @@ impl AppBus {
         let bus = w.bus.as_ref().expect("only apps with a bus have a connection");
         let addr = self.relay(network).await?;
         let topics: Vec<Name> = bus.topics.iter().map(|t| t.name.clone()).collect();
-        let creds = self.issuer.issue(&self.site, &w.tenant, &w.app, &topics)?;
+        let (up, down) = (bus.topics_to(Direction::ToHub), bus.topics_to(Direction::ToSites));
+        let creds = self.issuer.issue(&self.site, &w.tenant, &w.app, &up, &down)?;
         let env = vec![
             format!("EDGE_BUS_URL=nats://{addr}"),
             format!("EDGE_BUS_CREDS={}/{CREDS_FILE}", crate::runtime::SECRETS_MOUNT),
             format!("EDGE_BUS_INBOX_PREFIX={}", subject::app_inbox_prefix(&w.tenant, &w.app)),
             format!("EDGE_BUS_SUBJECT_PREFIX={}", subject::topic_prefix(&w.tenant, &w.app)),
             format!("EDGE_BUS_TOPICS={}", topics.iter().map(Name::as_str).collect::<Vec<_>>().join(",")),
+            // Append a `to_sites` topic's name for its stream at the site, to read it from.
+            format!("EDGE_BUS_STREAM_PREFIX=TOPIC_{}_{}_", w.tenant, w.app),
             format!("EDGE_SITE={}", self.site),
         ];
         Ok((env, creds.render()))

@@ -140,11 +140,11 @@ pub fn wanted(
                     generation: d.generation,
                     service: svc.clone(),
                     replica: p.replica,
-                    digest: replica_digest(svc, spec.bus.as_ref(), d.images.get(&svc.image)),
+                    digest: replica_digest(svc, spec.bus.used(), d.images.get(&svc.image)),
                     image: d.images.get(&svc.image).cloned(),
                     outbound: spec.network.outbound,
                     peers: peers.clone(),
-                    bus: spec.bus.clone(),
+                    bus: spec.bus.used().cloned(),
                 },
             );
         }
@@ -296,7 +296,7 @@ mod tests {
             placement,
             rollout: None,
             network: Default::default(),
-            bus: None,
+            bus: Default::default(),
         };
         let d = DesiredApp {
             site: n("s1"),
