@@ -62,6 +62,8 @@ async fn edgectl_drives_a_dev_stack() -> Result<()> {
     assert_eq!(names, ["site-1", "site-2"]);
     let table = dev.ok(&["site", "list"])?;
     assert!(table.starts_with("SITE") && table.contains("customer=acme,region=eu"), "{table}");
+    let version = env!("CARGO_PKG_VERSION");
+    assert!(table.contains(&format!("sites per version: {version}: 2")), "{table}");
 
     // An app placed on region = us lands on site-2 only.
     let spec = dev.dir.path().join("app.yaml");

@@ -185,6 +185,9 @@ pub struct DeleteReply {
 #[serde(deny_unknown_fields)]
 pub struct SiteSummary {
     pub site: Name,
+    /// The site-manager version the site last registered with.
+    #[serde(default)]
+    pub agent_version: String,
     /// Effective labels (reported, overlaid by central).
     pub labels: Labels,
     pub hosts: Vec<HostInventory>,

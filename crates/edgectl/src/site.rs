@@ -13,6 +13,17 @@ use crate::cli::{Global, SiteCommand};
 use crate::output::{self, print};
 use crate::{connect, REQUEST_TIMEOUT};
 
+/// `0.1.0: 998, 0.2.0: 2`: how many sites run each site-manager version, most first.
+fn per_version(r: &SiteListReply) -> String {
+    let mut counts: std::collections::BTreeMap<&str, usize> = Default::default();
+    for s in &r.sites {
+        *counts.entry(if s.agent_version.is_empty() { "unknown" } else { &s.agent_version }).or_default() += 1;
+    }
+    let mut counts: Vec<(&str, usize)> = counts.into_iter().collect();
+    counts.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(b.0)));
+    counts.iter().map(|(v, n)| format!("{v}: {n}")).collect::<Vec<_>>().join(", ")
+}
+
 pub async fn run(cmd: SiteCommand, global: &Global) -> Result<()> {
     match cmd {
         SiteCommand::List => {
@@ -41,6 +52,7 @@ pub async fn run(cmd: SiteCommand, global: &Global) -> Result<()> {
                     let apps: Vec<&str> = s.apps.iter().map(|a| a.as_str()).collect();
                     vec![
                         s.site.to_string(),
+                        s.agent_version.clone(),
                         match (s.blocked, s.connected) {
                             (true, _) => "blocked".into(),
                             (false, true) => "yes".into(),
@@ -54,7 +66,11 @@ pub async fn run(cmd: SiteCommand, global: &Global) -> Result<()> {
                     ]
                 })
                 .collect();
-            print(global.output, &r, &["SITE", "CONNECTED", "LAST SEEN", "BUFFER", "LABELS", "HOSTS", "APPS"], rows);
+            let headers = ["SITE", "VERSION", "CONNECTED", "LAST SEEN", "BUFFER", "LABELS", "HOSTS", "APPS"];
+            print(global.output, &r, &headers, rows);
+            if global.output == crate::cli::Format::Table && !r.sites.is_empty() {
+                println!("\nsites per version: {}", per_version(&r));
+            }
         }
         SiteCommand::Add { site, join: false, .. } => crate::auth::site_add(&site, global)?,
         SiteCommand::Add { site, join: true, auto_approve, valid_hours } => {

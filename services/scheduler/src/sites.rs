@@ -220,6 +220,7 @@ pub async fn list(hub: &Hub, body: &[u8]) -> Result<SiteListReply, ApiError> {
         .map(|s| {
             let live = hub.liveness.get(&s.site);
             SiteSummary {
+                agent_version: s.agent_version.clone(),
                 labels: s.effective_labels(),
                 connected: hub.connected(&s.site),
                 last_seen_ms: live.last_seen_ms,

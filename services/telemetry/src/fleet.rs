@@ -98,6 +98,9 @@ impl Fleet {
         let records: BTreeMap<String, SiteRecord> =
             self.sites.snapshot().into_iter().map(|(k, e)| (k, e.value)).collect();
         snap.sites_registered = records.len() as u64;
+        for r in records.values() {
+            *snap.sites_by_version.entry(version_label(&r.agent_version)).or_default() += 1;
+        }
         for (i, r) in records.values().enumerate() {
             let beat = self.beats.get(&r.site).map(|b| (b.0, b.1.clone()));
             let age = beat.as_ref().map(|(at, _)| at.elapsed());
@@ -236,4 +239,25 @@ impl Fleet {
 fn runs(a: &AppRecord, r: &AppStatusReport) -> bool {
     let target = a.rollout.as_ref().and_then(|ro| ro.held.get(&r.site).copied()).unwrap_or(a.generation);
     r.app == a.spec.name && a.sites.contains(&r.site) && r.phase == Phase::Running && r.generation == target
+}
+
+/// Most distinct versions with series of their own; the rest count under `other`.
+const MAX_VERSIONS: usize = 32;
+
+/// A version as a metric label: bounded in length and in kinds (a site reports what it likes).
+fn version_label(v: &str) -> String {
+    static SEEN: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+    let v: String = v.chars().filter(|c| c.is_ascii_alphanumeric() || "._+-".contains(*c)).take(64).collect();
+    if v.is_empty() {
+        return "unknown".into();
+    }
+    let mut seen = SEEN.lock().expect("versions lock");
+    if seen.contains(&v) {
+        return v;
+    }
+    if seen.len() < MAX_VERSIONS {
+        seen.push(v.clone());
+        return v;
+    }
+    "other".into()
 }

@@ -86,6 +86,8 @@ pub struct Snapshot {
     pub sites_over_limit: u64,
     pub sites_registered: u64,
     pub sites_connected: u64,
+    /// Registered sites per site-manager version (every site, over the series limit or not).
+    pub sites_by_version: std::collections::BTreeMap<String, u64>,
 }
 
 fn esc(v: &str) -> String {
@@ -183,6 +185,10 @@ pub fn render(s: &Snapshot) -> String {
     o.sample("edge_sites_connected", &[], s.sites_connected as f64);
     o.family("edge_sites_over_series_limit", "gauge", "Sites beyond the per-site series limit, in totals only.");
     o.sample("edge_sites_over_series_limit", &[], s.sites_over_limit as f64);
+    o.family("edge_sites_by_version", "gauge", "Registered sites per site-manager version.");
+    for (version, n) in &s.sites_by_version {
+        o.sample("edge_sites_by_version", &[("version", version)], *n as f64);
+    }
     for (name, kind, help, f) in SITE_SERIES {
         if name == "edge_site_last_heartbeat_age_seconds" {
             // Only for sites heard from.
@@ -269,9 +275,11 @@ mod tests {
             }],
             sites_registered: 1,
             sites_connected: 1,
+            sites_by_version: [("0.1.0".to_string(), 1)].into(),
             ..Default::default()
         };
         let text = render(&s);
+        assert!(text.contains("edge_sites_by_version{version=\"0.1.0\"} 1\n"), "{text}");
         assert!(text.contains("# TYPE edge_sites_connected gauge\nedge_sites_connected 1\n"), "{text}");
         assert!(text.contains("edge_site_apps_running{site=\"shop-1\"} 1\n"));
         assert!(text.contains("edge_site_last_heartbeat_age_seconds{site=\"shop-1\"} 1.5\n"));
