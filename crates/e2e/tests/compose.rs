@@ -143,6 +143,18 @@ async fn the_compose_stack_runs_the_example_and_a_cut_site_keeps_running() -> Re
         Ok(running_at(&client, "hello").await?.len() == 2)
     })
     .await?;
+    // An app on the bus (the site-managers here run in containers: they join its network).
+    let spec = std::fs::read(root().join("examples/bus.yaml"))?;
+    let spec: serde_json::Value = serde_norway::from_slice(&spec)?;
+    request::<_, edge_types::api::ApplyReply>(&client, ApiOp::AppApply, &spec, Duration::from_secs(30)).await?;
+    eventually("readings from both sites at the hub", Duration::from_secs(120), || async {
+        let req = serde_json::json!({"name": "counter", "topic": "readings", "max": 1000});
+        let r: edge_types::topic::EventsReply =
+            request(&client, ApiOp::AppEvents, &req, Duration::from_secs(10)).await?;
+        let sites: std::collections::BTreeSet<&str> = r.events.iter().map(|e| e.site.as_str()).collect();
+        Ok(sites.len() == 2)
+    })
+    .await?;
 
     // Cut site-1's WAN: its leaf leaves the `wan` network.
     let leaf = project.container("site-1-leaf")?;

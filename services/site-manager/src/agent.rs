@@ -196,9 +196,10 @@ impl Agent {
             r.phase = Phase::Deferred;
         }
         self.status.write_changed(reports).await;
-        // Last: network changes and removals take Docker a while and change no status.
-        self.reconcile_networks(&wanted, &observed).await;
+        // Last: network changes and removals take Docker a while and change no status. The bus
+        // relays first: a site-manager that joined an app's network leaves it before removal.
         self.keep_bus_relays(&wanted, &observed).await;
+        self.reconcile_networks(&wanted, &observed).await;
     }
 
     /// Keeps the bus relay of every app network where a replica of an app with a bus runs.

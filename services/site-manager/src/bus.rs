@@ -5,7 +5,9 @@
 //!   that may publish to the app's topics only, written beside the container's secret files;
 //! - a way to the leaf server from the app's network, which has no route out by default: a
 //!   relay listening on the network's gateway address (the host's side of the bridge), so the
-//!   leaf server itself keeps listening on loopback only.
+//!   leaf server itself keeps listening on loopback only; or, for a site-manager that runs in a
+//!   container (`SITE_MANAGER_APP_BUS_JOIN`), on its own address in the app's network, which
+//!   it joins as `edge-bus`.
 //!
 //! The container finds it all in its environment: `EDGE_BUS_URL`, `EDGE_BUS_CREDS` (a file),
 //! `EDGE_BUS_INBOX_PREFIX`, `EDGE_BUS_SUBJECT_PREFIX` (append a `to_hub` topic),
@@ -16,6 +18,8 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::Mutex;
 
 use async_nats::jetstream;
+use bollard::models::{EndpointSettings, NetworkConnectRequest, NetworkDisconnectRequest};
+use bollard::query_parameters::InspectContainerOptions;
 use bollard::Docker;
 use edge_auth::apps::AppIssuer;
 use edge_types::app::{Direction, TopicSpec};
@@ -29,6 +33,8 @@ use crate::reconcile::{Wanted, WantedSet};
 
 /// Where a container finds its bus credential (the directory of its secret files).
 pub const CREDS_FILE: &str = "edge-bus.creds";
+/// The name apps find the bus by on their network when the site-manager joins it.
+const BUS_ALIAS: &str = "edge-bus";
 
 /// Why an app's container cannot have its bus connection yet.
 #[derive(Debug, thiserror::Error)]
@@ -37,6 +43,8 @@ pub enum BusError {
     Docker(#[from] bollard::errors::Error),
     #[error("network {0} has no IPv4 gateway")]
     NoGateway(String),
+    #[error("this site-manager has no address on network {0} after joining it")]
+    NoAddress(String),
     #[error("cannot listen for the app bus on {0}: {1}")]
     Listen(SocketAddr, std::io::Error),
     #[error("cannot issue the app's credential: {0}")]
@@ -53,8 +61,11 @@ pub struct AppBus {
     leaf: String,
     /// The port the relays listen on, at each app network's gateway.
     port: u16,
-    /// Per app network: the relay's address and what stops it.
-    relays: Mutex<HashMap<String, (SocketAddr, CancellationToken)>>,
+    /// Per app network: the address its containers dial and what stops its relay.
+    relays: Mutex<HashMap<String, (String, CancellationToken)>>,
+    /// When the site-manager runs in a container of the same engine: its id. It then joins
+    /// each app network (found there as `edge-bus`) instead of listening on the gateway.
+    join: Option<String>,
     /// Topic streams as last ensured, by stream name.
     ensured: Mutex<HashMap<String, TopicSpec>>,
     /// The site's topics at least half full, fullest first, as last measured (heartbeats
@@ -156,14 +167,24 @@ impl AppBus {
     /// Keeps a relay on exactly the networks in `networks` (those of running replicas of apps
     /// with a bus): started after a restart of the site-manager, stopped when no app needs it.
     pub async fn keep_relays(&self, networks: &BTreeSet<String>) {
+        let mut stale = Vec::new();
         self.relays.lock().expect("relays lock").retain(|n, (addr, stop)| {
             let keep = networks.contains(n);
             if !keep {
                 stop.cancel();
                 tracing::info!(network = %n, %addr, "app bus relay stopped");
+                stale.push(n.clone());
             }
             keep
         });
+        // Joined networks are left, so that Docker can remove them once no app uses them.
+        for n in stale.iter().filter(|_| self.join.is_some()) {
+            let me = self.join.clone().unwrap_or_default();
+            let request = NetworkDisconnectRequest { container: me, force: Some(true) };
+            if let Err(e) = self.docker.disconnect_network(n, request).await {
+                tracing::debug!(network = %n, error = %e, "cannot leave the app network");
+            }
+        }
         for n in networks {
             if let Err(e) = self.relay(n).await {
                 tracing::warn!(network = %n, error = %e, "cannot relay the app bus on the network");
@@ -171,23 +192,52 @@ impl AppBus {
         }
     }
 
-    /// The relay's address on `network`, started if it is not running.
-    async fn relay(&self, network: &str) -> Result<SocketAddr, BusError> {
-        if let Some((addr, _)) = self.relays.lock().expect("relays lock").get(network) {
-            return Ok(*addr);
+    /// The address `network`'s containers dial for the bus; its relay is started if it is not
+    /// running.
+    async fn relay(&self, network: &str) -> Result<String, BusError> {
+        if let Some((dial, _)) = self.relays.lock().expect("relays lock").get(network) {
+            return Ok(dial.clone());
         }
-        let gateway = self.gateway(network).await?;
-        let addr = SocketAddr::from((gateway, self.port));
-        let listener = TcpListener::bind(addr).await.map_err(|e| BusError::Listen(addr, e))?;
+        let (listen, dial) = match &self.join {
+            None => {
+                let at = SocketAddr::from((self.gateway(network).await?, self.port));
+                (at, at.to_string())
+            }
+            Some(me) => {
+                let at = SocketAddr::from((self.join_network(me, network).await?, self.port));
+                (at, format!("{BUS_ALIAS}:{}", self.port))
+            }
+        };
+        let listener = TcpListener::bind(listen).await.map_err(|e| BusError::Listen(listen, e))?;
         let stop = self.shutdown.child_token();
         let mut relays = self.relays.lock().expect("relays lock");
-        if let Some((addr, _)) = relays.get(network) {
-            return Ok(*addr); // another pass started one meanwhile; this listener closes
+        if let Some((dial, _)) = relays.get(network) {
+            return Ok(dial.clone()); // another pass started one meanwhile; this listener closes
         }
-        relays.insert(network.to_string(), (addr, stop.clone()));
+        relays.insert(network.to_string(), (dial.clone(), stop.clone()));
         tokio::spawn(relay(listener, self.leaf.clone(), stop));
-        tracing::info!(network, %addr, "app bus relay listening");
-        Ok(addr)
+        tracing::info!(network, %listen, %dial, "app bus relay listening");
+        Ok(dial)
+    }
+
+    /// Connects this site-manager's own container to `network` as `edge-bus`; its address there.
+    async fn join_network(&self, me: &str, network: &str) -> Result<Ipv4Addr, BusError> {
+        let request = NetworkConnectRequest {
+            container: me.to_string(),
+            endpoint_config: Some(EndpointSettings { aliases: Some(vec![BUS_ALIAS.into()]), ..Default::default() }),
+        };
+        match self.docker.connect_network(network, request).await {
+            Ok(()) => {}
+            Err(e) if e.to_string().contains("already exists") => {}
+            Err(e) => return Err(e.into()),
+        }
+        let inspected = self.docker.inspect_container(me, None::<InspectContainerOptions>).await?;
+        inspected
+            .network_settings
+            .and_then(|n| n.networks)
+            .and_then(|n| n.get(network)?.ip_address.clone())
+            .and_then(|ip| ip.parse().ok())
+            .ok_or_else(|| BusError::NoAddress(network.to_string()))
     }
 
     /// The network's gateway: as its IPAM states it, else the first address of its subnet
@@ -230,6 +280,7 @@ pub fn from_config(
             leaf: leaf_addr(&config.nats_url),
             port: config.app_bus_port,
             relays: Mutex::default(),
+            join: config.app_bus_join.then(own_container_id).flatten(),
             ensured: Mutex::default(),
             fills: Mutex::default(),
             shutdown: shutdown.clone(),
@@ -239,6 +290,16 @@ pub fn from_config(
             None
         }
     }
+}
+
+/// This process's container id, as Docker gives it for the container's host name.
+fn own_container_id() -> Option<String> {
+    let id = std::fs::read_to_string("/etc/hostname").ok()?.trim().to_string();
+    if id.is_empty() {
+        tracing::warn!("SITE_MANAGER_APP_BUS_JOIN is set but this container's id is unknown (/etc/hostname)");
+        return None;
+    }
+    Some(id)
 }
 
 /// Accepts connections on `listener` and joins each to the leaf server at `leaf`, until `stop`.

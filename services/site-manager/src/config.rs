@@ -162,6 +162,11 @@ pub struct Config {
     /// The port apps reach the site's bus on, at their network's gateway address.
     #[arg(long, env = "SITE_MANAGER_APP_BUS_PORT", default_value_t = 4229)]
     pub app_bus_port: u16,
+    /// The site-manager runs in a container of the Docker Engine it drives: it joins each app
+    /// network that needs the bus (as `edge-bus`) and relays there, instead of listening on the
+    /// network's gateway in the host's namespace.
+    #[arg(long, env = "SITE_MANAGER_APP_BUS_JOIN", default_value_t = false)]
+    pub app_bus_join: bool,
 }
 
 impl Config {
@@ -216,6 +221,7 @@ impl Config {
             secrets_sender: None,
             apps_signer: None,
             app_bus_port: 4229,
+            app_bus_join: false,
             default_memory_mb: 1024,
             stats_secs: 15,
             telemetry_max_bytes: 64 << 20,
