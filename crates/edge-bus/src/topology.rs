@@ -364,7 +364,12 @@ async fn add_source(js: &jetstream::Context, name: &str, site: &Name) -> Result<
 /// The stream of an app's topic, at each site and at the hub: `TOPIC_<tenant>_<app>_<topic>`
 /// (names hold no `_`, so no two topics share a stream).
 pub fn topic_stream(tenant: &Name, app: &Name, topic: &Name) -> String {
-    format!("TOPIC_{tenant}_{app}_{topic}")
+    format!("{}{topic}", topic_stream_prefix(tenant, app))
+}
+
+/// What the stream names of an app's topics start with: `TOPIC_<tenant>_<app>_`.
+pub fn topic_stream_prefix(tenant: &Name, app: &Name) -> String {
+    format!("TOPIC_{tenant}_{app}_")
 }
 
 /// Ensures the site's stream of an app's topic (`js` is the site leaf's).

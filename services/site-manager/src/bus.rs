@@ -158,7 +158,7 @@ impl AppBus {
             format!("EDGE_BUS_SUBJECT_PREFIX={}", subject::topic_prefix(&w.tenant, &w.app)),
             format!("EDGE_BUS_TOPICS={}", topics.iter().map(Name::as_str).collect::<Vec<_>>().join(",")),
             // Append a `to_sites` topic's name for its stream at the site, to read it from.
-            format!("EDGE_BUS_STREAM_PREFIX=TOPIC_{}_{}_", w.tenant, w.app),
+            format!("EDGE_BUS_STREAM_PREFIX={}", edge_bus::topology::topic_stream_prefix(&w.tenant, &w.app)),
             format!("EDGE_SITE={}", self.site),
         ];
         Ok((env, creds.render()))
@@ -178,11 +178,12 @@ impl AppBus {
             keep
         });
         // Joined networks are left, so that Docker can remove them once no app uses them.
-        for n in stale.iter().filter(|_| self.join.is_some()) {
-            let me = self.join.clone().unwrap_or_default();
-            let request = NetworkDisconnectRequest { container: me, force: Some(true) };
-            if let Err(e) = self.docker.disconnect_network(n, request).await {
-                tracing::debug!(network = %n, error = %e, "cannot leave the app network");
+        if let Some(me) = &self.join {
+            for n in &stale {
+                let request = NetworkDisconnectRequest { container: me.clone(), force: Some(true) };
+                if let Err(e) = self.docker.disconnect_network(n, request).await {
+                    tracing::debug!(network = %n, error = %e, "cannot leave the app network");
+                }
             }
         }
         for n in networks {
